@@ -1,0 +1,178 @@
+//! The CPU backend: rayon-parallel kernels over host memory.
+//!
+//! Parallel loops split the *output* into fixed pieces, so every element is computed by one
+//! thread in a fixed order; reductions sum fixed-size partials in index order. Results are
+//! therefore identical run to run for a given thread count (and in fact for any count).
+
+mod batchnorm;
+mod conv;
+mod elementwise;
+pub mod gemm;
+mod loss;
+mod mixed;
+mod optim;
+mod pool;
+mod structure;
+
+use super::{Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, Pool2dSpec, Unary};
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// The CPU device's kernels.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+/// Size of the fixed pieces reductions are split into (determinism does not depend on the
+/// number of threads because the pieces do not).
+pub(crate) const REDUCE_CHUNK: usize = 1 << 14;
+
+impl Backend for CpuBackend {
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+    fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_vec(vec![0.0; crate::tensor::numel(shape)], shape)
+    }
+    fn from_host(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_vec(data, shape)
+    }
+    fn unary(&self, x: &Tensor, op: Unary) -> Result<Tensor> {
+        Ok(elementwise::unary(x, op))
+    }
+    fn binary(&self, a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
+        elementwise::binary(a, b, op)
+    }
+    fn axpy(&self, alpha: f32, x: &Tensor, y: &mut Tensor) -> Result<()> {
+        elementwise::axpy(alpha, x, y)
+    }
+    fn sum_all(&self, x: &Tensor) -> Result<f64> {
+        Ok(elementwise::sum_all(x.cpu()))
+    }
+    fn dot(&self, a: &Tensor, b: &Tensor) -> Result<f64> {
+        elementwise::dot(a, b)
+    }
+    fn scale_samples(&self, x: &Tensor, scale: &[f32]) -> Result<Tensor> {
+        elementwise::scale_samples(x, scale)
+    }
+    fn matmul(&self, a: &Tensor, trans_a: bool, b: &Tensor, trans_b: bool) -> Result<Tensor> {
+        gemm::matmul(a, trans_a, b, trans_b)
+    }
+    fn conv2d_forward(&self, x: &Tensor, w: &Tensor, spec: Conv2dSpec) -> Result<Tensor> {
+        conv::forward(x, w, spec)
+    }
+    fn conv2d_backward_input(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        spec: Conv2dSpec,
+        x_shape: &[usize],
+    ) -> Result<Tensor> {
+        conv::backward_input(dy, w, spec, x_shape)
+    }
+    fn conv2d_backward_weight(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        spec: Conv2dSpec,
+        w_shape: &[usize],
+    ) -> Result<Tensor> {
+        conv::backward_weight(x, dy, spec, w_shape)
+    }
+    fn batch_norm_train_forward(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<BatchNormForward> {
+        batchnorm::train_forward(x, weight, bias, eps)
+    }
+    fn channel_affine(&self, x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor> {
+        batchnorm::channel_affine(x, scale, shift)
+    }
+    fn batch_norm_backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        mean: &Tensor,
+        invstd: &Tensor,
+        weight: Option<&Tensor>,
+    ) -> Result<BatchNormGrads> {
+        batchnorm::backward(dy, x, mean, invstd, weight)
+    }
+    fn channel_sums(&self, x: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
+        batchnorm::channel_sums(x, y)
+    }
+    fn max_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
+        pool::max_forward(x, spec)
+    }
+    fn max_pool2d_backward(&self, x: &Tensor, dy: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
+        pool::max_backward(x, dy, spec)
+    }
+    fn avg_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
+        pool::avg_forward(x, spec)
+    }
+    fn avg_pool2d_backward(
+        &self,
+        dy: &Tensor,
+        spec: Pool2dSpec,
+        x_shape: &[usize],
+        power: i32,
+    ) -> Result<Tensor> {
+        pool::avg_backward(dy, spec, x_shape, power)
+    }
+    fn global_avg_pool_forward(&self, x: &Tensor) -> Result<Tensor> {
+        pool::global_avg_forward(x)
+    }
+    fn global_avg_pool_backward(&self, dy: &Tensor, x_shape: &[usize], power: i32) -> Result<Tensor> {
+        pool::global_avg_backward(dy, x_shape, power)
+    }
+    fn concat_channels(&self, xs: &[&Tensor]) -> Result<Tensor> {
+        structure::concat_channels(xs)
+    }
+    fn split_channels(&self, y: &Tensor, sizes: &[usize]) -> Result<Vec<Tensor>> {
+        structure::split_channels(y, sizes)
+    }
+    fn shift_crop(&self, x: &Tensor) -> Result<Tensor> {
+        structure::shift_crop(x)
+    }
+    fn shift_crop_backward(&self, dy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
+        structure::shift_crop_backward(dy, x_shape)
+    }
+    fn mixed_forward(&self, xs: &[&Tensor], s0: &Tensor, s: &Tensor) -> Result<Tensor> {
+        mixed::forward(xs, s0, s)
+    }
+    fn mixed_backward(
+        &self,
+        xs: &[&Tensor],
+        dy: &Tensor,
+        s0: &Tensor,
+        s: &Tensor,
+    ) -> Result<(Vec<Tensor>, Tensor)> {
+        mixed::backward(xs, dy, s0, s)
+    }
+    fn mixed_curvature(
+        &self,
+        xs: &[&Tensor],
+        hy: &Tensor,
+        s0: &Tensor,
+        s: &Tensor,
+    ) -> Result<(Vec<Tensor>, Tensor, Tensor)> {
+        mixed::curvature(xs, hy, s0, s)
+    }
+    fn softmax_cross_entropy(&self, logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)> {
+        loss::softmax_cross_entropy(logits, labels)
+    }
+    fn sgd_momentum(
+        &self,
+        w: &mut Tensor,
+        g: &Tensor,
+        m: &mut Tensor,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+        grad_scale: f32,
+    ) -> Result<()> {
+        optim::sgd_momentum(w, g, m, lr, momentum, weight_decay, grad_scale)
+    }
+}

@@ -1,0 +1,89 @@
+//! Channel concat/split and the shifted crop of factorized reduce.
+
+use rayon::prelude::*;
+
+use crate::device::nchw;
+use crate::error::{shape_err, Result};
+use crate::tensor::Tensor;
+
+pub(crate) fn concat_channels(xs: &[&Tensor]) -> Result<Tensor> {
+    if xs.is_empty() {
+        return Err(crate::Error::Invalid("concat_channels: no inputs".into()));
+    }
+    let (n, _, h, w) = nchw("concat_channels", xs[0])?;
+    let mut cs = Vec::with_capacity(xs.len());
+    for x in xs {
+        let (n2, c, h2, w2) = nchw("concat_channels", x)?;
+        if (n2, h2, w2) != (n, h, w) {
+            return shape_err("concat_channels", format!("[{n}, _, {h}, {w}]"), x.shape());
+        }
+        cs.push(c);
+    }
+    let ctot: usize = cs.iter().sum();
+    let hw = h * w;
+    let mut out = vec![0.0f32; n * ctot * hw];
+    out.par_chunks_mut(ctot * hw).enumerate().for_each(|(i, o)| {
+        let mut off = 0;
+        for (x, &c) in xs.iter().zip(&cs) {
+            let src = &x.cpu()[i * c * hw..(i + 1) * c * hw];
+            o[off..off + c * hw].copy_from_slice(src);
+            off += c * hw;
+        }
+    });
+    Tensor::from_vec(out, &[n, ctot, h, w])
+}
+
+pub(crate) fn split_channels(y: &Tensor, sizes: &[usize]) -> Result<Vec<Tensor>> {
+    let (n, c, h, w) = nchw("split_channels", y)?;
+    if sizes.iter().sum::<usize>() != c {
+        return shape_err("split_channels", format!("{} channels", sizes.iter().sum::<usize>()), y.shape());
+    }
+    let hw = h * w;
+    let ys = y.cpu();
+    let mut off = 0;
+    let mut outs = Vec::with_capacity(sizes.len());
+    for &ci in sizes {
+        let mut o = vec![0.0f32; n * ci * hw];
+        o.par_chunks_mut(ci * hw).enumerate().for_each(|(i, o)| {
+            let start = i * c * hw + off * hw;
+            o.copy_from_slice(&ys[start..start + ci * hw]);
+        });
+        outs.push(Tensor::from_vec(o, &[n, ci, h, w])?);
+        off += ci;
+    }
+    Ok(outs)
+}
+
+pub(crate) fn shift_crop(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = nchw("shift_crop", x)?;
+    if h < 2 || w < 2 {
+        return shape_err("shift_crop", "H >= 2 and W >= 2", x.shape());
+    }
+    let (ho, wo) = (h - 1, w - 1);
+    let xs = x.cpu();
+    let mut out = vec![0.0f32; n * c * ho * wo];
+    out.par_chunks_mut(ho * wo).enumerate().for_each(|(p, o)| {
+        let src = &xs[p * h * w..(p + 1) * h * w];
+        for i in 0..ho {
+            o[i * wo..(i + 1) * wo].copy_from_slice(&src[(i + 1) * w + 1..(i + 1) * w + w]);
+        }
+    });
+    Tensor::from_vec(out, &[n, c, ho, wo])
+}
+
+pub(crate) fn shift_crop_backward(dy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
+    let (n, c, ho, wo) = nchw("shift_crop_backward", dy)?;
+    if x_shape != [n, c, ho + 1, wo + 1] {
+        return shape_err("shift_crop_backward", format!("x of [{n}, {c}, {}, {}]", ho + 1, wo + 1), x_shape);
+    }
+    let (h, w) = (ho + 1, wo + 1);
+    let ds = dy.cpu();
+    let mut out = vec![0.0f32; n * c * h * w];
+    out.par_chunks_mut(h * w).enumerate().for_each(|(p, o)| {
+        let src = &ds[p * ho * wo..(p + 1) * ho * wo];
+        for i in 0..ho {
+            o[(i + 1) * w + 1..(i + 1) * w + w].copy_from_slice(&src[i * wo..(i + 1) * wo]);
+        }
+    });
+    Tensor::from_vec(out, x_shape)
+}

@@ -1,0 +1,304 @@
+//! The device seam: one [`Backend`] trait that every device implements.
+//!
+//! Ops in [`crate::ops`] own the autograd logic (what to save, how gradients and curvatures
+//! flow); the backend owns the kernels. The CPU backend lives in [`cpu`]; a CUDA backend plugs
+//! in behind the same trait.
+
+pub mod cpu;
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// A compute device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// Host CPU (rayon thread pool).
+    Cpu,
+    /// CUDA device by ordinal.
+    Cuda(usize),
+}
+
+impl Device {
+    /// The backend implementing this device's kernels.
+    pub fn backend(self) -> Result<&'static dyn Backend> {
+        match self {
+            Device::Cpu => Ok(&cpu::CpuBackend),
+            Device::Cuda(i) => Err(Error::Device(format!(
+                "cuda:{i} requested but this build has no CUDA backend"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// Square 2-D convolution geometry. Weight shape is `[c_out, c_in / groups, k, k]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Conv2dSpec {
+    pub stride: usize,
+    pub padding: usize,
+    pub dilation: usize,
+    pub groups: usize,
+}
+
+impl Conv2dSpec {
+    /// Stride 1, no padding, dilation 1, one group.
+    pub fn new() -> Self {
+        Conv2dSpec {
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        }
+    }
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = s;
+        self
+    }
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = p;
+        self
+    }
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = d;
+        self
+    }
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+    /// Output size along one spatial axis of size `input` for kernel size `k`.
+    pub fn out_size(&self, input: usize, k: usize) -> usize {
+        (input + 2 * self.padding - self.dilation * (k - 1) - 1) / self.stride + 1
+    }
+}
+
+impl Default for Conv2dSpec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Square pooling window geometry (max and average pooling).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pool2dSpec {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Pool2dSpec {
+    /// Output size along one spatial axis of size `input`.
+    pub fn out_size(&self, input: usize) -> usize {
+        (input + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+}
+
+/// Elementwise unary maps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    Relu,
+    Square,
+    Scale(f32),
+}
+
+/// Elementwise binary maps of two same-shape tensors `a`, `b`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Binary {
+    Add,
+    Sub,
+    Mul,
+    /// `b * 1[a > 0]`: ReLU backward (and curvature) with `a` the ReLU input.
+    ReluMask,
+}
+
+/// Result of a training-mode batch-norm forward.
+#[derive(Clone, Debug)]
+pub struct BatchNormForward {
+    /// Normalised (and, with affine parameters, scaled and shifted) output.
+    pub y: Tensor,
+    /// Per-channel batch mean, shape `[C]`.
+    pub mean: Tensor,
+    /// Per-channel biased batch variance, shape `[C]` (what the forward normalised with).
+    pub var: Tensor,
+    /// Per-channel `1 / sqrt(var + eps)`, shape `[C]`.
+    pub invstd: Tensor,
+}
+
+/// Gradients of batch norm.
+#[derive(Clone, Debug)]
+pub struct BatchNormGrads {
+    pub dx: Tensor,
+    /// `sum(dy * x_hat)` per channel (the affine weight's gradient).
+    pub dweight: Tensor,
+    /// `sum(dy)` per channel (the affine bias's gradient).
+    pub dbias: Tensor,
+}
+
+/// Kernels of one device. Every method validates shapes it relies on and returns an error
+/// (never panics) on misuse; out-of-memory on an accelerator is an error too.
+pub trait Backend: Send + Sync {
+    /// Which device this is.
+    fn device(&self) -> Device;
+
+    // ----- memory -----
+    /// Zeros of `shape`.
+    fn zeros(&self, shape: &[usize]) -> Result<Tensor>;
+    /// Upload host data.
+    fn from_host(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor>;
+
+    // ----- elementwise and reductions -----
+    fn unary(&self, x: &Tensor, op: Unary) -> Result<Tensor>;
+    fn binary(&self, a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor>;
+    /// `y += alpha * x`.
+    fn axpy(&self, alpha: f32, x: &Tensor, y: &mut Tensor) -> Result<()>;
+    /// Sum of all elements (accumulated in f64, deterministic order).
+    fn sum_all(&self, x: &Tensor) -> Result<f64>;
+    /// Sum of `a * b` over all elements (f64 accumulation, deterministic order).
+    fn dot(&self, a: &Tensor, b: &Tensor) -> Result<f64>;
+    /// Multiply every sample `n` of `x` (shape `[N, ...]`) by `scale[n]` (shape `[N]`, host).
+    fn scale_samples(&self, x: &Tensor, scale: &[f32]) -> Result<Tensor>;
+
+    // ----- dense linear algebra -----
+    /// 2-D matrix product `op(a) * op(b)` where `op` transposes when asked.
+    fn matmul(&self, a: &Tensor, trans_a: bool, b: &Tensor, trans_b: bool) -> Result<Tensor>;
+
+    // ----- convolution -----
+    fn conv2d_forward(&self, x: &Tensor, w: &Tensor, spec: Conv2dSpec) -> Result<Tensor>;
+    /// Gradient with respect to the input (a transposed convolution of `dy` with `w`).
+    /// With `w` squared elementwise this is the curvature recursion's input step.
+    fn conv2d_backward_input(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        spec: Conv2dSpec,
+        x_shape: &[usize],
+    ) -> Result<Tensor>;
+    /// Gradient with respect to the weight (correlation of `x` with `dy`, summed over the
+    /// batch). With `x` squared and `hy` for `dy` this is the weight curvature.
+    fn conv2d_backward_weight(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        spec: Conv2dSpec,
+        w_shape: &[usize],
+    ) -> Result<Tensor>;
+
+    // ----- batch norm (NCHW, per channel) -----
+    fn batch_norm_train_forward(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<BatchNormForward>;
+    /// `y = (x - mean[c]) * scale[c] + shift[c]` computed as a per-channel affine map.
+    fn channel_affine(&self, x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor>;
+    fn batch_norm_backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        mean: &Tensor,
+        invstd: &Tensor,
+        weight: Option<&Tensor>,
+    ) -> Result<BatchNormGrads>;
+    /// Per-channel sums over N, H, W of `x` (or of `x * y` when `y` is given); shape `[C]`.
+    fn channel_sums(&self, x: &Tensor, y: Option<&Tensor>) -> Result<Tensor>;
+
+    // ----- pooling -----
+    fn max_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor>;
+    /// Routes `dy` to the first maximum of each window of `x` (padding never wins).
+    fn max_pool2d_backward(&self, x: &Tensor, dy: &Tensor, spec: Pool2dSpec) -> Result<Tensor>;
+    /// Average over the window, padding excluded from the count.
+    fn avg_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor>;
+    /// Spreads `dy / n^power` of each window over its `n` counted inputs
+    /// (`power = 1`: gradient, `power = 2`: curvature).
+    fn avg_pool2d_backward(
+        &self,
+        dy: &Tensor,
+        spec: Pool2dSpec,
+        x_shape: &[usize],
+        power: i32,
+    ) -> Result<Tensor>;
+    /// `[N, C, H, W] -> [N, C]` mean over H, W.
+    fn global_avg_pool_forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// Spreads `dy / (HW)^power` over each plane.
+    fn global_avg_pool_backward(&self, dy: &Tensor, x_shape: &[usize], power: i32) -> Result<Tensor>;
+
+    // ----- structure -----
+    /// Concatenate along channels (dim 1) of NCHW tensors with equal N, H, W.
+    fn concat_channels(&self, xs: &[&Tensor]) -> Result<Tensor>;
+    /// Split along channels into pieces of the given channel counts.
+    fn split_channels(&self, y: &Tensor, sizes: &[usize]) -> Result<Vec<Tensor>>;
+    /// `x[:, :, 1:, 1:]` (the shifted input of factorized reduce).
+    fn shift_crop(&self, x: &Tensor) -> Result<Tensor>;
+    /// Adjoint of [`Backend::shift_crop`]: zero-pad `dy` at the top and left.
+    fn shift_crop_backward(&self, dy: &Tensor, x_shape: &[usize]) -> Result<Tensor>;
+
+    // ----- fused mixed op: y = s0 * sum_k s_k x_k -----
+    fn mixed_forward(&self, xs: &[&Tensor], s0: &Tensor, s: &Tensor) -> Result<Tensor>;
+    /// Returns `dx_k = s0 s_k dy` and the per-sample reductions `r[n, k] = sum(x_k[n] dy[n])`
+    /// (shape `[N, K]`) from which every switch gradient follows, in one pass.
+    fn mixed_backward(
+        &self,
+        xs: &[&Tensor],
+        dy: &Tensor,
+        s0: &Tensor,
+        s: &Tensor,
+    ) -> Result<(Vec<Tensor>, Tensor)>;
+    /// Returns `hx_k = (s0 s_k)^2 hy`, `h_s[k] = sum((s0 x_k)^2 hy)` (shape `[K]`) and
+    /// `h_s0 = sum((sum_k s_k x_k)^2 hy)` (shape `[1]`), in one pass.
+    fn mixed_curvature(
+        &self,
+        xs: &[&Tensor],
+        hy: &Tensor,
+        s0: &Tensor,
+        s: &Tensor,
+    ) -> Result<(Vec<Tensor>, Tensor, Tensor)>;
+
+    // ----- loss -----
+    /// Row-wise softmax of `[B, K]` logits and the mean cross-entropy against `labels`
+    /// (class indices). Returns `(probs, loss)`.
+    fn softmax_cross_entropy(&self, logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)>;
+
+    // ----- optimiser -----
+    /// SGD with momentum (PyTorch semantics): `g' = scale*g + wd*w; m = mu*m + g'; w -= lr*m`.
+    #[allow(clippy::too_many_arguments)]
+    fn sgd_momentum(
+        &self,
+        w: &mut Tensor,
+        g: &Tensor,
+        m: &mut Tensor,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+        grad_scale: f32,
+    ) -> Result<()>;
+}
+
+/// Checks that two tensors have the same shape.
+pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(Error::Shape {
+            op,
+            expected: format!("{:?}", a.shape()),
+            found: format!("{:?}", b.shape()),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that `x` is 4-D and returns `(n, c, h, w)`.
+pub(crate) fn nchw(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
+    match *x.shape() {
+        [n, c, h, w] => Ok((n, c, h, w)),
+        _ => crate::error::shape_err(op, "[N, C, H, W]", x.shape()),
+    }
+}

@@ -1,0 +1,1 @@
+//! 2-D convolution op (to be written).

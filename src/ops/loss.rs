@@ -1,0 +1,99 @@
+//! Loss ops: softmax cross-entropy (mean over the batch) and half squared error.
+//!
+//! A loss op's curvature rule seeds the recursion: it returns the incoming scalar `hy`
+//! (1 at the root) times the diagonal of the loss's own Hessian with respect to its input.
+
+use super::be;
+use crate::device::{Binary, Unary};
+use crate::error::{shape_err, Result};
+use crate::tape::{Op, OpCtx, Tape, Var};
+use crate::tensor::Tensor;
+
+struct CrossEntropyOp {
+    probs: Tensor,
+    labels: Vec<u32>,
+}
+
+impl Op for CrossEntropyOp {
+    fn name(&self) -> &'static str {
+        "cross_entropy"
+    }
+    // dz = (p - onehot(y)) / B * dy
+    fn backward(&self, _ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (bsz, k) = (self.probs.shape()[0], self.probs.shape()[1]);
+        let mut onehot = vec![0.0f32; bsz * k];
+        for (i, &l) in self.labels.iter().enumerate() {
+            onehot[i * k + l as usize] = 1.0;
+        }
+        let b = be(&self.probs)?;
+        let oh = b.from_host(onehot, &[bsz, k])?;
+        let d = b.binary(&self.probs, &oh, Binary::Sub)?;
+        Ok(vec![Some(b.unary(&d, Unary::Scale(dy.item()? / bsz as f32))?)])
+    }
+    // hz_i = p_i (1 - p_i) / B * hy  (all classes; see method note section 6)
+    fn curvature(&self, _ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let b = be(&self.probs)?;
+        let bsz = self.probs.shape()[0];
+        let p2 = b.unary(&self.probs, Unary::Square)?;
+        let d = b.binary(&self.probs, &p2, Binary::Sub)?;
+        Ok(vec![Some(b.unary(&d, Unary::Scale(hy.item()? / bsz as f32))?)])
+    }
+}
+
+struct HalfSquaredErrorOp {
+    target: Tensor,
+}
+
+impl Op for HalfSquaredErrorOp {
+    fn name(&self) -> &'static str {
+        "half_squared_error"
+    }
+    fn backward(&self, ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let b = be(dy)?;
+        let d = b.binary(ctx.inputs[0], &self.target, Binary::Sub)?;
+        Ok(vec![Some(b.unary(&d, Unary::Scale(dy.item()?))?)])
+    }
+    // Hessian of 0.5 * sum (x - t)^2 is the identity.
+    fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let x = ctx.inputs[0];
+        let ones = be(hy)?.from_host(vec![hy.item()?; x.numel()], x.shape())?;
+        Ok(vec![Some(ones)])
+    }
+}
+
+impl Tape {
+    /// Mean softmax cross-entropy of `[B, K]` logits against class indices `labels`.
+    /// Errors when the loss is not finite.
+    pub fn cross_entropy(&mut self, logits: Var, labels: &[u32]) -> Result<Var> {
+        let z = self.value(logits);
+        let (probs, loss) = be(z)?.softmax_cross_entropy(z, labels)?;
+        let y = be(z)?.from_host(vec![loss], &[1])?;
+        Ok(self.push(
+            y,
+            &[logits],
+            CrossEntropyOp {
+                probs,
+                labels: labels.to_vec(),
+            },
+        ))
+    }
+
+    /// `0.5 * sum((x - target)^2)`; its curvature seed is exactly 1 per element.
+    pub fn half_squared_error(&mut self, x: Var, target: &Tensor) -> Result<Var> {
+        let xv = self.value(x);
+        if xv.shape() != target.shape() {
+            return shape_err("half_squared_error target", format!("{:?}", xv.shape()), target.shape());
+        }
+        let b = be(xv)?;
+        let d = b.binary(xv, target, Binary::Sub)?;
+        let l = 0.5 * b.dot(&d, &d)?;
+        let y = b.from_host(vec![l as f32], &[1])?;
+        Ok(self.push(
+            y,
+            &[x],
+            HalfSquaredErrorOp {
+                target: target.clone(),
+            },
+        ))
+    }
+}

@@ -1,0 +1,22 @@
+//! Ops recorded on the [`Tape`](crate::Tape). Each file holds one family: the tape method
+//! (forward), and an [`Op`](crate::Op) implementation with its gradient and curvature rules.
+//! Kernels are called through the device's [`Backend`](crate::Backend).
+
+pub mod batchnorm;
+pub mod conv;
+pub mod elementwise;
+pub mod linear;
+pub mod loss;
+pub mod mixed;
+pub mod pool;
+pub mod regularize;
+pub mod structure;
+
+use crate::device::Backend;
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// The backend of the device holding `t`.
+pub(crate) fn be(t: &Tensor) -> Result<&'static dyn Backend> {
+    t.device().backend()
+}

@@ -1,0 +1,150 @@
+//! Parameters (with gradient, curvature and momentum slots) and non-trainable buffers.
+
+use crate::error::{Error, Result};
+use crate::tape::Gradients;
+use crate::tensor::Tensor;
+
+/// Handle to a parameter or buffer in a [`ParamStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParamId(pub(crate) usize);
+
+impl ParamId {
+    /// Position in the store.
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
+/// One named tensor of a model.
+#[derive(Clone, Debug)]
+pub struct Param {
+    /// Unique name (`cells.0.edges.3.sep_conv_3x3.dw1.weight`, ...).
+    pub name: String,
+    /// Optimiser group (`"weights"`, `"switches"`, ...); buffers have group `""`.
+    pub group: String,
+    /// Whether the optimiser trains it (false for running statistics).
+    pub trainable: bool,
+    pub value: Tensor,
+    /// Accumulated gradient.
+    pub grad: Tensor,
+    /// Accumulated diagonal curvature.
+    pub curvature: Tensor,
+    /// Optimiser momentum buffer.
+    pub momentum: Tensor,
+}
+
+/// Every parameter and buffer of a model, in creation order.
+#[derive(Clone, Debug, Default)]
+pub struct ParamStore {
+    params: Vec<Param>,
+}
+
+impl ParamStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn insert(&mut self, name: &str, group: &str, trainable: bool, value: Tensor) -> Result<ParamId> {
+        if self.params.iter().any(|p| p.name == name) {
+            return Err(Error::Invalid(format!("parameter name {name:?} used twice")));
+        }
+        let zeros = Tensor::zeros(value.shape(), value.device())?;
+        self.params.push(Param {
+            name: name.to_string(),
+            group: group.to_string(),
+            trainable,
+            grad: zeros.clone(),
+            curvature: zeros.clone(),
+            momentum: zeros,
+            value,
+        });
+        Ok(ParamId(self.params.len() - 1))
+    }
+
+    /// Add a trainable parameter to optimiser group `group`.
+    pub fn add(&mut self, name: &str, group: &str, value: Tensor) -> Result<ParamId> {
+        self.insert(name, group, true, value)
+    }
+
+    /// Add a non-trainable buffer (batch-norm running statistics).
+    pub fn add_buffer(&mut self, name: &str, value: Tensor) -> Result<ParamId> {
+        self.insert(name, "", false, value)
+    }
+
+    pub fn len(&self) -> usize {
+        self.params.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty()
+    }
+    pub fn get(&self, id: ParamId) -> &Param {
+        &self.params[id.0]
+    }
+    pub fn get_mut(&mut self, id: ParamId) -> &mut Param {
+        &mut self.params[id.0]
+    }
+    pub fn value(&self, id: ParamId) -> &Tensor {
+        &self.params[id.0].value
+    }
+    pub fn value_mut(&mut self, id: ParamId) -> &mut Tensor {
+        &mut self.params[id.0].value
+    }
+    /// Id of the parameter called `name`.
+    pub fn find(&self, name: &str) -> Option<ParamId> {
+        self.params.iter().position(|p| p.name == name).map(ParamId)
+    }
+    /// All ids in creation order.
+    pub fn ids(&self) -> impl Iterator<Item = ParamId> {
+        (0..self.params.len()).map(ParamId)
+    }
+    /// All parameters and buffers.
+    pub fn iter(&self) -> impl Iterator<Item = (ParamId, &Param)> {
+        self.params.iter().enumerate().map(|(i, p)| (ParamId(i), p))
+    }
+    pub(crate) fn params_mut(&mut self) -> &mut [Param] {
+        &mut self.params
+    }
+
+    /// Number of trainable scalars, optionally restricted to one group.
+    pub fn count(&self, group: Option<&str>) -> usize {
+        self.params
+            .iter()
+            .filter(|p| p.trainable && group.is_none_or(|g| p.group == g))
+            .map(|p| p.value.numel())
+            .sum()
+    }
+
+    /// Add the parameter gradients of a backward pass to the accumulated gradients.
+    pub fn accumulate_grads(&mut self, g: &Gradients) -> Result<()> {
+        for (id, t) in g.params() {
+            let p = &mut self.params[id.0];
+            t.device().backend()?.axpy(1.0, t, &mut p.grad)?;
+        }
+        Ok(())
+    }
+
+    /// Add the parameter curvatures of a curvature pass to the accumulated curvatures.
+    pub fn accumulate_curvature(&mut self, c: &Gradients) -> Result<()> {
+        for (id, t) in c.params() {
+            let p = &mut self.params[id.0];
+            t.device().backend()?.axpy(1.0, t, &mut p.curvature)?;
+        }
+        Ok(())
+    }
+
+    /// Zero every accumulated gradient.
+    pub fn zero_grads(&mut self) -> Result<()> {
+        for p in &mut self.params {
+            p.grad = Tensor::zeros(p.value.shape(), p.value.device())?;
+        }
+        Ok(())
+    }
+
+    /// Zero every accumulated curvature.
+    pub fn zero_curvature(&mut self) -> Result<()> {
+        for p in &mut self.params {
+            p.curvature = Tensor::zeros(p.value.shape(), p.value.device())?;
+        }
+        Ok(())
+    }
+}
