@@ -42,6 +42,7 @@ impl Op for CrossEntropyOp {
 
 struct HalfSquaredErrorOp {
     target: Tensor,
+    weights: Option<Tensor>,
 }
 
 impl Op for HalfSquaredErrorOp {
@@ -50,14 +51,21 @@ impl Op for HalfSquaredErrorOp {
     }
     fn backward(&self, ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let b = be(dy)?;
-        let d = b.binary(ctx.inputs[0], &self.target, Binary::Sub)?;
+        let mut d = b.binary(ctx.inputs[0], &self.target, Binary::Sub)?;
+        if let Some(w) = &self.weights {
+            d = b.binary(&d, w, Binary::Mul)?;
+        }
         Ok(vec![Some(b.unary(&d, Unary::Scale(dy.item()?))?)])
     }
-    // Hessian of 0.5 * sum (x - t)^2 is the identity.
+    // The Hessian of 0.5 * sum w (x - t)^2 is diag(w) (the identity without weights).
     fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let x = ctx.inputs[0];
-        let ones = be(hy)?.from_host(vec![hy.item()?; x.numel()], x.shape())?;
-        Ok(vec![Some(ones)])
+        let b = be(hy)?;
+        let h = match &self.weights {
+            Some(w) => b.unary(w, Unary::Scale(hy.item()?))?,
+            None => b.from_host(vec![hy.item()?; x.numel()], x.shape())?,
+        };
+        Ok(vec![Some(h)])
     }
 }
 
@@ -78,21 +86,32 @@ impl Tape {
         ))
     }
 
-    /// `0.5 * sum((x - target)^2)`; its curvature seed is exactly 1 per element.
-    pub fn half_squared_error(&mut self, x: Var, target: &Tensor) -> Result<Var> {
+    /// `0.5 * sum(w * (x - target)^2)` with per-element weights `w` (all ones when `None`);
+    /// its curvature seed is exactly `w` per element. Tests use random positive weights to
+    /// drive each op's curvature rule with a random `hy`.
+    pub fn half_squared_error(&mut self, x: Var, target: &Tensor, weights: Option<&Tensor>) -> Result<Var> {
         let xv = self.value(x);
         if xv.shape() != target.shape() {
             return shape_err("half_squared_error target", format!("{:?}", xv.shape()), target.shape());
         }
+        if let Some(w) = weights {
+            if w.shape() != xv.shape() {
+                return shape_err("half_squared_error weights", format!("{:?}", xv.shape()), w.shape());
+            }
+        }
         let b = be(xv)?;
         let d = b.binary(xv, target, Binary::Sub)?;
-        let l = 0.5 * b.dot(&d, &d)?;
+        let l = match weights {
+            Some(w) => 0.5 * b.dot(&b.binary(&d, &d, Binary::Mul)?, w)?,
+            None => 0.5 * b.dot(&d, &d)?,
+        };
         let y = b.from_host(vec![l as f32], &[1])?;
         Ok(self.push(
             y,
             &[x],
             HalfSquaredErrorOp {
                 target: target.clone(),
+                weights: weights.cloned(),
             },
         ))
     }

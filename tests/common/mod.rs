@@ -1,0 +1,128 @@
+//! Shared test harness: f64 finite differences on independent naive references, and the
+//! checks every op test uses.
+//!
+//! Pattern for an op test (see tests/ops_basic.rs):
+//! 1. draw random f64 inputs/params (never zeros);
+//! 2. write the op's forward naively in f64 in the test (the reference);
+//! 3. on the engine, record `y = op(x, w)` and `L = 0.5 * sum(wt * (y - t)^2)` with a random
+//!    target `t` and random positive weights `wt` (`Tape::half_squared_error`);
+//! 4. gradient check: engine `backward(L)` vs central differences of the f64 reference loss;
+//! 5. curvature check: engine `curvature_backward(L)` vs the naive f64 recursion driven by
+//!    `hy = wt` (the loss's exact Hessian diagonal).
+#![allow(dead_code)]
+
+use bayesnas_engine::prelude::*;
+
+/// Random normal f64 values (std 1), with no exact zeros.
+pub fn randn(n: usize, rng: &mut Rng) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let v = rng.normal();
+            if v == 0.0 {
+                0.5
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+/// Random values uniform in [lo, hi).
+pub fn rand_uniform(n: usize, lo: f64, hi: f64, rng: &mut Rng) -> Vec<f64> {
+    (0..n).map(|_| rng.uniform_range(lo, hi)).collect()
+}
+
+/// f64 values rounded to f32 (so the reference and the engine see the same numbers).
+pub fn round32(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|&x| x as f32 as f64).collect()
+}
+
+/// A CPU tensor of the f64 values.
+pub fn tensor(v: &[f64], shape: &[usize]) -> Tensor {
+    Tensor::from_vec(v.iter().map(|&x| x as f32).collect(), shape).unwrap()
+}
+
+/// Central finite differences of `f` at `x` in f64.
+pub fn fd_grad(f: &dyn Fn(&[f64]) -> f64, x: &[f64], eps: f64) -> Vec<f64> {
+    let mut x = x.to_vec();
+    (0..x.len())
+        .map(|i| {
+            let orig = x[i];
+            x[i] = orig + eps;
+            let fp = f(&x);
+            x[i] = orig - eps;
+            let fm = f(&x);
+            x[i] = orig;
+            (fp - fm) / (2.0 * eps)
+        })
+        .collect()
+}
+
+/// `0.5 * sum(wt * (y - t)^2)` in f64.
+pub fn half_sq(y: &[f64], t: &[f64], wt: &[f64]) -> f64 {
+    y.iter()
+        .zip(t)
+        .zip(wt)
+        .map(|((y, t), w)| 0.5 * w * (y - t) * (y - t))
+        .sum()
+}
+
+/// Assert `got` (engine, f32) matches `want` (reference, f64) elementwise within
+/// `atol + rtol * max|want|` and that `want` is not trivially zero.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], rtol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "{what}: reference is all zeros (test would prove nothing)");
+    let tol = rtol * scale + 1e-6;
+    let mut worst = (0usize, 0.0f64);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let e = (g as f64 - w).abs();
+        if e > worst.1 {
+            worst = (i, e);
+        }
+    }
+    assert!(
+        worst.1 <= tol,
+        "{what}: max error {:.3e} at {} (got {}, want {}), tolerance {:.3e}",
+        worst.1,
+        worst.0,
+        got[worst.0],
+        want[worst.0],
+        tol
+    );
+}
+
+/// The random target and positive weights for the loss of step 3.
+pub struct LossSpec {
+    pub target: Vec<f64>,
+    pub weights: Vec<f64>,
+}
+
+impl LossSpec {
+    pub fn new(n: usize, rng: &mut Rng) -> Self {
+        LossSpec {
+            target: round32(&randn(n, rng)),
+            weights: round32(&rand_uniform(n, 0.5, 2.0, rng)),
+        }
+    }
+    /// Record the loss on the tape.
+    pub fn record(&self, tape: &mut Tape, y: Var) -> Var {
+        let shape = tape.value(y).shape().to_vec();
+        let t = tensor(&self.target, &shape);
+        let w = tensor(&self.weights, &shape);
+        tape.half_squared_error(y, &t, Some(&w)).unwrap()
+    }
+    /// The same loss in f64 on a reference output.
+    pub fn eval(&self, y: &[f64]) -> f64 {
+        half_sq(y, &self.target, &self.weights)
+    }
+    /// dL/dy of the reference.
+    pub fn dy(&self, y: &[f64]) -> Vec<f64> {
+        y.iter()
+            .zip(&self.target)
+            .zip(&self.weights)
+            .map(|((y, t), w)| w * (y - t))
+            .collect()
+    }
+}
