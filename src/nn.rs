@@ -1,1 +1,1 @@
-//! Layers that own their parameters in a [`ParamStore`](crate::ParamStore) (to be written).
+//! Layers that own their parameters (pending: waits for the conv and batch-norm ops).

@@ -89,6 +89,20 @@ impl ParamStore {
     pub fn value_mut(&mut self, id: ParamId) -> &mut Tensor {
         &mut self.params[id.0].value
     }
+    /// Two distinct values mutably at once (batch-norm running mean and variance).
+    ///
+    /// # Panics
+    /// When `a == b`.
+    pub fn values_mut2(&mut self, a: ParamId, b: ParamId) -> (&mut Tensor, &mut Tensor) {
+        assert_ne!(a, b, "values_mut2 needs two different parameters");
+        if a.0 < b.0 {
+            let (lo, hi) = self.params.split_at_mut(b.0);
+            (&mut lo[a.0].value, &mut hi[0].value)
+        } else {
+            let (lo, hi) = self.params.split_at_mut(a.0);
+            (&mut hi[0].value, &mut lo[b.0].value)
+        }
+    }
     /// Id of the parameter called `name`.
     pub fn find(&self, name: &str) -> Option<ParamId> {
         self.params.iter().position(|p| p.name == name).map(ParamId)
