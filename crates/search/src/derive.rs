@@ -1,0 +1,679 @@
+//! Deriving a cell from the relevances (method note, section 8).
+//!
+//! Two rules:
+//!
+//! * [`derive_threshold`] (BayesNAS): keep op `k` of edge `e` iff `gamma_tilde_k >= tau *
+//!   max gamma_tilde` of the cell type, drop edge `e` iff `gamma0_e < tau * max gamma0`, then
+//!   repair (see below). Several ops per edge and missing edges are allowed.
+//! * [`derive_darts`] (DARTS): every intermediate node keeps its top-2 incoming edges ranked by
+//!   their best `gamma_tilde`, with one op each (the best), so the result fits a DARTS
+//!   `Genotype(...)` string.
+//!
+//! # Threshold rule: exact semantics
+//!
+//! 1. `tau` must be in `[0, 1]`. With `tau = 0` every edge and op is kept (the full supernet).
+//!    With `tau > 0` a group whose relevance is exactly 0 (a dead group, see
+//!    [`crate::bayes`]) is never kept by the threshold, even when the whole cell type is dead.
+//! 2. **Op repair.** An edge that passes the edge threshold but none of whose ops passes the op
+//!    threshold keeps its single most relevant op (this is how this crate reads the note's "a
+//!    node with nothing left keeps its single most relevant op": the parent switch says the
+//!    connection matters, so it carries its best op). If even that op has relevance 0 (every
+//!    child switch was zero), the edge computes nothing and is dropped.
+//! 3. **Node repair**, to a fixed point: an intermediate node with no remaining incoming edge
+//!    from an input or from a live node is removed, together with its outgoing edges and its
+//!    slot in the concat. Removing a node can starve a later node, so this repeats until
+//!    nothing changes.
+//! 4. **Non-empty output.** If every node died, the cell keeps the single most relevant
+//!    (edge, op) pair among the edges that leave an input (those reach a node with one edge:
+//!    the cheapest reachable node), ranked by `gamma_tilde`, then `gamma0`, then edge order.
+//!
+//! Kept edges are sorted by target node, then source (`in0, in1, n0, ...`); the ops of an edge
+//! by decreasing relevance (ties: op order). Every step is recorded as a [`Repair`].
+//!
+//! # Relevance in the genotype
+//!
+//! The `relevance` of a kept op is `gamma_tilde_k / max gamma_tilde` over the cell type, in
+//! `[0, 1]` (0 when every group of the cell type is dead), so the threshold rule reads "keep
+//! iff relevance >= tau".
+
+use serde::{Deserialize, Serialize};
+
+use crate::bayes::Prior;
+use crate::genotype::{CellGenotype, Genotype, KeptEdge, KeptOp};
+use crate::space::{CellType, Edge, Node, Op, NUM_INTERMEDIATE};
+
+/// Errors of the derivation.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DeriveError {
+    /// `tau` outside `[0, 1]` or not finite.
+    #[error("tau must be in [0, 1], got {0}")]
+    BadTau(f64),
+    /// Relevances inconsistent with the edges/ops.
+    #[error("{cell} relevances: {msg}")]
+    Shape {
+        /// Cell type (as far as known).
+        cell: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A negative or non-finite relevance.
+    #[error("{cell} relevances: {what} of edge {edge} is {value} (must be finite and >= 0)")]
+    BadValue {
+        /// Cell type (as far as known).
+        cell: String,
+        /// `gamma0` or `gamma_tilde[op]`.
+        what: String,
+        /// Edge index.
+        edge: usize,
+        /// The value.
+        value: f64,
+    },
+    /// Every node died and no edge leaves an input, so no cell output can be formed.
+    #[error("{cell}: every node was removed and no edge leaves an input (empty cell output)")]
+    EmptyCell {
+        /// Cell type (as far as known).
+        cell: String,
+    },
+}
+
+/// The relevances of one cell type: the derivation's input (see [`Prior::cell_relevance`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellRelevance {
+    /// The edges of the cell type, in the space's order.
+    pub edges: Vec<Edge>,
+    /// Candidate operations, in the space's order.
+    pub ops: Vec<Op>,
+    /// `gamma0_e` per edge.
+    pub gamma0: Vec<f64>,
+    /// `gamma_tilde_{e,k}` per edge, per op.
+    pub gamma_tilde: Vec<Vec<f64>>,
+}
+
+impl CellRelevance {
+    /// Checks shapes, edges, and that every value is finite and `>= 0`.
+    pub fn validate(&self, cell: &str) -> Result<(), DeriveError> {
+        let shape = |msg: String| DeriveError::Shape {
+            cell: cell.to_string(),
+            msg,
+        };
+        if self.ops.is_empty() {
+            return Err(shape("no operations".into()));
+        }
+        if self.gamma0.len() != self.edges.len() || self.gamma_tilde.len() != self.edges.len() {
+            return Err(shape(format!(
+                "{} edges but {} gamma0 and {} gamma_tilde rows",
+                self.edges.len(),
+                self.gamma0.len(),
+                self.gamma_tilde.len()
+            )));
+        }
+        for (e, edge) in self.edges.iter().enumerate() {
+            edge.validate().map_err(|err| shape(err.to_string()))?;
+            if self.edges[..e].contains(edge) {
+                return Err(shape(format!("edge {edge} listed twice")));
+            }
+            if self.gamma_tilde[e].len() != self.ops.len() {
+                return Err(shape(format!(
+                    "edge {e} has {} gamma_tilde values for {} ops",
+                    self.gamma_tilde[e].len(),
+                    self.ops.len()
+                )));
+            }
+            let bad = |what: String, value: f64| DeriveError::BadValue {
+                cell: cell.to_string(),
+                what,
+                edge: e,
+                value,
+            };
+            let g0 = self.gamma0[e];
+            if !(g0.is_finite() && g0 >= 0.0) {
+                return Err(bad("gamma0".into(), g0));
+            }
+            for (k, &g) in self.gamma_tilde[e].iter().enumerate() {
+                if !(g.is_finite() && g >= 0.0) {
+                    return Err(bad(format!("gamma_tilde[{}]", self.ops[k]), g));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn max_gamma_tilde(&self) -> f64 {
+        self.gamma_tilde
+            .iter()
+            .flatten()
+            .fold(0.0f64, |m, &g| m.max(g))
+    }
+
+    fn max_gamma0(&self) -> f64 {
+        self.gamma0.iter().fold(0.0f64, |m, &g| m.max(g))
+    }
+
+    /// Index of the best op of edge `e` (largest gamma_tilde; ties: first in op order).
+    fn best_op(&self, e: usize) -> usize {
+        let row = &self.gamma_tilde[e];
+        let mut best = 0;
+        for (k, &g) in row.iter().enumerate() {
+            if g > row[best] {
+                best = k;
+            }
+        }
+        best
+    }
+
+    fn relevance(&self, e: usize, k: usize) -> f64 {
+        let max = self.max_gamma_tilde();
+        if max > 0.0 {
+            self.gamma_tilde[e][k] / max
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Which derivation rule to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum DeriveRule {
+    /// The BayesNAS threshold rule with parameter `tau` in `[0, 1]`.
+    Threshold {
+        /// Relative threshold.
+        tau: f64,
+    },
+    /// DARTS' top-2 rule.
+    Darts,
+}
+
+/// A repair step taken by a derivation (for logs and reports).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "repair", rename_all = "snake_case")]
+pub enum Repair {
+    /// A kept edge had no op over the threshold and kept its best op.
+    OpRestored {
+        /// The edge.
+        edge: Edge,
+        /// The op it kept.
+        op: Op,
+    },
+    /// A kept edge had no op over the threshold and its best op has relevance 0: dropped.
+    EdgeWithoutOps {
+        /// The edge.
+        edge: Edge,
+    },
+    /// An intermediate node lost all its inputs and was removed.
+    NodeRemoved {
+        /// The node index.
+        node: usize,
+        /// Its outgoing edges that were dropped with it.
+        dropped: Vec<Edge>,
+    },
+    /// Every node died; this edge and op were kept so that the cell output is not empty.
+    Fallback {
+        /// The edge.
+        edge: Edge,
+        /// The op.
+        op: Op,
+    },
+}
+
+/// A derived cell and the repairs made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellDerivation {
+    /// The cell.
+    pub genotype: CellGenotype,
+    /// Repairs, in the order they were made.
+    pub repairs: Vec<Repair>,
+}
+
+/// A derived genotype and the repairs made per cell type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Derivation {
+    /// The genotype.
+    pub genotype: Genotype,
+    /// Repairs in the normal cell.
+    pub normal_repairs: Vec<Repair>,
+    /// Repairs in the reduction cell.
+    pub reduce_repairs: Vec<Repair>,
+}
+
+/// Kept ops per space edge; an empty list means the edge is not kept.
+type Selection = Vec<Vec<usize>>;
+
+/// Node repair to a fixed point, then assembly. `order` lists the kept edges' output order.
+fn assemble(
+    rel: &CellRelevance,
+    mut sel: Selection,
+    order: Vec<usize>,
+    repairs: &mut Vec<Repair>,
+    cell: &str,
+) -> Result<CellGenotype, DeriveError> {
+    let mut alive = [true; NUM_INTERMEDIATE];
+    loop {
+        let mut changed = false;
+        for j in 0..NUM_INTERMEDIATE {
+            if !alive[j] {
+                continue;
+            }
+            let fed = rel.edges.iter().enumerate().any(|(e, edge)| {
+                edge.to == j
+                    && !sel[e].is_empty()
+                    && edge.from.intermediate().is_none_or(|i| alive[i])
+            });
+            if !fed {
+                alive[j] = false;
+                changed = true;
+                let mut dropped = Vec::new();
+                for (e, edge) in rel.edges.iter().enumerate() {
+                    let touches = edge.to == j || edge.from == Node::Inter(j);
+                    if touches && !sel[e].is_empty() {
+                        sel[e].clear();
+                        if edge.from == Node::Inter(j) {
+                            dropped.push(*edge);
+                        }
+                    }
+                }
+                repairs.push(Repair::NodeRemoved { node: j, dropped });
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    if !alive.iter().any(|&a| a) {
+        // Fallback: most relevant (edge, op) among edges leaving an input.
+        let mut best: Option<(usize, usize)> = None;
+        for (e, edge) in rel.edges.iter().enumerate() {
+            if !edge.from.is_input() {
+                continue;
+            }
+            let k = rel.best_op(e);
+            let better = match best {
+                None => true,
+                Some((be, bk)) => {
+                    let (g, bg) = (rel.gamma_tilde[e][k], rel.gamma_tilde[be][bk]);
+                    g > bg || (g == bg && rel.gamma0[e] > rel.gamma0[be])
+                }
+            };
+            if better {
+                best = Some((e, k));
+            }
+        }
+        let (e, k) = best.ok_or(DeriveError::EmptyCell {
+            cell: cell.to_string(),
+        })?;
+        sel[e] = vec![k];
+        repairs.push(Repair::Fallback {
+            edge: rel.edges[e],
+            op: rel.ops[k],
+        });
+        return Ok(CellGenotype {
+            edges: vec![kept_edge(rel, e, &sel[e])],
+            concat: vec![rel.edges[e].to],
+        });
+    }
+    let edges = order
+        .into_iter()
+        .filter(|&e| !sel[e].is_empty())
+        .map(|e| kept_edge(rel, e, &sel[e]))
+        .collect();
+    let concat = (0..NUM_INTERMEDIATE).filter(|&j| alive[j]).collect();
+    Ok(CellGenotype { edges, concat })
+}
+
+fn kept_edge(rel: &CellRelevance, e: usize, ops: &[usize]) -> KeptEdge {
+    KeptEdge {
+        from: rel.edges[e].from,
+        to: rel.edges[e].to,
+        ops: ops
+            .iter()
+            .map(|&k| KeptOp {
+                op: rel.ops[k],
+                relevance: Some(rel.relevance(e, k)),
+            })
+            .collect(),
+    }
+}
+
+/// The BayesNAS threshold rule with repair (see the module documentation). `cell` labels
+/// errors (e.g. `"normal"`).
+pub fn derive_threshold(
+    rel: &CellRelevance,
+    tau: f64,
+    cell: &str,
+) -> Result<CellDerivation, DeriveError> {
+    if !(tau.is_finite() && (0.0..=1.0).contains(&tau)) {
+        return Err(DeriveError::BadTau(tau));
+    }
+    rel.validate(cell)?;
+    let passes = |x: f64, max: f64| tau == 0.0 || (x > 0.0 && x >= tau * max);
+    let (max_t, max_0) = (rel.max_gamma_tilde(), rel.max_gamma0());
+    let mut repairs = Vec::new();
+    let mut sel: Selection = vec![Vec::new(); rel.edges.len()];
+    for (e, edge) in rel.edges.iter().enumerate() {
+        if !passes(rel.gamma0[e], max_0) {
+            continue;
+        }
+        let mut ops: Vec<usize> = (0..rel.ops.len())
+            .filter(|&k| passes(rel.gamma_tilde[e][k], max_t))
+            .collect();
+        // Decreasing relevance; stable sort keeps op order on ties.
+        ops.sort_by(|&a, &b| rel.gamma_tilde[e][b].total_cmp(&rel.gamma_tilde[e][a]));
+        if ops.is_empty() {
+            let k = rel.best_op(e);
+            if rel.gamma_tilde[e][k] > 0.0 {
+                ops.push(k);
+                repairs.push(Repair::OpRestored {
+                    edge: *edge,
+                    op: rel.ops[k],
+                });
+            } else {
+                repairs.push(Repair::EdgeWithoutOps { edge: *edge });
+            }
+        }
+        sel[e] = ops;
+    }
+    let mut order: Vec<usize> = (0..rel.edges.len()).collect();
+    order.sort_by_key(|&e| (rel.edges[e].to, rel.edges[e].from));
+    let genotype = assemble(rel, sel, order, &mut repairs, cell)?;
+    Ok(CellDerivation { genotype, repairs })
+}
+
+/// DARTS' rule: per node, the top-2 incoming edges by best `gamma_tilde` (ties: space order),
+/// one op each (the best; ties: op order). Nodes with fewer than 2 incoming edges in the space
+/// keep what they have. Edges are listed per node in rank order, as DARTS writes them.
+pub fn derive_darts(rel: &CellRelevance, cell: &str) -> Result<CellDerivation, DeriveError> {
+    rel.validate(cell)?;
+    let mut sel: Selection = vec![Vec::new(); rel.edges.len()];
+    let mut order = Vec::new();
+    for j in 0..NUM_INTERMEDIATE {
+        let mut incoming: Vec<usize> = (0..rel.edges.len())
+            .filter(|&e| rel.edges[e].to == j)
+            .collect();
+        let strength = |e: usize| rel.gamma_tilde[e][rel.best_op(e)];
+        incoming.sort_by(|&a, &b| strength(b).total_cmp(&strength(a)));
+        for &e in incoming.iter().take(2) {
+            sel[e] = vec![rel.best_op(e)];
+            order.push(e);
+        }
+    }
+    let mut repairs = Vec::new();
+    let genotype = assemble(rel, sel, order, &mut repairs, cell)?;
+    Ok(CellDerivation { genotype, repairs })
+}
+
+/// Derives both cell types of `prior` with `rule`.
+pub fn derive(prior: &Prior, rule: DeriveRule) -> Result<Derivation, DeriveError> {
+    let one = |ct: CellType| {
+        let rel = prior.cell_relevance(ct);
+        match rule {
+            DeriveRule::Threshold { tau } => derive_threshold(&rel, tau, ct.name()),
+            DeriveRule::Darts => derive_darts(&rel, ct.name()),
+        }
+    };
+    let normal = one(CellType::Normal)?;
+    let reduce = one(CellType::Reduce)?;
+    Ok(Derivation {
+        genotype: Genotype {
+            space: prior.space().to_string(),
+            normal: normal.genotype,
+            reduce: reduce.genotype,
+        },
+        normal_repairs: normal.repairs,
+        reduce_repairs: reduce.repairs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bayes::{GroupKind, UpdateConfig};
+    use crate::space::SearchSpace;
+    use Node::{In0, In1, Inter};
+
+    fn rel(edges: Vec<Edge>, gamma0: Vec<f64>, gamma_tilde: Vec<Vec<f64>>) -> CellRelevance {
+        CellRelevance {
+            edges,
+            ops: vec![Op::SepConv3x3, Op::MaxPool3x3, Op::SkipConnect],
+            gamma0,
+            gamma_tilde,
+        }
+    }
+
+    fn ops_of(cell: &CellGenotype, from: Node, to: usize) -> Option<Vec<Op>> {
+        cell.edges
+            .iter()
+            .find(|e| e.from == from && e.to == to)
+            .map(|e| e.ops.iter().map(|o| o.op).collect())
+    }
+
+    #[test]
+    fn tau_zero_keeps_everything() {
+        let space = SearchSpace::darts();
+        let prior = Prior::new(&space).unwrap();
+        let mut r = prior.cell_relevance(CellType::Normal);
+        r.gamma_tilde[3][2] = 0.0; // even a dead op is kept with tau = 0
+        let d = derive_threshold(&r, 0.0, "normal").unwrap();
+        assert_eq!(d.genotype.edges.len(), 14);
+        assert!(d.genotype.edges.iter().all(|e| e.ops.len() == 7));
+        assert_eq!(d.genotype.concat, [0, 1, 2, 3]);
+        assert!(d.repairs.is_empty());
+        d.genotype.validate("normal").unwrap();
+    }
+
+    #[test]
+    fn thresholds_select_ops_and_edges() {
+        // in0->n0: strong; in1->n0: weak parent (dropped); in0->n1: ok parent, ops all weak.
+        let r = rel(
+            vec![Edge::new(In0, 0), Edge::new(In1, 0), Edge::new(In0, 1)],
+            vec![1.0, 0.1, 0.8],
+            vec![
+                vec![0.9, 0.5, 0.2],
+                vec![1.0, 1.0, 1.0],
+                vec![0.3, 0.4, 0.1],
+            ],
+        );
+        let d = derive_threshold(&r, 0.5, "normal").unwrap();
+        let g = &d.genotype;
+        // Max gamma_tilde = 1.0: ops >= 0.5 are kept; ordered by decreasing relevance.
+        assert_eq!(
+            ops_of(g, In0, 0),
+            Some(vec![Op::SepConv3x3, Op::MaxPool3x3])
+        );
+        assert_eq!(ops_of(g, In1, 0), None);
+        // Edge kept, ops all under threshold: keeps the best (max_pool, 0.4).
+        assert_eq!(ops_of(g, In0, 1), Some(vec![Op::MaxPool3x3]));
+        assert_eq!(
+            d.repairs[0],
+            Repair::OpRestored {
+                edge: Edge::new(In0, 1),
+                op: Op::MaxPool3x3
+            }
+        );
+        assert_eq!(g.edges[0].ops[0].relevance, Some(0.9));
+        // n2, n3 have no edges at all: removed (no outgoing edges to drop).
+        assert_eq!(g.concat, [0, 1]);
+    }
+
+    #[test]
+    fn node_without_inputs_is_removed_with_outgoing_edges_and_concat_slot() {
+        // n0 only fed by a dropped edge; n0->n1 and n0->n3 must go, n1 survives via in0.
+        let r = rel(
+            vec![
+                Edge::new(In1, 0),
+                Edge::new(In0, 1),
+                Edge::new(Inter(0), 1),
+                Edge::new(In0, 2),
+                Edge::new(Inter(0), 3),
+                Edge::new(In1, 3),
+            ],
+            vec![0.01, 1.0, 1.0, 1.0, 1.0, 1.0],
+            vec![vec![1.0; 3]; 6],
+        );
+        let d = derive_threshold(&r, 0.5, "normal").unwrap();
+        let g = &d.genotype;
+        assert_eq!(g.concat, [1, 2, 3]);
+        assert!(g.edges.iter().all(|e| e.from != Inter(0) && e.to != 0));
+        assert_eq!(g.edges.len(), 3);
+        assert_eq!(
+            d.repairs,
+            [Repair::NodeRemoved {
+                node: 0,
+                dropped: vec![Edge::new(Inter(0), 1), Edge::new(Inter(0), 3)]
+            }]
+        );
+        g.validate("normal").unwrap();
+    }
+
+    #[test]
+    fn cascaded_removal() {
+        // in1->n0 dropped => n0 dies => n1 (fed only by n0) dies => n2 (fed only by n1) dies;
+        // n3 survives through in0, and its edge from n2 goes.
+        let r = rel(
+            vec![
+                Edge::new(In1, 0),
+                Edge::new(Inter(0), 1),
+                Edge::new(Inter(1), 2),
+                Edge::new(Inter(2), 3),
+                Edge::new(In0, 3),
+            ],
+            vec![0.0, 1.0, 1.0, 1.0, 1.0],
+            vec![
+                vec![0.0; 3],
+                vec![1.0; 3],
+                vec![1.0; 3],
+                vec![1.0; 3],
+                vec![0.5; 3],
+            ],
+        );
+        let d = derive_threshold(&r, 0.2, "normal").unwrap();
+        assert_eq!(d.genotype.concat, [3]);
+        assert_eq!(d.genotype.edges.len(), 1);
+        assert_eq!(d.genotype.edges[0].from, In0);
+        let removed: Vec<usize> = d
+            .repairs
+            .iter()
+            .filter_map(|r| match r {
+                Repair::NodeRemoved { node, .. } => Some(*node),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removed, [0, 1, 2]);
+        d.genotype.validate("normal").unwrap();
+    }
+
+    #[test]
+    fn everything_dead_falls_back_to_one_input_edge() {
+        let r = rel(
+            vec![Edge::new(In1, 0), Edge::new(In0, 1), Edge::new(Inter(0), 1)],
+            vec![0.0, 0.0, 0.0],
+            vec![
+                vec![0.0, 0.0, 0.0],
+                vec![0.0, 0.2, 0.0],
+                vec![0.0, 0.9, 0.0],
+            ],
+        );
+        let d = derive_threshold(&r, 0.5, "reduce").unwrap();
+        // Edges from inputs only; in0->n1 with max_pool has the best gamma_tilde among them.
+        assert_eq!(d.genotype.concat, [1]);
+        assert_eq!(ops_of(&d.genotype, In0, 1), Some(vec![Op::MaxPool3x3]));
+        assert!(matches!(d.repairs.last(), Some(Repair::Fallback { .. })));
+        d.genotype.validate("reduce").unwrap();
+        // No edge leaves an input: typed error.
+        let r = rel(vec![Edge::new(Inter(0), 1)], vec![0.0], vec![vec![0.0; 3]]);
+        assert!(matches!(
+            derive_threshold(&r, 0.5, "reduce"),
+            Err(DeriveError::EmptyCell { .. })
+        ));
+    }
+
+    #[test]
+    fn collapsed_parent_removes_edge() {
+        let space = SearchSpace::bayesnas();
+        let mut prior = Prior::new(&space).unwrap();
+        let mut n = prior.stats_template(CellType::Normal, 6);
+        let mut r = prior.stats_template(CellType::Reduce, 2);
+        for st in [&mut n, &mut r] {
+            for g in 0..st.n_groups() {
+                let kind = GroupKind::from_index(g, 7);
+                for c in 0..st.n_cells() {
+                    // Edge 7 of the normal cell (n0->n3) has a zero parent switch.
+                    let dead = kind == GroupKind::Parent { edge: 7 } && st.n_cells() == 6;
+                    let s = if dead {
+                        0.0
+                    } else {
+                        1.0 + 0.1 * (g % 5) as f64
+                    };
+                    st.set(kind, c, s, 0.01 * (1 + g % 3) as f64).unwrap();
+                }
+            }
+        }
+        prior.update(&n, &r, &UpdateConfig::new(0.005)).unwrap();
+        let d = derive(&prior, DeriveRule::Threshold { tau: 0.1 }).unwrap();
+        let g = &d.genotype;
+        assert!(ops_of(&g.normal, Inter(0), 3).is_none());
+        assert!(ops_of(&g.reduce, Inter(0), 3).is_some());
+        g.validate().unwrap();
+        // The dead parent zeroed every child's effective relevance as well.
+        let rel = prior.cell_relevance(CellType::Normal);
+        assert_eq!(rel.gamma0[7], 0.0);
+        assert!(rel.gamma_tilde[7].iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn darts_rule_picks_two_per_node() {
+        let space = SearchSpace::darts();
+        let prior = Prior::new(&space).unwrap();
+        let mut r = prior.cell_relevance(CellType::Normal);
+        // Node 3 (edges 9..14): make n1->n3 (edge 12) and in0->n3 (edge 10) the strongest.
+        r.gamma_tilde[12][4] = 3.0;
+        r.gamma_tilde[10][6] = 2.0;
+        let d = derive_darts(&r, "normal").unwrap();
+        let g = &d.genotype;
+        for j in 0..4 {
+            let pairs: usize = g
+                .edges
+                .iter()
+                .filter(|e| e.to == j)
+                .map(|e| e.ops.len())
+                .sum();
+            assert_eq!(pairs, 2, "node {j}");
+        }
+        assert!(g.edges.iter().all(|e| e.ops.len() == 1));
+        let n3: Vec<_> = g.edges.iter().filter(|e| e.to == 3).collect();
+        assert_eq!(n3[0].from, Inter(1));
+        assert_eq!(n3[0].ops[0].op, Op::MaxPool3x3);
+        assert_eq!(n3[1].from, In0);
+        assert_eq!(n3[1].ops[0].op, Op::SkipConnect);
+        // Ties (everything 1): DARTS order, i.e. DARTS inputs 0 and 1 = our in1, in0.
+        let n0: Vec<_> = g.edges.iter().filter(|e| e.to == 0).collect();
+        assert_eq!((n0[0].from, n0[1].from), (In1, In0));
+        assert_eq!(g.concat, [0, 1, 2, 3]);
+        let geno = Genotype {
+            space: "darts".into(),
+            normal: g.clone(),
+            reduce: g.clone(),
+        };
+        assert!(geno.to_darts_string().is_some());
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let r = rel(vec![Edge::new(In0, 0)], vec![1.0], vec![vec![1.0; 3]]);
+        for tau in [-0.1, 1.5, f64::NAN] {
+            assert!(matches!(
+                derive_threshold(&r, tau, "normal"),
+                Err(DeriveError::BadTau(_))
+            ));
+        }
+        let mut bad = r.clone();
+        bad.gamma0[0] = f64::NAN;
+        assert!(derive_threshold(&bad, 0.5, "normal").is_err());
+        let mut bad = r.clone();
+        bad.gamma_tilde[0].pop();
+        assert!(derive_darts(&bad, "normal").is_err());
+        let mut bad = r;
+        bad.gamma_tilde[0][1] = -1.0;
+        let msg = derive_darts(&bad, "normal").unwrap_err().to_string();
+        assert!(msg.contains("max_pool_3x3"), "{msg}");
+    }
+}

@@ -1,0 +1,81 @@
+//! BayesNAS search logic that does not need the autograd engine.
+//!
+//! See the method note (`shared/notes/bayesnas-method.md`) for the method itself.
+//!
+//! * [`space`]: candidate operations, cell nodes and edges, the `bayesnas` and `darts` spaces
+//!   (and the mapping of our `in0`/`in1` to DARTS' input indices).
+//! * [`bayes`]: the hierarchical ARD prior (HARD) and its closed-form update on the host (the
+//!   CPU reference for the device kernel).
+//! * [`derive`](mod@derive): deriving cells from the relevances (threshold rule with repair, DARTS' top-2).
+//! * [`genotype`]: derived cells, `genotype.json` and DARTS `Genotype(...)` strings.
+//! * [`draw`]: DOT and self-drawn SVG pictures of a cell.
+//! * [`relevance`]: the `relevance.json` report.
+//!
+//! Everything is deterministic and reports bad input through typed errors (collected in
+//! [`Error`]).
+//!
+//! # Example: one update and a derivation
+//!
+//! ```
+//! use bayesnas_search::bayes::{GroupKind, Prior, UpdateConfig};
+//! use bayesnas_search::derive::{derive, DeriveRule};
+//! use bayesnas_search::relevance::RelevanceReport;
+//! use bayesnas_search::{CellType, SearchSpace};
+//!
+//! let space = SearchSpace::bayesnas();
+//! let mut prior = Prior::new(&space)?;
+//! // Switch values and curvatures after the switch epoch (8 cells: 6 normal, 2 reduce).
+//! let mut normal = prior.stats_template(CellType::Normal, 6);
+//! let mut reduce = prior.stats_template(CellType::Reduce, 2);
+//! for stats in [&mut normal, &mut reduce] {
+//!     for g in 0..stats.n_groups() {
+//!         for c in 0..stats.n_cells() {
+//!             let s = 0.5 + 0.1 * ((g + c) % 7) as f64;
+//!             let h = 1e-3 * (1 + (g * 3 + c) % 5) as f64;
+//!             stats.set(GroupKind::from_index(g, space.ops.len()), c, s, h)?;
+//!         }
+//!     }
+//! }
+//! prior.update(&normal, &reduce, &UpdateConfig::new(0.005))?;
+//! let derived = derive(&prior, DeriveRule::Threshold { tau: 0.8 })?;
+//! let json = derived.genotype.to_json()?;
+//! assert!(json.contains("\"format\": \"bayesnas-genotype\""));
+//! let mut report = RelevanceReport::from_prior(&prior);
+//! report.set_network_layout(8)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod bayes;
+pub mod derive;
+pub mod draw;
+pub mod genotype;
+pub mod relevance;
+pub mod space;
+
+pub use bayes::{BayesError, CellTypeStats, GroupId, GroupKind, Prior, UpdateConfig};
+pub use derive::{derive, DeriveError, DeriveRule};
+pub use genotype::{CellGenotype, Genotype, GenotypeError, KeptEdge, KeptOp};
+pub use relevance::{RelevanceError, RelevanceReport};
+pub use space::{CellType, Edge, Node, Op, SearchSpace, SpaceError};
+
+/// Any error of this crate.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// Search-space vocabulary.
+    #[error(transparent)]
+    Space(#[from] SpaceError),
+    /// Prior and update.
+    #[error(transparent)]
+    Bayes(#[from] BayesError),
+    /// Derivation.
+    #[error(transparent)]
+    Derive(#[from] DeriveError),
+    /// Genotype validation and I/O.
+    #[error(transparent)]
+    Genotype(#[from] GenotypeError),
+    /// Relevance report I/O.
+    #[error(transparent)]
+    Relevance(#[from] RelevanceError),
+}

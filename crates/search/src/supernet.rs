@@ -1,0 +1,380 @@
+//! The supernet: stem, cells whose every edge carries every candidate operation gated by
+//! switches (`edge(x) = s0 * sum_k s_k op_k(x)`, method note section 3), global pooling and a
+//! linear classifier. Search-time batch norm has no affine parameters.
+//!
+//! Channel bookkeeping follows DARTS' `model_search.py`: stem `3C`, the channel count doubles
+//! at each reduction cell, a cell outputs the concatenation of its intermediate nodes.
+
+use std::collections::HashMap;
+
+use bayesnas_engine::nn::{BatchNorm2d, Conv2d, Linear};
+use bayesnas_engine::prelude::*;
+
+use crate::space::{reduction_cells, CellType, Edge, Node, Op, SearchSpace};
+
+/// Optimiser group of network weights.
+pub const WEIGHTS: &str = "weights";
+/// Optimiser group of switches.
+pub const SWITCHES: &str = "switches";
+
+/// Shape of a supernet.
+#[derive(Clone, Debug)]
+pub struct SupernetConfig {
+    pub space: SearchSpace,
+    /// Initial channel count C (cells of the first stage have C channels per node).
+    pub channels: usize,
+    /// Number of cells; reductions at 1/3 and 2/3 of the depth.
+    pub cells: usize,
+    /// Image channels of the data set (1 for (Fashion-)MNIST, 3 for CIFAR-10).
+    pub in_channels: usize,
+    /// Image side (28 or 32).
+    pub image: usize,
+    pub classes: usize,
+}
+
+impl SupernetConfig {
+    /// Checks that the network can be built: enough spatial size for the reductions, every
+    /// intermediate node has an input, at least one cell.
+    pub fn validate(&self) -> Result<()> {
+        if self.cells == 0 || self.channels == 0 || self.in_channels == 0 || self.classes < 2 {
+            return Err(Error::Invalid(format!(
+                "supernet: cells ({}), channels ({}) and input channels ({}) must be positive and classes ({}) at least 2",
+                self.cells, self.channels, self.in_channels, self.classes
+            )));
+        }
+        let reductions = reduction_cells(self.cells).iter().filter(|&&r| r).count();
+        if self.image >> reductions < 2 {
+            return Err(Error::Invalid(format!(
+                "supernet: image size {} is too small for {} reduction cells",
+                self.image, reductions
+            )));
+        }
+        // factorized reduce needs even sizes at each reduction
+        let mut s = self.image;
+        for _ in 0..reductions {
+            if s % 2 != 0 {
+                return Err(Error::Invalid(format!(
+                    "supernet: spatial size {s} is odd at a reduction cell (factorized reduce needs even sizes)"
+                )));
+            }
+            s /= 2;
+        }
+        for ct in [CellType::Normal, CellType::Reduce] {
+            for node in 0..crate::space::NUM_INTERMEDIATE {
+                if !self.space.edges(ct).iter().any(|e| e.to == node) {
+                    return Err(Error::Invalid(format!(
+                        "space {}: node n{node} of the {} cell has no incoming edge",
+                        self.space.name,
+                        ct.name()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// ReLU -> conv -> BN (no affine).
+#[derive(Clone, Debug)]
+struct ReluConvBn {
+    conv: Conv2d,
+    bn: BatchNorm2d,
+}
+
+/// ReLU, two 1x1 stride-2 convs of C/2 outputs (the second on the input shifted by one
+/// pixel), concat, BN.
+#[derive(Clone, Debug)]
+struct FactorizedReduce {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    bn: BatchNorm2d,
+}
+
+/// One candidate operation's layers.
+#[derive(Clone, Debug)]
+enum OpModule {
+    /// [dw k (stride s) -> pw -> BN -> ReLU -> dw k -> pw -> BN] after the shared ReLU.
+    Sep { dw1: Conv2d, pw1: Conv2d, bn1: BatchNorm2d, dw2: Conv2d, pw2: Conv2d, bn2: BatchNorm2d },
+    /// dw k dilation 2 (stride s) -> pw -> BN after the shared ReLU.
+    Dil { dw: Conv2d, pw: Conv2d, bn: BatchNorm2d },
+    MaxPool { spec: Pool2dSpec, bn: BatchNorm2d },
+    AvgPool { spec: Pool2dSpec, bn: BatchNorm2d },
+    Identity,
+    Reduce(FactorizedReduce),
+}
+
+/// An edge: every candidate op and its switches.
+#[derive(Clone, Debug)]
+pub struct MixedEdge {
+    pub edge: Edge,
+    ops: Vec<OpModule>,
+    /// Child switches, shape `[K]`.
+    pub s: ParamId,
+    /// Parent switch, shape `[1]`.
+    pub s0: ParamId,
+}
+
+/// Pre-processing of the cell input `c_{k-2}` (our `in1`).
+#[derive(Clone, Debug)]
+enum Pre {
+    Conv(ReluConvBn),
+    Reduce(FactorizedReduce),
+}
+
+/// One cell of the supernet.
+#[derive(Clone, Debug)]
+pub struct SearchCell {
+    pub cell_type: CellType,
+    /// For `in1` (`c_{k-2}`).
+    pre_in1: Pre,
+    /// For `in0` (`c_{k-1}`).
+    pre_in0: ReluConvBn,
+    pub edges: Vec<MixedEdge>,
+}
+
+/// The supernet's layers; the parameters live in a [`ParamStore`].
+#[derive(Clone, Debug)]
+pub struct Supernet {
+    pub config: SupernetConfig,
+    stem: Conv2d,
+    stem_bn: BatchNorm2d,
+    pub cells: Vec<SearchCell>,
+    classifier: Linear,
+}
+
+fn conv(store: &mut ParamStore, name: &str, cin: usize, cout: usize, k: usize, spec: Conv2dSpec, rng: &mut Rng) -> Result<Conv2d> {
+    Conv2d::new(store, name, WEIGHTS, cin, cout, k, spec, false, rng)
+}
+
+fn bn(store: &mut ParamStore, name: &str, c: usize) -> Result<BatchNorm2d> {
+    BatchNorm2d::new(store, name, WEIGHTS, c, false)
+}
+
+impl ReluConvBn {
+    fn new(store: &mut ParamStore, name: &str, cin: usize, cout: usize, rng: &mut Rng) -> Result<Self> {
+        Ok(ReluConvBn {
+            conv: conv(store, &format!("{name}.conv"), cin, cout, 1, Conv2dSpec::new(), rng)?,
+            bn: bn(store, &format!("{name}.bn"), cout)?,
+        })
+    }
+    fn forward(&self, t: &mut Tape, store: &mut ParamStore, x: Var) -> Result<Var> {
+        let r = t.relu(x)?;
+        let c = self.conv.forward(t, store, r)?;
+        self.bn.forward(t, store, c)
+    }
+}
+
+impl FactorizedReduce {
+    fn new(store: &mut ParamStore, name: &str, cin: usize, cout: usize, rng: &mut Rng) -> Result<Self> {
+        if cout % 2 != 0 {
+            return Err(Error::Invalid(format!("factorized reduce {name}: odd output channels {cout}")));
+        }
+        let spec = Conv2dSpec::new().stride(2);
+        Ok(FactorizedReduce {
+            conv1: conv(store, &format!("{name}.conv1"), cin, cout / 2, 1, spec, rng)?,
+            conv2: conv(store, &format!("{name}.conv2"), cin, cout / 2, 1, spec, rng)?,
+            bn: bn(store, &format!("{name}.bn"), cout)?,
+        })
+    }
+    /// `relu_x` is the already rectified input.
+    fn forward(&self, t: &mut Tape, store: &mut ParamStore, relu_x: Var) -> Result<Var> {
+        let a = self.conv1.forward(t, store, relu_x)?;
+        let shifted = t.shift_crop(relu_x)?;
+        let b = self.conv2.forward(t, store, shifted)?;
+        let c = t.concat_channels(&[a, b])?;
+        self.bn.forward(t, store, c)
+    }
+}
+
+impl OpModule {
+    fn new(store: &mut ParamStore, name: &str, op: Op, c: usize, stride: usize, rng: &mut Rng) -> Result<Self> {
+        let dw = |store: &mut ParamStore, n: &str, k: usize, s: usize, dil: usize, rng: &mut Rng| {
+            let pad = dil * (k - 1) / 2;
+            conv(store, n, c, c, k, Conv2dSpec::new().stride(s).padding(pad).dilation(dil).groups(c), rng)
+        };
+        let pw = |store: &mut ParamStore, n: &str, rng: &mut Rng| conv(store, n, c, c, 1, Conv2dSpec::new(), rng);
+        let pool = Pool2dSpec { kernel: 3, stride, padding: 1 };
+        Ok(match op {
+            Op::SepConv3x3 | Op::SepConv5x5 => {
+                let k = if op == Op::SepConv3x3 { 3 } else { 5 };
+                OpModule::Sep {
+                    dw1: dw(store, &format!("{name}.dw1"), k, stride, 1, rng)?,
+                    pw1: pw(store, &format!("{name}.pw1"), rng)?,
+                    bn1: bn(store, &format!("{name}.bn1"), c)?,
+                    dw2: dw(store, &format!("{name}.dw2"), k, 1, 1, rng)?,
+                    pw2: pw(store, &format!("{name}.pw2"), rng)?,
+                    bn2: bn(store, &format!("{name}.bn2"), c)?,
+                }
+            }
+            Op::DilConv3x3 | Op::DilConv5x5 => {
+                let k = if op == Op::DilConv3x3 { 3 } else { 5 };
+                OpModule::Dil {
+                    dw: dw(store, &format!("{name}.dw"), k, stride, 2, rng)?,
+                    pw: pw(store, &format!("{name}.pw"), rng)?,
+                    bn: bn(store, &format!("{name}.bn"), c)?,
+                }
+            }
+            Op::MaxPool3x3 => OpModule::MaxPool { spec: pool, bn: bn(store, &format!("{name}.bn"), c)? },
+            Op::AvgPool3x3 => OpModule::AvgPool { spec: pool, bn: bn(store, &format!("{name}.bn"), c)? },
+            Op::SkipConnect if stride == 1 => OpModule::Identity,
+            Op::SkipConnect => OpModule::Reduce(FactorizedReduce::new(store, &format!("{name}.reduce"), c, c, rng)?),
+        })
+    }
+
+    /// `x` is the node state, `relu_x` its rectified version (shared by all ops that start
+    /// with a ReLU: mathematically identical to each op applying its own).
+    fn forward(&self, t: &mut Tape, store: &mut ParamStore, x: Var, relu_x: Var) -> Result<Var> {
+        match self {
+            OpModule::Sep { dw1, pw1, bn1, dw2, pw2, bn2 } => {
+                let a = dw1.forward(t, store, relu_x)?;
+                let a = pw1.forward(t, store, a)?;
+                let a = bn1.forward(t, store, a)?;
+                let a = t.relu(a)?;
+                let a = dw2.forward(t, store, a)?;
+                let a = pw2.forward(t, store, a)?;
+                bn2.forward(t, store, a)
+            }
+            OpModule::Dil { dw, pw, bn } => {
+                let a = dw.forward(t, store, relu_x)?;
+                let a = pw.forward(t, store, a)?;
+                bn.forward(t, store, a)
+            }
+            OpModule::MaxPool { spec, bn } => {
+                let a = t.max_pool2d(x, *spec)?;
+                bn.forward(t, store, a)
+            }
+            OpModule::AvgPool { spec, bn } => {
+                let a = t.avg_pool2d(x, *spec)?;
+                bn.forward(t, store, a)
+            }
+            OpModule::Identity => Ok(x),
+            OpModule::Reduce(fr) => fr.forward(t, store, relu_x),
+        }
+    }
+}
+
+impl SearchCell {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        store: &mut ParamStore,
+        index: usize,
+        space: &SearchSpace,
+        cell_type: CellType,
+        reduction_prev: bool,
+        c_pp: usize,
+        c_p: usize,
+        c: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let name = format!("cells.{index}");
+        let pre_in1 = if reduction_prev {
+            Pre::Reduce(FactorizedReduce::new(store, &format!("{name}.pre_in1"), c_pp, c, rng)?)
+        } else {
+            Pre::Conv(ReluConvBn::new(store, &format!("{name}.pre_in1"), c_pp, c, rng)?)
+        };
+        let pre_in0 = ReluConvBn::new(store, &format!("{name}.pre_in0"), c_p, c, rng)?;
+        let mut edges = Vec::new();
+        for (e, &edge) in space.edges(cell_type).iter().enumerate() {
+            let stride = edge.stride(cell_type);
+            let ops = space
+                .ops
+                .iter()
+                .map(|&op| OpModule::new(store, &format!("{name}.edges.{e}.{}", op.name()), op, c, stride, rng))
+                .collect::<Result<Vec<_>>>()?;
+            let k = space.ops.len();
+            let s = store.add(&format!("{name}.edges.{e}.s"), SWITCHES, Tensor::full(&[k], 1.0))?;
+            let s0 = store.add(&format!("{name}.edges.{e}.s0"), SWITCHES, Tensor::full(&[1], 1.0))?;
+            edges.push(MixedEdge { edge, ops, s, s0 });
+        }
+        Ok(SearchCell { cell_type, pre_in1, pre_in0, edges })
+    }
+
+    /// `prev_prev` is `c_{k-2}`, `prev` is `c_{k-1}`.
+    fn forward(&self, t: &mut Tape, store: &mut ParamStore, prev_prev: Var, prev: Var) -> Result<Var> {
+        let in1 = match &self.pre_in1 {
+            Pre::Conv(p) => p.forward(t, store, prev_prev)?,
+            Pre::Reduce(fr) => {
+                let r = t.relu(prev_prev)?;
+                fr.forward(t, store, r)?
+            }
+        };
+        let in0 = self.pre_in0.forward(t, store, prev)?;
+        let n = crate::space::NUM_INTERMEDIATE;
+        let mut states: HashMap<Node, Var> = HashMap::from([(Node::In0, in0), (Node::In1, in1)]);
+        let mut relus: HashMap<Node, Var> = HashMap::new();
+        for node in 0..n {
+            let mut incoming = Vec::new();
+            for me in self.edges.iter().filter(|me| me.edge.to == node) {
+                let x = *states.get(&me.edge.from).ok_or_else(|| {
+                    Error::Invalid(format!("edge {} reads a node that is not computed yet", me.edge))
+                })?;
+                let rx = match relus.get(&me.edge.from) {
+                    Some(&r) => r,
+                    None => {
+                        let r = t.relu(x)?;
+                        relus.insert(me.edge.from, r);
+                        r
+                    }
+                };
+                let outs = me.ops.iter().map(|op| op.forward(t, store, x, rx)).collect::<Result<Vec<_>>>()?;
+                let (s, s0) = (t.param(store, me.s), t.param(store, me.s0));
+                incoming.push(t.mixed(&outs, s, s0)?);
+            }
+            let state = if incoming.len() == 1 { incoming[0] } else { t.sum(&incoming)? };
+            states.insert(Node::Inter(node), state);
+        }
+        let outs: Vec<Var> = (0..n).map(|i| states[&Node::Inter(i)]).collect();
+        t.concat_channels(&outs)
+    }
+}
+
+impl Supernet {
+    /// Builds the supernet and registers its parameters (group [`WEIGHTS`]) and switches
+    /// (group [`SWITCHES`], initialised to 1) in `store`.
+    pub fn new(config: SupernetConfig, store: &mut ParamStore, rng: &mut Rng) -> Result<Supernet> {
+        config.validate()?;
+        let c = config.channels;
+        let stem_c = 3 * c;
+        let stem = conv(store, "stem.conv", config.in_channels, stem_c, 3, Conv2dSpec::new().padding(1), rng)?;
+        let stem_bn = BatchNorm2d::new(store, "stem.bn", WEIGHTS, stem_c, true)?;
+        let (mut c_pp, mut c_p, mut c_cur) = (stem_c, stem_c, c);
+        let mut cells = Vec::new();
+        let mut reduction_prev = false;
+        for (i, &red) in reduction_cells(config.cells).iter().enumerate() {
+            if red {
+                c_cur *= 2;
+            }
+            let ct = if red { CellType::Reduce } else { CellType::Normal };
+            cells.push(SearchCell::new(store, i, &config.space, ct, reduction_prev, c_pp, c_p, c_cur, rng)?);
+            reduction_prev = red;
+            c_pp = c_p;
+            c_p = crate::space::NUM_INTERMEDIATE * c_cur;
+        }
+        let classifier = Linear::new(store, "classifier", WEIGHTS, c_p, config.classes, true, rng)?;
+        Ok(Supernet { config, stem, stem_bn, cells, classifier })
+    }
+
+    /// Logits `[B, classes]` for images `[B, in_channels, image, image]`.
+    pub fn forward(&self, t: &mut Tape, store: &mut ParamStore, x: Var) -> Result<Var> {
+        let s = self.stem.forward(t, store, x)?;
+        let s = self.stem_bn.forward(t, store, s)?;
+        let (mut pp, mut p) = (s, s);
+        for cell in &self.cells {
+            let out = cell.forward(t, store, pp, p)?;
+            pp = p;
+            p = out;
+        }
+        let pooled = t.global_avg_pool(p)?;
+        self.classifier.forward(t, store, pooled)
+    }
+
+    /// Indices of the cells of one type, in depth order (the members of each switch group).
+    pub fn cells_of(&self, ct: CellType) -> Vec<usize> {
+        self.cells.iter().enumerate().filter(|(_, c)| c.cell_type == ct).map(|(i, _)| i).collect()
+    }
+
+    /// Number of candidate operations per edge.
+    pub fn n_ops(&self) -> usize {
+        self.config.space.ops.len()
+    }
+}
