@@ -41,7 +41,13 @@ fn find_nvcc(root: &Path) -> Option<PathBuf> {
 fn main() {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     println!("cargo:rerun-if-changed=kernels");
-    for v in ["NVCC", "CUDA_HOME", "CUDA_PATH", "BAYESNAS_REQUIRE_NVCC", "BAYESNAS_CUDA_ARCH"] {
+    for v in [
+        "NVCC",
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "BAYESNAS_REQUIRE_NVCC",
+        "BAYESNAS_CUDA_ARCH",
+    ] {
         println!("cargo:rerun-if-env-changed={v}");
     }
     println!("cargo::rustc-check-cfg=cfg(bayesnas_cuda)");

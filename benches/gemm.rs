@@ -150,13 +150,33 @@ fn bench_gemm(c: &mut Criterion) {
             let mut y = vec![0.0f32; BATCH * co * hw];
             g.bench_function(format!("{name}_fwd_1img/{shape}"), |bch| {
                 bch.iter(|| {
-                    product(which, false, (co, ci, hw), &w, row_major(ci), &x, row_major(hw), &mut y, false);
+                    product(
+                        which,
+                        false,
+                        (co, ci, hw),
+                        &w,
+                        row_major(ci),
+                        &x,
+                        row_major(hw),
+                        &mut y,
+                        false,
+                    );
                     black_box(&y);
                 })
             });
             g.bench_function(format!("{name}_fwd_1img_par/{shape}"), |bch| {
                 bch.iter(|| {
-                    product(which, true, (co, ci, hw), &w, row_major(ci), &x, row_major(hw), &mut y, false);
+                    product(
+                        which,
+                        true,
+                        (co, ci, hw),
+                        &w,
+                        row_major(ci),
+                        &x,
+                        row_major(hw),
+                        &mut y,
+                        false,
+                    );
                     black_box(&y);
                 })
             });
@@ -165,7 +185,17 @@ fn bench_gemm(c: &mut Criterion) {
                     y.par_chunks_mut(co * hw)
                         .zip(x.par_chunks(ci * hw))
                         .for_each(|(y, x)| {
-                            product(which, false, (co, ci, hw), &w, row_major(ci), x, row_major(hw), y, false)
+                            product(
+                                which,
+                                false,
+                                (co, ci, hw),
+                                &w,
+                                row_major(ci),
+                                x,
+                                row_major(hw),
+                                y,
+                                false,
+                            )
                         });
                     black_box(&y);
                 })
@@ -177,7 +207,17 @@ fn bench_gemm(c: &mut Criterion) {
                     dx.par_chunks_mut(ci * hw)
                         .zip(dy.par_chunks(co * hw))
                         .for_each(|(dx, dy)| {
-                            product(which, false, (ci, co, hw), &w, col_major(ci), dy, row_major(hw), dx, false)
+                            product(
+                                which,
+                                false,
+                                (ci, co, hw),
+                                &w,
+                                col_major(ci),
+                                dy,
+                                row_major(hw),
+                                dx,
+                                false,
+                            )
                         });
                     black_box(&dx);
                 })
@@ -190,7 +230,17 @@ fn bench_gemm(c: &mut Criterion) {
                         .par_chunks_mut(co * ci)
                         .zip(dy.par_chunks(co * hw).zip(x.par_chunks(ci * hw)))
                         .for_each(|(p, (dy, x))| {
-                            product(which, false, (co, hw, ci), dy, row_major(hw), x, col_major(hw), p, false)
+                            product(
+                                which,
+                                false,
+                                (co, hw, ci),
+                                dy,
+                                row_major(hw),
+                                x,
+                                col_major(hw),
+                                p,
+                                false,
+                            )
                         });
                     black_box(&parts);
                 })

@@ -41,7 +41,11 @@ impl std::error::Error for Error {}
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Shorthand for a shape error.
-pub(crate) fn shape_err<T>(op: &'static str, expected: impl Into<String>, found: &[usize]) -> Result<T> {
+pub(crate) fn shape_err<T>(
+    op: &'static str,
+    expected: impl Into<String>,
+    found: &[usize],
+) -> Result<T> {
     Err(Error::Shape {
         op,
         expected: expected.into(),

@@ -26,6 +26,7 @@
 
 pub mod device;
 pub mod error;
+pub mod io;
 pub mod nn;
 pub mod ops;
 pub mod optim;

@@ -44,7 +44,9 @@ impl Sgd {
             if !p.trainable {
                 continue;
             }
-            let Some(s) = self.groups.get(&p.group) else { continue };
+            let Some(s) = self.groups.get(&p.group) else {
+                continue;
+            };
             let b = p.value.device().backend()?;
             b.sgd_momentum(
                 &mut p.value,
@@ -108,13 +110,35 @@ mod tests {
     #[test]
     fn sgd_matches_hand_computation() {
         let mut store = ParamStore::new();
-        let w = store.add("w", "weights", Tensor::from_vec(vec![1.0, -2.0], &[2]).unwrap()).unwrap();
-        let s = store.add("s", "switches", Tensor::from_vec(vec![0.5], &[1]).unwrap()).unwrap();
+        let w = store
+            .add(
+                "w",
+                "weights",
+                Tensor::from_vec(vec![1.0, -2.0], &[2]).unwrap(),
+            )
+            .unwrap();
+        let s = store
+            .add("s", "switches", Tensor::from_vec(vec![0.5], &[1]).unwrap())
+            .unwrap();
         store.get_mut(w).grad = Tensor::from_vec(vec![0.5, 0.25], &[2]).unwrap();
         store.get_mut(s).grad = Tensor::from_vec(vec![2.0], &[1]).unwrap();
         let opt = Sgd::new()
-            .group("weights", SgdGroup { lr: 0.1, momentum: 0.9, weight_decay: 0.01 })
-            .group("switches", SgdGroup { lr: 1.0, momentum: 0.0, weight_decay: 0.0 });
+            .group(
+                "weights",
+                SgdGroup {
+                    lr: 0.1,
+                    momentum: 0.9,
+                    weight_decay: 0.01,
+                },
+            )
+            .group(
+                "switches",
+                SgdGroup {
+                    lr: 1.0,
+                    momentum: 0.0,
+                    weight_decay: 0.0,
+                },
+            );
         opt.step(&mut store, 1.0, 1.0).unwrap();
         opt.step(&mut store, 1.0, 1.0).unwrap();
         // Hand: w0: d1 = 0.5 + 0.01 = 0.51, m1 = 0.51, w = 1 - 0.051 = 0.949;

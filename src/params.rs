@@ -44,9 +44,17 @@ impl ParamStore {
         Self::default()
     }
 
-    fn insert(&mut self, name: &str, group: &str, trainable: bool, value: Tensor) -> Result<ParamId> {
+    fn insert(
+        &mut self,
+        name: &str,
+        group: &str,
+        trainable: bool,
+        value: Tensor,
+    ) -> Result<ParamId> {
         if self.params.iter().any(|p| p.name == name) {
-            return Err(Error::Invalid(format!("parameter name {name:?} used twice")));
+            return Err(Error::Invalid(format!(
+                "parameter name {name:?} used twice"
+            )));
         }
         let zeros = Tensor::zeros(value.shape(), value.device())?;
         self.params.push(Param {

@@ -38,7 +38,8 @@ impl Rng {
     /// An independent generator derived from this one's seed material and `stream`
     /// (does not advance `self`). Use it to give each component its own stream.
     pub fn fork(&self, stream: u64) -> Rng {
-        let mut x = self.s[0] ^ self.s[3].rotate_left(17) ^ stream.wrapping_mul(0xD2B7_4407_B1CE_6E93);
+        let mut x =
+            self.s[0] ^ self.s[3].rotate_left(17) ^ stream.wrapping_mul(0xD2B7_4407_B1CE_6E93);
         Rng::new(splitmix64(&mut x))
     }
 

@@ -26,12 +26,21 @@ fn relu_grad_and_curvature() {
     let y = tape.relu(xv).unwrap();
     let l = loss.record(&mut tape, y);
     let reference = |x: &[f64]| x.iter().map(|&v| v.max(0.0)).collect::<Vec<_>>();
-    assert_close("relu forward", &tape.value(y).to_vec(), &reference(&x), 1e-6);
+    assert_close(
+        "relu forward",
+        &tape.value(y).to_vec(),
+        &reference(&x),
+        1e-6,
+    );
     let g = tape.backward(l).unwrap();
     let fd = fd_grad(&|x| loss.eval(&reference(x)), &x, FD_EPS);
     assert_close("relu dx", &g.leaf(xv).unwrap().to_vec(), &fd, GRAD_RTOL);
     let h = tape.curvature_backward(l).unwrap();
-    let want: Vec<f64> = x.iter().zip(&loss.weights).map(|(&v, &w)| if v > 0.0 { w } else { 0.0 }).collect();
+    let want: Vec<f64> = x
+        .iter()
+        .zip(&loss.weights)
+        .map(|(&v, &w)| if v > 0.0 { w } else { 0.0 })
+        .collect();
     assert_close("relu hx", &h.leaf(xv).unwrap().to_vec(), &want, CURV_RTOL);
 }
 
@@ -44,14 +53,23 @@ fn sum_and_scale_grad_and_curvature() {
     let c = round32(&randn(12, &mut rng));
     let loss = LossSpec::new(12, &mut rng);
     let mut tape = Tape::new();
-    let (av, bv, cv) = (tape.leaf(tensor(&a, &shape)), tape.leaf(tensor(&b, &shape)), tape.leaf(tensor(&c, &shape)));
+    let (av, bv, cv) = (
+        tape.leaf(tensor(&a, &shape)),
+        tape.leaf(tensor(&b, &shape)),
+        tape.leaf(tensor(&c, &shape)),
+    );
     let s = tape.sum(&[av, bv, cv]).unwrap();
     let y = tape.scale(s, -1.5).unwrap();
     let l = loss.record(&mut tape, y);
     let reference = |a: &[f64], b: &[f64], c: &[f64]| -> Vec<f64> {
         (0..12).map(|i| -1.5 * (a[i] + b[i] + c[i])).collect()
     };
-    assert_close("sum forward", &tape.value(y).to_vec(), &reference(&a, &b, &c), 1e-6);
+    assert_close(
+        "sum forward",
+        &tape.value(y).to_vec(),
+        &reference(&a, &b, &c),
+        1e-6,
+    );
     let g = tape.backward(l).unwrap();
     let fd = fd_grad(&|x| loss.eval(&reference(x, &b, &c)), &a, FD_EPS);
     assert_close("sum da", &g.leaf(av).unwrap().to_vec(), &fd, GRAD_RTOL);
@@ -83,11 +101,27 @@ fn fan_out_accumulates() {
     assert_close("fan-out dx", &g.leaf(xv).unwrap().to_vec(), &fd, GRAD_RTOL);
     let h = tape.curvature_backward(l).unwrap();
     // diagonal recursion: relu branch gives w*1[x>0], scale branch gives 4w, summed.
-    let want: Vec<f64> = x.iter().zip(&loss.weights).map(|(&v, &w)| w * (if v > 0.0 { 1.0 } else { 0.0 } + 4.0)).collect();
-    assert_close("fan-out hx", &h.leaf(xv).unwrap().to_vec(), &want, CURV_RTOL);
+    let want: Vec<f64> = x
+        .iter()
+        .zip(&loss.weights)
+        .map(|(&v, &w)| w * (if v > 0.0 { 1.0 } else { 0.0 } + 4.0))
+        .collect();
+    assert_close(
+        "fan-out hx",
+        &h.leaf(xv).unwrap().to_vec(),
+        &want,
+        CURV_RTOL,
+    );
 }
 
-fn linear_ref(x: &[f64], w: &[f64], b: Option<&[f64]>, bsz: usize, din: usize, dout: usize) -> Vec<f64> {
+fn linear_ref(
+    x: &[f64],
+    w: &[f64],
+    b: Option<&[f64]>,
+    bsz: usize,
+    din: usize,
+    dout: usize,
+) -> Vec<f64> {
     let mut y = vec![0.0; bsz * dout];
     for n in 0..bsz {
         for o in 0..dout {
@@ -120,11 +154,23 @@ fn linear_grad_and_curvature() {
     let yref = linear_ref(&x, &w, Some(&b), bsz, din, dout);
     assert_close("linear forward", &tape.value(y).to_vec(), &yref, 1e-5);
     let g = tape.backward(l).unwrap();
-    let fd = fd_grad(&|x| loss.eval(&linear_ref(x, &w, Some(&b), bsz, din, dout)), &x, FD_EPS);
+    let fd = fd_grad(
+        &|x| loss.eval(&linear_ref(x, &w, Some(&b), bsz, din, dout)),
+        &x,
+        FD_EPS,
+    );
     assert_close("linear dx", &g.leaf(xv).unwrap().to_vec(), &fd, GRAD_RTOL);
-    let fd = fd_grad(&|w| loss.eval(&linear_ref(&x, w, Some(&b), bsz, din, dout)), &w, FD_EPS);
+    let fd = fd_grad(
+        &|w| loss.eval(&linear_ref(&x, w, Some(&b), bsz, din, dout)),
+        &w,
+        FD_EPS,
+    );
     assert_close("linear dw", &g.param(wid).unwrap().to_vec(), &fd, GRAD_RTOL);
-    let fd = fd_grad(&|b| loss.eval(&linear_ref(&x, &w, Some(b), bsz, din, dout)), &b, FD_EPS);
+    let fd = fd_grad(
+        &|b| loss.eval(&linear_ref(&x, &w, Some(b), bsz, din, dout)),
+        &b,
+        FD_EPS,
+    );
     assert_close("linear db", &g.param(bid).unwrap().to_vec(), &fd, GRAD_RTOL);
 
     // naive recursion with hy = loss weights
@@ -190,10 +236,16 @@ fn cross_entropy_grad_and_curvature_seed() {
             zp[i] += e;
             let mut zm = z.clone();
             zm[i] -= e;
-            (softmax_ce_ref(&zp, &labels, k).0 - 2.0 * lref + softmax_ce_ref(&zm, &labels, k).0) / (e * e)
+            (softmax_ce_ref(&zp, &labels, k).0 - 2.0 * lref + softmax_ce_ref(&zm, &labels, k).0)
+                / (e * e)
         })
         .collect();
-    assert_close("ce hz vs second differences", &h.leaf(zv).unwrap().to_vec(), &second, 1e-3);
+    assert_close(
+        "ce hz vs second differences",
+        &h.leaf(zv).unwrap().to_vec(),
+        &second,
+        1e-3,
+    );
 }
 
 #[test]
@@ -239,7 +291,12 @@ fn mixed_op_grads_per_sample_and_curvature() {
             &xs[i],
             FD_EPS,
         );
-        assert_close("mixed dx_k", &g.leaf(xv[i]).unwrap().to_vec(), &fd, GRAD_RTOL);
+        assert_close(
+            "mixed dx_k",
+            &g.leaf(xv[i]).unwrap().to_vec(),
+            &fd,
+            GRAD_RTOL,
+        );
     }
     let fd = fd_grad(&|s| loss.eval(&mixed_ref(&xs, s, s0)), &s, FD_EPS);
     assert_close("mixed ds", &g.leaf(sv).unwrap().to_vec(), &fd, GRAD_RTOL);
@@ -250,18 +307,32 @@ fn mixed_op_grads_per_sample_and_curvature() {
     let mut r = vec![0.0; n * k];
     for ni in 0..n {
         for ki in 0..k {
-            r[ni * k + ki] = (0..per).map(|j| xs[ki][ni * per + j] * dy[ni * per + j]).sum();
+            r[ni * k + ki] = (0..per)
+                .map(|j| xs[ki][ni * per + j] * dy[ni * per + j])
+                .sum();
         }
     }
-    assert_close("mixed per-sample", &g.per_sample(y).unwrap().to_vec(), &r, 1e-4);
+    assert_close(
+        "mixed per-sample",
+        &g.per_sample(y).unwrap().to_vec(),
+        &r,
+        1e-4,
+    );
 
     let hc = tape.curvature_backward(l).unwrap();
     let hy = &loss.weights;
     for i in 0..k {
         let want: Vec<f64> = hy.iter().map(|h| h * (s0 * s[i]).powi(2)).collect();
-        assert_close("mixed hx_k", &hc.leaf(xv[i]).unwrap().to_vec(), &want, CURV_RTOL);
+        assert_close(
+            "mixed hx_k",
+            &hc.leaf(xv[i]).unwrap().to_vec(),
+            &want,
+            CURV_RTOL,
+        );
     }
-    let hs: Vec<f64> = (0..k).map(|i| (0..n * per).map(|j| (s0 * xs[i][j]).powi(2) * hy[j]).sum()).collect();
+    let hs: Vec<f64> = (0..k)
+        .map(|i| (0..n * per).map(|j| (s0 * xs[i][j]).powi(2) * hy[j]).sum())
+        .collect();
     assert_close("mixed hs", &hc.leaf(sv).unwrap().to_vec(), &hs, CURV_RTOL);
     let hs0: f64 = (0..n * per)
         .map(|j| {
@@ -269,7 +340,12 @@ fn mixed_op_grads_per_sample_and_curvature() {
             z * z * hy[j]
         })
         .sum();
-    assert_close("mixed hs0", &hc.leaf(s0v).unwrap().to_vec(), &[hs0], CURV_RTOL);
+    assert_close(
+        "mixed hs0",
+        &hc.leaf(s0v).unwrap().to_vec(),
+        &[hs0],
+        CURV_RTOL,
+    );
 }
 
 /// Exact case of the method note: a switch feeding an elementwise squared-error loss directly.
@@ -286,14 +362,29 @@ fn switch_curvature_exact_direct() {
     let zv = tape.input(tensor(&z, &[2, 3, 2, 2]));
     let sv = tape.param(&store, sid);
     let y = tape.switch(zv, sv).unwrap();
-    let l = tape.half_squared_error(y, &tensor(&t, &[2, 3, 2, 2]), None).unwrap();
+    let l = tape
+        .half_squared_error(y, &tensor(&t, &[2, 3, 2, 2]), None)
+        .unwrap();
     let h = tape.curvature_backward(l).unwrap();
     let exact: f64 = z.iter().map(|v| v * v).sum();
-    let f = |s: f64| -> f64 { z.iter().zip(&t).map(|(z, t)| 0.5 * (s * z - t).powi(2)).sum() };
+    let f = |s: f64| -> f64 {
+        z.iter()
+            .zip(&t)
+            .map(|(z, t)| 0.5 * (s * z - t).powi(2))
+            .sum()
+    };
     let e = 1e-3;
     let second = (f(s + e) - 2.0 * f(s) + f(s - e)) / (e * e);
-    assert!((second - exact).abs() < 1e-6 * exact.max(1.0), "analytic {exact} vs fd {second}");
-    assert_close("switch h (direct)", &h.param(sid).unwrap().to_vec(), &[exact], 1e-5);
+    assert!(
+        (second - exact).abs() < 1e-6 * exact.max(1.0),
+        "analytic {exact} vs fd {second}"
+    );
+    assert_close(
+        "switch h (direct)",
+        &h.param(sid).unwrap().to_vec(),
+        &[exact],
+        1e-5,
+    );
     // gradient too
     let g = tape.backward(l).unwrap();
     let gs: f64 = z.iter().zip(&t).map(|(z, t)| (s * z - t) * z).sum();
@@ -312,14 +403,29 @@ fn switch_curvature_exact_through_relu() {
     let sv = tape.leaf(tensor(&[s], &[1]));
     let y = tape.switch(zv, sv).unwrap();
     let r = tape.relu(y).unwrap();
-    let l = tape.half_squared_error(r, &tensor(&t, &[30]), None).unwrap();
+    let l = tape
+        .half_squared_error(r, &tensor(&t, &[30]), None)
+        .unwrap();
     let h = tape.curvature_backward(l).unwrap();
     let exact: f64 = z.iter().filter(|&&v| s * v > 0.0).map(|v| v * v).sum();
-    let f = |s: f64| -> f64 { z.iter().zip(&t).map(|(z, t)| 0.5 * ((s * z).max(0.0) - t).powi(2)).sum() };
+    let f = |s: f64| -> f64 {
+        z.iter()
+            .zip(&t)
+            .map(|(z, t)| 0.5 * ((s * z).max(0.0) - t).powi(2))
+            .sum()
+    };
     let e = 1e-4;
     let second = (f(s + e) - 2.0 * f(s) + f(s - e)) / (e * e);
-    assert!((second - exact).abs() < 1e-4 * exact, "analytic {exact} vs fd {second}");
-    assert_close("switch h (relu)", &h.leaf(sv).unwrap().to_vec(), &[exact], 1e-5);
+    assert!(
+        (second - exact).abs() < 1e-4 * exact,
+        "analytic {exact} vs fd {second}"
+    );
+    assert_close(
+        "switch h (relu)",
+        &h.leaf(sv).unwrap().to_vec(),
+        &[exact],
+        1e-5,
+    );
 }
 
 #[test]
@@ -355,12 +461,27 @@ fn concat_and_shift_crop() {
         }
         out
     };
-    assert_close("concat+crop forward", &tape.value(y).to_vec(), &reference(&a, &b), 1e-7);
+    assert_close(
+        "concat+crop forward",
+        &tape.value(y).to_vec(),
+        &reference(&a, &b),
+        1e-7,
+    );
     let g = tape.backward(l).unwrap();
     let fd = fd_grad(&|a| loss.eval(&reference(a, &b)), &a, FD_EPS);
-    assert_close("concat+crop da", &g.leaf(av).unwrap().to_vec(), &fd, GRAD_RTOL);
+    assert_close(
+        "concat+crop da",
+        &g.leaf(av).unwrap().to_vec(),
+        &fd,
+        GRAD_RTOL,
+    );
     let fd = fd_grad(&|b| loss.eval(&reference(&a, b)), &b, FD_EPS);
-    assert_close("concat+crop db", &g.leaf(bv).unwrap().to_vec(), &fd, GRAD_RTOL);
+    assert_close(
+        "concat+crop db",
+        &g.leaf(bv).unwrap().to_vec(),
+        &fd,
+        GRAD_RTOL,
+    );
     // curvature: routed like the gradient (0 on the cropped border)
     let hc = tape.curvature_backward(l).unwrap();
     let ha = hc.leaf(av).unwrap().to_vec();
@@ -369,7 +490,11 @@ fn concat_and_shift_crop() {
             for i in 0..h {
                 for j in 0..w {
                     let got = ha[((ni * 2 + ci) * h + i) * w + j] as f64;
-                    let want = if i == 0 || j == 0 { 0.0 } else { loss.weights[((ni * 5 + ci) * ho + i - 1) * wo + j - 1] };
+                    let want = if i == 0 || j == 0 {
+                        0.0
+                    } else {
+                        loss.weights[((ni * 5 + ci) * ho + i - 1) * wo + j - 1]
+                    };
                     assert!((got - want).abs() < 1e-6);
                 }
             }
@@ -400,10 +525,18 @@ fn dropout_and_drop_path() {
     let mask: Vec<f64> = yv.iter().zip(&x).map(|(a, b)| *a as f64 / b).collect();
     let l = loss.record(&mut tape, y);
     let g = tape.backward(l).unwrap();
-    let fd = fd_grad(&|x| loss.eval(&x.iter().zip(&mask).map(|(a, m)| a * m).collect::<Vec<_>>()), &x, FD_EPS);
+    let fd = fd_grad(
+        &|x| loss.eval(&x.iter().zip(&mask).map(|(a, m)| a * m).collect::<Vec<_>>()),
+        &x,
+        FD_EPS,
+    );
     assert_close("dropout dx", &g.leaf(xv).unwrap().to_vec(), &fd, GRAD_RTOL);
     let hc = tape.curvature_backward(l).unwrap();
-    let want: Vec<f64> = mask.iter().zip(&loss.weights).map(|(m, w)| m * m * w).collect();
+    let want: Vec<f64> = mask
+        .iter()
+        .zip(&loss.weights)
+        .map(|(m, w)| m * m * w)
+        .collect();
     assert_close("dropout hx", &hc.leaf(xv).unwrap().to_vec(), &want, 1e-4);
 
     // drop-path zeroes whole samples
@@ -415,7 +548,10 @@ fn dropout_and_drop_path() {
     for n in 0..4 {
         let row = &yv[n * 50..(n + 1) * 50];
         let zero = row.iter().all(|&v| v == 0.0);
-        let scaled = row.iter().zip(&x[n * 50..]).all(|(a, b)| (*a as f64 - 2.0 * b).abs() < 1e-5);
+        let scaled = row
+            .iter()
+            .zip(&x[n * 50..])
+            .all(|(a, b)| (*a as f64 - 2.0 * b).abs() < 1e-5);
         assert!(zero || scaled, "sample {n} neither dropped nor scaled");
     }
     // eval mode: identity
@@ -439,8 +575,18 @@ fn group_norm_gradient() {
     let f = |a: &[f64], b: &[f64]| 0.7 * (a.iter().chain(b).map(|v| v * v).sum::<f64>()).sqrt();
     assert!((tape.value(l).item().unwrap() as f64 - f(&a, &b)).abs() < 1e-6);
     let g = tape.backward(l).unwrap();
-    assert_close("norm da", &g.leaf(av).unwrap().to_vec(), &fd_grad(&|x| f(x, &b), &a, FD_EPS), GRAD_RTOL);
-    assert_close("norm db", &g.leaf(bv).unwrap().to_vec(), &fd_grad(&|x| f(&a, x), &b, FD_EPS), GRAD_RTOL);
+    assert_close(
+        "norm da",
+        &g.leaf(av).unwrap().to_vec(),
+        &fd_grad(&|x| f(x, &b), &a, FD_EPS),
+        GRAD_RTOL,
+    );
+    assert_close(
+        "norm db",
+        &g.leaf(bv).unwrap().to_vec(),
+        &fd_grad(&|x| f(&a, x), &b, FD_EPS),
+        GRAD_RTOL,
+    );
 }
 
 #[test]

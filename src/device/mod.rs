@@ -230,7 +230,12 @@ pub trait Backend: Send + Sync {
     /// `[N, C, H, W] -> [N, C]` mean over H, W.
     fn global_avg_pool_forward(&self, x: &Tensor) -> Result<Tensor>;
     /// Spreads `dy / (HW)^power` over each plane.
-    fn global_avg_pool_backward(&self, dy: &Tensor, x_shape: &[usize], power: i32) -> Result<Tensor>;
+    fn global_avg_pool_backward(
+        &self,
+        dy: &Tensor,
+        x_shape: &[usize],
+        power: i32,
+    ) -> Result<Tensor>;
 
     // ----- structure -----
     /// Concatenate along channels (dim 1) of NCHW tensors with equal N, H, W.

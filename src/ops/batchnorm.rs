@@ -1,1 +1,243 @@
-//! Batch norm op (to be written).
+//! Batch norm over `[N, C, ...]` (per channel) and the per-channel bias add.
+//!
+//! Training mode normalises with the batch statistics (the gradient flows through them) and
+//! optionally updates running statistics; evaluation mode is the per-channel affine map given
+//! by the running statistics. The curvature rule of both modes treats batch norm as the
+//! per-channel affine map with the statistics of that forward (method note, section 6).
+
+use super::be;
+use crate::device::{Backend, Binary, Unary};
+use crate::error::{shape_err, Error, Result};
+use crate::tape::{Op, OpCtx, Tape, Var};
+use crate::tensor::Tensor;
+
+/// Inputs are `[x, weight?, bias?]`.
+struct BatchNormOp {
+    /// Whether the statistics are the batch's own (training), so that the gradient flows
+    /// through them; otherwise they are constants (running statistics, evaluation).
+    batch_stats: bool,
+    has_weight: bool,
+    has_bias: bool,
+    /// The statistics the forward normalised with, `[C]`.
+    mean: Tensor,
+    invstd: Tensor,
+}
+
+impl BatchNormOp {
+    fn weight<'a>(&self, ctx: &OpCtx<'a>) -> Option<&'a Tensor> {
+        self.has_weight.then(|| ctx.inputs[1])
+    }
+
+    /// The per-channel slope `weight * invstd` of the affine map (`invstd` without weight).
+    fn slope(&self, b: &dyn Backend, ctx: &OpCtx) -> Result<Tensor> {
+        match self.weight(ctx) {
+            Some(w) => b.binary(w, &self.invstd, Binary::Mul),
+            None => Ok(self.invstd.clone()),
+        }
+    }
+
+    /// `x_hat = (x - mean) * invstd`.
+    fn x_hat(&self, b: &dyn Backend, x: &Tensor) -> Result<Tensor> {
+        let shift = b.unary(
+            &b.binary(&self.mean, &self.invstd, Binary::Mul)?,
+            Unary::Scale(-1.0),
+        )?;
+        b.channel_affine(x, &self.invstd, Some(&shift))
+    }
+
+    /// Assembles `[dx, dweight?, dbias?]` in input order.
+    fn outputs(&self, dx: Tensor, dw: Option<Tensor>, db: Option<Tensor>) -> Vec<Option<Tensor>> {
+        let mut out = vec![Some(dx)];
+        if self.has_weight {
+            out.push(dw);
+        }
+        if self.has_bias {
+            out.push(db);
+        }
+        out
+    }
+}
+
+impl Op for BatchNormOp {
+    fn name(&self) -> &'static str {
+        "batch_norm"
+    }
+
+    fn backward(&self, ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let b = be(dy)?;
+        let x = ctx.inputs[0];
+        if self.batch_stats {
+            let g = b.batch_norm_backward(dy, x, &self.mean, &self.invstd, self.weight(ctx))?;
+            return Ok(self.outputs(g.dx, Some(g.dweight), Some(g.dbias)));
+        }
+        // Constant statistics: y = x * slope + shift.
+        let dx = b.channel_affine(dy, &self.slope(b, ctx)?, None)?;
+        let dw = match self.has_weight {
+            true => Some(b.channel_sums(&self.x_hat(b, x)?, Some(dy))?),
+            false => None,
+        };
+        let db = match self.has_bias {
+            true => Some(b.channel_sums(dy, None)?),
+            false => None,
+        };
+        Ok(self.outputs(dx, dw, db))
+    }
+
+    // hx = hy * slope^2, hweight = sum(x_hat^2 hy), hbias = sum(hy), per channel.
+    fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let b = be(hy)?;
+        let slope2 = b.unary(&self.slope(b, ctx)?, Unary::Square)?;
+        let hx = b.channel_affine(hy, &slope2, None)?;
+        let hw = match self.has_weight {
+            true => {
+                let xh2 = b.unary(&self.x_hat(b, ctx.inputs[0])?, Unary::Square)?;
+                Some(b.channel_sums(&xh2, Some(hy))?)
+            }
+            false => None,
+        };
+        let hb = match self.has_bias {
+            true => Some(b.channel_sums(hy, None)?),
+            false => None,
+        };
+        Ok(self.outputs(hx, hw, hb))
+    }
+}
+
+/// `y = x + b[c]`; inputs `[x, b]`.
+struct ChannelBiasOp;
+
+impl Op for ChannelBiasOp {
+    fn name(&self) -> &'static str {
+        "add_channel_bias"
+    }
+    fn backward(&self, _ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![
+            Some(dy.clone()),
+            Some(be(dy)?.channel_sums(dy, None)?),
+        ])
+    }
+    // The map is linear with unit coefficients: hx = hy, hb = sum(hy) per channel.
+    fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        self.backward(ctx, hy)
+    }
+}
+
+/// Number of channels of an `[N, C, ...]` tensor.
+fn channels(op: &'static str, x: &Tensor) -> Result<usize> {
+    match x.shape() {
+        [_, c, ..] => Ok(*c),
+        _ => shape_err(op, "[N, C, ...]", x.shape()),
+    }
+}
+
+fn check_vec(op: &'static str, t: &Tensor, c: usize) -> Result<()> {
+    if t.shape() != [c] {
+        return shape_err(op, format!("[{c}]"), t.shape());
+    }
+    Ok(())
+}
+
+impl Tape {
+    /// Batch norm of `x: [N, C, ...]` (NCHW images, or `[N, C]`) per channel, with optional
+    /// affine `weight` and `bias` of shape `[C]`.
+    ///
+    /// Training mode ([`Tape::is_training`]) normalises with the batch mean and biased
+    /// variance; when `running = Some((mean, var))` is given those buffers are updated as in
+    /// PyTorch: `r = (1 - momentum) r + momentum b` with the *unbiased* batch variance.
+    /// Evaluation mode normalises with `running`, which is then required.
+    pub fn batch_norm(
+        &mut self,
+        x: Var,
+        weight: Option<Var>,
+        bias: Option<Var>,
+        running: Option<(&mut Tensor, &mut Tensor)>,
+        momentum: f32,
+        eps: f32,
+    ) -> Result<Var> {
+        let xv = self.value(x);
+        let b = be(xv)?;
+        let c = channels("batch_norm input", xv)?;
+        let (wv, bv) = (weight.map(|v| self.value(v)), bias.map(|v| self.value(v)));
+        if let Some(w) = wv {
+            check_vec("batch_norm weight", w, c)?;
+        }
+        if let Some(bb) = bv {
+            check_vec("batch_norm bias", bb, c)?;
+        }
+        if let Some((rm, rv)) = &running {
+            check_vec("batch_norm running mean", rm, c)?;
+            check_vec("batch_norm running var", rv, c)?;
+        }
+        if !(eps >= 0.0 && eps.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "batch_norm: eps must be finite and >= 0, got {eps}"
+            )));
+        }
+        let (y, mean, invstd) = if self.is_training() {
+            if running.is_some() && !(0.0..=1.0).contains(&momentum) {
+                return Err(Error::Invalid(format!(
+                    "batch_norm: momentum must be in [0, 1], got {momentum}"
+                )));
+            }
+            let f = b.batch_norm_train_forward(xv, wv, bv, eps)?;
+            if let Some((rm, rv)) = running {
+                // Values per channel; > 1 here because the forward refuses fewer.
+                let m = xv.numel() / c.max(1);
+                let unbias = m as f64 / (m as f64 - 1.0);
+                *rm = b.unary(rm, Unary::Scale(1.0 - momentum))?;
+                b.axpy(momentum, &f.mean, rm)?;
+                *rv = b.unary(rv, Unary::Scale(1.0 - momentum))?;
+                b.axpy((momentum as f64 * unbias) as f32, &f.var, rv)?;
+            }
+            (f.y, f.mean, f.invstd)
+        } else {
+            let Some((rm, rv)) = running else {
+                return Err(Error::Invalid(
+                    "batch_norm: evaluation mode needs the running statistics".into(),
+                ));
+            };
+            // Per-channel constants of the affine map (C numbers, computed on the host in f64):
+            // slope = w / sqrt(var + eps), shift = bias - mean * slope.
+            let (rmh, rvh) = (rm.to_vec(), rv.to_vec());
+            let wh = wv.map(|t| t.to_vec());
+            let bh = bv.map(|t| t.to_vec());
+            let mut invstd = Vec::with_capacity(c);
+            let mut slope = Vec::with_capacity(c);
+            let mut shift = Vec::with_capacity(c);
+            for ch in 0..c {
+                let is = 1.0 / (rvh[ch] as f64 + eps as f64).sqrt();
+                let a = is * wh.as_ref().map_or(1.0, |w| w[ch] as f64);
+                invstd.push(is as f32);
+                slope.push(a as f32);
+                shift.push((bh.as_ref().map_or(0.0, |b| b[ch] as f64) - rmh[ch] as f64 * a) as f32);
+            }
+            let slope = b.from_host(slope, &[c])?;
+            let shift = b.from_host(shift, &[c])?;
+            let y = b.channel_affine(xv, &slope, Some(&shift))?;
+            (y, rm.clone(), b.from_host(invstd, &[c])?)
+        };
+        let mut inputs = vec![x];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        let op = BatchNormOp {
+            batch_stats: self.is_training(),
+            has_weight: weight.is_some(),
+            has_bias: bias.is_some(),
+            mean,
+            invstd,
+        };
+        Ok(self.push(y, &inputs, op))
+    }
+
+    /// `y = x + b[c]` for `x: [N, C, ...]` and `b: [C]` (a per-channel bias).
+    pub fn add_channel_bias(&mut self, x: Var, b: Var) -> Result<Var> {
+        let (xv, bv) = (self.value(x), self.value(b));
+        let c = channels("add_channel_bias input", xv)?;
+        check_vec("add_channel_bias bias", bv, c)?;
+        let be = be(xv)?;
+        // x * 1 is exact, so this is exactly the f32 sum x + b.
+        let ones = be.from_host(vec![1.0; c], &[c])?;
+        let y = be.channel_affine(xv, &ones, Some(bv))?;
+        Ok(self.push(y, &[x, b], ChannelBiasOp))
+    }
+}

@@ -13,7 +13,11 @@ impl Op for ReluOp {
         "relu"
     }
     fn backward(&self, ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(be(dy)?.binary(ctx.inputs[0], dy, Binary::ReluMask)?)])
+        Ok(vec![Some(be(dy)?.binary(
+            ctx.inputs[0],
+            dy,
+            Binary::ReluMask,
+        )?)])
     }
     // f'' = 0, f'^2 = f' = 1[x > 0].
     fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
@@ -45,7 +49,9 @@ impl Op for ScaleOp {
         Ok(vec![Some(be(dy)?.unary(dy, Unary::Scale(self.0))?)])
     }
     fn curvature(&self, _ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(be(hy)?.unary(hy, Unary::Scale(self.0 * self.0))?)])
+        Ok(vec![Some(
+            be(hy)?.unary(hy, Unary::Scale(self.0 * self.0))?,
+        )])
     }
 }
 

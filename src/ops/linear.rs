@@ -75,6 +75,12 @@ impl Tape {
             b.axpy(1.0, &bb, &mut y)?;
             inputs.push(bias);
         }
-        Ok(self.push(y, &inputs, LinearOp { has_bias: bias.is_some() }))
+        Ok(self.push(
+            y,
+            &inputs,
+            LinearOp {
+                has_bias: bias.is_some(),
+            },
+        ))
     }
 }

@@ -28,7 +28,9 @@ impl Op for CrossEntropyOp {
         let b = be(&self.probs)?;
         let oh = b.from_host(onehot, &[bsz, k])?;
         let d = b.binary(&self.probs, &oh, Binary::Sub)?;
-        Ok(vec![Some(b.unary(&d, Unary::Scale(dy.item()? / bsz as f32))?)])
+        Ok(vec![Some(
+            b.unary(&d, Unary::Scale(dy.item()? / bsz as f32))?,
+        )])
     }
     // hz_i = p_i (1 - p_i) / B * hy  (all classes; see method note section 6)
     fn curvature(&self, _ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
@@ -36,7 +38,9 @@ impl Op for CrossEntropyOp {
         let bsz = self.probs.shape()[0];
         let p2 = b.unary(&self.probs, Unary::Square)?;
         let d = b.binary(&self.probs, &p2, Binary::Sub)?;
-        Ok(vec![Some(b.unary(&d, Unary::Scale(hy.item()? / bsz as f32))?)])
+        Ok(vec![Some(
+            b.unary(&d, Unary::Scale(hy.item()? / bsz as f32))?,
+        )])
     }
 }
 
@@ -89,14 +93,27 @@ impl Tape {
     /// `0.5 * sum(w * (x - target)^2)` with per-element weights `w` (all ones when `None`);
     /// its curvature seed is exactly `w` per element. Tests use random positive weights to
     /// drive each op's curvature rule with a random `hy`.
-    pub fn half_squared_error(&mut self, x: Var, target: &Tensor, weights: Option<&Tensor>) -> Result<Var> {
+    pub fn half_squared_error(
+        &mut self,
+        x: Var,
+        target: &Tensor,
+        weights: Option<&Tensor>,
+    ) -> Result<Var> {
         let xv = self.value(x);
         if xv.shape() != target.shape() {
-            return shape_err("half_squared_error target", format!("{:?}", xv.shape()), target.shape());
+            return shape_err(
+                "half_squared_error target",
+                format!("{:?}", xv.shape()),
+                target.shape(),
+            );
         }
         if let Some(w) = weights {
             if w.shape() != xv.shape() {
-                return shape_err("half_squared_error weights", format!("{:?}", xv.shape()), w.shape());
+                return shape_err(
+                    "half_squared_error weights",
+                    format!("{:?}", xv.shape()),
+                    w.shape(),
+                );
             }
         }
         let b = be(xv)?;

@@ -15,7 +15,11 @@ impl Op for MixedOp {
         "mixed"
     }
     fn backward(&self, ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let (xs, s, s0) = (&ctx.inputs[..self.k], ctx.inputs[self.k], ctx.inputs[self.k + 1]);
+        let (xs, s, s0) = (
+            &ctx.inputs[..self.k],
+            ctx.inputs[self.k],
+            ctx.inputs[self.k + 1],
+        );
         let b = be(dy)?;
         let (dxs, r) = b.mixed_backward(xs, dy, s0, s)?;
         // Switch gradients from the per-sample reductions r[n, k] = sum(x_k dy):
@@ -38,7 +42,11 @@ impl Op for MixedOp {
         Ok(out)
     }
     fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let (xs, s, s0) = (&ctx.inputs[..self.k], ctx.inputs[self.k], ctx.inputs[self.k + 1]);
+        let (xs, s, s0) = (
+            &ctx.inputs[..self.k],
+            ctx.inputs[self.k],
+            ctx.inputs[self.k + 1],
+        );
         let (hxs, hs, hs0) = be(hy)?.mixed_curvature(xs, hy, s0, s)?;
         let mut out: Vec<Option<Tensor>> = hxs.into_iter().map(Some).collect();
         out.push(Some(hs));

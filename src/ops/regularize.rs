@@ -69,7 +69,9 @@ impl Op for GroupNormOp {
 
 fn check_p(p: f32, what: &str) -> Result<()> {
     if !(0.0..1.0).contains(&p) {
-        return Err(Error::Invalid(format!("{what}: probability {p} not in [0, 1)")));
+        return Err(Error::Invalid(format!(
+            "{what}: probability {p} not in [0, 1)"
+        )));
     }
     Ok(())
 }
@@ -102,7 +104,13 @@ impl Tape {
         let v = self.value(x);
         let n = v.shape()[0];
         let scale: Vec<f32> = (0..n)
-            .map(|_| if rng.bernoulli(p as f64) { 0.0 } else { 1.0 / (1.0 - p) })
+            .map(|_| {
+                if rng.bernoulli(p as f64) {
+                    0.0
+                } else {
+                    1.0 / (1.0 - p)
+                }
+            })
             .collect();
         let y = be(v)?.scale_samples(v, &scale)?;
         Ok(self.push(y, &[x], SampleScaleOp { scale }))

@@ -14,7 +14,11 @@ impl Op for ConcatOp {
         "concat_channels"
     }
     fn backward(&self, _ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(be(dy)?.split_channels(dy, &self.sizes)?.into_iter().map(Some).collect())
+        Ok(be(dy)?
+            .split_channels(dy, &self.sizes)?
+            .into_iter()
+            .map(Some)
+            .collect())
     }
     fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         self.backward(ctx, hy)
@@ -28,7 +32,9 @@ impl Op for ShiftCropOp {
         "shift_crop"
     }
     fn backward(&self, ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(be(dy)?.shift_crop_backward(dy, ctx.inputs[0].shape())?)])
+        Ok(vec![Some(
+            be(dy)?.shift_crop_backward(dy, ctx.inputs[0].shape())?,
+        )])
     }
     fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         self.backward(ctx, hy)

@@ -73,7 +73,10 @@ pub fn half_sq(y: &[f64], t: &[f64], wt: &[f64]) -> f64 {
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], rtol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    assert!(scale > 0.0, "{what}: reference is all zeros (test would prove nothing)");
+    assert!(
+        scale > 0.0,
+        "{what}: reference is all zeros (test would prove nothing)"
+    );
     let tol = rtol * scale + 1e-6;
     let mut worst = (0usize, 0.0f64);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {

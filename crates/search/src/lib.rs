@@ -51,8 +51,12 @@ pub mod bayes;
 pub mod derive;
 pub mod draw;
 pub mod genotype;
+#[allow(missing_docs)] // fields are described by their struct's documentation
+pub mod protocol;
 pub mod relevance;
 pub mod space;
+#[allow(missing_docs)]
+pub mod supernet;
 
 pub use bayes::{BayesError, CellTypeStats, GroupId, GroupKind, Prior, UpdateConfig};
 pub use derive::{derive, DeriveError, DeriveRule};

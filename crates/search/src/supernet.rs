@@ -20,6 +20,7 @@ pub const SWITCHES: &str = "switches";
 /// Shape of a supernet.
 #[derive(Clone, Debug)]
 pub struct SupernetConfig {
+    /// Edges and candidate operations.
     pub space: SearchSpace,
     /// Initial channel count C (cells of the first stage have C channels per node).
     pub channels: usize,
@@ -29,6 +30,7 @@ pub struct SupernetConfig {
     pub in_channels: usize,
     /// Image side (28 or 32).
     pub image: usize,
+    /// Number of classes of the classifier.
     pub classes: usize,
 }
 
@@ -94,11 +96,28 @@ struct FactorizedReduce {
 #[derive(Clone, Debug)]
 enum OpModule {
     /// [dw k (stride s) -> pw -> BN -> ReLU -> dw k -> pw -> BN] after the shared ReLU.
-    Sep { dw1: Conv2d, pw1: Conv2d, bn1: BatchNorm2d, dw2: Conv2d, pw2: Conv2d, bn2: BatchNorm2d },
+    Sep {
+        dw1: Conv2d,
+        pw1: Conv2d,
+        bn1: BatchNorm2d,
+        dw2: Conv2d,
+        pw2: Conv2d,
+        bn2: BatchNorm2d,
+    },
     /// dw k dilation 2 (stride s) -> pw -> BN after the shared ReLU.
-    Dil { dw: Conv2d, pw: Conv2d, bn: BatchNorm2d },
-    MaxPool { spec: Pool2dSpec, bn: BatchNorm2d },
-    AvgPool { spec: Pool2dSpec, bn: BatchNorm2d },
+    Dil {
+        dw: Conv2d,
+        pw: Conv2d,
+        bn: BatchNorm2d,
+    },
+    MaxPool {
+        spec: Pool2dSpec,
+        bn: BatchNorm2d,
+    },
+    AvgPool {
+        spec: Pool2dSpec,
+        bn: BatchNorm2d,
+    },
     Identity,
     Reduce(FactorizedReduce),
 }
@@ -106,6 +125,7 @@ enum OpModule {
 /// An edge: every candidate op and its switches.
 #[derive(Clone, Debug)]
 pub struct MixedEdge {
+    /// Which edge of the cell this is.
     pub edge: Edge,
     ops: Vec<OpModule>,
     /// Child switches, shape `[K]`.
@@ -124,25 +144,37 @@ enum Pre {
 /// One cell of the supernet.
 #[derive(Clone, Debug)]
 pub struct SearchCell {
+    /// Normal or reduction.
     pub cell_type: CellType,
     /// For `in1` (`c_{k-2}`).
     pre_in1: Pre,
     /// For `in0` (`c_{k-1}`).
     pre_in0: ReluConvBn,
+    /// The edges in the space's order.
     pub edges: Vec<MixedEdge>,
 }
 
 /// The supernet's layers; the parameters live in a [`ParamStore`].
 #[derive(Clone, Debug)]
 pub struct Supernet {
+    /// The shape it was built with.
     pub config: SupernetConfig,
     stem: Conv2d,
     stem_bn: BatchNorm2d,
+    /// The cells in depth order.
     pub cells: Vec<SearchCell>,
     classifier: Linear,
 }
 
-fn conv(store: &mut ParamStore, name: &str, cin: usize, cout: usize, k: usize, spec: Conv2dSpec, rng: &mut Rng) -> Result<Conv2d> {
+fn conv(
+    store: &mut ParamStore,
+    name: &str,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    spec: Conv2dSpec,
+    rng: &mut Rng,
+) -> Result<Conv2d> {
     Conv2d::new(store, name, WEIGHTS, cin, cout, k, spec, false, rng)
 }
 
@@ -151,9 +183,23 @@ fn bn(store: &mut ParamStore, name: &str, c: usize) -> Result<BatchNorm2d> {
 }
 
 impl ReluConvBn {
-    fn new(store: &mut ParamStore, name: &str, cin: usize, cout: usize, rng: &mut Rng) -> Result<Self> {
+    fn new(
+        store: &mut ParamStore,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
         Ok(ReluConvBn {
-            conv: conv(store, &format!("{name}.conv"), cin, cout, 1, Conv2dSpec::new(), rng)?,
+            conv: conv(
+                store,
+                &format!("{name}.conv"),
+                cin,
+                cout,
+                1,
+                Conv2dSpec::new(),
+                rng,
+            )?,
             bn: bn(store, &format!("{name}.bn"), cout)?,
         })
     }
@@ -165,9 +211,17 @@ impl ReluConvBn {
 }
 
 impl FactorizedReduce {
-    fn new(store: &mut ParamStore, name: &str, cin: usize, cout: usize, rng: &mut Rng) -> Result<Self> {
+    fn new(
+        store: &mut ParamStore,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
         if cout % 2 != 0 {
-            return Err(Error::Invalid(format!("factorized reduce {name}: odd output channels {cout}")));
+            return Err(Error::Invalid(format!(
+                "factorized reduce {name}: odd output channels {cout}"
+            )));
         }
         let spec = Conv2dSpec::new().stride(2);
         Ok(FactorizedReduce {
@@ -187,13 +241,39 @@ impl FactorizedReduce {
 }
 
 impl OpModule {
-    fn new(store: &mut ParamStore, name: &str, op: Op, c: usize, stride: usize, rng: &mut Rng) -> Result<Self> {
-        let dw = |store: &mut ParamStore, n: &str, k: usize, s: usize, dil: usize, rng: &mut Rng| {
-            let pad = dil * (k - 1) / 2;
-            conv(store, n, c, c, k, Conv2dSpec::new().stride(s).padding(pad).dilation(dil).groups(c), rng)
+    fn new(
+        store: &mut ParamStore,
+        name: &str,
+        op: Op,
+        c: usize,
+        stride: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let dw =
+            |store: &mut ParamStore, n: &str, k: usize, s: usize, dil: usize, rng: &mut Rng| {
+                let pad = dil * (k - 1) / 2;
+                conv(
+                    store,
+                    n,
+                    c,
+                    c,
+                    k,
+                    Conv2dSpec::new()
+                        .stride(s)
+                        .padding(pad)
+                        .dilation(dil)
+                        .groups(c),
+                    rng,
+                )
+            };
+        let pw = |store: &mut ParamStore, n: &str, rng: &mut Rng| {
+            conv(store, n, c, c, 1, Conv2dSpec::new(), rng)
         };
-        let pw = |store: &mut ParamStore, n: &str, rng: &mut Rng| conv(store, n, c, c, 1, Conv2dSpec::new(), rng);
-        let pool = Pool2dSpec { kernel: 3, stride, padding: 1 };
+        let pool = Pool2dSpec {
+            kernel: 3,
+            stride,
+            padding: 1,
+        };
         Ok(match op {
             Op::SepConv3x3 | Op::SepConv5x5 => {
                 let k = if op == Op::SepConv3x3 { 3 } else { 5 };
@@ -214,10 +294,22 @@ impl OpModule {
                     bn: bn(store, &format!("{name}.bn"), c)?,
                 }
             }
-            Op::MaxPool3x3 => OpModule::MaxPool { spec: pool, bn: bn(store, &format!("{name}.bn"), c)? },
-            Op::AvgPool3x3 => OpModule::AvgPool { spec: pool, bn: bn(store, &format!("{name}.bn"), c)? },
+            Op::MaxPool3x3 => OpModule::MaxPool {
+                spec: pool,
+                bn: bn(store, &format!("{name}.bn"), c)?,
+            },
+            Op::AvgPool3x3 => OpModule::AvgPool {
+                spec: pool,
+                bn: bn(store, &format!("{name}.bn"), c)?,
+            },
             Op::SkipConnect if stride == 1 => OpModule::Identity,
-            Op::SkipConnect => OpModule::Reduce(FactorizedReduce::new(store, &format!("{name}.reduce"), c, c, rng)?),
+            Op::SkipConnect => OpModule::Reduce(FactorizedReduce::new(
+                store,
+                &format!("{name}.reduce"),
+                c,
+                c,
+                rng,
+            )?),
         })
     }
 
@@ -225,7 +317,14 @@ impl OpModule {
     /// with a ReLU: mathematically identical to each op applying its own).
     fn forward(&self, t: &mut Tape, store: &mut ParamStore, x: Var, relu_x: Var) -> Result<Var> {
         match self {
-            OpModule::Sep { dw1, pw1, bn1, dw2, pw2, bn2 } => {
+            OpModule::Sep {
+                dw1,
+                pw1,
+                bn1,
+                dw2,
+                pw2,
+                bn2,
+            } => {
                 let a = dw1.forward(t, store, relu_x)?;
                 let a = pw1.forward(t, store, a)?;
                 let a = bn1.forward(t, store, a)?;
@@ -268,9 +367,21 @@ impl SearchCell {
     ) -> Result<Self> {
         let name = format!("cells.{index}");
         let pre_in1 = if reduction_prev {
-            Pre::Reduce(FactorizedReduce::new(store, &format!("{name}.pre_in1"), c_pp, c, rng)?)
+            Pre::Reduce(FactorizedReduce::new(
+                store,
+                &format!("{name}.pre_in1"),
+                c_pp,
+                c,
+                rng,
+            )?)
         } else {
-            Pre::Conv(ReluConvBn::new(store, &format!("{name}.pre_in1"), c_pp, c, rng)?)
+            Pre::Conv(ReluConvBn::new(
+                store,
+                &format!("{name}.pre_in1"),
+                c_pp,
+                c,
+                rng,
+            )?)
         };
         let pre_in0 = ReluConvBn::new(store, &format!("{name}.pre_in0"), c_p, c, rng)?;
         let mut edges = Vec::new();
@@ -279,18 +390,46 @@ impl SearchCell {
             let ops = space
                 .ops
                 .iter()
-                .map(|&op| OpModule::new(store, &format!("{name}.edges.{e}.{}", op.name()), op, c, stride, rng))
+                .map(|&op| {
+                    OpModule::new(
+                        store,
+                        &format!("{name}.edges.{e}.{}", op.name()),
+                        op,
+                        c,
+                        stride,
+                        rng,
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?;
             let k = space.ops.len();
-            let s = store.add(&format!("{name}.edges.{e}.s"), SWITCHES, Tensor::full(&[k], 1.0))?;
-            let s0 = store.add(&format!("{name}.edges.{e}.s0"), SWITCHES, Tensor::full(&[1], 1.0))?;
+            let s = store.add(
+                &format!("{name}.edges.{e}.s"),
+                SWITCHES,
+                Tensor::full(&[k], 1.0),
+            )?;
+            let s0 = store.add(
+                &format!("{name}.edges.{e}.s0"),
+                SWITCHES,
+                Tensor::full(&[1], 1.0),
+            )?;
             edges.push(MixedEdge { edge, ops, s, s0 });
         }
-        Ok(SearchCell { cell_type, pre_in1, pre_in0, edges })
+        Ok(SearchCell {
+            cell_type,
+            pre_in1,
+            pre_in0,
+            edges,
+        })
     }
 
     /// `prev_prev` is `c_{k-2}`, `prev` is `c_{k-1}`.
-    fn forward(&self, t: &mut Tape, store: &mut ParamStore, prev_prev: Var, prev: Var) -> Result<Var> {
+    fn forward(
+        &self,
+        t: &mut Tape,
+        store: &mut ParamStore,
+        prev_prev: Var,
+        prev: Var,
+    ) -> Result<Var> {
         let in1 = match &self.pre_in1 {
             Pre::Conv(p) => p.forward(t, store, prev_prev)?,
             Pre::Reduce(fr) => {
@@ -306,7 +445,10 @@ impl SearchCell {
             let mut incoming = Vec::new();
             for me in self.edges.iter().filter(|me| me.edge.to == node) {
                 let x = *states.get(&me.edge.from).ok_or_else(|| {
-                    Error::Invalid(format!("edge {} reads a node that is not computed yet", me.edge))
+                    Error::Invalid(format!(
+                        "edge {} reads a node that is not computed yet",
+                        me.edge
+                    ))
                 })?;
                 let rx = match relus.get(&me.edge.from) {
                     Some(&r) => r,
@@ -316,11 +458,19 @@ impl SearchCell {
                         r
                     }
                 };
-                let outs = me.ops.iter().map(|op| op.forward(t, store, x, rx)).collect::<Result<Vec<_>>>()?;
+                let outs = me
+                    .ops
+                    .iter()
+                    .map(|op| op.forward(t, store, x, rx))
+                    .collect::<Result<Vec<_>>>()?;
                 let (s, s0) = (t.param(store, me.s), t.param(store, me.s0));
                 incoming.push(t.mixed(&outs, s, s0)?);
             }
-            let state = if incoming.len() == 1 { incoming[0] } else { t.sum(&incoming)? };
+            let state = if incoming.len() == 1 {
+                incoming[0]
+            } else {
+                t.sum(&incoming)?
+            };
             states.insert(Node::Inter(node), state);
         }
         let outs: Vec<Var> = (0..n).map(|i| states[&Node::Inter(i)]).collect();
@@ -335,7 +485,15 @@ impl Supernet {
         config.validate()?;
         let c = config.channels;
         let stem_c = 3 * c;
-        let stem = conv(store, "stem.conv", config.in_channels, stem_c, 3, Conv2dSpec::new().padding(1), rng)?;
+        let stem = conv(
+            store,
+            "stem.conv",
+            config.in_channels,
+            stem_c,
+            3,
+            Conv2dSpec::new().padding(1),
+            rng,
+        )?;
         let stem_bn = BatchNorm2d::new(store, "stem.bn", WEIGHTS, stem_c, true)?;
         let (mut c_pp, mut c_p, mut c_cur) = (stem_c, stem_c, c);
         let mut cells = Vec::new();
@@ -344,14 +502,34 @@ impl Supernet {
             if red {
                 c_cur *= 2;
             }
-            let ct = if red { CellType::Reduce } else { CellType::Normal };
-            cells.push(SearchCell::new(store, i, &config.space, ct, reduction_prev, c_pp, c_p, c_cur, rng)?);
+            let ct = if red {
+                CellType::Reduce
+            } else {
+                CellType::Normal
+            };
+            cells.push(SearchCell::new(
+                store,
+                i,
+                &config.space,
+                ct,
+                reduction_prev,
+                c_pp,
+                c_p,
+                c_cur,
+                rng,
+            )?);
             reduction_prev = red;
             c_pp = c_p;
             c_p = crate::space::NUM_INTERMEDIATE * c_cur;
         }
         let classifier = Linear::new(store, "classifier", WEIGHTS, c_p, config.classes, true, rng)?;
-        Ok(Supernet { config, stem, stem_bn, cells, classifier })
+        Ok(Supernet {
+            config,
+            stem,
+            stem_bn,
+            cells,
+            classifier,
+        })
     }
 
     /// Logits `[B, classes]` for images `[B, in_channels, image, image]`.
@@ -370,11 +548,87 @@ impl Supernet {
 
     /// Indices of the cells of one type, in depth order (the members of each switch group).
     pub fn cells_of(&self, ct: CellType) -> Vec<usize> {
-        self.cells.iter().enumerate().filter(|(_, c)| c.cell_type == ct).map(|(i, _)| i).collect()
+        self.cells
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.cell_type == ct)
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// Number of candidate operations per edge.
     pub fn n_ops(&self) -> usize {
         self.config.space.ops.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(
+        space: SearchSpace,
+        c: usize,
+        cells: usize,
+        in_c: usize,
+        image: usize,
+    ) -> (Supernet, ParamStore) {
+        let mut store = ParamStore::new();
+        let mut rng = Rng::new(0);
+        let cfg = SupernetConfig {
+            space,
+            channels: c,
+            cells,
+            in_channels: in_c,
+            image,
+            classes: 10,
+        };
+        (Supernet::new(cfg, &mut store, &mut rng).unwrap(), store)
+    }
+
+    /// DARTS' reference supernet (`model_search.Network(16, 10, 8)`) has 1,930,618 weights.
+    #[test]
+    fn darts_space_parameter_count_matches_reference() {
+        let (_, store) = net(SearchSpace::darts(), 16, 8, 3, 32);
+        assert_eq!(store.count(Some(WEIGHTS)), 1_930_618);
+        // 8 cells x 14 edges x (7 children + 1 parent)
+        assert_eq!(store.count(Some(SWITCHES)), 8 * 14 * 8);
+    }
+
+    #[test]
+    fn forward_shapes_on_fashion_mnist_and_cifar() {
+        for (in_c, image) in [(1, 28), (3, 32)] {
+            let (n, mut store) = net(SearchSpace::bayesnas(), 4, 5, in_c, image);
+            let mut tape = Tape::new();
+            let mut rng = Rng::new(1);
+            let x = tape.input(Tensor::randn(&[2, in_c, image, image], 1.0, &mut rng));
+            let y = n.forward(&mut tape, &mut store, x).unwrap();
+            assert_eq!(tape.value(y).shape(), &[2, 10]);
+            assert!(tape.value(y).all_finite());
+        }
+    }
+
+    #[test]
+    fn rejects_impossible_shapes() {
+        let mut store = ParamStore::new();
+        let mut rng = Rng::new(0);
+        let cfg = SupernetConfig {
+            space: SearchSpace::bayesnas(),
+            channels: 4,
+            cells: 8,
+            in_channels: 1,
+            image: 6,
+            classes: 10,
+        };
+        assert!(Supernet::new(cfg, &mut store, &mut rng).is_err());
+        let cfg = SupernetConfig {
+            space: SearchSpace::bayesnas(),
+            channels: 0,
+            cells: 8,
+            in_channels: 1,
+            image: 28,
+            classes: 10,
+        };
+        assert!(Supernet::new(cfg, &mut store, &mut rng).is_err());
     }
 }

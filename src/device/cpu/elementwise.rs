@@ -66,7 +66,12 @@ pub(crate) fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
         .cpu()
         .par_chunks(REDUCE_CHUNK)
         .zip(b.cpu().par_chunks(REDUCE_CHUNK))
-        .map(|(a, b)| a.iter().zip(b).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>())
+        .map(|(a, b)| {
+            a.iter()
+                .zip(b)
+                .map(|(&a, &b)| a as f64 * b as f64)
+                .sum::<f64>()
+        })
         .collect();
     Ok(partials.iter().sum())
 }
@@ -74,7 +79,11 @@ pub(crate) fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
 pub(crate) fn scale_samples(x: &Tensor, scale: &[f32]) -> Result<Tensor> {
     let n = x.shape().first().copied().unwrap_or(0);
     if scale.len() != n || n == 0 {
-        return shape_err("scale_samples", format!("[{}, ...] for {} scales", scale.len(), scale.len()), x.shape());
+        return shape_err(
+            "scale_samples",
+            format!("[{}, ...] for {} scales", scale.len(), scale.len()),
+            x.shape(),
+        );
     }
     let per = x.numel() / n;
     let mut out = x.cpu().to_vec();

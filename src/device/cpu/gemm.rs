@@ -1,8 +1,246 @@
-//! Matrix products (filled in by the conv/GEMM work).
+//! Matrix products on the CPU, over the `gemm` crate.
+//!
+//! GEMM_FIGURES_PLACEHOLDER
+//!
+//! Determinism: `gemm` splits a product over blocks of the output only; every output element
+//! is summed over `k` in the same blocked order whatever the number of threads, so products
+//! are reproducible run to run.
+
+use gemm::Parallelism;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-pub(crate) fn matmul(_a: &Tensor, _ta: bool, _b: &Tensor, _tb: bool) -> Result<Tensor> {
-    Err(Error::Invalid("matmul: not implemented yet".into()))
+/// A read-only strided matrix view: element `(i, j)` of the `rows x cols` matrix is
+/// `data[i * rs + j * cs]`. A transpose is the same data with the strides swapped.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// The dense row-major `rows x cols` matrix at the start of `data`.
+    pub(crate) fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Mat {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transposed view (no copy).
+    pub(crate) fn t(self) -> Self {
+        Mat {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    /// Whether every element the view reaches lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        if self.rows == 0 || self.cols == 0 {
+            return true;
+        }
+        let last = (self.rows - 1).checked_mul(self.rs).and_then(|a| {
+            (self.cols - 1)
+                .checked_mul(self.cs)
+                .and_then(|b| a.checked_add(b))
+        });
+        matches!(last, Some(l) if l < self.data.len())
+    }
+}
+
+/// `c = a b`, or `c += a b` when `accumulate`, with `c` the dense row-major
+/// `a.rows x b.cols` matrix at the start of `c`. `parallel` lets `gemm` split the product
+/// over the rayon pool (worth it only for large products; the convolution kernels call this
+/// from inside their own parallel loops with `parallel = false`).
+///
+/// # Panics
+/// When the operands' dimensions disagree or a view reaches outside its slice: callers
+/// validate shapes first, so this guards the unsafe call against internal bugs only.
+pub(crate) fn sgemm(c: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool, parallel: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(
+        b.rows == k && a.in_bounds() && b.in_bounds() && c.len() >= m * n,
+        "sgemm: inconsistent operands ({m}x{k}) * ({}x{n}) into {} elements",
+        b.rows,
+        c.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let parallelism = if parallel {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the assert above bounds every element `a` and `b` reach inside their slices
+    // and the `m x n` row-major destination inside `c`, which is borrowed mutably (no alias).
+    // Strides are at most the slice lengths, so they fit in `isize`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Products at least this large (multiply-adds) let `gemm` use the thread pool.
+const PARALLEL_WORK: usize = 1 << 18;
+
+/// 2-D matrix product `op(a) op(b)`, `op` transposing when asked.
+pub(crate) fn matmul(a: &Tensor, trans_a: bool, b: &Tensor, trans_b: bool) -> Result<Tensor> {
+    fn view<'t>(t: &'t Tensor, trans: bool, which: &'static str) -> Result<Mat<'t>> {
+        match *t.shape() {
+            [r, c] => {
+                let m = Mat::row_major(t.cpu(), r, c);
+                Ok(if trans { m.t() } else { m })
+            }
+            _ => Err(Error::Shape {
+                op: which,
+                expected: "a 2-D matrix".into(),
+                found: format!("{:?}", t.shape()),
+            }),
+        }
+    }
+    let av = view(a, trans_a, "matmul lhs")?;
+    let bv = view(b, trans_b, "matmul rhs")?;
+    if av.cols != bv.rows {
+        return Err(Error::Shape {
+            op: "matmul",
+            expected: format!(
+                "rhs with {} rows (op(lhs) is {}x{})",
+                av.cols, av.rows, av.cols
+            ),
+            found: format!("op(rhs) of {}x{}", bv.rows, bv.cols),
+        });
+    }
+    let (m, k, n) = (av.rows, av.cols, bv.cols);
+    let mut out = vec![0.0f32; m * n];
+    let parallel = m.saturating_mul(n).saturating_mul(k) >= PARALLEL_WORK;
+    sgemm(&mut out, av, bv, false, parallel);
+    Tensor::from_vec(out, &[m, n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &Tensor, ta: bool, b: &Tensor, tb: bool) -> Vec<f64> {
+        let (ac, bc) = (a.shape()[1], b.shape()[1]);
+        let (av, bv) = (a.cpu(), b.cpu());
+        let at = |i: usize, j: usize| f64::from(if ta { av[j * ac + i] } else { av[i * ac + j] });
+        let bt = |i: usize, j: usize| f64::from(if tb { bv[j * bc + i] } else { bv[i * bc + j] });
+        let (m, k) = if ta {
+            (ac, a.shape()[0])
+        } else {
+            (a.shape()[0], ac)
+        };
+        let n = if tb { b.shape()[0] } else { bc };
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| at(i, p) * bt(p, j)).sum();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matmul_matches_naive_for_every_transpose() {
+        let mut rng = crate::rng::Rng::new(7);
+        // Small and large enough to take the parallel path.
+        for &(m, k, n) in &[(3usize, 5usize, 4usize), (70, 90, 65)] {
+            for ta in [false, true] {
+                for tb in [false, true] {
+                    let ash = if ta { [k, m] } else { [m, k] };
+                    let bsh = if tb { [n, k] } else { [k, n] };
+                    let a = Tensor::randn(&ash, 1.0, &mut rng);
+                    let b = Tensor::randn(&bsh, 1.0, &mut rng);
+                    let c = matmul(&a, ta, &b, tb).unwrap();
+                    assert_eq!(c.shape(), &[m, n]);
+                    let want = naive(&a, ta, &b, tb);
+                    for (g, w) in c.cpu().iter().zip(&want) {
+                        assert!(
+                            (*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{g} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_rejects_bad_shapes() {
+        let a = Tensor::full(&[2, 3], 1.0);
+        let b = Tensor::full(&[4, 2], 1.0);
+        assert!(matches!(
+            matmul(&a, false, &b, false),
+            Err(Error::Shape { .. })
+        ));
+        assert!(matmul(&a, false, &b, true).is_err());
+        assert!(matmul(&a, true, &b, true).is_ok());
+        let v = Tensor::full(&[3], 1.0);
+        assert!(matches!(
+            matmul(&v, false, &b, false),
+            Err(Error::Shape { .. })
+        ));
+    }
+
+    #[test]
+    fn sgemm_accumulates_and_handles_empty_inner_dimension() {
+        let a = [1.0f32, 2.0, 3.0, 4.0];
+        let b = [1.0f32, 0.0, 0.0, 1.0];
+        let mut c = [1.0f32; 4];
+        sgemm(
+            &mut c,
+            Mat::row_major(&a, 2, 2),
+            Mat::row_major(&b, 2, 2),
+            true,
+            false,
+        );
+        assert_eq!(c, [2.0, 3.0, 4.0, 5.0]);
+        let mut c = [9.0f32; 4];
+        sgemm(
+            &mut c,
+            Mat::row_major(&[], 2, 0),
+            Mat::row_major(&[], 0, 2),
+            false,
+            false,
+        );
+        assert_eq!(c, [0.0; 4]);
+    }
 }

@@ -11,7 +11,11 @@ pub(crate) fn softmax_cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<(
         _ => return shape_err("softmax_cross_entropy", "[B, K] logits", logits.shape()),
     };
     if labels.len() != b {
-        return shape_err("softmax_cross_entropy labels", format!("[{b}]"), &[labels.len()]);
+        return shape_err(
+            "softmax_cross_entropy labels",
+            format!("[{b}]"),
+            &[labels.len()],
+        );
     }
     if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
         return Err(Error::Invalid(format!(

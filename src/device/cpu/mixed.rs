@@ -43,7 +43,12 @@ pub(crate) fn forward(xs: &[&Tensor], s0: &Tensor, s: &Tensor) -> Result<Tensor>
     Tensor::from_vec(out, xs[0].shape())
 }
 
-pub(crate) fn backward(xs: &[&Tensor], dy: &Tensor, s0: &Tensor, s: &Tensor) -> Result<(Vec<Tensor>, Tensor)> {
+pub(crate) fn backward(
+    xs: &[&Tensor],
+    dy: &Tensor,
+    s0: &Tensor,
+    s: &Tensor,
+) -> Result<(Vec<Tensor>, Tensor)> {
     let (n, per) = check(xs, s0, s)?;
     if dy.shape() != xs[0].shape() {
         return shape_err("mixed op dy", format!("{:?}", xs[0].shape()), dy.shape());
@@ -87,7 +92,12 @@ pub(crate) fn backward(xs: &[&Tensor], dy: &Tensor, s0: &Tensor, s: &Tensor) -> 
     Ok((dxs, Tensor::from_vec(red, &[n, k])?))
 }
 
-pub(crate) fn curvature(xs: &[&Tensor], hy: &Tensor, s0: &Tensor, s: &Tensor) -> Result<(Vec<Tensor>, Tensor, Tensor)> {
+pub(crate) fn curvature(
+    xs: &[&Tensor],
+    hy: &Tensor,
+    s0: &Tensor,
+    s: &Tensor,
+) -> Result<(Vec<Tensor>, Tensor, Tensor)> {
     let (n, per) = check(xs, s0, s)?;
     if hy.shape() != xs[0].shape() {
         return shape_err("mixed op hy", format!("{:?}", xs[0].shape()), hy.shape());

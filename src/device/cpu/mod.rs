@@ -14,7 +14,9 @@ mod optim;
 mod pool;
 mod structure;
 
-use super::{Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, Pool2dSpec, Unary};
+use super::{
+    Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, Pool2dSpec, Unary,
+};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -124,7 +126,12 @@ impl Backend for CpuBackend {
     fn global_avg_pool_forward(&self, x: &Tensor) -> Result<Tensor> {
         pool::global_avg_forward(x)
     }
-    fn global_avg_pool_backward(&self, dy: &Tensor, x_shape: &[usize], power: i32) -> Result<Tensor> {
+    fn global_avg_pool_backward(
+        &self,
+        dy: &Tensor,
+        x_shape: &[usize],
+        power: i32,
+    ) -> Result<Tensor> {
         pool::global_avg_backward(dy, x_shape, power)
     }
     fn concat_channels(&self, xs: &[&Tensor]) -> Result<Tensor> {

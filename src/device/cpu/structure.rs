@@ -22,21 +22,27 @@ pub(crate) fn concat_channels(xs: &[&Tensor]) -> Result<Tensor> {
     let ctot: usize = cs.iter().sum();
     let hw = h * w;
     let mut out = vec![0.0f32; n * ctot * hw];
-    out.par_chunks_mut(ctot * hw).enumerate().for_each(|(i, o)| {
-        let mut off = 0;
-        for (x, &c) in xs.iter().zip(&cs) {
-            let src = &x.cpu()[i * c * hw..(i + 1) * c * hw];
-            o[off..off + c * hw].copy_from_slice(src);
-            off += c * hw;
-        }
-    });
+    out.par_chunks_mut(ctot * hw)
+        .enumerate()
+        .for_each(|(i, o)| {
+            let mut off = 0;
+            for (x, &c) in xs.iter().zip(&cs) {
+                let src = &x.cpu()[i * c * hw..(i + 1) * c * hw];
+                o[off..off + c * hw].copy_from_slice(src);
+                off += c * hw;
+            }
+        });
     Tensor::from_vec(out, &[n, ctot, h, w])
 }
 
 pub(crate) fn split_channels(y: &Tensor, sizes: &[usize]) -> Result<Vec<Tensor>> {
     let (n, c, h, w) = nchw("split_channels", y)?;
     if sizes.iter().sum::<usize>() != c {
-        return shape_err("split_channels", format!("{} channels", sizes.iter().sum::<usize>()), y.shape());
+        return shape_err(
+            "split_channels",
+            format!("{} channels", sizes.iter().sum::<usize>()),
+            y.shape(),
+        );
     }
     let hw = h * w;
     let ys = y.cpu();
@@ -74,7 +80,11 @@ pub(crate) fn shift_crop(x: &Tensor) -> Result<Tensor> {
 pub(crate) fn shift_crop_backward(dy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
     let (n, c, ho, wo) = nchw("shift_crop_backward", dy)?;
     if x_shape != [n, c, ho + 1, wo + 1] {
-        return shape_err("shift_crop_backward", format!("x of [{n}, {c}, {}, {}]", ho + 1, wo + 1), x_shape);
+        return shape_err(
+            "shift_crop_backward",
+            format!("x of [{n}, {c}, {}, {}]", ho + 1, wo + 1),
+            x_shape,
+        );
     }
     let (h, w) = (ho + 1, wo + 1);
     let ds = dy.cpu();

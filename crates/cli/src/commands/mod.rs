@@ -1,0 +1,5 @@
+//! One module per subcommand: each has an `Args` struct (clap derive) and a `run` function.
+//! `main.rs` lists them in its `Command` enum and dispatches.
+
+pub mod fetch;
+pub mod info;

@@ -1,0 +1,46 @@
+//! Errors of the command line. Every error is printed as `error: <message>` and ends the
+//! process with a non-zero status: 2 for a usage problem (like clap's own errors), 1 for
+//! anything else.
+
+use std::path::PathBuf;
+
+use bayesnas_data::DataError;
+
+use crate::fetch::FetchError;
+
+/// Everything a subcommand can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Options that cannot work together or cannot be satisfied.
+    #[error("{0}")]
+    Usage(String),
+    /// The requested device is not available in this build or on this machine.
+    #[error("{0}")]
+    Device(String),
+    /// Reading or validating data.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// Downloading data.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// Writing outputs.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Result type of the subcommands.
+pub type CliResult<T> = Result<T, CliError>;

@@ -1,0 +1,77 @@
+//! `bayesnas`: Bayesian one-shot neural architecture search.
+//!
+//! Subcommands live in `bayesnas_cli::commands`; this file only parses and dispatches.
+
+use std::process::ExitCode;
+
+use bayesnas_cli::commands::{fetch, info};
+use clap::{Parser, Subcommand};
+
+const ABOUT: &str = "Bayesian one-shot neural architecture search (BayesNAS) on the CPU";
+
+const LONG_ABOUT: &str = "\
+Bayesian one-shot neural architecture search (BayesNAS, Zhou et al., ICML 2019).
+
+Without --data-dir, commands use the Fashion-MNIST test set compiled into this binary \
+(10,000 images) as a development set, split into weight-training, switch-training and \
+validation parts. Accuracies on it are not comparable to published results: fetch a full \
+data set for real runs.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  bayesnas info                                   version, devices, threads, data
+  bayesnas fetch cifar10 --dir data/cifar10       download and verify CIFAR-10
+  bayesnas info --dataset cifar10 --data-dir data/cifar10 --threads 2
+
+Run 'bayesnas help <command>' for a command's options.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bayesnas",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    propagate_version = true,
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the version, devices, threads, CUDA support and the selected data set
+    Info(info::InfoArgs),
+    /// Download a full data set (MNIST, Fashion-MNIST, CIFAR-10) and verify its checksums
+    ///
+    /// Downloads from the data set's canonical source into DIR. Interrupted downloads
+    /// resume where they stopped; each file is verified before it gets its final name.
+    Fetch(fetch::FetchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Info(args) => info::run(args),
+        Command::Fetch(args) => fetch::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

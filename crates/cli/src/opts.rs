@@ -1,0 +1,274 @@
+//! Options shared by the subcommands. A subcommand that works on data flattens
+//! [`CommonOpts`] into its own `#[derive(Args)]` struct and calls [`CommonOpts::setup`]:
+//!
+//! ```text
+//! #[derive(clap::Args)]
+//! pub struct SearchArgs {
+//!     #[command(flatten)]
+//!     pub common: CommonOpts,
+//!     /// Epochs of weight training
+//!     #[arg(long, default_value_t = 1)]
+//!     pub epochs: usize,
+//! }
+//!
+//! pub fn run(args: &SearchArgs) -> CliResult<()> {
+//!     let rt = args.common.runtime.setup()?;          // threads, device, --out, --quiet
+//!     let data = args.common.data.open(rt.quiet)?;    // --dataset / --data-dir
+//!     let mut metrics = rt.metrics()?;                // OUT/metrics.jsonl (if --out)
+//!     let bar = rt.progress(steps, "search");         // ETA, loss, acc, img/s
+//!     ...
+//! }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use bayesnas_data::{DataSource, DatasetKind};
+use bayesnas_engine::Device;
+use clap::{Args, ValueEnum};
+
+use crate::error::{CliError, CliResult};
+use crate::metrics::MetricsWriter;
+use crate::progress::Progress;
+
+/// `--dataset` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DatasetArg {
+    /// Fashion-MNIST (28x28 grey, 10 classes of clothing)
+    #[value(name = "fashion-mnist")]
+    FashionMnist,
+    /// MNIST (28x28 grey handwritten digits)
+    Mnist,
+    /// CIFAR-10 (32x32 RGB, 10 classes)
+    Cifar10,
+}
+
+impl From<DatasetArg> for DatasetKind {
+    fn from(d: DatasetArg) -> DatasetKind {
+        match d {
+            DatasetArg::FashionMnist => DatasetKind::FashionMnist,
+            DatasetArg::Mnist => DatasetKind::Mnist,
+            DatasetArg::Cifar10 => DatasetKind::Cifar10,
+        }
+    }
+}
+
+/// `--device` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU (multi-threaded)
+    Cpu,
+    /// The first CUDA GPU; an error if this build or machine has none
+    Cuda,
+    /// CUDA when available, else the CPU
+    Auto,
+}
+
+impl std::fmt::Display for DeviceArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = self.to_possible_value().expect("no skipped variants");
+        f.write_str(v.get_name())
+    }
+}
+
+/// Which data set to use and where it is.
+#[derive(Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Data")]
+pub struct DataOpts {
+    /// Data set [default: fashion-mnist]. Without --data-dir only Fashion-MNIST is
+    /// available: its 10,000 test images, compiled into this binary, used as a development
+    /// set (accuracies on it are not comparable to published results)
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub dataset: Option<DatasetArg>,
+
+    /// Directory with the data set's files: train-images-idx3-ubyte[.gz],
+    /// train-labels-idx1-ubyte[.gz], t10k-*[.gz] for MNIST and Fashion-MNIST;
+    /// data_batch_1..5.bin and test_batch.bin (or a cifar-10-batches-bin folder) for
+    /// CIFAR-10. Get them with `bayesnas fetch`
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataOpts {
+    /// The data set kind (Fashion-MNIST unless --dataset says otherwise).
+    pub fn kind(&self) -> DatasetKind {
+        self.dataset.map_or(DatasetKind::FashionMnist, Into::into)
+    }
+
+    /// Checks the combination of options without reading any data.
+    pub fn check(&self) -> CliResult<()> {
+        let kind = self.kind();
+        match &self.data_dir {
+            None if kind != DatasetKind::FashionMnist => Err(CliError::Usage(format!(
+                "--dataset {kind} needs --data-dir DIR: only Fashion-MNIST's test set is built in. \
+                 Download {} with `bayesnas fetch {kind} --dir DIR`, then pass --data-dir DIR",
+                kind.display_name()
+            ))),
+            Some(dir) if !dir.is_dir() => Err(CliError::Usage(format!(
+                "--data-dir {}: no such directory",
+                dir.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Reads and validates the data set. Prints a note to stderr (unless `quiet`) when the
+    /// data is a development set only.
+    pub fn open(&self, quiet: bool) -> CliResult<DataSource> {
+        self.check()?;
+        let source = match &self.data_dir {
+            None => DataSource::embedded()?,
+            Some(dir) => DataSource::open(self.kind(), dir)?,
+        };
+        if source.development_only && !quiet {
+            eprintln!(
+                "note: using {} test images as a development set (split into weight, switch and \
+                 validation parts); accuracies are not comparable to published results. Use \
+                 --data-dir with the full set for real runs.",
+                source.kind.display_name()
+            );
+        }
+        Ok(source)
+    }
+}
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number"))?;
+    match n {
+        0 => Err("must be at least 1".into()),
+        n if n > 1024 => Err("must be at most 1024".into()),
+        n => Ok(n),
+    }
+}
+
+/// Device, threads, seed, output directory, verbosity.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Runtime")]
+pub struct RuntimeOpts {
+    /// Compute device
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto, value_name = "DEVICE")]
+    pub device: DeviceArg,
+
+    /// Threads of the CPU backend [default: one per core]
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
+    pub threads: Option<usize>,
+
+    /// Seed of every random choice (splits, initialisation, shuffling, augmentation); the
+    /// same seed gives the same run on any machine
+    #[arg(long, default_value_t = 0, value_name = "SEED")]
+    pub seed: u64,
+
+    /// Output directory (created if needed); metrics go to OUT/metrics.jsonl
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// No progress bars or notes; errors are still printed
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl Default for RuntimeOpts {
+    fn default() -> Self {
+        RuntimeOpts {
+            device: DeviceArg::Auto,
+            threads: None,
+            seed: 0,
+            out: None,
+            quiet: false,
+        }
+    }
+}
+
+/// Whether this build has a CUDA backend (and a usable GPU).
+pub fn cuda_available() -> bool {
+    Device::Cuda(0).backend().is_ok()
+}
+
+impl RuntimeOpts {
+    /// The device the options select, or why it cannot be had.
+    pub fn resolve_device(&self) -> CliResult<Device> {
+        match self.device {
+            DeviceArg::Cpu => Ok(Device::Cpu),
+            DeviceArg::Auto => Ok(if cuda_available() {
+                Device::Cuda(0)
+            } else {
+                Device::Cpu
+            }),
+            DeviceArg::Cuda => match Device::Cuda(0).backend() {
+                Ok(_) => Ok(Device::Cuda(0)),
+                Err(e) if e.to_string().contains("no CUDA backend") => Err(CliError::Device(
+                    "cuda requested but this build has no CUDA backend; use --device cpu or \
+                     --device auto"
+                        .into(),
+                )),
+                Err(e) => Err(CliError::Device(format!(
+                    "cuda requested but not available: {e}; use --device cpu or --device auto"
+                ))),
+            },
+        }
+    }
+
+    /// Applies the options: sizes the CPU thread pool, resolves the device.
+    pub fn setup(&self) -> CliResult<Runtime> {
+        let device = self.resolve_device()?;
+        if let Some(n) = self.threads {
+            bayesnas_engine::set_cpu_threads(n).map_err(|e| CliError::Usage(e.to_string()))?;
+        }
+        Ok(Runtime {
+            device,
+            threads: bayesnas_engine::cpu_threads(),
+            seed: self.seed,
+            out: self.out.clone(),
+            quiet: self.quiet,
+        })
+    }
+}
+
+/// Both option groups; subcommands that train or search flatten this.
+#[derive(Args, Clone, Debug, Default)]
+pub struct CommonOpts {
+    #[command(flatten)]
+    pub data: DataOpts,
+    #[command(flatten)]
+    pub runtime: RuntimeOpts,
+}
+
+impl CommonOpts {
+    /// Checks the option combination, applies the runtime options and reads the data.
+    pub fn setup(&self) -> CliResult<(Runtime, DataSource)> {
+        self.data.check()?;
+        let rt = self.runtime.setup()?;
+        let data = self.data.open(rt.quiet)?;
+        Ok((rt, data))
+    }
+}
+
+/// The runtime options after [`RuntimeOpts::setup`].
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub device: Device,
+    pub threads: usize,
+    pub seed: u64,
+    pub out: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+impl Runtime {
+    /// The metrics file under `--out`, or `None` without `--out`.
+    pub fn metrics(&self) -> CliResult<Option<MetricsWriter>> {
+        self.out.as_deref().map(open_metrics).transpose()
+    }
+
+    /// A progress bar of `len` steps (hidden with --quiet or when stderr is not a terminal).
+    pub fn progress(&self, len: u64, prefix: &str) -> Progress {
+        Progress::new(len, prefix, self.quiet)
+    }
+}
+
+fn open_metrics(dir: &Path) -> CliResult<MetricsWriter> {
+    MetricsWriter::create(dir).map_err(|source| CliError::Io {
+        path: dir.join(crate::metrics::FILE_NAME),
+        source,
+    })
+}

@@ -1,0 +1,663 @@
+//! The BayesNAS search protocol (method note section 7): weights-only warm-up epoch(s) on one
+//! split, then `rounds` x [switch epoch(s) on another split with the reweighted group-lasso
+//! objective, curvature accumulated over the last K batches, closed-form update of the
+//! prior], validation on a held-out split after each epoch, checkpoints after every epoch.
+//!
+//! Everything the run depends on is in the checkpoint (parameters, momenta, batch-norm
+//! statistics, the prior, the position in the schedule), and the data order of an epoch
+//! depends only on the seed and the epoch's index, so a resumed run ends exactly where an
+//! uninterrupted one does.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bayesnas_engine::io::{load_store, save_store};
+use bayesnas_engine::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::bayes::{GroupId, GroupKind, Prior, UpdateConfig, UpdateSummary};
+use crate::space::CellType;
+use crate::supernet::{Supernet, SWITCHES, WEIGHTS};
+
+/// The three disjoint parts of the training data a search uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitKind {
+    /// Warm-up (weights only).
+    Weights,
+    /// Switch epochs (weights and switches).
+    Switches,
+    /// Held-out validation.
+    Validation,
+}
+
+/// One mini-batch: images `[B, C, H, W]` and class labels.
+pub type Batch = (Tensor, Vec<u32>);
+
+/// Where batches come from. `epoch` must give the same batches for the same arguments.
+pub trait DataFeed {
+    /// The batches of one epoch over `split`, in an order fixed by `epoch_seed`.
+    fn epoch(
+        &mut self,
+        split: SplitKind,
+        epoch_seed: u64,
+    ) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>>;
+    /// Number of batches `epoch` yields for `split`.
+    fn batches(&self, split: SplitKind) -> usize;
+}
+
+/// Settings of a search run (the network shape is in [`crate::supernet::SupernetConfig`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SearchSettings {
+    /// SGD for weights: learning rate (cosine-annealed over all epochs), momentum, decay.
+    pub weights_lr: f32,
+    pub weights_momentum: f32,
+    pub weights_decay: f32,
+    /// SGD for switches (no weight decay, constant learning rate).
+    pub switches_lr: f32,
+    pub switches_momentum: f32,
+    /// Group-lasso strength for parent (edge) and child (op) groups.
+    pub lambda_parent: f64,
+    pub lambda_child: f64,
+    pub warmup_epochs: usize,
+    pub switch_epochs: usize,
+    /// Number of (switch epochs, update) rounds; 1 reproduces the paper.
+    pub rounds: usize,
+    /// Curvature is averaged over the last K batches of each round's last switch epoch.
+    pub curvature_batches: usize,
+    /// Global-norm clipping of the weight gradients.
+    pub grad_clip: f64,
+    /// Seed of the data order.
+    pub seed: u64,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            weights_lr: 0.025,
+            weights_momentum: 0.9,
+            weights_decay: 3e-4,
+            switches_lr: 0.01,
+            switches_momentum: 0.9,
+            lambda_parent: 0.01,
+            lambda_child: 0.01,
+            warmup_epochs: 1,
+            switch_epochs: 1,
+            rounds: 1,
+            curvature_batches: 8,
+            grad_clip: 5.0,
+            seed: 0,
+        }
+    }
+}
+
+impl SearchSettings {
+    /// Checks values that cannot work.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        if self.rounds == 0 || self.switch_epochs == 0 {
+            return bad(format!(
+                "rounds ({}) and switch epochs ({}) must be at least 1",
+                self.rounds, self.switch_epochs
+            ));
+        }
+        if self.curvature_batches == 0 {
+            return bad("curvature batches must be at least 1".into());
+        }
+        for (n, v) in [
+            ("weights lr", self.weights_lr),
+            ("switches lr", self.switches_lr),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("{n} must be positive, got {v}"));
+            }
+        }
+        for (n, v) in [
+            ("lambda parent", self.lambda_parent),
+            ("lambda child", self.lambda_child),
+            ("grad clip", self.grad_clip),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("{n} must be positive, got {v}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The epoch schedule: warm-up epochs, then per round its switch epochs.
+    pub fn schedule(&self) -> Vec<EpochPlan> {
+        let mut v: Vec<EpochPlan> = (0..self.warmup_epochs)
+            .map(|_| EpochPlan {
+                phase: Phase::Warmup,
+                round: 0,
+                last_of_round: false,
+            })
+            .collect();
+        for r in 0..self.rounds {
+            for e in 0..self.switch_epochs {
+                v.push(EpochPlan {
+                    phase: Phase::Switch,
+                    round: r,
+                    last_of_round: e + 1 == self.switch_epochs,
+                });
+            }
+        }
+        v
+    }
+}
+
+/// Phase of an epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Warmup,
+    Switch,
+}
+
+/// One epoch of the schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochPlan {
+    pub phase: Phase,
+    pub round: usize,
+    /// Whether the prior update follows this epoch.
+    pub last_of_round: bool,
+}
+
+/// What one epoch did.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub phase: Phase,
+    pub round: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub penalty: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub images_per_s: f64,
+}
+
+/// Progress events for progress bars and metrics files.
+#[derive(Debug)]
+pub enum Event<'a> {
+    EpochStart {
+        epoch: usize,
+        epochs: usize,
+        phase: Phase,
+        round: usize,
+        batches: usize,
+    },
+    Step {
+        step: usize,
+        batches: usize,
+        loss: f64,
+        accuracy: f64,
+        images_per_s: f64,
+    },
+    Validating {
+        batches: usize,
+    },
+    EpochEnd(&'a EpochRecord),
+    Update {
+        round: usize,
+        summary: &'a UpdateSummary,
+    },
+}
+
+/// The search state: network, parameters, prior and position in the schedule.
+pub struct Searcher {
+    pub net: Supernet,
+    pub store: ParamStore,
+    pub prior: Prior,
+    pub settings: SearchSettings,
+    /// Completed epochs.
+    pub epochs_done: usize,
+    pub history: Vec<EpochRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointMeta {
+    epochs_done: usize,
+    settings: SearchSettings,
+    history: Vec<EpochRecord>,
+}
+
+/// Checkpoint file name inside the output folder.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+impl Searcher {
+    pub fn new(net: Supernet, store: ParamStore, settings: SearchSettings) -> Result<Searcher> {
+        settings.validate()?;
+        let prior = Prior::new(&net.config.space).map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(Searcher {
+            net,
+            store,
+            prior,
+            settings,
+            epochs_done: 0,
+            history: Vec::new(),
+        })
+    }
+
+    /// Whether the whole schedule has run.
+    pub fn finished(&self) -> bool {
+        self.epochs_done >= self.settings.schedule().len()
+    }
+
+    /// Writes the checkpoint to `dir/checkpoint.safetensors` atomically.
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<PathBuf> {
+        let meta = CheckpointMeta {
+            epochs_done: self.epochs_done,
+            settings: self.settings.clone(),
+            history: self.history.clone(),
+        };
+        let json = |e: serde_json::Error| Error::Invalid(format!("checkpoint: {e}"));
+        let metadata = HashMap::from([
+            (
+                "format".to_string(),
+                "bayesnas-search-checkpoint".to_string(),
+            ),
+            (
+                "progress".to_string(),
+                serde_json::to_string(&meta).map_err(json)?,
+            ),
+            (
+                "prior".to_string(),
+                serde_json::to_string(&self.prior).map_err(json)?,
+            ),
+        ]);
+        let path = dir.join(CHECKPOINT);
+        save_store(&self.store, &path, true, &metadata)?;
+        Ok(path)
+    }
+
+    /// Restores parameters, momenta, prior and progress from a checkpoint written by
+    /// [`Searcher::save_checkpoint`] for the same network. The run's settings must match
+    /// the checkpoint's, except that more rounds may be asked for.
+    pub fn load_checkpoint(&mut self, path: &Path) -> Result<()> {
+        let meta = load_store(&mut self.store, path)?;
+        let bad = |m: String| Error::Invalid(format!("{}: {m}", path.display()));
+        if meta.get("format").map(String::as_str) != Some("bayesnas-search-checkpoint") {
+            return Err(bad(
+                "not a bayesnas search checkpoint (metadata field 'format')".into(),
+            ));
+        }
+        let progress: CheckpointMeta = serde_json::from_str(
+            meta.get("progress")
+                .ok_or_else(|| bad("metadata field 'progress' missing".into()))?,
+        )
+        .map_err(|e| bad(format!("metadata field 'progress': {e}")))?;
+        let prior: Prior = serde_json::from_str(
+            meta.get("prior")
+                .ok_or_else(|| bad("metadata field 'prior' missing".into()))?,
+        )
+        .map_err(|e| bad(format!("metadata field 'prior': {e}")))?;
+        prior
+            .validate()
+            .map_err(|e| bad(format!("metadata field 'prior': {e}")))?;
+        let mut want = self.settings.clone();
+        want.rounds = progress.settings.rounds;
+        if want != progress.settings {
+            return Err(bad(format!(
+                "settings differ from the checkpoint's; checkpoint: {}",
+                serde_json::to_string(&progress.settings).unwrap_or_default()
+            )));
+        }
+        self.prior = prior;
+        self.epochs_done = progress.epochs_done;
+        self.history = progress.history;
+        Ok(())
+    }
+
+    /// Runs the rest of the schedule, checkpointing into `checkpoint_dir` after each epoch.
+    pub fn run(
+        &mut self,
+        data: &mut dyn DataFeed,
+        checkpoint_dir: Option<&Path>,
+        observe: &mut dyn FnMut(Event),
+    ) -> Result<()> {
+        self.run_epochs(data, checkpoint_dir, observe, usize::MAX)
+    }
+
+    /// Like [`Searcher::run`] but stops after at most `limit` epochs (the schedule, and so
+    /// the learning-rate schedule, is unchanged: a later `run` continues it).
+    pub fn run_epochs(
+        &mut self,
+        data: &mut dyn DataFeed,
+        checkpoint_dir: Option<&Path>,
+        observe: &mut dyn FnMut(Event),
+        limit: usize,
+    ) -> Result<()> {
+        let schedule = self.settings.schedule();
+        let stop = self.epochs_done.saturating_add(limit).min(schedule.len());
+        while self.epochs_done < stop {
+            let plan = schedule[self.epochs_done];
+            let record = self.run_epoch(data, plan, schedule.len(), observe)?;
+            observe(Event::EpochEnd(&record));
+            self.history.push(record);
+            self.epochs_done += 1;
+            if let Some(dir) = checkpoint_dir {
+                self.save_checkpoint(dir)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn epoch_seed(&self, epoch: usize) -> u64 {
+        let mut r = Rng::new(self.settings.seed).fork(epoch as u64 + 1);
+        r.next_u64()
+    }
+
+    fn optimisers(&self) -> (Sgd, Sgd) {
+        let s = &self.settings;
+        (
+            Sgd::new().group(
+                WEIGHTS,
+                SgdGroup {
+                    lr: s.weights_lr,
+                    momentum: s.weights_momentum,
+                    weight_decay: s.weights_decay,
+                },
+            ),
+            Sgd::new().group(
+                SWITCHES,
+                SgdGroup {
+                    lr: s.switches_lr,
+                    momentum: s.switches_momentum,
+                    weight_decay: 0.0,
+                },
+            ),
+        )
+    }
+
+    fn run_epoch(
+        &mut self,
+        data: &mut dyn DataFeed,
+        plan: EpochPlan,
+        epochs: usize,
+        observe: &mut dyn FnMut(Event),
+    ) -> Result<EpochRecord> {
+        let epoch = self.epochs_done;
+        let split = if plan.phase == Phase::Warmup {
+            SplitKind::Weights
+        } else {
+            SplitKind::Switches
+        };
+        let batches = data.batches(split);
+        if batches == 0 {
+            return Err(Error::Invalid(format!(
+                "the {split:?} split has no batches"
+            )));
+        }
+        observe(Event::EpochStart {
+            epoch,
+            epochs,
+            phase: plan.phase,
+            round: plan.round,
+            batches,
+        });
+        let (opt_w, opt_s) = self.optimisers();
+        let lr_factor = cosine_factor(epoch, epochs, 0.0);
+        let train_switches = plan.phase == Phase::Switch;
+        let curv_from = if plan.last_of_round {
+            batches.saturating_sub(self.settings.curvature_batches)
+        } else {
+            usize::MAX
+        };
+        self.store.zero_curvature()?;
+        let mut curv_batches = 0usize;
+        let (mut loss_sum, mut pen_sum, mut correct, mut seen) = (0.0f64, 0.0f64, 0usize, 0usize);
+        let start = Instant::now();
+        let seed = self.epoch_seed(epoch);
+        let mut it = data.epoch(split, seed)?;
+        let mut step = 0usize;
+        while let Some(batch) = it.next() {
+            let (x, labels) = batch?;
+            let out = self.train_step(x, &labels, train_switches, step >= curv_from)?;
+            if !out.loss.is_finite() {
+                return Err(Error::NonFinite(format!(
+                    "loss is {} at epoch {epoch} ({:?}), batch {step}; the last checkpoint is kept",
+                    out.loss, plan.phase
+                )));
+            }
+            if step >= curv_from {
+                curv_batches += 1;
+            }
+            let scale = clip_scale(grad_norm(&self.store, &[WEIGHTS])?, self.settings.grad_clip)
+                .map_err(|e| {
+                    Error::NonFinite(format!(
+                        "{e} at epoch {epoch} ({:?}), batch {step}; the last checkpoint is kept",
+                        plan.phase
+                    ))
+                })?;
+            opt_w.step(&mut self.store, lr_factor, scale)?;
+            if train_switches {
+                opt_s.step(&mut self.store, 1.0, 1.0)?;
+            }
+            loss_sum += out.loss * labels.len() as f64;
+            pen_sum += out.penalty;
+            correct += out.correct;
+            seen += labels.len();
+            step += 1;
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            observe(Event::Step {
+                step,
+                batches,
+                loss: loss_sum / seen as f64,
+                accuracy: correct as f64 / seen as f64,
+                images_per_s: seen as f64 / secs,
+            });
+        }
+        drop(it);
+        let images_per_s = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
+        if plan.last_of_round {
+            if curv_batches == 0 {
+                return Err(Error::Invalid(
+                    "no curvature batches were accumulated".into(),
+                ));
+            }
+            let summary = self.update_prior(curv_batches)?;
+            observe(Event::Update {
+                round: plan.round,
+                summary: &summary,
+            });
+        }
+        let (val_loss, val_accuracy) = self.evaluate(data, SplitKind::Validation, observe)?;
+        Ok(EpochRecord {
+            epoch,
+            phase: plan.phase,
+            round: plan.round,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            penalty: pen_sum / step.max(1) as f64,
+            val_loss,
+            val_accuracy,
+            images_per_s,
+        })
+    }
+
+    /// Loss and accuracy of the network in evaluation mode over one split.
+    pub fn evaluate(
+        &mut self,
+        data: &mut dyn DataFeed,
+        split: SplitKind,
+        observe: &mut dyn FnMut(Event),
+    ) -> Result<(f64, f64)> {
+        observe(Event::Validating {
+            batches: data.batches(split),
+        });
+        let (mut loss, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for batch in data.epoch(split, 0)? {
+            let (x, labels) = batch?;
+            let mut tape = Tape::new_eval();
+            let xv = tape.input(x);
+            let logits = self.net.forward(&mut tape, &mut self.store, xv)?;
+            let l = tape.cross_entropy(logits, &labels)?;
+            loss += tape.value(l).item()? as f64 * labels.len() as f64;
+            correct += count_correct(tape.value(logits), &labels);
+            seen += labels.len();
+        }
+        Ok((
+            loss / seen.max(1) as f64,
+            correct as f64 / seen.max(1) as f64,
+        ))
+    }
+
+    /// One supernet training step: forward, cross-entropy (+ group lasso when switches
+    /// train), backward, optional curvature pass. Leaves gradients in the store; the caller
+    /// steps the optimisers. This is what `bayesnas bench step` times.
+    pub fn train_step(
+        &mut self,
+        x: Tensor,
+        labels: &[u32],
+        train_switches: bool,
+        curvature: bool,
+    ) -> Result<StepOutput> {
+        let mut tape = Tape::new();
+        let xv = tape.input(x);
+        let logits = self.net.forward(&mut tape, &mut self.store, xv)?;
+        let ce = tape.cross_entropy(logits, labels)?;
+        let loss = tape.value(ce).item()? as f64;
+        let correct = count_correct(tape.value(logits), labels);
+        self.store.zero_grads()?;
+        let grads = tape.backward(ce)?;
+        self.store.accumulate_grads(&grads)?;
+        let penalty = if train_switches {
+            self.add_penalty_gradient()?
+        } else {
+            0.0
+        };
+        if curvature {
+            let h = tape.curvature_backward(ce)?;
+            self.store.accumulate_curvature(&h)?;
+        }
+        Ok(StepOutput {
+            loss: loss + penalty,
+            penalty,
+            correct,
+        })
+    }
+
+    /// Members of a switch group: (param, element) per cell of the type, in depth order.
+    fn group_members(&self, id: GroupId) -> Vec<(ParamId, usize)> {
+        self.net
+            .cells_of(id.cell_type)
+            .into_iter()
+            .map(|c| {
+                let me = &self.net.cells[c].edges[id.kind.edge()];
+                match id.kind {
+                    GroupKind::Parent { .. } => (me.s0, 0),
+                    GroupKind::Child { op, .. } => (me.s, op),
+                }
+            })
+            .collect()
+    }
+
+    fn groups(&self) -> Vec<GroupId> {
+        let k = self.net.n_ops();
+        let mut out = Vec::new();
+        for ct in CellType::ALL {
+            if self.net.cells_of(ct).is_empty() {
+                continue;
+            }
+            for e in 0..self.net.config.space.edges(ct).len() {
+                out.push(GroupId {
+                    cell_type: ct,
+                    kind: GroupKind::Parent { edge: e },
+                });
+                for op in 0..k {
+                    out.push(GroupId {
+                        cell_type: ct,
+                        kind: GroupKind::Child { edge: e, op },
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Adds the gradient of `sum_g lambda_g omega_g ||s_g||` to the switch gradients and
+    /// returns the penalty. The penalty depends on a few hundred scalars only, so its exact
+    /// gradient is computed directly instead of on the tape.
+    fn add_penalty_gradient(&mut self) -> Result<f64> {
+        let mut penalty = 0.0;
+        for id in self.groups() {
+            let lambda = match id.kind {
+                GroupKind::Parent { .. } => self.settings.lambda_parent,
+                GroupKind::Child { .. } => self.settings.lambda_child,
+            };
+            let omega = self
+                .prior
+                .omega_for_penalty(id)
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            let members = self.group_members(id);
+            let vals: Vec<f64> = members
+                .iter()
+                .map(|&(p, i)| self.store.value(p).to_vec()[i] as f64)
+                .collect();
+            let norm = vals.iter().map(|v| v * v).sum::<f64>().sqrt();
+            penalty += lambda * omega * norm;
+            if norm > 0.0 {
+                for (&(p, i), v) in members.iter().zip(&vals) {
+                    let mut g = self.store.get(p).grad.to_vec();
+                    g[i] += (lambda * omega * v / norm) as f32;
+                    self.store.get_mut(p).grad = Tensor::from_vec(g, self.store.value(p).shape())?;
+                }
+            }
+        }
+        Ok(penalty)
+    }
+
+    fn update_prior(&mut self, curv_batches: usize) -> Result<UpdateSummary> {
+        let mut stats = HashMap::new();
+        for ct in CellType::ALL {
+            let cells = self.net.cells_of(ct);
+            let mut st = self.prior.stats_template(ct, cells.len());
+            for id in self.groups().into_iter().filter(|g| g.cell_type == ct) {
+                for (c, (p, i)) in self.group_members(id).into_iter().enumerate() {
+                    let s = self.store.value(p).to_vec()[i] as f64;
+                    let h = self.store.get(p).curvature.to_vec()[i] as f64 / curv_batches as f64;
+                    st.set(id.kind, c, s, h)
+                        .map_err(|e| Error::Invalid(e.to_string()))?;
+                }
+            }
+            stats.insert(ct, st);
+        }
+        let cfg = UpdateConfig {
+            lambda_parent: self.settings.lambda_parent,
+            lambda_child: self.settings.lambda_child,
+            ..UpdateConfig::new(self.settings.lambda_parent)
+        };
+        self.prior
+            .update(&stats[&CellType::Normal], &stats[&CellType::Reduce], &cfg)
+            .map_err(|e| Error::Invalid(format!("prior update: {e}")))
+    }
+}
+
+/// What one training step measured.
+#[derive(Clone, Copy, Debug)]
+pub struct StepOutput {
+    /// Cross-entropy plus penalty.
+    pub loss: f64,
+    pub penalty: f64,
+    pub correct: usize,
+}
+
+/// Number of rows of `logits` whose arg-max equals the label.
+pub fn count_correct(logits: &Tensor, labels: &[u32]) -> usize {
+    let v = logits.to_vec();
+    let k = logits.shape()[1];
+    v.chunks(k)
+        .zip(labels)
+        .filter(|(row, &l)| {
+            let mut best = 0;
+            for (i, &x) in row.iter().enumerate() {
+                if x > row[best] {
+                    best = i;
+                }
+            }
+            best == l as usize
+        })
+        .count()
+}

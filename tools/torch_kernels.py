@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Time PyTorch CPU kernels at the supernet shapes our criterion benches use.
+
+Development tool, not part of CI. Set up once:
+    python3 -m venv .venv-torch && .venv-torch/bin/pip install torch
+then:
+    .venv-torch/bin/python tools/torch_kernels.py --threads 2 > torch_kernels.json
+    python3 tools/compare_benches.py torch_kernels.json   # joins with target/criterion
+
+Each entry is named exactly like the criterion benchmark id (group/param) so the two can be
+joined. Timings are medians over repeated runs, in microseconds.
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+aten = torch.ops.aten
+
+
+def median_us(fn, min_time=0.3, warmup=3):
+    for _ in range(warmup):
+        fn()
+    times = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < min_time or len(times) < 10:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
+
+
+def shapes():
+    # (n, c, hw) at the supernet shapes of the engine benches
+    return [(32, 16, 32), (32, 32, 16), (32, 64, 16), (32, 32, 32), (32, 64, 32), (32, 16, 16)]
+
+
+def conv_entries(results):
+    cases = [
+        ("dw3x3", 3, 1, 1, True), ("dw5x5", 5, 1, 2, True),
+        ("dil3x3", 3, 2, 2, True), ("dil5x5", 5, 2, 4, True),
+        ("pw1x1", 1, 1, 0, False),
+    ]
+    for (n, c, hw) in shapes():
+        tag = f"n{n}_c{c}_{hw}x{hw}"
+        for stride in (1, 2):
+            for name, k, dil, pad, depthwise in cases:
+                groups = c if depthwise else 1
+                x = torch.randn(n, c, hw, hw)
+                w = torch.randn(c, c // groups, k, k)
+                y = F.conv2d(x, w, None, stride, pad, dil, groups)
+                dy = torch.randn_like(y)
+                sfx = "" if stride == 1 else "s2"
+                key = f"{name}{sfx}"
+                results[f"{key}_fwd/{tag}"] = median_us(lambda: F.conv2d(x, w, None, stride, pad, dil, groups))
+                results[f"{key}_bwd_input/{tag}"] = median_us(lambda: aten.convolution_backward(
+                    dy, x, w, None, [stride] * 2, [pad] * 2, [dil] * 2, False, [0, 0], groups, [True, False, False]))
+                results[f"{key}_bwd_weight/{tag}"] = median_us(lambda: aten.convolution_backward(
+                    dy, x, w, None, [stride] * 2, [pad] * 2, [dil] * 2, False, [0, 0], groups, [False, True, False]))
+    # dense stem 3x3, 3 -> 48 channels at 32x32
+    x = torch.randn(32, 3, 32, 32)
+    w = torch.randn(48, 3, 3, 3)
+    y = F.conv2d(x, w, None, 1, 1)
+    dy = torch.randn_like(y)
+    results["stem3x3_fwd/n32_c3to48_32x32"] = median_us(lambda: F.conv2d(x, w, None, 1, 1))
+    results["stem3x3_bwd_weight/n32_c3to48_32x32"] = median_us(lambda: aten.convolution_backward(
+        dy, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False]))
+
+
+def bn_pool_entries(results):
+    for (n, c, hw) in shapes():
+        tag = f"n{n}_c{c}_{hw}x{hw}"
+        x = torch.randn(n, c, hw, hw)
+        rm, rv = torch.zeros(c), torch.ones(c)
+        results[f"bn_fwd/{tag}"] = median_us(lambda: aten.native_batch_norm(x, None, None, rm, rv, True, 0.1, 1e-5))
+        y, save_mean, save_invstd = aten.native_batch_norm(x, None, None, rm, rv, True, 0.1, 1e-5)
+        dy = torch.randn_like(y)
+        results[f"bn_bwd/{tag}"] = median_us(lambda: aten.native_batch_norm_backward(
+            dy, x, None, rm, rv, save_mean, save_invstd, True, 1e-5, [True, False, False]))
+        for s in (1, 2):
+            y, idx = aten.max_pool2d_with_indices(x, [3, 3], [s, s], [1, 1], [1, 1], False)
+            dy = torch.randn_like(y)
+            results[f"maxpool3x3s{s}_fwd/{tag}"] = median_us(lambda: F.max_pool2d(x, 3, s, 1))
+            results[f"maxpool3x3s{s}_bwd/{tag}"] = median_us(lambda: aten.max_pool2d_with_indices_backward(
+                dy, x, [3, 3], [s, s], [1, 1], [1, 1], False, idx))
+            results[f"avgpool3x3s{s}_fwd/{tag}"] = median_us(lambda: F.avg_pool2d(x, 3, s, 1, count_include_pad=False))
+            results[f"avgpool3x3s{s}_bwd/{tag}"] = median_us(lambda: aten.avg_pool2d_backward(
+                dy, x, [3, 3], [s, s], [1, 1], False, False, None))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    results = {}
+    with torch.no_grad():
+        conv_entries(results)
+        bn_pool_entries(results)
+    print(json.dumps({"torch": torch.__version__, "threads": args.threads, "unit": "us", "median": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
