@@ -11,6 +11,8 @@
 //!    `hy = wt` (the loss's exact Hessian diagonal).
 #![allow(dead_code)]
 
+pub mod naive;
+
 use bayesnas_engine::prelude::*;
 
 /// Random normal f64 values (std 1), with no exact zeros.
