@@ -48,6 +48,8 @@
 #![warn(missing_docs)]
 
 pub mod bayes;
+#[allow(missing_docs)]
+pub mod bench;
 pub mod derive;
 pub mod draw;
 pub mod genotype;

@@ -397,7 +397,6 @@ impl Searcher {
             round: plan.round,
             batches,
         });
-        let (opt_w, opt_s) = self.optimisers();
         let lr_factor = cosine_factor(epoch, epochs, 0.0);
         let train_switches = plan.phase == Phase::Switch;
         let curv_from = if plan.last_of_round {
@@ -414,26 +413,17 @@ impl Searcher {
         let mut step = 0usize;
         while let Some(batch) = it.next() {
             let (x, labels) = batch?;
-            let out = self.train_step(x, &labels, train_switches, step >= curv_from)?;
-            if !out.loss.is_finite() {
-                return Err(Error::NonFinite(format!(
-                    "loss is {} at epoch {epoch} ({:?}), batch {step}; the last checkpoint is kept",
-                    out.loss, plan.phase
-                )));
-            }
-            if step >= curv_from {
+            let in_window = step >= curv_from;
+            let opts = StepOptions { train_switches, curvature: in_window, lr_factor, update: true };
+            let (out, _) = self.step(x, &labels, opts).map_err(|e| match e {
+                Error::NonFinite(m) => Error::NonFinite(format!(
+                    "{m} at epoch {epoch} ({:?}), batch {step}; the last checkpoint is kept",
+                    plan.phase
+                )),
+                other => other,
+            })?;
+            if in_window {
                 curv_batches += 1;
-            }
-            let scale = clip_scale(grad_norm(&self.store, &[WEIGHTS])?, self.settings.grad_clip)
-                .map_err(|e| {
-                    Error::NonFinite(format!(
-                        "{e} at epoch {epoch} ({:?}), batch {step}; the last checkpoint is kept",
-                        plan.phase
-                    ))
-                })?;
-            opt_w.step(&mut self.store, lr_factor, scale)?;
-            if train_switches {
-                opt_s.step(&mut self.store, 1.0, 1.0)?;
             }
             loss_sum += out.loss * labels.len() as f64;
             pen_sum += out.penalty;
@@ -505,38 +495,55 @@ impl Searcher {
     }
 
     /// One supernet training step: forward, cross-entropy (+ group lasso when switches
-    /// train), backward, optional curvature pass. Leaves gradients in the store; the caller
-    /// steps the optimisers. This is what `bayesnas bench step` times.
-    pub fn train_step(
-        &mut self,
-        x: Tensor,
-        labels: &[u32],
-        train_switches: bool,
-        curvature: bool,
-    ) -> Result<StepOutput> {
+    /// train), backward, the optional curvature pass, and (with `opts.update`) gradient
+    /// clipping and the SGD updates of weights (and switches). A non-finite loss or
+    /// gradient is an [`Error::NonFinite`] raised before any parameter changes. This is
+    /// exactly what a search runs per batch and what `bayesnas bench step` times.
+    pub fn step(&mut self, x: Tensor, labels: &[u32], opts: StepOptions) -> Result<(StepOutput, StepTimings)> {
+        let mut times = StepTimings::default();
+        let t0 = Instant::now();
         let mut tape = Tape::new();
         let xv = tape.input(x);
         let logits = self.net.forward(&mut tape, &mut self.store, xv)?;
         let ce = tape.cross_entropy(logits, labels)?;
         let loss = tape.value(ce).item()? as f64;
         let correct = count_correct(tape.value(logits), labels);
+        times.forward_ms = ms(t0);
+        if !loss.is_finite() {
+            return Err(Error::NonFinite(format!("loss is {loss}")));
+        }
+        let t0 = Instant::now();
         self.store.zero_grads()?;
         let grads = tape.backward(ce)?;
         self.store.accumulate_grads(&grads)?;
-        let penalty = if train_switches {
-            self.add_penalty_gradient()?
-        } else {
-            0.0
-        };
-        if curvature {
+        drop(grads);
+        times.backward_ms = ms(t0);
+        let t0 = Instant::now();
+        let penalty = if opts.train_switches { self.add_penalty_gradient()? } else { 0.0 };
+        let mut update_ms = ms(t0);
+        if opts.curvature {
+            let t0 = Instant::now();
             let h = tape.curvature_backward(ce)?;
             self.store.accumulate_curvature(&h)?;
+            times.curvature_ms = ms(t0);
         }
-        Ok(StepOutput {
-            loss: loss + penalty,
-            penalty,
-            correct,
-        })
+        drop(tape);
+        if opts.update {
+            let t0 = Instant::now();
+            let scale = clip_scale(grad_norm(&self.store, &[WEIGHTS])?, self.settings.grad_clip)?;
+            if opts.train_switches && !grad_norm(&self.store, &[SWITCHES])?.is_finite() {
+                return Err(Error::NonFinite("switch gradient norm is not finite".into()));
+            }
+            let (opt_w, opt_s) = self.optimisers();
+            opt_w.step(&mut self.store, opts.lr_factor, scale)?;
+            if opts.train_switches {
+                opt_s.step(&mut self.store, 1.0, 1.0)?;
+            }
+            update_ms += ms(t0);
+        }
+        times.update_ms = update_ms;
+        times.step_ms = times.forward_ms + times.backward_ms + times.update_ms;
+        Ok((StepOutput { loss: loss + penalty, penalty, correct }, times))
     }
 
     /// Members of a switch group: (param, element) per cell of the type, in depth order.
@@ -633,6 +640,36 @@ impl Searcher {
             .update(&stats[&CellType::Normal], &stats[&CellType::Reduce], &cfg)
             .map_err(|e| Error::Invalid(format!("prior update: {e}")))
     }
+}
+
+/// What [`Searcher::step`] does.
+#[derive(Clone, Copy, Debug)]
+pub struct StepOptions {
+    /// Add the group-lasso gradient and update the switches.
+    pub train_switches: bool,
+    /// Run the curvature pass and accumulate it.
+    pub curvature: bool,
+    /// Learning-rate factor of the weights (schedule).
+    pub lr_factor: f32,
+    /// Clip and apply the SGD updates.
+    pub update: bool,
+}
+
+/// Wall-clock milliseconds of the parts of one step.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct StepTimings {
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub curvature_ms: f64,
+    /// Group-lasso gradient, clipping and the SGD updates.
+    pub update_ms: f64,
+    /// Forward + backward + update (the step a search runs per batch; curvature, which
+    /// only the last K batches of a round run, is reported apart).
+    pub step_ms: f64,
+}
+
+fn ms(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1e3
 }
 
 /// What one training step measured.

@@ -181,7 +181,7 @@ fn nan_loss_stops_with_clear_error_and_keeps_checkpoint() {
 #[test]
 fn checkpoint_of_another_network_is_rejected() {
     let dir = tmpdir("mismatch");
-    let mut s = searcher(1);
+    let s = searcher(1);
     s.save_checkpoint(&dir).unwrap();
     let cfg = SupernetConfig {
         space: SearchSpace::bayesnas(),
