@@ -204,5 +204,6 @@ mod tests {
         assert!(!should_draw(true));
         assert!(!Progress::new(5, "x", true).is_drawn());
         assert!(!Progress::bytes(Some(5), "x", true).is_drawn());
+        assert!(!Progress::bytes(None, "x", true).is_drawn());
     }
 }

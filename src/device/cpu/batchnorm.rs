@@ -41,94 +41,171 @@ fn planes_per_task(s: usize) -> usize {
     (TASK_ELEMS / s.max(1)).max(1)
 }
 
-/// `(sum(x - k), sum((x - k)^2))` in f64. Shifting by a sample of the channel `k` keeps the
-/// one-pass variance `E[(x-k)^2] - E[x-k]^2` free of cancellation unless the spread is many
-/// orders of magnitude below `|mean - k|`.
-#[inline]
-fn shifted_moments(v: &[f32], k: f64) -> (f64, f64) {
-    let mut s = [0.0f64; LANES];
-    let mut q = [0.0f64; LANES];
-    let chunks = v.chunks_exact(LANES);
-    let rem = chunks.remainder();
-    for ch in chunks {
+// ------------------------------------------------------------------------------------------
+// Instruction-set dispatch (shared with the pooling kernels)
+// ------------------------------------------------------------------------------------------
+
+/// Which compiled copy of a plane kernel runs. Both copies are the same code (no fused
+/// multiply-add, same operation order), so their results are bitwise identical.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Isa {
+    Base,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Isa {
+    pub(super) fn detect() -> Isa {
+        #[cfg(test)]
+        if FORCE_BASE.with(|f| f.get()) {
+            return Isa::Base;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            return Isa::Avx2;
+        }
+        Isa::Base
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: make [`Isa::detect`] pick the portable copies (for calls from this thread).
+    static FORCE_BASE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Tests: runs `f` with the portable copies of the kernels.
+#[cfg(test)]
+pub(super) fn with_portable_kernels<R>(f: impl FnOnce() -> R) -> R {
+    FORCE_BASE.with(|b| b.set(true));
+    let r = f();
+    FORCE_BASE.with(|b| b.set(false));
+    r
+}
+
+/// Defines `$name(isa, args..)` running `$imp` or, on AVX2 CPUs, the copy of `$imp`
+/// compiled with AVX2 enabled (`$imp` should be `#[inline(always)]`).
+macro_rules! isa_dispatch {
+    ($vis:vis fn $name:ident / $avx:ident => $imp:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        #[allow(clippy::too_many_arguments)]
+        fn $avx($($arg: $ty),*) $(-> $ret)? {
+            $imp($($arg),*)
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name(isa: Isa, $($arg: $ty),*) $(-> $ret)? {
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Isa::Avx2` is only produced after detecting AVX2.
+                Isa::Avx2 => unsafe { $avx($($arg),*) },
+                Isa::Base => $imp($($arg),*),
+            }
+        }
+    };
+}
+pub(super) use isa_dispatch;
+
+// ------------------------------------------------------------------------------------------
+// Plane kernels
+// ------------------------------------------------------------------------------------------
+
+isa_dispatch! {
+    fn shifted_moments / shifted_moments_avx2 => shifted_moments_impl(v: &[f32], k: f64) -> (f64, f64)
+}
+isa_dispatch! {
+    fn grad_moments / grad_moments_avx2 => grad_moments_impl(dy: &[f32], x: &[f32], m: f64) -> (f64, f64)
+}
+isa_dispatch! {
+    pub(super) fn plane_sum / plane_sum_avx2 => plane_sum_impl(x: &[f32], y: Option<&[f32]>) -> f64
+}
+isa_dispatch! {
+    fn normalize / normalize_avx2 => normalize_impl(x: &[f32], out: &mut [f32], hi: f32, lo: f32, a: f32, b: f32)
+}
+isa_dispatch! {
+    fn affine / affine_avx2 => affine_impl(x: &[f32], out: &mut [f32], a: f32, b: Option<f32>)
+}
+isa_dispatch! {
+    fn input_grad / input_grad_avx2 => input_grad_impl(dy: &[f32], x: &[f32], out: &mut [f32], mu: f32, g: f32, k0: f32, k1: f32)
+}
+
+/// `sum(f(x[i], y[i]))` in f64 over `LANES` independent accumulators (one operation per
+/// pass: the vectoriser then maps lanes to SIMD lanes), combined in a fixed order.
+#[inline(always)]
+fn lane_sum(x: &[f32], y: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
+    let n = x.len().min(y.len());
+    let full = n / LANES * LANES;
+    let mut acc = [0.0f64; LANES];
+    for (a, b) in x[..full]
+        .chunks_exact(LANES)
+        .zip(y[..full].chunks_exact(LANES))
+    {
+        let a: &[f32; LANES] = a.try_into().expect("LANES elements");
+        let b: &[f32; LANES] = b.try_into().expect("LANES elements");
         for i in 0..LANES {
-            let d = ch[i] as f64 - k;
-            s[i] += d;
-            q[i] += d * d;
+            acc[i] += f(a[i] as f64, b[i] as f64);
         }
     }
-    let (mut st, mut qt) = (0.0, 0.0);
-    for i in 0..LANES {
-        st += s[i];
-        qt += q[i];
+    let mut tot: f64 = acc.iter().sum();
+    for (&a, &b) in x[full..n].iter().zip(&y[full..n]) {
+        tot += f(a as f64, b as f64);
     }
-    for &x in rem {
-        let d = x as f64 - k;
-        st += d;
-        qt += d * d;
-    }
-    (st, qt)
+    tot
+}
+
+/// `(sum(x - k), sum((x - k)^2))` in f64. Shifting by a sample of the channel `k` keeps the
+/// one-pass variance `E[(x-k)^2] - E[x-k]^2` free of cancellation unless the spread is many
+/// orders of magnitude below `|mean - k|`. (Two passes over a plane that stays in cache.)
+#[inline(always)]
+fn shifted_moments_impl(v: &[f32], k: f64) -> (f64, f64) {
+    (
+        lane_sum(v, v, |x, _| x - k),
+        lane_sum(v, v, |x, _| (x - k) * (x - k)),
+    )
 }
 
 /// `(sum(dy), sum(dy * (x - m)))` in f64.
-#[inline]
-fn grad_moments(dy: &[f32], x: &[f32], m: f64) -> (f64, f64) {
-    let mut s = [0.0f64; LANES];
-    let mut q = [0.0f64; LANES];
-    let dc = dy.chunks_exact(LANES);
-    let xc = x.chunks_exact(LANES);
-    let (drem, xrem) = (dc.remainder(), xc.remainder());
-    for (d, x) in dc.zip(xc) {
-        for i in 0..LANES {
-            let g = d[i] as f64;
-            s[i] += g;
-            q[i] += g * (x[i] as f64 - m);
-        }
-    }
-    let (mut st, mut qt) = (0.0, 0.0);
-    for i in 0..LANES {
-        st += s[i];
-        qt += q[i];
-    }
-    for (&d, &x) in drem.iter().zip(xrem) {
-        st += d as f64;
-        qt += d as f64 * (x as f64 - m);
-    }
-    (st, qt)
+#[inline(always)]
+fn grad_moments_impl(dy: &[f32], x: &[f32], m: f64) -> (f64, f64) {
+    (
+        lane_sum(dy, dy, |g, _| g),
+        lane_sum(dy, x, |g, v| g * (v - m)),
+    )
 }
 
 /// `sum(x)` or `sum(x * y)` in f64.
-#[inline]
-pub(super) fn plane_sum(x: &[f32], y: Option<&[f32]>) -> f64 {
-    let mut s = [0.0f64; LANES];
-    let mut tot = 0.0;
+#[inline(always)]
+fn plane_sum_impl(x: &[f32], y: Option<&[f32]>) -> f64 {
     match y {
-        None => {
-            let xc = x.chunks_exact(LANES);
-            let rem = xc.remainder();
-            for ch in xc {
-                for i in 0..LANES {
-                    s[i] += ch[i] as f64;
-                }
-            }
-            for &v in rem {
-                tot += v as f64;
-            }
-        }
-        Some(y) => {
-            let (xc, yc) = (x.chunks_exact(LANES), y.chunks_exact(LANES));
-            let (xr, yr) = (xc.remainder(), yc.remainder());
-            for (a, b) in xc.zip(yc) {
-                for i in 0..LANES {
-                    s[i] += a[i] as f64 * b[i] as f64;
-                }
-            }
-            for (&a, &b) in xr.iter().zip(yr) {
-                tot += a as f64 * b as f64;
-            }
-        }
+        None => lane_sum(x, x, |a, _| a),
+        Some(y) => lane_sum(x, y, |a, b| a * b),
     }
-    s.iter().sum::<f64>() + tot
+}
+
+/// `out = ((x - hi) - lo) * a + b`.
+#[inline(always)]
+fn normalize_impl(x: &[f32], out: &mut [f32], hi: f32, lo: f32, a: f32, b: f32) {
+    out.iter_mut()
+        .zip(x)
+        .for_each(|(o, &v)| *o = ((v - hi) - lo) * a + b);
+}
+
+/// `out = x * a (+ b)`.
+#[inline(always)]
+fn affine_impl(x: &[f32], out: &mut [f32], a: f32, b: Option<f32>) {
+    match b {
+        Some(b) => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * a + b),
+        None => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * a),
+    }
+}
+
+/// `out = g dy + k1 (x - mu) + k0`.
+#[inline(always)]
+fn input_grad_impl(dy: &[f32], x: &[f32], out: &mut [f32], mu: f32, g: f32, k0: f32, k1: f32) {
+    out.iter_mut()
+        .zip(dy.iter().zip(x))
+        .for_each(|(o, (&d, &v))| *o = g * d + k1 * (v - mu) + k0);
 }
 
 /// Sums per-plane partials (plane `p = n * c + ch`) into per-channel totals in sample order.
@@ -179,11 +256,12 @@ pub(crate) fn train_forward(
     let per_task = planes_per_task(s);
     // Shift of each channel: its first element.
     let pivot: Vec<f64> = (0..c).map(|ch| xs[ch * s] as f64).collect();
+    let isa = Isa::detect();
     let partials: Vec<(f64, f64)> = xs
         .par_chunks(s)
         .enumerate()
         .with_min_len(per_task)
-        .map(|(p, v)| shifted_moments(v, pivot[p % c]))
+        .map(|(p, v)| shifted_moments(isa, v, pivot[p % c]))
         .collect();
     let tot = combine(&partials, c, (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     let inv_m = 1.0 / m as f64;
@@ -218,10 +296,7 @@ pub(crate) fn train_forward(
         .with_min_len(per_task)
         .for_each(|(p, (o, v))| {
             let ch = p % c;
-            let (hi, lo, a, b) = (mean32[ch], mean_lo[ch], scale[ch], shift[ch]);
-            o.iter_mut()
-                .zip(v)
-                .for_each(|(o, &v)| *o = ((v - hi) - lo) * a + b);
+            normalize(isa, v, o, mean32[ch], mean_lo[ch], scale[ch], shift[ch]);
         });
     let to32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
     Ok(BatchNormForward {
@@ -242,21 +317,12 @@ pub(crate) fn channel_affine(x: &Tensor, scale: &Tensor, shift: Option<&Tensor>)
         return Tensor::from_vec(y, x.shape());
     }
     let (a, b) = (scale.cpu(), shift.map(|t| t.cpu()));
+    let isa = Isa::detect();
     y.par_chunks_mut(s)
         .zip(xs.par_chunks(s))
         .enumerate()
         .with_min_len(planes_per_task(s))
-        .for_each(|(p, (o, v))| {
-            let ch = p % c;
-            let a = a[ch];
-            match b {
-                Some(b) => {
-                    let b = b[ch];
-                    o.iter_mut().zip(v).for_each(|(o, &v)| *o = v * a + b);
-                }
-                None => o.iter_mut().zip(v).for_each(|(o, &v)| *o = v * a),
-            }
-        });
+        .for_each(|(p, (o, v))| affine(isa, v, o, a[p % c], b.map(|b| b[p % c])));
     Tensor::from_vec(y, x.shape())
 }
 
@@ -296,12 +362,13 @@ pub(crate) fn backward(
     let (xs, ds) = (x.cpu(), dy.cpu());
     let (mv, iv) = (mean.cpu(), invstd.cpu());
     let per_task = planes_per_task(s);
+    let isa = Isa::detect();
     let partials: Vec<(f64, f64)> = ds
         .par_chunks(s)
         .zip(xs.par_chunks(s))
         .enumerate()
         .with_min_len(per_task)
-        .map(|(p, (d, v))| grad_moments(d, v, mv[p % c] as f64))
+        .map(|(p, (d, v))| grad_moments(isa, d, v, mv[p % c] as f64))
         .collect();
     let tot = combine(&partials, c, (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     // dx = g (dy - mean(dy) - xhat mean(dy xhat)) with g = w invstd, xhat = (x - mean) invstd:
@@ -328,10 +395,7 @@ pub(crate) fn backward(
         .with_min_len(per_task)
         .for_each(|(p, (o, (d, v)))| {
             let ch = p % c;
-            let (mu, g, k0, k1) = (mv[ch], g[ch], k0[ch], k1[ch]);
-            o.iter_mut()
-                .zip(d.iter().zip(v))
-                .for_each(|(o, (&d, &v))| *o = g * d + k1 * (v - mu) + k0);
+            input_grad(isa, d, v, o, mv[ch], g[ch], k0[ch], k1[ch]);
         });
     Ok(BatchNormGrads {
         dx: Tensor::from_vec(dx, x.shape())?,
@@ -352,12 +416,54 @@ pub(crate) fn channel_sums(x: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
     }
     let xs = x.cpu();
     let ys = y.map(|t| t.cpu());
+    let isa = Isa::detect();
     let partials: Vec<f64> = xs
         .par_chunks(s)
         .enumerate()
         .with_min_len(planes_per_task(s))
-        .map(|(p, v)| plane_sum(v, ys.map(|ys| &ys[p * s..(p + 1) * s])))
+        .map(|(p, v)| plane_sum(isa, v, ys.map(|ys| &ys[p * s..(p + 1) * s])))
         .collect();
     let tot = combine(&partials, c, 0.0, |a, b| a + b);
     Tensor::from_vec(tot.iter().map(|&v| v as f32).collect(), &[c])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The AVX2 and the portable copies give bitwise identical results (the integration tests
+    /// check the values; they run whichever copy the CPU selects).
+    #[test]
+    fn instruction_sets_agree_bitwise() {
+        let mut rng = Rng::new(5);
+        for shape in [[3usize, 5, 7, 9], [4, 3, 16, 16], [2, 3, 1, 5]] {
+            let c = shape[1];
+            let x = Tensor::randn(&shape, 2.0, &mut rng);
+            let dy = Tensor::randn(&shape, 1.0, &mut rng);
+            let w = Tensor::randn(&[c], 1.0, &mut rng);
+            let b = Tensor::randn(&[c], 1.0, &mut rng);
+            let run = || {
+                let f = train_forward(&x, Some(&w), Some(&b), 1e-5).unwrap();
+                let g = backward(&dy, &x, &f.mean, &f.invstd, Some(&w)).unwrap();
+                [
+                    f.y,
+                    f.mean,
+                    f.var,
+                    f.invstd,
+                    g.dx,
+                    g.dweight,
+                    g.dbias,
+                    channel_affine(&x, &w, Some(&b)).unwrap(),
+                    channel_affine(&x, &w, None).unwrap(),
+                    channel_sums(&x, None).unwrap(),
+                    channel_sums(&x, Some(&dy)).unwrap(),
+                ]
+                .map(|t| t.into_vec())
+            };
+            let fast = run();
+            let portable = with_portable_kernels(run);
+            assert_eq!(fast, portable, "{shape:?}");
+        }
+    }
 }

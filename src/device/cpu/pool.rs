@@ -4,16 +4,16 @@
 //! each plane is owned by one task, so the backward kernels, which accumulate into the input
 //! gradient of their own plane in a fixed order, are race-free and deterministic.
 //!
-//! Windows are rectangles clipped to the image, so both pools are separable: a vertical pass
-//! combines the (clipped) rows of a window into one row, then a horizontal pass combines
-//! columns. The horizontal pass runs once per window column offset `d` over the contiguous
-//! range of outputs for which column `ow * stride + d - pad` is inside the image. Borders are
-//! handled by those ranges, not by per-element tests, so the inner loops are branch-free and
-//! vectorise (with stride 1 they are plain slice operations).
+//! Planes are first copied into a padded *polyphase* form (see [`Geom`]) in which window
+//! element `(dr, dc)` of every output is the same constant offset away from the output's own
+//! flat index, whatever the stride. Each step of a kernel is then one long, branch-free loop
+//! over all outputs of the plane (rows included), the padding holds a neutral value (`-inf`
+//! for max, 0 for sums) so borders need no tests, and every inner loop vectorises. The plane
+//! kernels are compiled twice, portable and with AVX2, and picked at run time.
 
 use rayon::prelude::*;
 
-use super::batchnorm::plane_sum;
+use super::batchnorm::{isa_dispatch, plane_sum, Isa};
 use crate::device::Pool2dSpec;
 use crate::error::{shape_err, Error, Result};
 use crate::tensor::Tensor;
@@ -21,7 +21,14 @@ use crate::tensor::Tensor;
 /// Elements a parallel task should at least cover (small planes are grouped).
 const TASK_ELEMS: usize = 1 << 14;
 
-/// Pooling geometry of one call.
+/// Pooling geometry of one call and the layout of its polyphase planes.
+///
+/// A plane padded by `p` on every side is split by the stride `s` into `s * s` phases:
+/// padded pixel `(pr, pc)` lives in phase `(pr % s, pc % s)` at row `pr / s`, column
+/// `pc / s`, each phase being `rh` rows of `len` columns. Window element `(dr, dc)` of output
+/// `(oh, ow)`, padded pixel `(oh s + dr, ow s + dc)`, is then at flat index
+/// `tap(dr, dc) + oh * len + ow`. Outputs are therefore computed over the flat range
+/// `0..ho * len`; the `len - wo` extra columns of each row are dropped.
 #[derive(Clone, Copy)]
 struct Geom {
     n: usize,
@@ -33,6 +40,10 @@ struct Geom {
     k: usize,
     s: usize,
     p: usize,
+    /// Columns of a phase row.
+    len: usize,
+    /// Rows of a phase.
+    rh: usize,
 }
 
 impl Geom {
@@ -60,16 +71,21 @@ impl Geom {
                 "{op}: planes of {h}x{w} are too large"
             )));
         }
+        let (ho, wo) = (spec.out_size(h), spec.out_size(w));
+        let reach = (k - 1) / s;
         Ok(Geom {
             n,
             c,
             h,
             w,
-            ho: spec.out_size(h),
-            wo: spec.out_size(w),
+            ho,
+            wo,
             k,
             s,
             p,
+            // Room for the widest tap; one more row absorbs the reads of the dropped columns.
+            len: wo + reach,
+            rh: ho + reach + 1,
         })
     }
 
@@ -77,30 +93,39 @@ impl Geom {
         [self.n, self.c, self.ho, self.wo]
     }
 
-    /// Rows `[lo, hi)` of the image inside the window of output row `oh`.
-    #[inline]
-    fn rows(&self, oh: usize) -> (usize, usize) {
-        clip(oh, self.s, self.p, self.k, self.h)
+    /// Number of flat outputs `ho * len` (dropped columns included).
+    fn flat(&self) -> usize {
+        self.ho * self.len
     }
 
-    /// For each window column offset `d`, the outputs `[lo, hi)` whose column
-    /// `ow * s + d - p` is inside the image.
-    fn col_ranges(&self) -> Vec<(usize, usize)> {
-        (0..self.k)
-            .map(|d| {
-                let lo = if self.p > d {
-                    (self.p - d).div_ceil(self.s)
-                } else {
-                    0
-                };
-                let hi = if self.w + self.p > d {
-                    ((self.w - 1 + self.p - d) / self.s + 1).min(self.wo)
-                } else {
-                    0
-                };
-                (lo.min(hi), hi)
-            })
-            .collect()
+    /// Length of the flat range a vertical pass produces (the horizontal pass reads up to
+    /// `(k - 1) / s` past the outputs).
+    fn vflat(&self) -> usize {
+        self.flat() + (self.k - 1) / self.s
+    }
+
+    /// Size of a polyphase plane.
+    fn plane(&self) -> usize {
+        self.s * self.s * self.rh * self.len
+    }
+
+    /// Start of row `row` of phase `(qr, qc)`.
+    #[inline(always)]
+    fn phase_row(&self, qr: usize, qc: usize, row: usize) -> usize {
+        ((qr * self.s + qc) * self.rh + row) * self.len
+    }
+
+    /// Offset of window row `dr` within column phase `qc`: flat outputs `o` read
+    /// `tap_row(dr, qc) + o`.
+    #[inline(always)]
+    fn tap_row(&self, dr: usize, qc: usize) -> usize {
+        self.phase_row(dr % self.s, qc, dr / self.s)
+    }
+
+    /// Rows `[lo, hi)` of the image inside the window of output row `oh`.
+    #[inline(always)]
+    fn rows(&self, oh: usize) -> (usize, usize) {
+        clip(oh, self.s, self.p, self.k, self.h)
     }
 
     /// `1 / count^power` of every output window (count excludes padding), row-major.
@@ -117,14 +142,175 @@ impl Geom {
         f
     }
 
-    /// Output planes per parallel task.
+    /// Planes per parallel task.
     fn planes_per_task(&self) -> usize {
         (TASK_ELEMS / (self.h * self.w)).max(1)
+    }
+
+    /// Phase columns `[lo, hi)` of column phase `qc` that hold image columns, and the image
+    /// column of `lo`; `s` is the stride (a constant in the specialised copies).
+    #[inline(always)]
+    fn cols(&self, qc: usize, s: usize) -> (usize, usize, usize) {
+        let p = self.p;
+        let lo = if p > qc { (p - qc).div_ceil(s) } else { 0 };
+        let hi = (if p + self.w > qc {
+            (p + self.w - qc).div_ceil(s)
+        } else {
+            0
+        })
+        .min(self.len);
+        let lo = lo.min(hi);
+        (lo, hi, (lo * s + qc).saturating_sub(p))
+    }
+
+    /// Image row of padded row `ir * s + qr`, if it is one.
+    #[inline(always)]
+    fn image_row(&self, qr: usize, ir: usize, s: usize) -> Option<usize> {
+        let pr = ir * s + qr;
+        (pr >= self.p && pr - self.p < self.h).then(|| pr - self.p)
+    }
+
+    /// Copies plane `x` into polyphase form `dst`, padding with `fill`.
+    #[inline(always)]
+    fn split(&self, x: &[f32], dst: &mut [f32], fill: f32) {
+        match self.s {
+            1 => self.split_strided::<1>(x, dst, fill),
+            2 => self.split_strided::<2>(x, dst, fill),
+            _ => self.split_strided::<0>(x, dst, fill),
+        }
+    }
+
+    /// [`Geom::split`] for stride `S` (0: the run-time stride).
+    #[inline(always)]
+    fn split_strided<const S: usize>(&self, x: &[f32], dst: &mut [f32], fill: f32) {
+        let s = if S == 0 { self.s } else { S };
+        let (rh, len) = (self.rh, self.len);
+        for qr in 0..s {
+            for ir in 0..rh {
+                let at = |qc: usize| ((qr * s + qc) * rh + ir) * len;
+                let Some(i) = self.image_row(qr, ir, s) else {
+                    for qc in 0..s {
+                        dst[at(qc)..at(qc) + len].fill(fill);
+                    }
+                    continue;
+                };
+                let src = &x[i * self.w..(i + 1) * self.w];
+                if S == 2 {
+                    // Both column phases at once from pairs of image columns (a
+                    // deinterleave the vectoriser handles): columns 2m, 2m + 1 are padded
+                    // columns 2m + p, 2m + 1 + p.
+                    let (head, tail) = dst.split_at_mut(at(1));
+                    let (ph0, ph1) = (&mut head[at(0)..at(0) + len], &mut tail[..len]);
+                    ph0.fill(fill);
+                    ph1.fill(fill);
+                    let (even, odd) = if self.p % 2 == 0 {
+                        (ph0, ph1)
+                    } else {
+                        (ph1, ph0)
+                    };
+                    let (e0, o0) = (self.p / 2, self.p.div_ceil(2));
+                    let pairs = (self.w / 2).min(len - e0).min(len - o0);
+                    let dst_pairs = even[e0..e0 + pairs]
+                        .iter_mut()
+                        .zip(&mut odd[o0..o0 + pairs]);
+                    for ((e, o), c) in dst_pairs.zip(src.chunks_exact(2)) {
+                        *e = c[0];
+                        *o = c[1];
+                    }
+                    if self.w % 2 == 1 && e0 + self.w / 2 < len {
+                        even[e0 + self.w / 2] = src[self.w - 1];
+                    }
+                    continue;
+                }
+                for qc in 0..s {
+                    let d = &mut dst[at(qc)..at(qc) + len];
+                    let (lo, hi, first) = self.cols(qc, s);
+                    d[..lo].fill(fill);
+                    d[hi..].fill(fill);
+                    if lo == hi {
+                        continue;
+                    }
+                    if s == 1 {
+                        d[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                        continue;
+                    }
+                    // Every s-th image column from `first` (the last one alone: its chunk may
+                    // be short).
+                    let (body, last) = d[lo..hi].split_at_mut(hi - lo - 1);
+                    for (d, c) in body.iter_mut().zip(src[first..].chunks_exact(s)) {
+                        *d = c[0];
+                    }
+                    last[0] = src[first + (hi - lo - 1) * s];
+                }
+            }
+        }
+    }
+
+    /// The image part of polyphase plane `src`, written to plane `x` (padding dropped).
+    #[inline(always)]
+    fn merge(&self, src: &[f32], x: &mut [f32]) {
+        match self.s {
+            1 => self.merge_strided::<1>(src, x),
+            2 => self.merge_strided::<2>(src, x),
+            _ => self.merge_strided::<0>(src, x),
+        }
+    }
+
+    /// [`Geom::merge`] for stride `S` (0: the run-time stride).
+    #[inline(always)]
+    fn merge_strided<const S: usize>(&self, src: &[f32], x: &mut [f32]) {
+        let s = if S == 0 { self.s } else { S };
+        let (rh, len) = (self.rh, self.len);
+        for qr in 0..s {
+            for ir in 0..rh {
+                let Some(i) = self.image_row(qr, ir, s) else {
+                    continue;
+                };
+                let dst = &mut x[i * self.w..(i + 1) * self.w];
+                let at = |qc: usize| ((qr * s + qc) * rh + ir) * len;
+                if S == 2 {
+                    // The adjoint of the pair deinterleave of `split_strided`.
+                    let (ph0, ph1) = (&src[at(0)..at(0) + len], &src[at(1)..at(1) + len]);
+                    let (even, odd) = if self.p % 2 == 0 {
+                        (ph0, ph1)
+                    } else {
+                        (ph1, ph0)
+                    };
+                    let (e0, o0) = (self.p / 2, self.p.div_ceil(2));
+                    let pairs = (self.w / 2).min(len - e0).min(len - o0);
+                    let src_pairs = even[e0..e0 + pairs].iter().zip(&odd[o0..o0 + pairs]);
+                    for ((&e, &o), c) in src_pairs.zip(dst.chunks_exact_mut(2)) {
+                        c[0] = e;
+                        c[1] = o;
+                    }
+                    if self.w % 2 == 1 && e0 + self.w / 2 < len {
+                        dst[self.w - 1] = even[e0 + self.w / 2];
+                    }
+                    continue;
+                }
+                for qc in 0..s {
+                    let (lo, hi, first) = self.cols(qc, s);
+                    if lo == hi {
+                        continue;
+                    }
+                    let from = &src[at(qc) + lo..at(qc) + hi];
+                    if s == 1 {
+                        dst[first..first + (hi - lo)].copy_from_slice(from);
+                        continue;
+                    }
+                    let (body, last) = from.split_at(hi - lo - 1);
+                    for (c, &v) in dst[first..].chunks_exact_mut(s).zip(body) {
+                        c[0] = v;
+                    }
+                    dst[first + (hi - lo - 1) * s] = last[0];
+                }
+            }
+        }
     }
 }
 
 /// `[lo, hi)` of the image axis of length `len` covered by window `o`.
-#[inline]
+#[inline(always)]
 fn clip(o: usize, s: usize, p: usize, k: usize, len: usize) -> (usize, usize) {
     let start = (o * s) as isize - p as isize;
     let lo = start.max(0) as usize;
@@ -136,73 +322,288 @@ fn clip(o: usize, s: usize, p: usize, k: usize, len: usize) -> (usize, usize) {
 /// the maximum, whatever the order of evaluation.
 #[inline(always)]
 fn max_nan(a: f32, b: f32) -> f32 {
-    if b > a || b.is_nan() {
+    if (b > a) | b.is_nan() {
         b
     } else {
         a
     }
 }
 
-/// Applies `f(out[ow], t[ow * s + d - p])` over the in-image outputs of every column offset.
+/// `dst[i] = f(..f(src[offs[0] + i], src[offs[1] + i]).., src[offs[last] + i])`. Three taps
+/// (the 3x3 pools) are fused into one pass; other counts fold one tap per pass.
 #[inline(always)]
-fn horizontal(
-    out: &mut [f32],
-    t: &[f32],
-    g: &Geom,
-    ranges: &[(usize, usize)],
-    f: impl Fn(&mut f32, f32),
-) {
-    for (d, &(lo, hi)) in ranges.iter().enumerate() {
-        if lo >= hi {
-            continue;
+fn fold(dst: &mut [f32], src: &[f32], offs: &[usize], f: impl Fn(f32, f32) -> f32) {
+    let n = dst.len();
+    if let [a, b, c] = *offs {
+        let (a, b, c) = (&src[a..a + n], &src[b..b + n], &src[c..c + n]);
+        for (((d, &a), &b), &c) in dst.iter_mut().zip(a).zip(b).zip(c) {
+            *d = f(f(a, b), c);
         }
-        let c0 = lo * g.s + d - g.p;
-        let o = &mut out[lo..hi];
-        if g.s == 1 {
-            o.iter_mut()
-                .zip(&t[c0..c0 + (hi - lo)])
-                .for_each(|(o, &v)| f(o, v));
-        } else {
-            o.iter_mut()
-                .zip(t[c0..].iter().step_by(g.s))
-                .for_each(|(o, &v)| f(o, v));
+        return;
+    }
+    dst.copy_from_slice(&src[offs[0]..offs[0] + n]);
+    for &o in &offs[1..] {
+        dst.iter_mut()
+            .zip(&src[o..o + n])
+            .for_each(|(d, &x)| *d = f(*d, x));
+    }
+}
+
+/// Tap offsets of one call (shared by all planes).
+struct Taps {
+    /// Per column phase, the offsets in a polyphase plane of the window rows.
+    rows: Vec<Vec<usize>>,
+    /// Offsets in the vertical results (`s` flat ranges of `vflat`) of the window columns.
+    cols: Vec<usize>,
+}
+
+impl Taps {
+    fn new(g: &Geom) -> Taps {
+        Taps {
+            rows: (0..g.s)
+                .map(|qc| (0..g.k).map(|dr| g.tap_row(dr, qc)).collect())
+                .collect(),
+            cols: (0..g.k)
+                .map(|dc| (dc % g.s) * g.vflat() + dc / g.s)
+                .collect(),
         }
     }
 }
 
-/// The vertical pass: `t = combine(rows r0..r1 of x)`.
+/// Separable window reduction of polyphase plane `pp` into the flat outputs `acc`: first
+/// over the window rows into one flat range per column phase (`v`), then over the columns.
 #[inline(always)]
-fn vertical(
-    t: &mut [f32],
-    x: &[f32],
-    w: usize,
-    (r0, r1): (usize, usize),
-    f: impl Fn(&mut f32, f32),
+fn reduce_windows(
+    g: &Geom,
+    t: &Taps,
+    pp: &[f32],
+    v: &mut [f32],
+    acc: &mut [f32],
+    f: impl Fn(f32, f32) -> f32 + Copy,
 ) {
-    t.copy_from_slice(&x[r0 * w..(r0 + 1) * w]);
-    for r in r0 + 1..r1 {
-        t.iter_mut()
-            .zip(&x[r * w..(r + 1) * w])
-            .for_each(|(t, &v)| f(t, v));
+    for (vq, offs) in v.chunks_exact_mut(g.vflat()).zip(&t.rows) {
+        fold(vq, pp, offs, f);
+    }
+    fold(acc, v, &t.cols, f);
+}
+
+isa_dispatch! {
+    fn max_forward_plane / max_forward_plane_avx2 =>
+        max_forward_plane_impl(g: &Geom, t: &Taps, x: &[f32], out: &mut [f32], s: &mut Scratch)
+}
+isa_dispatch! {
+    fn avg_forward_plane / avg_forward_plane_avx2 =>
+        avg_forward_plane_impl(g: &Geom, t: &Taps, inv: &[f32], x: &[f32], out: &mut [f32], s: &mut Scratch)
+}
+isa_dispatch! {
+    fn max_backward_plane / max_backward_plane_avx2 =>
+        max_backward_plane_impl(g: &Geom, t: &ArgTables, x: &[f32], dy: &[f32], dx: &mut [f32], s: &mut Scratch)
+}
+isa_dispatch! {
+    fn avg_backward_plane / avg_backward_plane_avx2 =>
+        avg_backward_plane_impl(g: &Geom, inv: &[f32], dy: &[f32], dx: &mut [f32], s: &mut Scratch)
+}
+
+// ------------------------------------------------------------------------------------------
+// Plane kernels
+// ------------------------------------------------------------------------------------------
+
+/// Per-task buffers of the plane kernels.
+struct Scratch {
+    /// A polyphase plane.
+    pp: Vec<f32>,
+    /// Per column phase, a flat range of window-row results.
+    v: Vec<f32>,
+    /// Flat outputs.
+    acc: Vec<f32>,
+    /// Flat argmax indices.
+    arg: Vec<u32>,
+}
+
+impl Scratch {
+    fn new(g: &Geom) -> Scratch {
+        Scratch {
+            pp: vec![0.0; g.plane()],
+            v: vec![0.0; g.s * g.vflat()],
+            acc: vec![0.0; g.vflat()],
+            arg: vec![0; g.flat()],
+        }
     }
 }
+
+/// Flat-output tables of max-pool backward (shared by all planes).
+struct ArgTables {
+    /// Image index of window element (0, 0) of each flat output, `oh s w + ow s`.
+    pos: Vec<u32>,
+    /// Image index of the first in-image element of each window in row-major order.
+    first: Vec<u32>,
+    /// Per window element `(dr, dc)` in row-major order: its offset in a polyphase plane and
+    /// its image index offset `dr w + dc - p (w + 1)` (wrapping; padding is never taken).
+    taps: Vec<(usize, u32)>,
+}
+
+impl ArgTables {
+    fn new(g: &Geom) -> ArgTables {
+        let mut pos = Vec::with_capacity(g.flat());
+        let mut first = Vec::with_capacity(g.flat());
+        for oh in 0..g.ho {
+            let r0 = g.rows(oh).0;
+            for ow in 0..g.len {
+                pos.push((oh * g.s * g.w + ow * g.s) as u32);
+                let c0 = if ow < g.wo {
+                    clip(ow, g.s, g.p, g.k, g.w).0
+                } else {
+                    0
+                };
+                first.push((r0 * g.w + c0) as u32);
+            }
+        }
+        let mut taps = Vec::with_capacity(g.k * g.k);
+        for dr in 0..g.k {
+            for dc in 0..g.k {
+                let at = g.tap_row(dr, dc % g.s) + dc / g.s;
+                let off = ((dr * g.w + dc) as u32).wrapping_sub((g.p * (g.w + 1)) as u32);
+                taps.push((at, off));
+            }
+        }
+        ArgTables { pos, first, taps }
+    }
+}
+
+#[inline(always)]
+fn max_forward_plane_impl(g: &Geom, t: &Taps, x: &[f32], out: &mut [f32], s: &mut Scratch) {
+    g.split(x, &mut s.pp, f32::NEG_INFINITY);
+    reduce_windows(g, t, &s.pp, &mut s.v, &mut s.acc[..g.flat()], max_nan);
+    for (o, a) in out.chunks_exact_mut(g.wo).zip(s.acc.chunks_exact(g.len)) {
+        o.copy_from_slice(&a[..g.wo]);
+    }
+}
+
+#[inline(always)]
+fn avg_forward_plane_impl(
+    g: &Geom,
+    t: &Taps,
+    inv: &[f32],
+    x: &[f32],
+    out: &mut [f32],
+    s: &mut Scratch,
+) {
+    g.split(x, &mut s.pp, 0.0);
+    reduce_windows(g, t, &s.pp, &mut s.v, &mut s.acc[..g.flat()], |a, b| a + b);
+    for ((o, a), f) in out
+        .chunks_exact_mut(g.wo)
+        .zip(s.acc.chunks_exact(g.len))
+        .zip(inv.chunks_exact(g.wo))
+    {
+        o.iter_mut()
+            .zip(a.iter().zip(f))
+            .for_each(|(o, (&a, &f))| *o = a * f);
+    }
+}
+
+/// Recomputes the argmax of every window and routes `dy` to it. The window elements are
+/// visited in row-major order and only a strictly greater value (or a NaN) takes over, so the
+/// first maximum wins; the `-inf` padding never does. Then `dy` is added at the winners, in
+/// output order.
+#[inline(always)]
+fn max_backward_plane_impl(
+    g: &Geom,
+    t: &ArgTables,
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    s: &mut Scratch,
+) {
+    g.split(x, &mut s.pp, f32::NEG_INFINITY);
+    let n = g.flat();
+    let arg = &mut s.arg[..n];
+    if let Ok(taps) = <&[(usize, u32); 9]>::try_from(&t.taps[..]) {
+        // 3x3: all nine elements of a window in registers, one pass.
+        let v: [&[f32]; 9] = taps.map(|(at, _)| &s.pp[at..at + n]);
+        let off: [u32; 9] = taps.map(|(_, off)| off);
+        for (i, (a, (&first, &pos))) in arg.iter_mut().zip(t.first.iter().zip(&t.pos)).enumerate() {
+            let (mut best, mut idx) = (f32::NEG_INFINITY, first);
+            for j in 0..9 {
+                let x = v[j][i];
+                let take = (x > best) | x.is_nan();
+                best = if take { x } else { best };
+                idx = if take { pos.wrapping_add(off[j]) } else { idx };
+            }
+            *a = idx;
+        }
+    } else {
+        let best = &mut s.acc[..n];
+        best.fill(f32::NEG_INFINITY);
+        arg.copy_from_slice(&t.first);
+        for &(at, off) in &t.taps {
+            let v = &s.pp[at..at + n];
+            for (((b, a), &x), &pos) in best.iter_mut().zip(arg.iter_mut()).zip(v).zip(&t.pos) {
+                let take = (x > *b) | x.is_nan();
+                *b = if take { x } else { *b };
+                *a = if take { pos.wrapping_add(off) } else { *a };
+            }
+        }
+    }
+    for (dyrow, arow) in dy.chunks_exact(g.wo).zip(arg.chunks_exact(g.len)) {
+        for (&d, &a) in dyrow.iter().zip(arow) {
+            dx[a as usize] += d;
+        }
+    }
+}
+
+/// The adjoint of the separable window sum, scaled: `dy * inv` over the flat outputs is
+/// spread over the window columns (`v`), then over the window rows into a polyphase plane,
+/// whose image part is the result.
+#[inline(always)]
+fn avg_backward_plane_impl(g: &Geom, inv: &[f32], dy: &[f32], dx: &mut [f32], s: &mut Scratch) {
+    let vf = g.vflat();
+    let sd = &mut s.acc;
+    sd.fill(0.0);
+    for ((a, d), f) in sd
+        .chunks_exact_mut(g.len)
+        .zip(dy.chunks_exact(g.wo))
+        .zip(inv.chunks_exact(g.wo))
+    {
+        a[..g.wo]
+            .iter_mut()
+            .zip(d.iter().zip(f))
+            .for_each(|(a, (&d, &f))| *a = d * f);
+    }
+    s.v.fill(0.0);
+    for dc in 0..g.k {
+        let at = (dc % g.s) * vf + dc / g.s;
+        s.v[at..at + g.flat()]
+            .iter_mut()
+            .zip(&sd[..g.flat()])
+            .for_each(|(v, &x)| *v += x);
+    }
+    s.pp.fill(0.0);
+    for (qc, vq) in s.v.chunks_exact(vf).enumerate() {
+        for dr in 0..g.k {
+            let at = g.tap_row(dr, qc);
+            s.pp[at..at + vf]
+                .iter_mut()
+                .zip(vq)
+                .for_each(|(p, &x)| *p += x);
+        }
+    }
+    g.merge(&s.pp, dx);
+}
+
+// ------------------------------------------------------------------------------------------
+// Entry points
+// ------------------------------------------------------------------------------------------
 
 pub(crate) fn max_forward(x: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
     let g = Geom::new("max_pool2d", x.shape(), spec)?;
-    let ranges = g.col_ranges();
+    let (isa, taps) = (Isa::detect(), Taps::new(&g));
     let mut out = vec![0.0f32; g.n * g.c * g.ho * g.wo];
     out.par_chunks_mut(g.ho * g.wo)
         .zip(x.cpu().par_chunks(g.h * g.w))
         .with_min_len(g.planes_per_task())
         .for_each_init(
-            || vec![0.0f32; g.w],
-            |t, (o, xp)| {
-                for (oh, orow) in o.chunks_exact_mut(g.wo).enumerate() {
-                    vertical(t, xp, g.w, g.rows(oh), |a, v| *a = max_nan(*a, v));
-                    orow.fill(f32::NEG_INFINITY);
-                    horizontal(orow, t, &g, &ranges, |a, v| *a = max_nan(*a, v));
-                }
-            },
+            || Scratch::new(&g),
+            |s, (o, xp)| max_forward_plane(isa, &g, &taps, xp, o, s),
         );
     Tensor::from_vec(out, &g.out_shape())
 }
@@ -216,11 +617,8 @@ pub(crate) fn max_backward(x: &Tensor, dy: &Tensor, spec: Pool2dSpec) -> Result<
             dy.shape(),
         );
     }
-    let ranges = g.col_ranges();
-    // First in-image column of each window: where its row-major scan starts.
-    let first_col: Vec<u32> = (0..g.wo)
-        .map(|ow| clip(ow, g.s, g.p, g.k, g.w).0 as u32)
-        .collect();
+    let isa = Isa::detect();
+    let tables = ArgTables::new(&g);
     let mut dx = vec![0.0f32; x.numel()];
     dx.par_chunks_mut(g.h * g.w)
         .zip(
@@ -230,84 +628,23 @@ pub(crate) fn max_backward(x: &Tensor, dy: &Tensor, spec: Pool2dSpec) -> Result<
         )
         .with_min_len(g.planes_per_task())
         .for_each_init(
-            || (vec![0.0f32; g.wo], vec![0u32; g.wo]),
-            |(best, arg), (dxp, (xp, dyp))| {
-                for (oh, dyrow) in dyp.chunks_exact(g.wo).enumerate() {
-                    // Argmax of every window of this output row, all columns at once: the
-                    // window elements are visited in row-major order and only a strictly
-                    // greater value (or a NaN) takes over, so the first maximum wins.
-                    let (r0, r1) = g.rows(oh);
-                    best.fill(f32::NEG_INFINITY);
-                    let row0 = (r0 * g.w) as u32;
-                    arg.iter_mut()
-                        .zip(&first_col)
-                        .for_each(|(a, &c)| *a = row0 + c);
-                    for r in r0..r1 {
-                        let row = &xp[r * g.w..(r + 1) * g.w];
-                        for (d, &(lo, hi)) in ranges.iter().enumerate() {
-                            if lo >= hi {
-                                continue;
-                            }
-                            let c0 = lo * g.s + d - g.p;
-                            let base = (r * g.w + c0) as u32;
-                            let (b, a) = (&mut best[lo..hi], &mut arg[lo..hi]);
-                            if g.s == 1 {
-                                argmax_step(b, a, &row[c0..c0 + (hi - lo)], base, 1);
-                            } else {
-                                let vals = row[c0..].iter().step_by(g.s);
-                                for (i, ((b, a), &v)) in
-                                    b.iter_mut().zip(a.iter_mut()).zip(vals).enumerate()
-                                {
-                                    let take = v > *b || v.is_nan();
-                                    *b = if take { v } else { *b };
-                                    *a = if take { base + (i * g.s) as u32 } else { *a };
-                                }
-                            }
-                        }
-                    }
-                    for (&a, &d) in arg.iter().zip(dyrow) {
-                        dxp[a as usize] += d;
-                    }
-                }
-            },
+            || Scratch::new(&g),
+            |s, (dxp, (xp, dyp))| max_backward_plane(isa, &g, &tables, xp, dyp, dxp, s),
         );
     Tensor::from_vec(dx, x.shape())
 }
 
-/// One window element for a run of outputs whose candidates are contiguous in `vals`.
-#[inline(always)]
-fn argmax_step(best: &mut [f32], arg: &mut [u32], vals: &[f32], base: u32, step: u32) {
-    let mut idx = base;
-    for ((b, a), &v) in best.iter_mut().zip(arg.iter_mut()).zip(vals) {
-        let take = v > *b || v.is_nan();
-        *b = if take { v } else { *b };
-        *a = if take { idx } else { *a };
-        idx += step;
-    }
-}
-
 pub(crate) fn avg_forward(x: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
     let g = Geom::new("avg_pool2d", x.shape(), spec)?;
-    let ranges = g.col_ranges();
+    let (isa, taps) = (Isa::detect(), Taps::new(&g));
     let inv = g.inv_counts(1);
     let mut out = vec![0.0f32; g.n * g.c * g.ho * g.wo];
     out.par_chunks_mut(g.ho * g.wo)
         .zip(x.cpu().par_chunks(g.h * g.w))
         .with_min_len(g.planes_per_task())
         .for_each_init(
-            || vec![0.0f32; g.w],
-            |t, (o, xp)| {
-                for ((oh, orow), f) in o
-                    .chunks_exact_mut(g.wo)
-                    .enumerate()
-                    .zip(inv.chunks_exact(g.wo))
-                {
-                    vertical(t, xp, g.w, g.rows(oh), |a, v| *a += v);
-                    orow.fill(0.0);
-                    horizontal(orow, t, &g, &ranges, |a, v| *a += v);
-                    orow.iter_mut().zip(f).for_each(|(o, &f)| *o *= f);
-                }
-            },
+            || Scratch::new(&g),
+            |s, (o, xp)| avg_forward_plane(isa, &g, &taps, &inv, xp, o, s),
         );
     Tensor::from_vec(out, &g.out_shape())
 }
@@ -326,55 +663,15 @@ pub(crate) fn avg_backward(
             dy.shape(),
         );
     }
-    let ranges = g.col_ranges();
+    let isa = Isa::detect();
     let inv = g.inv_counts(power);
     let mut dx = vec![0.0f32; g.n * g.c * g.h * g.w];
-    // dx[i, j] = sum over windows (oh, ow) holding (i, j) of dy[oh, ow] / count^power: per
-    // output row, spread the scaled row horizontally into `t`, then add `t` to the rows of
-    // the window.
     dx.par_chunks_mut(g.h * g.w)
         .zip(dy.cpu().par_chunks(g.ho * g.wo))
         .with_min_len(g.planes_per_task())
         .for_each_init(
-            || (vec![0.0f32; g.w], vec![0.0f32; g.wo]),
-            |(t, sd), (dxp, dyp)| {
-                for ((oh, dyrow), f) in dyp
-                    .chunks_exact(g.wo)
-                    .enumerate()
-                    .zip(inv.chunks_exact(g.wo))
-                {
-                    sd.iter_mut()
-                        .zip(dyrow.iter().zip(f))
-                        .for_each(|(s, (&d, &f))| *s = d * f);
-                    t.fill(0.0);
-                    for (d, &(lo, hi)) in ranges.iter().enumerate() {
-                        if lo >= hi {
-                            continue;
-                        }
-                        let c0 = lo * g.s + d - g.p;
-                        let src = &sd[lo..hi];
-                        if g.s == 1 {
-                            t[c0..c0 + (hi - lo)]
-                                .iter_mut()
-                                .zip(src)
-                                .for_each(|(t, &v)| *t += v);
-                        } else {
-                            t[c0..]
-                                .iter_mut()
-                                .step_by(g.s)
-                                .zip(src)
-                                .for_each(|(t, &v)| *t += v);
-                        }
-                    }
-                    let (r0, r1) = g.rows(oh);
-                    for r in r0..r1 {
-                        dxp[r * g.w..(r + 1) * g.w]
-                            .iter_mut()
-                            .zip(t.iter())
-                            .for_each(|(o, &v)| *o += v);
-                    }
-                }
-            },
+            || Scratch::new(&g),
+            |s, (dxp, dyp)| avg_backward_plane(isa, &g, &inv, dyp, dxp, s),
         );
     Tensor::from_vec(dx, x_shape)
 }
@@ -388,11 +685,12 @@ pub(crate) fn global_avg_forward(x: &Tensor) -> Result<Tensor> {
         return shape_err("global_avg_pool", "H, W >= 1", x.shape());
     }
     let inv = 1.0 / hw as f64;
+    let isa = Isa::detect();
     let mut out = vec![0.0f32; n * c];
     out.par_iter_mut()
         .zip(x.cpu().par_chunks(hw))
         .with_min_len((TASK_ELEMS / hw).max(1))
-        .for_each(|(o, v)| *o = (plane_sum(v, None) * inv) as f32);
+        .for_each(|(o, v)| *o = (plane_sum(isa, v, None) * inv) as f32);
     Tensor::from_vec(out, &[n, c])
 }
 
@@ -418,4 +716,49 @@ pub(crate) fn global_avg_backward(dy: &Tensor, x_shape: &[usize], power: i32) ->
         .with_min_len((TASK_ELEMS / hw).max(1))
         .for_each(|(o, &d)| o.fill((d as f64 * f) as f32));
     Tensor::from_vec(dx, x_shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::cpu::batchnorm::with_portable_kernels;
+    use crate::rng::Rng;
+
+    /// The AVX2 and the portable copies give bitwise identical results (the integration tests
+    /// check the values; they run whichever copy the CPU selects).
+    #[test]
+    fn instruction_sets_agree_bitwise() {
+        let mut rng = Rng::new(6);
+        for shape in [[2usize, 3, 7, 9], [2, 4, 16, 16], [1, 2, 6, 5]] {
+            let x = Tensor::randn(&shape, 1.0, &mut rng);
+            for (k, s, p) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (5, 3, 2), (3, 1, 0)] {
+                let spec = Pool2dSpec {
+                    kernel: k,
+                    stride: s,
+                    padding: p,
+                };
+                let out = [
+                    shape[0],
+                    shape[1],
+                    spec.out_size(shape[2]),
+                    spec.out_size(shape[3]),
+                ];
+                let dy = Tensor::randn(&out, 1.0, &mut rng);
+                let run = || {
+                    [
+                        max_forward(&x, spec).unwrap(),
+                        max_backward(&x, &dy, spec).unwrap(),
+                        avg_forward(&x, spec).unwrap(),
+                        avg_backward(&dy, spec, &shape, 1).unwrap(),
+                        avg_backward(&dy, spec, &shape, 2).unwrap(),
+                        global_avg_forward(&x).unwrap(),
+                    ]
+                    .map(|t| t.into_vec())
+                };
+                let fast = run();
+                let portable = with_portable_kernels(run);
+                assert_eq!(fast, portable, "{shape:?} {spec:?}");
+            }
+        }
+    }
 }
