@@ -23,6 +23,12 @@ pub enum CliError {
     /// Downloading data.
     #[error(transparent)]
     Fetch(#[from] FetchError),
+    /// The engine (shapes, non-finite loss, checkpoints).
+    #[error(transparent)]
+    Engine(#[from] bayesnas_engine::Error),
+    /// Search logic (genotypes, priors, derivation).
+    #[error(transparent)]
+    Search(#[from] bayesnas_search::Error),
     /// Writing outputs.
     #[error("{}: {source}", path.display())]
     Io {

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use bayesnas_cli::commands::{fetch, info};
+use bayesnas_cli::commands::{bench, fetch, info, search};
 use clap::{Parser, Subcommand};
 
 const ABOUT: &str = "Bayesian one-shot neural architecture search (BayesNAS) on the CPU";
@@ -19,6 +19,9 @@ data set for real runs.";
 
 const AFTER_HELP: &str = "\
 Examples:
+  bayesnas search                                 search a cell on the built-in data
+  bayesnas search --preset paper --dataset cifar10 --data-dir data/cifar10
+  bayesnas bench step --threads 2                 time the supernet train step
   bayesnas info                                   version, devices, threads, data
   bayesnas fetch cifar10 --dir data/cifar10       download and verify CIFAR-10
   bayesnas info --dataset cifar10 --data-dir data/cifar10 --threads 2
@@ -49,6 +52,17 @@ enum Command {
     /// Downloads from the data set's canonical source into DIR. Interrupted downloads
     /// resume where they stopped; each file is verified before it gets its final name.
     Fetch(fetch::FetchArgs),
+    /// Search a cell architecture with BayesNAS (supernet, HARD prior, closed-form update)
+    ///
+    /// Trains the supernet's weights for a warm-up epoch, then weights and switches under the
+    /// reweighted group-lasso objective, updates the prior in closed form from the curvature
+    /// of the switches, and derives the normal and reduction cells. Writes genotype.json,
+    /// relevance.json, normal/reduce .svg and .dot pictures, metrics.jsonl and a checkpoint
+    /// under --out (default runs/search).
+    Search(Box<search::SearchArgs>),
+    /// Benchmarks
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +70,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Info(args) => info::run(args),
         Command::Fetch(args) => fetch::run(args),
+        Command::Search(args) => search::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

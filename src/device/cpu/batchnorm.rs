@@ -5,7 +5,9 @@
 //! plane in f64 (with several lane accumulators so that the loop vectorises), then the plane
 //! partials of a channel are combined in sample order. Planes are fixed, so the results do not
 //! depend on the number of threads. Elementwise passes run over planes in parallel with the
-//! per-channel constants hoisted out of the inner loop.
+//! per-channel constants hoisted out of the inner loop. The plane kernels are compiled twice,
+//! portable and with AVX2 (same operations in the same order, so the same bits), and picked at
+//! run time; the dispatch is shared with the pooling kernels.
 
 use rayon::prelude::*;
 

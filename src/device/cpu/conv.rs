@@ -5,21 +5,24 @@
 //!
 //! - **Depthwise** (`groups == c_in == c_out`: the separable and dilated convolutions of the
 //!   search space) runs direct kernels, in parallel over (sample, channel) planes. Each plane
-//!   is first copied into a zero-padded scratch whose columns are split into `stride` phases
-//!   (column `v` of the padded plane lands in phase `v % stride` at `v / stride`). In that
-//!   layout every kernel tap of every output row reads one *contiguous* run of the scratch,
-//!   at an offset that depends on the tap only; the borders are zeros in the data instead of
-//!   branches in the code. So the inner loops are plain fixed-width multiply-adds over
-//!   contiguous rows, which the compiler vectorises (an AVX2+FMA copy of each kernel is
-//!   selected at run time; the portable copy is the same code).
+//!   is first copied into a zero-padded thread-local scratch whose columns are split into
+//!   `stride` phases (column `v` of the padded plane lands in phase `v % stride` at
+//!   `v / stride`). In that layout every kernel tap of every output row reads one
+//!   *contiguous* run of the scratch, at an offset that depends on the tap only. This takes
+//!   the place of an interior/border split: the border is zeros in the data instead of
+//!   branches in the code, one loop nest serves every output, and the zeros are written only
+//!   when the layout changes (consecutive planes overwrite just the interior, one row copy
+//!   each). The inner loops are fixed-width multiply-adds over contiguous rows, which the
+//!   compiler vectorises; an AVX2+FMA copy of each kernel is selected at run time (the
+//!   portable copy is the same source).
 //!   - forward: per output row, blocks of 32/16/8 outputs are accumulated in registers over
-//!     all taps (a gather; no read-modify-write of the output per tap);
+//!     all taps (a gather: no read-modify-write of the output per tap);
 //!   - input gradient, stride 1: the same gather on the zero-padded `dy` with the flipped
 //!     kernel (the transposed correlation);
 //!   - input gradient, stride > 1: the exact adjoint of the forward: every tap adds
 //!     `w * dy_row` into the phase-split scratch, which is then read back without padding;
-//!   - weight gradient: per plane, one dot product per tap between `dy` and the tap's view
-//!     of the padded input, four rows interleaved for independent accumulators.
+//!   - weight gradient: per plane, the dot products of `dy` with the taps' views of the
+//!     padded input, the `k` taps of a kernel row at once (one load of `dy` for `k` taps).
 //! - **GEMM** (dense, pointwise, grouped): per sample and group, `Y = W col(X)` with the
 //!   `gemm` crate. A 1x1 convolution with stride 1 and no padding multiplies the input plane
 //!   stack directly (no copy); anything else goes through `im2col` into a thread-local
