@@ -731,7 +731,14 @@ mod tests {
         let mut rng = Rng::new(6);
         for shape in [[2usize, 3, 7, 9], [2, 4, 16, 16], [1, 2, 6, 5]] {
             let x = Tensor::randn(&shape, 1.0, &mut rng);
-            for (k, s, p) in [(3, 1, 1), (3, 2, 1), (2, 2, 0), (5, 3, 2), (3, 1, 0)] {
+            for (k, s, p) in [
+                (3, 1, 1),
+                (3, 2, 1),
+                (2, 2, 0),
+                (5, 3, 2),
+                (3, 1, 0),
+                (5, 2, 2),
+            ] {
                 let spec = Pool2dSpec {
                     kernel: k,
                     stride: s,
