@@ -210,7 +210,7 @@ impl Tape {
         }
         let device = root.value.device();
         let mut acc: Vec<Option<Tensor>> = (0..=loss.0).map(|_| None).collect();
-        acc[loss.0] = Some(device.backend()?.from_host(vec![1.0], root.value.shape())?);
+        acc[loss.0] = Some(device.backend()?.upload(vec![1.0], root.value.shape())?);
         let mut out = Gradients::default();
         for i in (0..=loss.0).rev() {
             let Some(g) = acc[i].take() else { continue };

@@ -142,7 +142,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         let host = self.to_vec();
-        device.backend()?.from_host(host, &self.shape)
+        device.backend()?.upload(host, &self.shape)
     }
 
     /// Normal(0, std^2) entries from `rng`.

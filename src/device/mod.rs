@@ -152,7 +152,7 @@ pub trait Backend: Send + Sync {
     /// Zeros of `shape`.
     fn zeros(&self, shape: &[usize]) -> Result<Tensor>;
     /// Upload host data.
-    fn from_host(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor>;
+    fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor>;
 
     // ----- elementwise and reductions -----
     fn unary(&self, x: &Tensor, op: Unary) -> Result<Tensor>;

@@ -211,10 +211,10 @@ impl Tape {
                 slope.push(a as f32);
                 shift.push((bh.as_ref().map_or(0.0, |b| b[ch] as f64) - rmh[ch] as f64 * a) as f32);
             }
-            let slope = b.from_host(slope, &[c])?;
-            let shift = b.from_host(shift, &[c])?;
+            let slope = b.upload(slope, &[c])?;
+            let shift = b.upload(shift, &[c])?;
             let y = b.channel_affine(xv, &slope, Some(&shift))?;
-            (y, rm.clone(), b.from_host(invstd, &[c])?)
+            (y, rm.clone(), b.upload(invstd, &[c])?)
         };
         let mut inputs = vec![x];
         inputs.extend(weight);
@@ -236,7 +236,7 @@ impl Tape {
         check_vec("add_channel_bias bias", bv, c)?;
         let be = be(xv)?;
         // x * 1 is exact, so this is exactly the f32 sum x + b.
-        let ones = be.from_host(vec![1.0; c], &[c])?;
+        let ones = be.upload(vec![1.0; c], &[c])?;
         let y = be.channel_affine(xv, &ones, Some(bv))?;
         Ok(self.push(y, &[x, b], ChannelBiasOp))
     }

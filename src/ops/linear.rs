@@ -12,7 +12,7 @@ struct LinearOp {
 
 /// A `[rows, 1]` column of ones on the device of `like`.
 fn ones_col(rows: usize, like: &Tensor) -> Result<Tensor> {
-    be(like)?.from_host(vec![1.0; rows], &[rows, 1])
+    be(like)?.upload(vec![1.0; rows], &[rows, 1])
 }
 
 impl LinearOp {

@@ -26,7 +26,7 @@ impl Op for CrossEntropyOp {
             onehot[i * k + l as usize] = 1.0;
         }
         let b = be(&self.probs)?;
-        let oh = b.from_host(onehot, &[bsz, k])?;
+        let oh = b.upload(onehot, &[bsz, k])?;
         let d = b.binary(&self.probs, &oh, Binary::Sub)?;
         Ok(vec![Some(
             b.unary(&d, Unary::Scale(dy.item()? / bsz as f32))?,
@@ -67,7 +67,7 @@ impl Op for HalfSquaredErrorOp {
         let b = be(hy)?;
         let h = match &self.weights {
             Some(w) => b.unary(w, Unary::Scale(hy.item()?))?,
-            None => b.from_host(vec![hy.item()?; x.numel()], x.shape())?,
+            None => b.upload(vec![hy.item()?; x.numel()], x.shape())?,
         };
         Ok(vec![Some(h)])
     }
@@ -79,7 +79,7 @@ impl Tape {
     pub fn cross_entropy(&mut self, logits: Var, labels: &[u32]) -> Result<Var> {
         let z = self.value(logits);
         let (probs, loss) = be(z)?.softmax_cross_entropy(z, labels)?;
-        let y = be(z)?.from_host(vec![loss], &[1])?;
+        let y = be(z)?.upload(vec![loss], &[1])?;
         Ok(self.push(
             y,
             &[logits],
@@ -122,7 +122,7 @@ impl Tape {
             Some(w) => 0.5 * b.dot(&b.binary(&d, &d, Binary::Mul)?, w)?,
             None => 0.5 * b.dot(&d, &d)?,
         };
-        let y = b.from_host(vec![l as f32], &[1])?;
+        let y = b.upload(vec![l as f32], &[1])?;
         Ok(self.push(
             y,
             &[x],

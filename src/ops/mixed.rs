@@ -37,8 +37,8 @@ impl Op for MixedOp {
         let ds0: f64 = tot.iter().zip(&sv).map(|(&t, &s)| t * s as f64).sum();
         ctx.record_per_sample(r);
         let mut out: Vec<Option<Tensor>> = dxs.into_iter().map(Some).collect();
-        out.push(Some(b.from_host(ds, &[self.k])?));
-        out.push(Some(b.from_host(vec![ds0 as f32], &[1])?));
+        out.push(Some(b.upload(ds, &[self.k])?));
+        out.push(Some(b.upload(vec![ds0 as f32], &[1])?));
         Ok(out)
     }
     fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
@@ -78,7 +78,7 @@ impl Tape {
     /// Scalar switch multiply `y = s * x` with `s` of shape `[1]`
     /// (gradient `sum(x dy)`, curvature `sum(x^2 hy)`).
     pub fn switch(&mut self, x: Var, s: Var) -> Result<Var> {
-        let one = be(self.value(s))?.from_host(vec![1.0], &[1])?;
+        let one = be(self.value(s))?.upload(vec![1.0], &[1])?;
         let one = self.input(one);
         // y = 1 * (s * x): the mixed node with K = 1 and the constant parent 1.
         self.mixed(&[x], s, one)

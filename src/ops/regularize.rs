@@ -89,7 +89,7 @@ impl Tape {
             .map(|_| if rng.bernoulli(p as f64) { 0.0 } else { keep })
             .collect();
         let b = be(v)?;
-        let mask = b.from_host(m, v.shape())?;
+        let mask = b.upload(m, v.shape())?;
         let y = b.binary(v, &mask, Binary::Mul)?;
         Ok(self.push(y, &[x], MaskOp { mask }))
     }
@@ -126,7 +126,7 @@ impl Tape {
             let v = self.value(x);
             s += be(v)?.dot(v, v)?;
         }
-        let y = be(self.value(xs[0]))?.from_host(vec![s.sqrt() as f32], &[1])?;
+        let y = be(self.value(xs[0]))?.upload(vec![s.sqrt() as f32], &[1])?;
         Ok(self.push(y, xs, GroupNormOp { n: xs.len() }))
     }
 }

@@ -29,7 +29,16 @@ impl T {
 }
 
 /// Convolution, weight `[co, ci/groups, k, k]`.
-pub fn conv2d(x: &T, wt: &[f64], co: usize, k: usize, stride: usize, pad: usize, dil: usize, groups: usize) -> T {
+pub fn conv2d(
+    x: &T,
+    wt: &[f64],
+    co: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    dil: usize,
+    groups: usize,
+) -> T {
     let ho = (x.h + 2 * pad - dil * (k - 1) - 1) / stride + 1;
     let wo = (x.w + 2 * pad - dil * (k - 1) - 1) / stride + 1;
     let cig = x.c / groups;
@@ -49,7 +58,8 @@ pub fn conv2d(x: &T, wt: &[f64], co: usize, k: usize, stride: usize, pad: usize,
                                 if ii < 0 || jj < 0 || ii >= x.h as isize || jj >= x.w as isize {
                                     continue;
                                 }
-                                s += x.at(n, g * cig + ci, ii as usize, jj as usize) * wt[((o * cig + ci) * k + a) * k + b];
+                                s += x.at(n, g * cig + ci, ii as usize, jj as usize)
+                                    * wt[((o * cig + ci) * k + a) * k + b];
                             }
                         }
                     }

@@ -14,8 +14,20 @@ fn scratch(tag: &str) -> PathBuf {
 }
 
 const TINY: &[&str] = &[
-    "search", "--channels", "4", "--cells", "3", "--batch", "16", "--max-batches", "3",
-    "--curvature-batches", "2", "--threads", "1", "--quiet",
+    "search",
+    "--channels",
+    "4",
+    "--cells",
+    "3",
+    "--batch",
+    "16",
+    "--max-batches",
+    "3",
+    "--curvature-batches",
+    "2",
+    "--threads",
+    "1",
+    "--quiet",
 ];
 
 #[test]
@@ -23,29 +35,67 @@ fn tiny_search_writes_every_output_and_resume_reproduces_it() {
     let out = scratch("tiny");
     let o = bin().args(TINY).arg("--out").arg(&out).output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains("normal cell") && stdout.contains("reduce cell"), "{stdout}");
-    for f in ["genotype.json", "relevance.json", "normal.svg", "reduce.svg", "normal.dot", "reduce.dot", "metrics.jsonl", "checkpoint.safetensors"] {
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        stdout.contains("normal cell") && stdout.contains("reduce cell"),
+        "{stdout}"
+    );
+    for f in [
+        "genotype.json",
+        "relevance.json",
+        "normal.svg",
+        "reduce.svg",
+        "normal.dot",
+        "reduce.dot",
+        "metrics.jsonl",
+        "checkpoint.safetensors",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let g = std::fs::read_to_string(out.join("genotype.json")).unwrap();
-    bayesnas_search::Genotype::from_json(&g).unwrap().validate().unwrap();
+    bayesnas_search::Genotype::from_json(&g)
+        .unwrap()
+        .validate()
+        .unwrap();
     let svg = std::fs::read_to_string(out.join("normal.svg")).unwrap();
-    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{}", &svg[..60.min(svg.len())]);
+    assert!(
+        svg.starts_with("<svg") || svg.starts_with("<?xml"),
+        "{}",
+        &svg[..60.min(svg.len())]
+    );
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    assert!(metrics.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
-    assert_eq!(metrics.lines().filter(|l| l.contains("\"epoch\"")).count() >= 2, true, "{metrics}");
+    assert!(metrics
+        .lines()
+        .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    assert!(
+        metrics.lines().filter(|l| l.contains("\"epoch\"")).count() >= 2,
+        "{metrics}"
+    );
 
     // resuming a finished run derives the same genotype
     let o2 = bin().args(TINY).arg("--resume").arg(&out).output().unwrap();
-    assert!(o2.status.success(), "stderr: {}", String::from_utf8_lossy(&o2.stderr));
-    assert_eq!(std::fs::read_to_string(out.join("genotype.json")).unwrap(), g);
+    assert!(
+        o2.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o2.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("genotype.json")).unwrap(),
+        g
+    );
 
     // the same seed gives the same genotype in a fresh directory
     let out3 = scratch("again");
     let o3 = bin().args(TINY).arg("--out").arg(&out3).output().unwrap();
     assert!(o3.status.success());
-    assert_eq!(std::fs::read_to_string(out3.join("genotype.json")).unwrap(), g);
+    assert_eq!(
+        std::fs::read_to_string(out3.join("genotype.json")).unwrap(),
+        g
+    );
     std::fs::remove_dir_all(out).ok();
     std::fs::remove_dir_all(out3).ok();
 }
@@ -58,7 +108,10 @@ fn bad_options_are_clear_errors() {
         (&["search", "--channels", "3"], "--channels"),
         (&["search", "--cells", "2"], "--cells"),
         (&["search", "--batch", "1"], "--batch"),
-        (&["search", "--resume", "/nonexistent/bayesnas-run"], "checkpoint"),
+        (
+            &["search", "--resume", "/nonexistent/bayesnas-run"],
+            "checkpoint",
+        ),
         (&["bench", "step", "--space", "x"], "x"),
     ];
     for (args, needle) in cases {
@@ -74,24 +127,58 @@ fn bad_options_are_clear_errors() {
 fn corrupt_checkpoint_is_rejected_without_panic() {
     let out = scratch("corrupt");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("checkpoint.safetensors"), b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}").unwrap();
+    std::fs::write(
+        out.join("checkpoint.safetensors"),
+        b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}",
+    )
+    .unwrap();
     let o = bin().args(TINY).arg("--resume").arg(&out).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("checkpoint.safetensors") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("checkpoint.safetensors") && !err.contains("panicked"),
+        "{err}"
+    );
     std::fs::remove_dir_all(out).ok();
 }
 
 #[test]
 fn bench_step_prints_one_json_line_with_the_documented_keys() {
     let o = bin()
-        .args(["bench", "step", "--channels", "4", "--cells", "3", "--batch", "4", "--image", "16", "--in-channels", "1", "--steps", "2", "--threads", "1"])
+        .args([
+            "bench",
+            "step",
+            "--channels",
+            "4",
+            "--cells",
+            "3",
+            "--batch",
+            "4",
+            "--image",
+            "16",
+            "--in-channels",
+            "1",
+            "--steps",
+            "2",
+            "--threads",
+            "1",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let line = String::from_utf8_lossy(&o.stdout);
     let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-    for k in ["forward_ms", "backward_ms", "curvature_ms", "update_ms", "step_ms", "images_per_s", "params", "switches", "peak_mem_mb"] {
+    for k in [
+        "forward_ms",
+        "backward_ms",
+        "curvature_ms",
+        "update_ms",
+        "step_ms",
+        "images_per_s",
+        "params",
+        "switches",
+        "peak_mem_mb",
+    ] {
         assert!(v.get(k).is_some(), "{k} missing in {line}");
     }
     assert!(v["step_ms"].as_f64().unwrap() > 0.0);

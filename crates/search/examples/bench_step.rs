@@ -5,7 +5,10 @@ use bayesnas_search::supernet::SupernetConfig;
 use bayesnas_search::SearchSpace;
 
 fn main() {
-    let a: Vec<usize> = std::env::args().skip(1).map(|s| s.parse().expect("numbers")).collect();
+    let a: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|s| s.parse().expect("numbers"))
+        .collect();
     let get = |i: usize, d: usize| a.get(i).copied().unwrap_or(d);
     let cfg = SupernetConfig {
         space: SearchSpace::bayesnas(),

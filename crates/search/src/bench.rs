@@ -45,9 +45,11 @@ pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
         })
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -55,9 +57,17 @@ pub fn peak_rss_mb() -> f64 {
 /// Builds the supernet, runs `warmup` untimed steps and `steps` timed steps on random
 /// images (with switches training and the curvature pass timed on every step), and returns
 /// the medians.
-pub fn bench_step(config: SupernetConfig, batch: usize, steps: usize, warmup: usize, seed: u64) -> Result<StepBench> {
+pub fn bench_step(
+    config: SupernetConfig,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    seed: u64,
+) -> Result<StepBench> {
     if batch == 0 || steps == 0 {
-        return Err(Error::Invalid("bench step: --batch and --steps must be positive".into()));
+        return Err(Error::Invalid(
+            "bench step: --batch and --steps must be positive".into(),
+        ));
     }
     let mut rng = Rng::new(seed);
     let mut store = ParamStore::new();
@@ -65,12 +75,28 @@ pub fn bench_step(config: SupernetConfig, batch: usize, steps: usize, warmup: us
     let net = Supernet::new(config, &mut store, &mut rng)?;
     let params = store.count(Some(WEIGHTS));
     let switches = store.count(Some(SWITCHES));
-    let mut s = Searcher::new(net, store, SearchSettings { seed, ..SearchSettings::default() })?;
+    let mut s = Searcher::new(
+        net,
+        store,
+        SearchSettings {
+            seed,
+            ..SearchSettings::default()
+        },
+    )?;
     let mut all: Vec<StepTimings> = Vec::new();
     for i in 0..warmup + steps {
         let x = Tensor::randn(&[batch, k, image, image], 1.0, &mut rng);
         let labels: Vec<u32> = (0..batch).map(|_| rng.below(classes) as u32).collect();
-        let (_, t) = s.step(x, &labels, StepOptions { train_switches: true, curvature: true, lr_factor: 1.0, update: true })?;
+        let (_, t) = s.step(
+            x,
+            &labels,
+            StepOptions {
+                train_switches: true,
+                curvature: true,
+                lr_factor: 1.0,
+                update: true,
+            },
+        )?;
         if i >= warmup {
             all.push(t);
         }

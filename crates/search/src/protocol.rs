@@ -409,12 +409,17 @@ impl Searcher {
         let (mut loss_sum, mut pen_sum, mut correct, mut seen) = (0.0f64, 0.0f64, 0usize, 0usize);
         let start = Instant::now();
         let seed = self.epoch_seed(epoch);
-        let mut it = data.epoch(split, seed)?;
+        let it = data.epoch(split, seed)?;
         let mut step = 0usize;
-        while let Some(batch) = it.next() {
+        for batch in it {
             let (x, labels) = batch?;
             let in_window = step >= curv_from;
-            let opts = StepOptions { train_switches, curvature: in_window, lr_factor, update: true };
+            let opts = StepOptions {
+                train_switches,
+                curvature: in_window,
+                lr_factor,
+                update: true,
+            };
             let (out, _) = self.step(x, &labels, opts).map_err(|e| match e {
                 Error::NonFinite(m) => Error::NonFinite(format!(
                     "{m} at epoch {epoch} ({:?}), batch {step}; the last checkpoint is kept",
@@ -439,7 +444,6 @@ impl Searcher {
                 images_per_s: seen as f64 / secs,
             });
         }
-        drop(it);
         let images_per_s = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
         if plan.last_of_round {
             if curv_batches == 0 {
@@ -499,7 +503,12 @@ impl Searcher {
     /// clipping and the SGD updates of weights (and switches). A non-finite loss or
     /// gradient is an [`Error::NonFinite`] raised before any parameter changes. This is
     /// exactly what a search runs per batch and what `bayesnas bench step` times.
-    pub fn step(&mut self, x: Tensor, labels: &[u32], opts: StepOptions) -> Result<(StepOutput, StepTimings)> {
+    pub fn step(
+        &mut self,
+        x: Tensor,
+        labels: &[u32],
+        opts: StepOptions,
+    ) -> Result<(StepOutput, StepTimings)> {
         let mut times = StepTimings::default();
         let t0 = Instant::now();
         let mut tape = Tape::new();
@@ -519,7 +528,11 @@ impl Searcher {
         drop(grads);
         times.backward_ms = ms(t0);
         let t0 = Instant::now();
-        let penalty = if opts.train_switches { self.add_penalty_gradient()? } else { 0.0 };
+        let penalty = if opts.train_switches {
+            self.add_penalty_gradient()?
+        } else {
+            0.0
+        };
         let mut update_ms = ms(t0);
         if opts.curvature {
             let t0 = Instant::now();
@@ -532,7 +545,9 @@ impl Searcher {
             let t0 = Instant::now();
             let scale = clip_scale(grad_norm(&self.store, &[WEIGHTS])?, self.settings.grad_clip)?;
             if opts.train_switches && !grad_norm(&self.store, &[SWITCHES])?.is_finite() {
-                return Err(Error::NonFinite("switch gradient norm is not finite".into()));
+                return Err(Error::NonFinite(
+                    "switch gradient norm is not finite".into(),
+                ));
             }
             let (opt_w, opt_s) = self.optimisers();
             opt_w.step(&mut self.store, opts.lr_factor, scale)?;
@@ -543,7 +558,14 @@ impl Searcher {
         }
         times.update_ms = update_ms;
         times.step_ms = times.forward_ms + times.backward_ms + times.update_ms;
-        Ok((StepOutput { loss: loss + penalty, penalty, correct }, times))
+        Ok((
+            StepOutput {
+                loss: loss + penalty,
+                penalty,
+                correct,
+            },
+            times,
+        ))
     }
 
     /// Members of a switch group: (param, element) per cell of the type, in depth order.

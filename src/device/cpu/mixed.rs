@@ -133,12 +133,12 @@ pub(crate) fn curvature(
             }
             // z = sum_k s_k x_k, elementwise, for the parent switch.
             let mut a0 = 0.0f64;
-            for j in 0..per {
+            for (j, &hv) in h.iter().enumerate() {
                 let mut z = 0.0f32;
                 for (kk, x) in xs.iter().enumerate() {
                     z += sv[kk] * x.cpu()[i * per + j];
                 }
-                a0 += (z * z * h[j]) as f64;
+                a0 += (z * z * hv) as f64;
             }
             acc[k] = a0;
             acc

@@ -35,7 +35,7 @@ impl Backend for CpuBackend {
     fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
         Tensor::from_vec(vec![0.0; crate::tensor::numel(shape)], shape)
     }
-    fn from_host(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+    fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
         Tensor::from_vec(data, shape)
     }
     fn unary(&self, x: &Tensor, op: Unary) -> Result<Tensor> {

@@ -55,17 +55,33 @@ pub struct StepArgs {
 pub fn run(cmd: &BenchCommand) -> CliResult<()> {
     match cmd {
         BenchCommand::Step(a) => {
-            let space = SearchSpace::by_name(&a.space).map_err(|e| CliError::Usage(format!("--space: {e}")))?;
+            let space = SearchSpace::by_name(&a.space)
+                .map_err(|e| CliError::Usage(format!("--space: {e}")))?;
             if a.steps == 0 || a.batch < 2 {
-                return Err(CliError::Usage("--steps must be at least 1 and --batch at least 2".into()));
+                return Err(CliError::Usage(
+                    "--steps must be at least 1 and --batch at least 2".into(),
+                ));
             }
             let rt = a.runtime.setup()?;
             if rt.device != Device::Cpu {
-                return Err(CliError::Device(format!("bench step on {} is not supported by this build yet", rt.device)));
+                return Err(CliError::Device(format!(
+                    "bench step on {} is not supported by this build yet",
+                    rt.device
+                )));
             }
-            let cfg = SupernetConfig { space, channels: a.channels, cells: a.cells, in_channels: a.in_channels, image: a.image, classes: a.classes };
+            let cfg = SupernetConfig {
+                space,
+                channels: a.channels,
+                cells: a.cells,
+                in_channels: a.in_channels,
+                image: a.image,
+                classes: a.classes,
+            };
             let r = bench_step(cfg, a.batch, a.steps, a.warmup, rt.seed)?;
-            println!("{}", serde_json::to_string(&r).map_err(|e| CliError::Usage(e.to_string()))?);
+            println!(
+                "{}",
+                serde_json::to_string(&r).map_err(|e| CliError::Usage(e.to_string()))?
+            );
             Ok(())
         }
     }

@@ -8,7 +8,9 @@ use std::time::Instant;
 use bayesnas_data::{Augment, Dataset, Loader, LoaderConfig, SearchSplits, SplitConfig};
 use bayesnas_engine::io::write_atomic;
 use bayesnas_engine::prelude::*;
-use bayesnas_search::protocol::{Batch, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind, CHECKPOINT};
+use bayesnas_search::protocol::{
+    Batch, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind, CHECKPOINT,
+};
 use bayesnas_search::supernet::{Supernet, SupernetConfig, SWITCHES, WEIGHTS};
 use bayesnas_search::{derive, draw, DeriveRule, RelevanceReport, SearchSpace};
 use clap::{Args, ValueEnum};
@@ -43,7 +45,12 @@ pub struct SearchArgs {
     pub common: CommonOpts,
 
     /// Search space: `bayesnas` (8 edges per cell, the authors') or `darts` (14 edges)
-    #[arg(long, default_value = "bayesnas", value_name = "NAME", help_heading = "Supernet")]
+    #[arg(
+        long,
+        default_value = "bayesnas",
+        value_name = "NAME",
+        help_heading = "Supernet"
+    )]
     pub space: String,
     /// Channels of the first stage (doubled at each reduction) [default: 8; paper: 36]
     #[arg(long, value_name = "C", help_heading = "Supernet")]
@@ -62,13 +69,23 @@ pub struct SearchArgs {
     #[arg(long, value_name = "LR", help_heading = "Training")]
     pub lr: Option<f32>,
     /// Momentum of weights and switches
-    #[arg(long, default_value_t = 0.9, value_name = "M", help_heading = "Training")]
+    #[arg(
+        long,
+        default_value_t = 0.9,
+        value_name = "M",
+        help_heading = "Training"
+    )]
     pub momentum: f32,
     /// Weight decay of the weights (switches get none) [default: 3e-4; paper: 1e-4]
     #[arg(long, value_name = "WD", help_heading = "Training")]
     pub weight_decay: Option<f32>,
     /// Learning rate of the switches (constant)
-    #[arg(long, default_value_t = 0.01, value_name = "LR", help_heading = "Training")]
+    #[arg(
+        long,
+        default_value_t = 0.01,
+        value_name = "LR",
+        help_heading = "Training"
+    )]
     pub switch_lr: f32,
     /// Weights-only warm-up epochs on the weight split
     #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Training")]
@@ -80,13 +97,28 @@ pub struct SearchArgs {
     #[arg(long, value_name = "N", help_heading = "Training")]
     pub max_batches: Option<usize>,
     /// Fraction of the training data held out for validation
-    #[arg(long, default_value_t = 0.1, value_name = "F", help_heading = "Training")]
+    #[arg(
+        long,
+        default_value_t = 0.1,
+        value_name = "F",
+        help_heading = "Training"
+    )]
     pub valid_fraction: f64,
     /// Fraction of the rest used for the weights-only warm-up (the remainder trains switches)
-    #[arg(long, default_value_t = 0.1, value_name = "F", help_heading = "Training")]
+    #[arg(
+        long,
+        default_value_t = 0.1,
+        value_name = "F",
+        help_heading = "Training"
+    )]
     pub weight_fraction: f64,
     /// Cutout length in pixels (0: off)
-    #[arg(long, default_value_t = 0, value_name = "PX", help_heading = "Training")]
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "PX",
+        help_heading = "Training"
+    )]
     pub cutout: usize,
 
     /// Group-lasso strength for every group [default: 0.01; paper: 0.005]
@@ -99,17 +131,32 @@ pub struct SearchArgs {
     #[arg(long, value_name = "L", help_heading = "Bayesian update")]
     pub lambda_child: Option<f64>,
     /// Curvature is averaged over the last K batches of each round's switch training
-    #[arg(long, default_value_t = 8, value_name = "K", help_heading = "Bayesian update")]
+    #[arg(
+        long,
+        default_value_t = 8,
+        value_name = "K",
+        help_heading = "Bayesian update"
+    )]
     pub curvature_batches: usize,
     /// Rounds of (switch epochs, closed-form update); 1 is the paper's protocol
-    #[arg(long, default_value_t = 1, value_name = "T", help_heading = "Bayesian update")]
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "T",
+        help_heading = "Bayesian update"
+    )]
     pub rounds: usize,
 
     /// How the cell is read off the relevances
     #[arg(long, value_enum, default_value_t = DeriveArg::Threshold, help_heading = "Derivation")]
     pub derive: DeriveArg,
     /// Threshold of the threshold rule, relative to the most relevant op/edge (0..1)
-    #[arg(long, default_value_t = 0.5, value_name = "TAU", help_heading = "Derivation")]
+    #[arg(
+        long,
+        default_value_t = 0.5,
+        value_name = "TAU",
+        help_heading = "Derivation"
+    )]
     pub tau: f64,
 
     /// Continue the run whose outputs and checkpoint are in DIR (same options)
@@ -132,7 +179,9 @@ struct Resolved {
 impl SearchArgs {
     fn resolve(&self) -> CliResult<Resolved> {
         let paper = self.preset == Some(PresetArg::Paper);
-        let pick = |v: Option<f64>, paper_v: f64, default: f64| v.unwrap_or(if paper { paper_v } else { default });
+        let pick = |v: Option<f64>, paper_v: f64, default: f64| {
+            v.unwrap_or(if paper { paper_v } else { default })
+        };
         let lambda = pick(self.lambda, 0.005, 0.01);
         let r = Resolved {
             channels: self.channels.unwrap_or(if paper { 36 } else { 8 }),
@@ -145,13 +194,22 @@ impl SearchArgs {
         };
         let usage = |m: String| Err(CliError::Usage(m));
         if r.channels < 2 || r.channels % 2 != 0 {
-            return usage(format!("--channels {}: must be an even number of at least 2", r.channels));
+            return usage(format!(
+                "--channels {}: must be an even number of at least 2",
+                r.channels
+            ));
         }
         if r.cells < 3 {
-            return usage(format!("--cells {}: at least 3 cells are needed (normal cells and two reductions)", r.cells));
+            return usage(format!(
+                "--cells {}: at least 3 cells are needed (normal cells and two reductions)",
+                r.cells
+            ));
         }
         if r.batch < 2 {
-            return usage(format!("--batch {}: batch norm needs at least 2 images per batch", r.batch));
+            return usage(format!(
+                "--batch {}: batch norm needs at least 2 images per batch",
+                r.batch
+            ));
         }
         if !(0.0..=1.0).contains(&self.tau) {
             return usage(format!("--tau {}: must be between 0 and 1", self.tau));
@@ -160,10 +218,21 @@ impl SearchArgs {
             return usage("--max-batches 0: must be at least 1".into());
         }
         if self.curvature_batches == 0 || self.rounds == 0 || self.switch_epochs == 0 {
-            return usage("--curvature-batches, --rounds and --switch-epochs must be at least 1".into());
+            return usage(
+                "--curvature-batches, --rounds and --switch-epochs must be at least 1".into(),
+            );
         }
-        if self.resume.is_some() && self.common.runtime.out.as_ref().is_some_and(|o| Some(o) != self.resume.as_ref()) {
-            return usage("--resume DIR continues in DIR: do not also give a different --out".into());
+        if self.resume.is_some()
+            && self
+                .common
+                .runtime
+                .out
+                .as_ref()
+                .is_some_and(|o| Some(o) != self.resume.as_ref())
+        {
+            return usage(
+                "--resume DIR continues in DIR: do not also give a different --out".into(),
+            );
         }
         Ok(r)
     }
@@ -188,9 +257,16 @@ impl Feed {
 }
 
 impl DataFeed for Feed {
-    fn epoch(&mut self, split: SplitKind, epoch_seed: u64) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>> {
+    fn epoch(
+        &mut self,
+        split: SplitKind,
+        epoch_seed: u64,
+    ) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>> {
         let cap = self.batches(split);
-        let epoch = self.loader(split).epoch(epoch_seed).map_err(|e| Error::Invalid(e.to_string()))?;
+        let epoch = self
+            .loader(split)
+            .epoch(epoch_seed)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         Ok(Box::new(epoch.take(cap).map(|b| Ok((b.images, b.labels)))))
     }
     fn batches(&self, split: SplitKind) -> usize {
@@ -200,35 +276,62 @@ impl DataFeed for Feed {
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
-    move |source| CliError::Io { path: path.to_path_buf(), source }
+    move |source| CliError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Runs `bayesnas search`.
 pub fn run(args: &SearchArgs) -> CliResult<()> {
     let r = args.resolve()?;
-    let space = SearchSpace::by_name(&args.space).map_err(|e| CliError::Usage(format!("--space: {e}")))?;
+    let space =
+        SearchSpace::by_name(&args.space).map_err(|e| CliError::Usage(format!("--space: {e}")))?;
     let (rt, source) = args.common.setup()?;
     if rt.device != Device::Cpu {
-        return Err(CliError::Device(format!("search on {} is not supported by this build yet", rt.device)));
+        return Err(CliError::Device(format!(
+            "search on {} is not supported by this build yet",
+            rt.device
+        )));
     }
-    let out = args.resume.clone().or_else(|| rt.out.clone()).unwrap_or_else(|| PathBuf::from("runs/search"));
+    let out = args
+        .resume
+        .clone()
+        .or_else(|| rt.out.clone())
+        .unwrap_or_else(|| PathBuf::from("runs/search"));
     std::fs::create_dir_all(&out).map_err(io_err(&out))?;
     let quiet = rt.quiet;
 
     // data: seeded disjoint splits of the training data
     let ds: Arc<Dataset> = Arc::clone(&source.train);
     let [in_c, image, _] = ds.image_shape();
-    let splits = SearchSplits::of(&ds, SplitConfig { valid_fraction: args.valid_fraction, weight_fraction: args.weight_fraction }, rt.seed)?;
+    let splits = SearchSplits::of(
+        &ds,
+        SplitConfig {
+            valid_fraction: args.valid_fraction,
+            weight_fraction: args.weight_fraction,
+        },
+        rt.seed,
+    )?;
     let mut augment: Augment = source.kind.default_augment();
     augment.cutout = args.cutout;
-    let feed_cfg = |seed_stream: u64| LoaderConfig::train(r.batch, augment, rt.seed.wrapping_add(seed_stream));
+    let feed_cfg =
+        |seed_stream: u64| LoaderConfig::train(r.batch, augment, rt.seed.wrapping_add(seed_stream));
     let mut feed = Feed {
         weight: Loader::new(Arc::clone(&ds), splits.weight.clone(), feed_cfg(1))?,
         switch: Loader::new(Arc::clone(&ds), splits.switch.clone(), feed_cfg(2))?,
-        valid: Loader::new(Arc::clone(&ds), splits.valid.clone(), LoaderConfig::eval(r.batch.max(64)))?,
+        valid: Loader::new(
+            Arc::clone(&ds),
+            splits.valid.clone(),
+            LoaderConfig::eval(r.batch.max(64)),
+        )?,
         max_batches: args.max_batches,
     };
-    for (name, split) in [("weight", SplitKind::Weights), ("switch", SplitKind::Switches), ("validation", SplitKind::Validation)] {
+    for (name, split) in [
+        ("weight", SplitKind::Weights),
+        ("switch", SplitKind::Switches),
+        ("validation", SplitKind::Validation),
+    ] {
         if feed.batches(split) == 0 {
             return Err(CliError::Usage(format!(
                 "the {name} split has no complete batch of {} images: lower --batch or change the split fractions",
@@ -238,7 +341,14 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
     }
 
     // network and searcher
-    let config = SupernetConfig { space, channels: r.channels, cells: r.cells, in_channels: in_c, image, classes: ds.num_classes() };
+    let config = SupernetConfig {
+        space,
+        channels: r.channels,
+        cells: r.cells,
+        in_channels: in_c,
+        image,
+        classes: ds.num_classes(),
+    };
     let mut store = ParamStore::new();
     let mut rng = Rng::new(rt.seed);
     let net = Supernet::new(config, &mut store, &mut rng)?;
@@ -262,11 +372,18 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
     if let Some(dir) = &args.resume {
         let ck = dir.join(CHECKPOINT);
         if !ck.is_file() {
-            return Err(CliError::Usage(format!("--resume {}: no {CHECKPOINT} there", dir.display())));
+            return Err(CliError::Usage(format!(
+                "--resume {}: no {CHECKPOINT} there",
+                dir.display()
+            )));
         }
         searcher.load_checkpoint(&ck)?;
         if !quiet {
-            eprintln!("resuming {} after epoch {}", dir.display(), searcher.epochs_done);
+            eprintln!(
+                "resuming {} after epoch {}",
+                dir.display(),
+                searcher.epochs_done
+            );
         }
     }
     if !quiet {
@@ -286,16 +403,31 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
     let mut io_error: Option<CliError> = None;
     let mut observe = |e: Event| {
         let rec = match &e {
-            Event::EpochStart { epoch, epochs, phase, round, batches } => {
+            Event::EpochStart {
+                epoch,
+                epochs,
+                phase,
+                round,
+                batches,
+            } => {
                 let label = match phase {
                     Phase::Warmup => "warm-up".to_string(),
                     Phase::Switch => format!("switch r{round}"),
                 };
-                bar = Some(Progress::new(*batches as u64, &format!("{}/{} {label}", epoch + 1, epochs), quiet));
+                bar = Some(Progress::new(
+                    *batches as u64,
+                    &format!("{}/{} {label}", epoch + 1, epochs),
+                    quiet,
+                ));
                 last_images = 0;
                 None
             }
-            Event::Step { step, loss, accuracy, .. } => {
+            Event::Step {
+                step,
+                loss,
+                accuracy,
+                ..
+            } => {
                 if let Some(b) = bar.as_mut() {
                     let images = step * r.batch;
                     b.step(images - last_images, Some(*loss), Some(*accuracy));
@@ -316,11 +448,17 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
                 }
                 Some(("epoch", serde_json::to_value(rec).unwrap_or_default()))
             }
-            Event::Update { round, summary } => Some(("update", serde_json::json!({ "round": round, "summary": format!("{summary:?}") }))),
+            Event::Update { round, summary } => Some((
+                "update",
+                serde_json::json!({ "round": round, "summary": format!("{summary:?}") }),
+            )),
         };
         if let Some((event, value)) = rec {
             if let Err(err) = metrics.record(event, &value) {
-                io_error.get_or_insert(CliError::Io { path: out.join(crate::metrics::FILE_NAME), source: err });
+                io_error.get_or_insert(CliError::Io {
+                    path: out.join(crate::metrics::FILE_NAME),
+                    source: err,
+                });
             }
         }
     };
@@ -346,28 +484,60 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         write_atomic(&p, text.as_bytes())?;
         Ok(p)
     };
-    write("genotype.json", &genotype.to_json().map_err(bayesnas_search::Error::from)?)?;
+    write(
+        "genotype.json",
+        &genotype.to_json().map_err(bayesnas_search::Error::from)?,
+    )?;
     let mut report = RelevanceReport::from_prior(&searcher.prior);
-    report.set_network_layout(r.cells).map_err(bayesnas_search::Error::from)?;
-    write("relevance.json", &report.to_json().map_err(bayesnas_search::Error::from)?)?;
+    report
+        .set_network_layout(r.cells)
+        .map_err(bayesnas_search::Error::from)?;
+    write(
+        "relevance.json",
+        &report.to_json().map_err(bayesnas_search::Error::from)?,
+    )?;
     for (name, cell) in [("normal", &genotype.normal), ("reduce", &genotype.reduce)] {
-        write(&format!("{name}.svg"), &draw::to_svg(cell, &format!("{name} cell")))?;
-        write(&format!("{name}.dot"), &draw::to_dot(cell, &format!("{name} cell")))?;
+        write(
+            &format!("{name}.svg"),
+            &draw::to_svg(cell, &format!("{name} cell")),
+        )?;
+        write(
+            &format!("{name}.dot"),
+            &draw::to_dot(cell, &format!("{name} cell")),
+        )?;
     }
     let summary: HashMap<&str, serde_json::Value> = HashMap::from([
         ("seconds", serde_json::json!(start.elapsed().as_secs_f64())),
-        ("val_accuracy", serde_json::json!(searcher.history.last().map(|h| h.val_accuracy))),
+        (
+            "val_accuracy",
+            serde_json::json!(searcher.history.last().map(|h| h.val_accuracy)),
+        ),
         ("darts", serde_json::json!(genotype.to_darts_string())),
     ]);
-    metrics.record("search_end", &summary).map_err(io_err(&out))?;
+    metrics
+        .record("search_end", &summary)
+        .map_err(io_err(&out))?;
 
     // human summary
-    println!("BayesNAS search finished in {:.1} s", start.elapsed().as_secs_f64());
+    println!(
+        "BayesNAS search finished in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     if let Some(h) = searcher.history.last() {
-        println!("validation accuracy of the supernet: {:.2}% (loss {:.4})", 100.0 * h.val_accuracy, h.val_loss);
+        println!(
+            "validation accuracy of the supernet: {:.2}% (loss {:.4})",
+            100.0 * h.val_accuracy,
+            h.val_loss
+        );
     }
     for (name, cell) in [("normal", &genotype.normal), ("reduce", &genotype.reduce)] {
-        println!("{name} cell (concat {:?}):", cell.concat.iter().map(|i| format!("n{i}")).collect::<Vec<_>>());
+        println!(
+            "{name} cell (concat {:?}):",
+            cell.concat
+                .iter()
+                .map(|i| format!("n{i}"))
+                .collect::<Vec<_>>()
+        );
         for e in &cell.edges {
             let ops: Vec<String> = e
                 .ops
