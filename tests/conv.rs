@@ -386,6 +386,16 @@ fn results_do_not_depend_on_thread_count() {
             })
         };
         let one = run(1);
+        // The batch of 37 is reduced through chunked partials: check the sum itself too.
+        let big = Case { n, ..*c };
+        let f64s = |t: &Tensor| t.to_vec().into_iter().map(f64::from).collect::<Vec<_>>();
+        let (_, dw_ref) = ref_backward(&big, &f64s(&x_big), &f64s(&w), &f64s(&dy));
+        assert_close(
+            &format!("{}: batch-37 backward_weight", c.name),
+            &one.2,
+            &dw_ref,
+            FWD_RTOL,
+        );
         for threads in [2, 3, 5] {
             assert!(
                 run(threads) == one,
