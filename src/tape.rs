@@ -32,10 +32,17 @@ pub struct OpCtx<'a> {
     pub inputs: Vec<&'a Tensor>,
     /// The op's output value.
     pub output: &'a Tensor,
+    needs_grad: Vec<bool>,
     per_sample: RefCell<Option<Tensor>>,
 }
 
 impl OpCtx<'_> {
+    /// Whether input `i` needs a gradient (or curvature): ops may skip the work and return
+    /// `None` for inputs that do not (the tape ignores what it returns for them anyway).
+    pub fn needs_grad(&self, i: usize) -> bool {
+        self.needs_grad.get(i).copied().unwrap_or(false)
+    }
+
     /// Record per-sample reductions computed during this op's backward (the fused mixed op
     /// records `sum(x_k dy)` per sample and branch); they are returned in [`Gradients`].
     pub fn record_per_sample(&self, t: Tensor) {
@@ -229,6 +236,11 @@ impl Tape {
             let ctx = OpCtx {
                 inputs: node.inputs.iter().map(|v| &self.nodes[v.0].value).collect(),
                 output: &node.value,
+                needs_grad: node
+                    .inputs
+                    .iter()
+                    .map(|v| self.nodes[v.0].needs_grad)
+                    .collect(),
                 per_sample: RefCell::new(None),
             };
             let grads = match pass {

@@ -16,20 +16,32 @@ impl Conv2dOp {
     fn reverse(&self, ctx: &OpCtx, dy: &Tensor, square: bool) -> Result<Vec<Option<Tensor>>> {
         let b = be(dy)?;
         let (x, w) = (ctx.inputs[0], ctx.inputs[1]);
-        let (dx, dw) = if square {
-            let w2 = b.unary(w, Unary::Square)?;
-            let x2 = b.unary(x, Unary::Square)?;
-            (
-                b.conv2d_backward_input(dy, &w2, self.spec, x.shape())?,
-                b.conv2d_backward_weight(&x2, dy, self.spec, w.shape())?,
-            )
+        // Skip the passes nobody needs (the stem's input image, frozen weights).
+        let dx = if ctx.needs_grad(0) {
+            let w2;
+            let w_eff = if square {
+                w2 = b.unary(w, Unary::Square)?;
+                &w2
+            } else {
+                w
+            };
+            Some(b.conv2d_backward_input(dy, w_eff, self.spec, x.shape())?)
         } else {
-            (
-                b.conv2d_backward_input(dy, w, self.spec, x.shape())?,
-                b.conv2d_backward_weight(x, dy, self.spec, w.shape())?,
-            )
+            None
         };
-        Ok(vec![Some(dx), Some(dw)])
+        let dw = if ctx.needs_grad(1) {
+            let x2;
+            let x_eff = if square {
+                x2 = b.unary(x, Unary::Square)?;
+                &x2
+            } else {
+                x
+            };
+            Some(b.conv2d_backward_weight(x_eff, dy, self.spec, w.shape())?)
+        } else {
+            None
+        };
+        Ok(vec![dx, dw])
     }
 }
 
