@@ -34,40 +34,35 @@ def median_us(fn, min_time=0.3, warmup=3):
 
 
 def shapes():
-    # (n, c, hw) at the supernet shapes of the engine benches
-    return [(32, 16, 32), (32, 32, 16), (32, 64, 16), (32, 32, 32), (32, 64, 32), (32, 16, 16)]
+    # (n, c, hw): the stages of the engine benches (benches/conv.rs, benches/bn_pool.rs)
+    return [(32, 16, 32), (32, 32, 16), (32, 64, 16)]
+
+
+def conv_case(results, key, tag, x, w, stride, pad, dil, groups):
+    y = F.conv2d(x, w, None, stride, pad, dil, groups)
+    dy = torch.randn_like(y)
+    results[f"{key}_fwd/{tag}"] = median_us(lambda: F.conv2d(x, w, None, stride, pad, dil, groups))
+    results[f"{key}_bwd_in/{tag}"] = median_us(lambda: aten.convolution_backward(
+        dy, x, w, None, [stride] * 2, [pad] * 2, [dil] * 2, False, [0, 0], groups, [True, False, False]))
+    results[f"{key}_bwd_w/{tag}"] = median_us(lambda: aten.convolution_backward(
+        dy, x, w, None, [stride] * 2, [pad] * 2, [dil] * 2, False, [0, 0], groups, [False, True, False]))
 
 
 def conv_entries(results):
-    cases = [
-        ("dw3x3", 3, 1, 1, True), ("dw5x5", 5, 1, 2, True),
-        ("dil3x3", 3, 2, 2, True), ("dil5x5", 5, 2, 4, True),
-        ("pw1x1", 1, 1, 0, False),
-    ]
+    # same names, kernels and shapes as benches/conv.rs
+    kinds = [("dw3x3", 3, 1, 1), ("dw5x5", 5, 1, 1), ("dil3x3", 3, 2, 1), ("dil5x5", 5, 2, 1), ("dw3x3s2", 3, 1, 2)]
+    for name, k, dil, stride in kinds:
+        for (n, c, hw) in shapes():
+            if stride == 2 and c == 64:
+                continue
+            x = torch.randn(n, c, hw, hw)
+            w = torch.randn(c, 1, k, k) * 0.1
+            conv_case(results, name, f"n{n}_c{c}_{hw}x{hw}", x, w, stride, (k - 1) // 2 * dil, dil, c)
     for (n, c, hw) in shapes():
-        tag = f"n{n}_c{c}_{hw}x{hw}"
-        for stride in (1, 2):
-            for name, k, dil, pad, depthwise in cases:
-                groups = c if depthwise else 1
-                x = torch.randn(n, c, hw, hw)
-                w = torch.randn(c, c // groups, k, k)
-                y = F.conv2d(x, w, None, stride, pad, dil, groups)
-                dy = torch.randn_like(y)
-                sfx = "" if stride == 1 else "s2"
-                key = f"{name}{sfx}"
-                results[f"{key}_fwd/{tag}"] = median_us(lambda: F.conv2d(x, w, None, stride, pad, dil, groups))
-                results[f"{key}_bwd_input/{tag}"] = median_us(lambda: aten.convolution_backward(
-                    dy, x, w, None, [stride] * 2, [pad] * 2, [dil] * 2, False, [0, 0], groups, [True, False, False]))
-                results[f"{key}_bwd_weight/{tag}"] = median_us(lambda: aten.convolution_backward(
-                    dy, x, w, None, [stride] * 2, [pad] * 2, [dil] * 2, False, [0, 0], groups, [False, True, False]))
-    # dense stem 3x3, 3 -> 48 channels at 32x32
-    x = torch.randn(32, 3, 32, 32)
-    w = torch.randn(48, 3, 3, 3)
-    y = F.conv2d(x, w, None, 1, 1)
-    dy = torch.randn_like(y)
-    results["stem3x3_fwd/n32_c3to48_32x32"] = median_us(lambda: F.conv2d(x, w, None, 1, 1))
-    results["stem3x3_bwd_weight/n32_c3to48_32x32"] = median_us(lambda: aten.convolution_backward(
-        dy, x, w, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, [False, True, False]))
+        conv_case(results, "pw1x1", f"n{n}_c{c}_{hw}x{hw}", torch.randn(n, c, hw, hw), torch.randn(c, c, 1, 1) * 0.1, 1, 0, 1, 1)
+    for (n, c, hw) in shapes()[:2]:
+        conv_case(results, "pw1x1s2", f"n{n}_c{c}_{hw}x{hw}", torch.randn(n, c, hw, hw), torch.randn(c // 2, c, 1, 1) * 0.1, 2, 0, 1, 1)
+    conv_case(results, "stem3x3", "n32_c3to48_32x32", torch.randn(32, 3, 32, 32), torch.randn(48, 3, 3, 3) * 0.1, 1, 1, 1, 1)
 
 
 def bn_pool_entries(results):
