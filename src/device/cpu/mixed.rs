@@ -131,15 +131,14 @@ pub(crate) fn curvature(
                 }
                 acc[kk] = a * (s0v * s0v) as f64;
             }
-            // z = sum_k s_k x_k, elementwise, for the parent switch.
-            let mut a0 = 0.0f64;
-            for (j, &hv) in h.iter().enumerate() {
-                let mut z = 0.0f32;
-                for (kk, x) in xs.iter().enumerate() {
-                    z += sv[kk] * x.cpu()[i * per + j];
-                }
-                a0 += (z * z * hv) as f64;
+            // z = sum_k s_k x_k, elementwise, for the parent switch (vectorised per branch).
+            let mut z = vec![0.0f32; per];
+            for (kk, x) in xs.iter().enumerate() {
+                let xk = &x.cpu()[r.clone()];
+                let c = sv[kk];
+                z.iter_mut().zip(xk).for_each(|(z, &v)| *z += c * v);
             }
+            let a0: f64 = z.iter().zip(h).map(|(&z, &hv)| (z * z * hv) as f64).sum();
             acc[k] = a0;
             acc
         })
