@@ -2,6 +2,9 @@
 //! 32x32, C = 32 and 64 at 16x16): training batch-norm forward and backward, and the 3x3
 //! max and average pools (pad 1, stride 1 and 2), forward and backward.
 //!
+//! Max pooling is timed as PyTorch's `max_pool2d_with_indices` and its backward: the forward
+//! includes the argmax output, the backward scatters from the stored argmax.
+//!
 //! `cargo bench --bench bn_pool`; names are `<kernel>/n<N>_c<C>_<H>x<W>`.
 
 use std::hint::black_box;
@@ -64,14 +67,17 @@ fn pooling(c: &mut Criterion) {
             ];
             let dy = Tensor::randn(&y_shape, 1.0, &mut rng);
             let id = name(shape);
+            // Forward with the argmax output; backward scatters `dy` through the stored
+            // argmax (the work of PyTorch's max_pool2d_with_indices and its backward).
             c.benchmark_group(format!("maxpool3x3s{stride}_fwd"))
                 .bench_function(&id, |b| {
                     b.iter(|| be.max_pool2d_forward(black_box(&x), spec).unwrap())
                 });
+            let (_, argmax) = be.max_pool2d_forward(&x, spec).unwrap();
             c.benchmark_group(format!("maxpool3x3s{stride}_bwd"))
                 .bench_function(&id, |b| {
                     b.iter(|| {
-                        be.max_pool2d_backward(black_box(&x), black_box(&dy), spec)
+                        be.max_pool2d_backward(black_box(&argmax), black_box(&dy), shape)
                             .unwrap()
                     })
                 });

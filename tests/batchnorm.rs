@@ -229,6 +229,14 @@ fn train_without_affine() {
     check_batch_norm(&[5, 2, 1, 1], false, true, 4);
 }
 
+/// Planes longer than the kernels' f32 block (1024) and not a multiple of their lane count
+/// (32): block flushes and plane tails in the reductions.
+#[test]
+fn train_long_odd_planes() {
+    check_batch_norm(&[2, 2, 23, 47], true, true, 20);
+    check_batch_norm(&[3, 1, 7, 5], false, true, 21);
+}
+
 #[test]
 fn train_two_dimensional_input() {
     check_batch_norm(&[7, 5], true, true, 5);

@@ -4,6 +4,7 @@
 mod common;
 
 use bayesnas_engine::prelude::*;
+use bayesnas_engine::Backend;
 use common::*;
 
 fn spec(kernel: usize, stride: usize, padding: usize) -> Pool2dSpec {
@@ -12,6 +13,12 @@ fn spec(kernel: usize, stride: usize, padding: usize) -> Pool2dSpec {
         stride,
         padding,
     }
+}
+
+/// Max-pool backward through the backend: the forward's argmax, then the scatter of `dy`.
+fn max_backward(be: &dyn Backend, x: &Tensor, dy: &Tensor, sp: Pool2dSpec) -> Result<Tensor> {
+    let (_, argmax) = be.max_pool2d_forward(x, sp)?;
+    be.max_pool2d_backward(&argmax, dy, x.shape())
 }
 
 /// Output size, written out from the definition (floor mode).
@@ -300,24 +307,18 @@ fn max_pool_ties_go_to_the_first_maximum() {
     let want: Vec<f32> = (0..16).map(|i| counts[i / 4] * counts[i % 4]).collect();
     for v in [0.5f32, f32::NEG_INFINITY] {
         let x = Tensor::full(&[1, 1, 4, 4], v);
-        let dx = be.max_pool2d_backward(&x, &ones, sp).unwrap().to_vec();
+        let dx = max_backward(be, &x, &ones, sp).unwrap().to_vec();
         assert_eq!(dx, want, "constant {v}");
-        let y = be.max_pool2d_forward(&x, sp).unwrap().to_vec();
+        let y = be.max_pool2d_forward(&x, sp).unwrap().0.to_vec();
         assert!(y.iter().all(|&y| y == v));
     }
     // Two equal maxima in one window: row-major order picks the upper-left one.
     let x = Tensor::from_vec(vec![0.0, 2.0, 1.0, 2.0], &[1, 1, 2, 2]).unwrap();
     let dy = Tensor::full(&[1, 1, 1, 1], 1.0);
-    let dx = be
-        .max_pool2d_backward(&x, &dy, spec(2, 1, 0))
-        .unwrap()
-        .to_vec();
+    let dx = max_backward(be, &x, &dy, spec(2, 1, 0)).unwrap().to_vec();
     assert_eq!(dx, vec![0.0, 1.0, 0.0, 0.0]);
     let x = Tensor::from_vec(vec![0.0, 1.0, 2.0, 2.0], &[1, 1, 2, 2]).unwrap();
-    let dx = be
-        .max_pool2d_backward(&x, &dy, spec(2, 1, 0))
-        .unwrap()
-        .to_vec();
+    let dx = max_backward(be, &x, &dy, spec(2, 1, 0)).unwrap().to_vec();
     assert_eq!(dx, vec![0.0, 0.0, 1.0, 0.0]);
 }
 
@@ -328,10 +329,9 @@ fn max_pool_propagates_nan() {
     v[4] = f32::NAN;
     let x = Tensor::from_vec(v, &[1, 1, 3, 3]).unwrap();
     let sp = spec(3, 1, 1);
-    let y = be.max_pool2d_forward(&x, sp).unwrap().to_vec();
+    let y = be.max_pool2d_forward(&x, sp).unwrap().0.to_vec();
     assert!(y.iter().all(|v| v.is_nan()), "{y:?}");
-    let dx = be
-        .max_pool2d_backward(&x, &Tensor::full(&[1, 1, 3, 3], 1.0), sp)
+    let dx = max_backward(be, &x, &Tensor::full(&[1, 1, 3, 3], 1.0), sp)
         .unwrap()
         .to_vec();
     let mut want = vec![0.0f32; 9];
@@ -396,9 +396,11 @@ fn backend_supernet_shape_and_thread_determinism() {
                 .unwrap();
             pool.install(|| {
                 let be = Device::Cpu.backend().unwrap();
+                let (ymax, argmax) = be.max_pool2d_forward(&xt, sp).unwrap();
                 [
-                    be.max_pool2d_forward(&xt, sp).unwrap(),
-                    be.max_pool2d_backward(&xt, &dyt, sp).unwrap(),
+                    be.max_pool2d_backward(&argmax, &dyt, &shape).unwrap(),
+                    ymax,
+                    argmax,
                     be.avg_pool2d_forward(&xt, sp).unwrap(),
                     be.avg_pool2d_backward(&dyt, sp, &shape, 1).unwrap(),
                     be.avg_pool2d_backward(&dyt, sp, &shape, 2).unwrap(),
@@ -412,9 +414,12 @@ fn backend_supernet_shape_and_thread_determinism() {
             run(3),
             "{sp:?}: results depend on the number of threads"
         );
-        let [ymax, dmax, yavg, davg1, davg2] = one;
+        let [dmax, ymax, argmax, yavg, davg1, davg2] = one;
         let (ymr, arg) = max_ref(&x, &shape, sp);
         assert_close("max forward", &ymax, &ymr, 1e-6);
+        let plane = shape[2] * shape[3];
+        let arg_in_plane: Vec<f32> = arg.iter().map(|&a| (a % plane) as f32).collect();
+        assert_eq!(argmax, arg_in_plane, "{sp:?}: argmax offsets");
         assert_close(
             "max backward",
             &dmax,
@@ -463,8 +468,8 @@ fn shape_and_argument_errors() {
     let bad = Tensor::randn(&[2, 3, 3, 4], 1.0, &mut rng);
     let sp = spec(3, 2, 1);
     let shape_e = |e: Error| matches!(e, Error::Shape { .. });
-    assert!(be.max_pool2d_backward(&xt, &good, sp).is_ok());
-    assert!(shape_e(be.max_pool2d_backward(&xt, &bad, sp).unwrap_err()));
+    assert!(max_backward(be, &xt, &good, sp).is_ok());
+    assert!(shape_e(max_backward(be, &xt, &bad, sp).unwrap_err()));
     assert!(be.avg_pool2d_backward(&good, sp, &[2, 3, 6, 6], 1).is_ok());
     assert!(shape_e(
         be.avg_pool2d_backward(&bad, sp, &[2, 3, 6, 6], 1)
@@ -487,4 +492,93 @@ fn shape_and_argument_errors() {
         be.global_avg_pool_forward(&Tensor::full(&[2, 3, 0, 4], 1.0))
             .unwrap_err()
     ));
+}
+
+/// The argmax of the backend forward is the in-plane offset of the reference's first maximum
+/// for every geometry (3x3 and general windows, strides, padding), with all-negative data
+/// too, and the backward from it matches the reference routing.
+#[test]
+fn max_pool_argmax_offsets_match_reference() {
+    let be = Device::Cpu.backend().unwrap();
+    for (i, &(k, s, p, shape)) in CASES.iter().enumerate() {
+        for offset in [0.0, -10.0] {
+            let sp = spec(k, s, p);
+            let mut rng = Rng::new(800 + i as u64);
+            let x = distinct(shape.iter().product(), offset, &mut rng);
+            let (y, argmax) = be.max_pool2d_forward(&tensor(&x, &shape), sp).unwrap();
+            let (yr, arg) = max_ref(&x, &shape, sp);
+            assert_close("argmax forward", &y.to_vec(), &yr, 1e-6);
+            let plane = shape[2] * shape[3];
+            let want: Vec<f32> = arg.iter().map(|&a| (a % plane) as f32).collect();
+            assert_eq!(argmax.to_vec(), want, "{shape:?} {sp:?} offset {offset}");
+            assert_eq!(argmax.shape(), y.shape());
+            let dy = round32(&randn(yr.len(), &mut rng));
+            let dx = be
+                .max_pool2d_backward(&argmax, &tensor(&dy, y.shape()), &shape)
+                .unwrap();
+            assert_close(
+                "argmax backward",
+                &dx.to_vec(),
+                &max_route_ref(&dy, &arg, x.len()),
+                1e-6,
+            );
+        }
+    }
+}
+
+/// Ties, NaN and all `-inf` windows through the saved offsets: first maximum in row-major
+/// order, the (last) NaN, and the first in-image element of an all `-inf` window.
+#[test]
+fn max_pool_argmax_special_values() {
+    let be = Device::Cpu.backend().unwrap();
+    let x = Tensor::full(&[1, 1, 4, 4], f32::NEG_INFINITY);
+    let (_, a) = be.max_pool2d_forward(&x, spec(3, 1, 1)).unwrap();
+    // Window (oh, ow) starts at image row max(oh - 1, 0) and column max(ow - 1, 0).
+    let first: Vec<f32> = (0..16)
+        .map(|o| ((o / 4).max(1) - 1) * 4 + (o % 4).max(1) - 1)
+        .map(|v| v as f32)
+        .collect();
+    assert_eq!(a.to_vec(), first);
+    let x = Tensor::from_vec(vec![0.0, 2.0, 1.0, 2.0], &[1, 1, 2, 2]).unwrap();
+    let (_, a) = be.max_pool2d_forward(&x, spec(2, 1, 0)).unwrap();
+    assert_eq!(a.to_vec(), vec![1.0]);
+    let x = Tensor::from_vec(vec![f32::NAN, 2.0, f32::NAN, 9.0], &[1, 1, 2, 2]).unwrap();
+    let (y, a) = be.max_pool2d_forward(&x, spec(2, 1, 0)).unwrap();
+    assert!(y.to_vec()[0].is_nan());
+    assert_eq!(a.to_vec(), vec![2.0]);
+}
+
+#[test]
+fn max_pool_backward_rejects_bad_offsets_and_shapes() {
+    let be = Device::Cpu.backend().unwrap();
+    let x_shape = [1, 2, 3, 3];
+    let dy = Tensor::full(&[1, 2, 2, 2], 1.0);
+    let ok = Tensor::from_vec(vec![0.0, 1.0, 3.0, 8.0, 4.0, 4.0, 4.0, 4.0], &[1, 2, 2, 2]).unwrap();
+    let dx = be.max_pool2d_backward(&ok, &dy, &x_shape).unwrap().to_vec();
+    let mut want = vec![0.0f32; 18];
+    for i in [0, 1, 3, 8] {
+        want[i] = 1.0;
+    }
+    want[9 + 4] = 4.0;
+    assert_eq!(dx, want);
+    for bad in [9.0, -1.0, f32::NAN, 1e9] {
+        let mut v = ok.to_vec();
+        v[5] = bad;
+        let a = Tensor::from_vec(v, &[1, 2, 2, 2]).unwrap();
+        assert!(
+            matches!(
+                be.max_pool2d_backward(&a, &dy, &x_shape),
+                Err(Error::Invalid(_))
+            ),
+            "offset {bad}"
+        );
+    }
+    let is_shape = |r: Result<Tensor>| matches!(r, Err(Error::Shape { .. }));
+    assert!(is_shape(be.max_pool2d_backward(
+        &Tensor::full(&[1, 2, 2, 1], 0.0),
+        &dy,
+        &x_shape
+    )));
+    assert!(is_shape(be.max_pool2d_backward(&ok, &dy, &[1, 3, 3, 3])));
+    assert!(is_shape(be.max_pool2d_backward(&ok, &dy, &[2, 3, 3])));
 }

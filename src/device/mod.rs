@@ -190,6 +190,15 @@ pub trait Backend: Send + Sync {
         spec: Conv2dSpec,
         w_shape: &[usize],
     ) -> Result<Tensor>;
+    /// Weight curvature: correlation of `x (.) x` with `hy`, squaring on the fly (equal to
+    /// `conv2d_backward_weight` of the squared input, without making that tensor).
+    fn conv2d_backward_weight_sq(
+        &self,
+        x: &Tensor,
+        hy: &Tensor,
+        spec: Conv2dSpec,
+        w_shape: &[usize],
+    ) -> Result<Tensor>;
 
     // ----- batch norm (NCHW, per channel) -----
     fn batch_norm_train_forward(
@@ -213,9 +222,22 @@ pub trait Backend: Send + Sync {
     fn channel_sums(&self, x: &Tensor, y: Option<&Tensor>) -> Result<Tensor>;
 
     // ----- pooling -----
-    fn max_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor>;
-    /// Routes `dy` to the first maximum of each window of `x` (padding never wins).
-    fn max_pool2d_backward(&self, x: &Tensor, dy: &Tensor, spec: Pool2dSpec) -> Result<Tensor>;
+    /// Max pooling; returns `(y, argmax)`. `argmax` has `y`'s shape and holds, for each
+    /// output, the flat in-plane offset `i * W + j` of the input element it took: the first
+    /// maximum of the window in row-major order (padding never wins; a NaN does, the last one
+    /// of the window if several, so NaN propagates as in PyTorch). The offsets are stored as
+    /// f32, exact because planes are limited to 2^24 elements (larger ones are refused), so
+    /// that they stay on the device like any other tensor.
+    fn max_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<(Tensor, Tensor)>;
+    /// Routes `dy` through the `argmax` of [`Backend::max_pool2d_forward`] into a zero input
+    /// gradient of shape `x_shape`: `dx[n, c][argmax[o]] += dy[o]`, in output order per plane
+    /// (deterministic). An offset outside the plane is an error.
+    fn max_pool2d_backward(
+        &self,
+        argmax: &Tensor,
+        dy: &Tensor,
+        x_shape: &[usize],
+    ) -> Result<Tensor>;
     /// Average over the window, padding excluded from the count.
     fn avg_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor>;
     /// Spreads `dy / n^power` of each window over its `n` counted inputs

@@ -30,14 +30,12 @@ impl Conv2dOp {
             None
         };
         let dw = if ctx.needs_grad(1) {
-            let x2;
-            let x_eff = if square {
-                x2 = b.unary(x, Unary::Square)?;
-                &x2
+            Some(if square {
+                // Squares `x` inside the kernel's own copy: no `x (.) x` tensor.
+                b.conv2d_backward_weight_sq(x, dy, self.spec, w.shape())?
             } else {
-                x
-            };
-            Some(b.conv2d_backward_weight(x_eff, dy, self.spec, w.shape())?)
+                b.conv2d_backward_weight(x, dy, self.spec, w.shape())?
+            })
         } else {
             None
         };

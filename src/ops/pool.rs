@@ -6,7 +6,11 @@ use crate::error::Result;
 use crate::tape::{Op, OpCtx, Tape, Var};
 use crate::tensor::Tensor;
 
-struct MaxPoolOp(Pool2dSpec);
+/// Max pooling; keeps the argmax offsets of the forward (see
+/// [`crate::Backend::max_pool2d_forward`]), through which gradients and curvatures flow.
+struct MaxPoolOp {
+    argmax: Tensor,
+}
 
 impl Op for MaxPoolOp {
     fn name(&self) -> &'static str {
@@ -14,13 +18,13 @@ impl Op for MaxPoolOp {
     }
     fn backward(&self, ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         Ok(vec![Some(be(dy)?.max_pool2d_backward(
-            ctx.inputs[0],
+            &self.argmax,
             dy,
-            self.0,
+            ctx.inputs[0].shape(),
         )?)])
     }
-    // Each output selects one input with coefficient 1: hy is routed to the argmax (summed
-    // where overlapping windows select the same input).
+    // Each output selects one input with coefficient 1: hy is routed through the same
+    // indices (summed where overlapping windows select the same input).
     fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         self.backward(ctx, hy)
     }
@@ -79,8 +83,8 @@ impl Tape {
     /// of the window in row-major order, NaN propagates. `spec.padding <= spec.kernel / 2`.
     pub fn max_pool2d(&mut self, x: Var, spec: Pool2dSpec) -> Result<Var> {
         let v = self.value(x);
-        let y = be(v)?.max_pool2d_forward(v, spec)?;
-        Ok(self.push(y, &[x], MaxPoolOp(spec)))
+        let (y, argmax) = be(v)?.max_pool2d_forward(v, spec)?;
+        Ok(self.push(y, &[x], MaxPoolOp { argmax }))
     }
 
     /// Average pooling of `x: [N, C, H, W]`; padding is not counted (each window averages

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use bayesnas_cli::commands::{bench, fetch, info, search};
+use bayesnas_cli::commands::{bench, compress, fetch, info, search, train};
 use clap::{Parser, Subcommand};
 
 const ABOUT: &str = "Bayesian one-shot neural architecture search (BayesNAS) on the CPU";
@@ -21,6 +21,9 @@ const AFTER_HELP: &str = "\
 Examples:
   bayesnas search                                 search a cell on the built-in data
   bayesnas search --preset paper --dataset cifar10 --data-dir data/cifar10
+  bayesnas train --genotype runs/search/genotype.json --dataset cifar10 --data-dir data/cifar10
+  bayesnas train --genotype darts_v2 --cells 8 --channels 16 --epochs 10
+  bayesnas compress --model lenet5 --data-dir data/mnist
   bayesnas bench step --threads 2                 time the supernet train step
   bayesnas info                                   version, devices, threads, data
   bayesnas fetch cifar10 --dir data/cifar10       download and verify CIFAR-10
@@ -60,6 +63,23 @@ enum Command {
     /// relevance.json, normal/reduce .svg and .dot pictures, metrics.jsonl and a checkpoint
     /// under --out (default runs/search).
     Search(Box<search::SearchArgs>),
+    /// Train a derived architecture in DARTS' evaluation network and report test accuracy
+    ///
+    /// Builds the network from a genotype.json or a DARTS Genotype(...) string (20 cells,
+    /// C=36, affine BN, optional auxiliary head), trains it with SGD, cosine schedule,
+    /// weight decay, gradient clipping, drop-path and cutout, validates after every epoch and
+    /// reports the test accuracy. Writes result.json, weights.safetensors (DARTS' PyTorch
+    /// tensor names), checkpoint.safetensors (for --resume) and metrics.jsonl under --out
+    /// (default runs/train).
+    Train(Box<train::TrainArgs>),
+    /// Compress LeNet-300-100 or LeNet-5 with the Bayesian group prior (dynamic pruning)
+    ///
+    /// Groups are input neurons of fully connected layers and filters of conv layers.
+    /// Loops of training under the reweighted group lasso, curvature, closed-form update of
+    /// the group priors and pruning, then a fine-tune. Reports test error, the surviving
+    /// structure and the fraction of non-zero weights; writes report.json,
+    /// pruned.safetensors and metrics.jsonl under --out (default runs/compress).
+    Compress(Box<compress::CompressArgs>),
     /// Benchmarks
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -71,6 +91,8 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Search(args) => search::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Compress(args) => compress::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match result {

@@ -10,6 +10,8 @@
 //! * [`genotype`]: derived cells, `genotype.json` and DARTS `Genotype(...)` strings.
 //! * [`draw`]: DOT and self-drawn SVG pictures of a cell.
 //! * [`relevance`]: the `relevance.json` report.
+//! * [`eval`]: training a derived cell in the evaluation network, and Bayesian compression
+//!   of LeNet-300-100 / LeNet-5 with the same machinery.
 //!
 //! Everything is deterministic and reports bad input through typed errors (collected in
 //! [`Error`]).
@@ -52,6 +54,8 @@ pub mod bayes;
 pub mod bench;
 pub mod derive;
 pub mod draw;
+#[allow(missing_docs)] // fields are described by their struct's documentation
+pub mod eval;
 pub mod genotype;
 #[allow(missing_docs)] // fields are described by their struct's documentation
 pub mod protocol;

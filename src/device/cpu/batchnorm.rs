@@ -1,13 +1,24 @@
 //! Batch-norm kernels: per-channel statistics over the batch and spatial dimensions.
 //!
 //! Tensors are `[N, C, ...]` (NCHW for images; `[N, C]` works too): one *plane* is the
-//! contiguous `[...]` block of one sample and one channel. Every reduction is computed per
-//! plane in f64 (with several lane accumulators so that the loop vectorises), then the plane
-//! partials of a channel are combined in sample order. Planes are fixed, so the results do not
-//! depend on the number of threads. Elementwise passes run over planes in parallel with the
-//! per-channel constants hoisted out of the inner loop. The plane kernels are compiled twice,
-//! portable and with AVX2 (same operations in the same order, so the same bits), and picked at
-//! run time; the dispatch is shared with the pooling kernels.
+//! contiguous `[...]` block of one sample and one channel.
+//!
+//! Training forward and backward run one parallel task per channel (or per group of small
+//! channels): the task reduces over the `N` planes of its channel and then makes the
+//! elementwise pass over the same planes while they are still in cache, so the data comes
+//! from memory once. Reductions accumulate in f32 SIMD lanes over blocks of at most
+//! [`BLOCK`] elements (a short, accurate f32 sum) and add each block's lanes, in a fixed
+//! order, into f64 totals. The order depends only on the shape, never on the number of
+//! threads. Outputs are written once, without zero-filling first.
+//!
+//! `channel_sums` reduces per plane in f64 (with several lane accumulators so that the loop
+//! vectorises), then combines the plane partials of a channel in sample order; elementwise
+//! passes run over planes in parallel with the per-channel constants hoisted out of the inner
+//! loop. All kernels are compiled twice, portable and with AVX2 (same operations in the same
+//! order, so the same bits), and picked at run time; the dispatch is shared with the pooling
+//! kernels.
+
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
@@ -47,13 +58,17 @@ fn planes_per_task(s: usize) -> usize {
 // Instruction-set dispatch (shared with the pooling kernels)
 // ------------------------------------------------------------------------------------------
 
-/// Which compiled copy of a plane kernel runs. Both copies are the same code (no fused
-/// multiply-add, same operation order), so their results are bitwise identical.
+/// Which compiled copy of a plane kernel runs. All copies are the same code (no fused
+/// multiply-add, same operation order, reductions over explicit lanes), so their results are
+/// bitwise identical.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Isa {
     Base,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// AVX2 and AVX-512F (16-wide vectors).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Isa {
@@ -67,6 +82,17 @@ impl Isa {
             return Isa::Avx2;
         }
         Isa::Base
+    }
+
+    /// [`Isa::detect`], or the AVX-512F copy where the CPU has it: for the kernels whose
+    /// AVX-512 copy measured faster (the max-pool forward; the batch-norm reductions and
+    /// the others measured slower or equal).
+    pub(super) fn detect_wide() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        if Isa::detect() == Isa::Avx2 && std::is_x86_feature_detected!("avx512f") {
+            return Isa::Avx512;
+        }
+        Isa::detect()
     }
 }
 
@@ -85,23 +111,34 @@ pub(super) fn with_portable_kernels<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// Defines `$name(isa, args..)` running `$imp` or, on AVX2 CPUs, the copy of `$imp`
-/// compiled with AVX2 enabled (`$imp` should be `#[inline(always)]`).
+/// Defines `$name(isa, args..)` running `$imp` or, on AVX2 (AVX-512F) CPUs, the copy of
+/// `$imp` compiled with AVX2 (and AVX-512F) enabled (`$imp` should be `#[inline(always)]`).
+/// `$avx` names the AVX2 copy.
 macro_rules! isa_dispatch {
     ($vis:vis fn $name:ident / $avx:ident => $imp:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        #[allow(clippy::too_many_arguments)]
-        fn $avx($($arg: $ty),*) $(-> $ret)? {
-            $imp($($arg),*)
-        }
-
         #[allow(clippy::too_many_arguments)]
         $vis fn $name(isa: Isa, $($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            #[allow(clippy::too_many_arguments)]
+            fn $avx($($arg: $ty),*) $(-> $ret)? {
+                $imp($($arg),*)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,avx512f")]
+            #[allow(clippy::too_many_arguments)]
+            fn avx512($($arg: $ty),*) $(-> $ret)? {
+                $imp($($arg),*)
+            }
+
             match isa {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `Isa::Avx2` is only produced after detecting AVX2.
                 Isa::Avx2 => unsafe { $avx($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Isa::Avx512` is only produced after detecting AVX2 and AVX-512F.
+                Isa::Avx512 => unsafe { avx512($($arg),*) },
                 Isa::Base => $imp($($arg),*),
             }
         }
@@ -114,22 +151,278 @@ pub(super) use isa_dispatch;
 // ------------------------------------------------------------------------------------------
 
 isa_dispatch! {
-    fn shifted_moments / shifted_moments_avx2 => shifted_moments_impl(v: &[f32], k: f64) -> (f64, f64)
+    fn forward_channel / forward_channel_avx2 =>
+        forward_channel_impl(x: &[&[f32]], y: &mut [&mut [MaybeUninit<f32>]], eps: f64, w: f32, b: f32) -> ChannelStats
 }
 isa_dispatch! {
-    fn grad_moments / grad_moments_avx2 => grad_moments_impl(dy: &[f32], x: &[f32], m: f64) -> (f64, f64)
+    fn backward_channel / backward_channel_avx2 =>
+        backward_channel_impl(dy: &[&[f32]], x: &[&[f32]], dx: &mut [&mut [MaybeUninit<f32>]], mu: f32, is: f64, w: f64) -> (f64, f64)
 }
 isa_dispatch! {
     pub(super) fn plane_sum / plane_sum_avx2 => plane_sum_impl(x: &[f32], y: Option<&[f32]>) -> f64
 }
 isa_dispatch! {
-    fn normalize / normalize_avx2 => normalize_impl(x: &[f32], out: &mut [f32], hi: f32, lo: f32, a: f32, b: f32)
-}
-isa_dispatch! {
     fn affine / affine_avx2 => affine_impl(x: &[f32], out: &mut [f32], a: f32, b: Option<f32>)
 }
-isa_dispatch! {
-    fn input_grad / input_grad_avx2 => input_grad_impl(dy: &[f32], x: &[f32], out: &mut [f32], mu: f32, g: f32, k0: f32, k1: f32)
+
+/// f32 lanes of the blocked reductions (four AVX2 registers per sum).
+const F32_LANES: usize = 32;
+
+/// Elements summed in f32 lanes before the lanes are added into the f64 totals (each lane
+/// then adds at most `BLOCK / F32_LANES` = 32 terms). A multiple of [`F32_LANES`].
+const BLOCK: usize = 1024;
+
+/// `K` sums of `f(a[i], b[i])` over a stream of slices: f32 lanes over blocks of at most
+/// [`BLOCK`] elements, each block's lanes added in lane order into f64 totals; elements
+/// left over at the end of a slice (fewer than [`F32_LANES`]) go straight into the totals.
+/// The result depends only on the slices, in order.
+struct BlockSums<const K: usize> {
+    lanes: [[f32; F32_LANES]; K],
+    /// Elements in `lanes` since the last flush (a multiple of [`F32_LANES`]).
+    count: usize,
+    tot: [f64; K],
+}
+
+impl<const K: usize> BlockSums<K> {
+    #[inline(always)]
+    fn new() -> Self {
+        BlockSums {
+            lanes: [[0.0; F32_LANES]; K],
+            count: 0,
+            tot: [0.0; K],
+        }
+    }
+
+    #[inline(always)]
+    fn flush(&mut self) {
+        for (t, l) in self.tot.iter_mut().zip(&mut self.lanes) {
+            for v in l.iter_mut() {
+                *t += *v as f64;
+                *v = 0.0;
+            }
+        }
+        self.count = 0;
+    }
+
+    #[inline(always)]
+    fn add(&mut self, a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> [f32; K]) {
+        let n = a.len().min(b.len());
+        let full = n / F32_LANES * F32_LANES;
+        let mut start = 0;
+        while start < full {
+            let end = (start + BLOCK - self.count).min(full);
+            let mut lanes = self.lanes;
+            for (x, y) in a[start..end]
+                .chunks_exact(F32_LANES)
+                .zip(b[start..end].chunks_exact(F32_LANES))
+            {
+                let x: &[f32; F32_LANES] = x.try_into().expect("F32_LANES elements");
+                let y: &[f32; F32_LANES] = y.try_into().expect("F32_LANES elements");
+                for i in 0..F32_LANES {
+                    let r = f(x[i], y[i]);
+                    for k in 0..K {
+                        lanes[k][i] += r[k];
+                    }
+                }
+            }
+            self.lanes = lanes;
+            self.count += end - start;
+            start = end;
+            if self.count >= BLOCK {
+                self.flush();
+            }
+        }
+        for (&x, &y) in a[full..n].iter().zip(&b[full..n]) {
+            for (t, r) in self.tot.iter_mut().zip(f(x, y)) {
+                *t += r as f64;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn finish(mut self) -> [f64; K] {
+        self.flush();
+        self.tot
+    }
+}
+
+/// Batch statistics of one channel.
+#[derive(Clone, Copy, Default)]
+struct ChannelStats {
+    mean: f64,
+    var: f64,
+    invstd: f64,
+}
+
+/// Training forward of one channel, planes `x` into planes `y`: the mean (as a shift `k`, a
+/// sample of the channel, plus the mean of `x - k`, so that a large mean costs no
+/// precision), then the centred sums `sum(e)`, `sum(e^2)` of `e = x - mean` (the first
+/// corrects the second for the rounding of the mean), then `y = e * (invstd w) + b`. The
+/// mean is used as an f32 pair `hi + lo`: `x - hi` is exact when `x` is near the mean.
+#[inline(always)]
+fn forward_channel_impl(
+    x: &[&[f32]],
+    y: &mut [&mut [MaybeUninit<f32>]],
+    eps: f64,
+    w: f32,
+    b: f32,
+) -> ChannelStats {
+    let m: usize = x.iter().map(|v| v.len()).sum();
+    let inv_m = 1.0 / m as f64;
+    let k = x.iter().find_map(|v| v.first().copied()).unwrap_or(0.0);
+    let mut acc = BlockSums::<1>::new();
+    for v in x {
+        acc.add(v, v, |a, _| [a - k]);
+    }
+    let mean = k as f64 + acc.finish()[0] * inv_m;
+    let hi = mean as f32;
+    let lo = (mean - hi as f64) as f32;
+    let mut acc = BlockSums::<2>::new();
+    for v in x {
+        acc.add(v, v, |a, _| {
+            let e = (a - hi) - lo;
+            [e, e * e]
+        });
+    }
+    let [se, sq] = acc.finish();
+    let var = ((sq - se * se * inv_m) * inv_m).max(0.0);
+    let invstd = 1.0 / (var + eps).sqrt();
+    let a = (invstd * w as f64) as f32;
+    for (v, o) in x.iter().zip(y.iter_mut()) {
+        o.iter_mut().zip(v.iter()).for_each(|(o, &v)| {
+            o.write(((v - hi) - lo) * a + b);
+        });
+    }
+    ChannelStats { mean, var, invstd }
+}
+
+/// Training backward of one channel: `(sum(dy), sum(dy (x - mu)))` over its planes, then
+/// `dx = g dy + k1 (x - mu) + k0` with `g = w invstd`, `xhat = (x - mu) invstd` and
+/// `dx = g (dy - mean(dy) - xhat mean(dy xhat))`. Returns the two sums.
+#[inline(always)]
+fn backward_channel_impl(
+    dy: &[&[f32]],
+    x: &[&[f32]],
+    dx: &mut [&mut [MaybeUninit<f32>]],
+    mu: f32,
+    is: f64,
+    w: f64,
+) -> (f64, f64) {
+    let m: usize = x.iter().map(|v| v.len()).sum();
+    let inv_m = 1.0 / m as f64;
+    let mut acc = BlockSums::<2>::new();
+    for (d, v) in dy.iter().zip(x) {
+        acc.add(d, v, |d, v| [d, d * (v - mu)]);
+    }
+    let [sum_dy, sum_dy_xmu] = acc.finish();
+    let gc = is * w;
+    let g = gc as f32;
+    let k0 = (-gc * sum_dy * inv_m) as f32;
+    let k1 = (-gc * is * is * sum_dy_xmu * inv_m) as f32;
+    for ((o, d), v) in dx.iter_mut().zip(dy).zip(x) {
+        o.iter_mut()
+            .zip(d.iter().zip(v.iter()))
+            .for_each(|(o, (&d, &v))| {
+                o.write(g * d + k1 * (v - mu) + k0);
+            });
+    }
+    (sum_dy, sum_dy_xmu)
+}
+
+/// An output buffer of `len` elements left uninitialised (no zero fill): every element must
+/// be written before [`assume_init`].
+pub(super) fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: `MaybeUninit` needs no initialisation and the capacity is `len`.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// The buffer of [`uninit`] as initialised values.
+///
+/// # Safety
+/// Every element of `v` has been written.
+pub(super) unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: same allocation, layout of `MaybeUninit<f32>` is that of `f32`, and the caller
+    // guarantees that all `len` elements are initialised.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
+}
+
+/// The planes (chunks of `s`) of `v`, grouped by channel: plane `p` goes to channel `p % c`,
+/// in sample order.
+fn by_channel<T>(planes: impl Iterator<Item = T>, c: usize, n: usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = (0..c).map(|_| Vec::with_capacity(n)).collect();
+    for (p, v) in planes.enumerate() {
+        out[p % c].push(v);
+    }
+    out
+}
+
+/// `f(i, items[i])` for every item, in parallel: the items are split into contiguous, equal
+/// shares, one per thread of the current pool; the calling thread runs the first share and
+/// pool threads the others (as an OpenMP static schedule: the caller's share, and so the data
+/// it touches, is the same on every call with the same length). With `work` (elements in
+/// all) below a couple of tasks' worth, runs on the calling thread. Which thread computes an
+/// item never changes its result. Returns the results in item order.
+pub(super) fn static_map<T: Send, R: Send>(
+    items: Vec<T>,
+    work: usize,
+    f: impl Fn(usize, T) -> R + Sync,
+) -> Vec<R> {
+    static_map_init(items, work, || (), |_, i, t| f(i, t))
+}
+
+/// [`static_map`] with per-thread scratch state made by `init` (once per thread and call).
+pub(super) fn static_map_init<T: Send, R: Send, S>(
+    items: Vec<T>,
+    work: usize,
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, usize, T) -> R + Sync,
+) -> Vec<R> {
+    let len = items.len();
+    let threads = rayon::current_num_threads()
+        .min(len)
+        .min(work / TASK_ELEMS)
+        .max(1);
+    if threads == 1 {
+        let mut st = init();
+        return items
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| f(&mut st, i, t))
+            .collect();
+    }
+    let mut shares: Vec<std::sync::Mutex<Vec<(usize, T)>>> = Vec::with_capacity(threads);
+    let mut it = items.into_iter().enumerate();
+    for k in 0..threads {
+        let take = (k + 1) * len / threads - k * len / threads;
+        shares.push(std::sync::Mutex::new(it.by_ref().take(take).collect()));
+    }
+    // The calling thread runs the first share itself (like an OpenMP master thread) and a
+    // pool thread each of the others: no more threads busy than the pool has, and the
+    // caller does not sleep while the others work.
+    let out: Vec<std::sync::Mutex<Vec<R>>> = (0..threads)
+        .map(|_| std::sync::Mutex::new(Vec::new()))
+        .collect();
+    let run = |k: usize| {
+        let share = std::mem::take(&mut *shares[k].lock().unwrap_or_else(|e| e.into_inner()));
+        let mut st = init();
+        let r: Vec<R> = share.into_iter().map(|(i, t)| f(&mut st, i, t)).collect();
+        *out[k].lock().unwrap_or_else(|e| e.into_inner()) = r;
+    };
+    rayon::in_place_scope(|scope| {
+        for k in 1..threads {
+            let run = &run;
+            scope.spawn(move |_| run(k));
+        }
+        run(0);
+    });
+    let out: Vec<Vec<R>> = out
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    out.into_iter().flatten().collect()
 }
 
 /// `sum(f(x[i], y[i]))` in f64 over `LANES` independent accumulators (one operation per
@@ -156,26 +449,6 @@ fn lane_sum(x: &[f32], y: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
     tot
 }
 
-/// `(sum(x - k), sum((x - k)^2))` in f64. Shifting by a sample of the channel `k` keeps the
-/// one-pass variance `E[(x-k)^2] - E[x-k]^2` free of cancellation unless the spread is many
-/// orders of magnitude below `|mean - k|`. (Two passes over a plane that stays in cache.)
-#[inline(always)]
-fn shifted_moments_impl(v: &[f32], k: f64) -> (f64, f64) {
-    (
-        lane_sum(v, v, |x, _| x - k),
-        lane_sum(v, v, |x, _| (x - k) * (x - k)),
-    )
-}
-
-/// `(sum(dy), sum(dy * (x - m)))` in f64.
-#[inline(always)]
-fn grad_moments_impl(dy: &[f32], x: &[f32], m: f64) -> (f64, f64) {
-    (
-        lane_sum(dy, dy, |g, _| g),
-        lane_sum(dy, x, |g, v| g * (v - m)),
-    )
-}
-
 /// `sum(x)` or `sum(x * y)` in f64.
 #[inline(always)]
 fn plane_sum_impl(x: &[f32], y: Option<&[f32]>) -> f64 {
@@ -185,14 +458,6 @@ fn plane_sum_impl(x: &[f32], y: Option<&[f32]>) -> f64 {
     }
 }
 
-/// `out = ((x - hi) - lo) * a + b`.
-#[inline(always)]
-fn normalize_impl(x: &[f32], out: &mut [f32], hi: f32, lo: f32, a: f32, b: f32) {
-    out.iter_mut()
-        .zip(x)
-        .for_each(|(o, &v)| *o = ((v - hi) - lo) * a + b);
-}
-
 /// `out = x * a (+ b)`.
 #[inline(always)]
 fn affine_impl(x: &[f32], out: &mut [f32], a: f32, b: Option<f32>) {
@@ -200,14 +465,6 @@ fn affine_impl(x: &[f32], out: &mut [f32], a: f32, b: Option<f32>) {
         Some(b) => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * a + b),
         None => out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * a),
     }
-}
-
-/// `out = g dy + k1 (x - mu) + k0`.
-#[inline(always)]
-fn input_grad_impl(dy: &[f32], x: &[f32], out: &mut [f32], mu: f32, g: f32, k0: f32, k1: f32) {
-    out.iter_mut()
-        .zip(dy.iter().zip(x))
-        .for_each(|(o, (&d, &v))| *o = g * d + k1 * (v - mu) + k0);
 }
 
 /// Sums per-plane partials (plane `p = n * c + ch`) into per-channel totals in sample order.
@@ -255,57 +512,29 @@ pub(crate) fn train_forward(
         )));
     }
     let xs = x.cpu();
-    let per_task = planes_per_task(s);
-    // Shift of each channel: its first element.
-    let pivot: Vec<f64> = (0..c).map(|ch| xs[ch * s] as f64).collect();
+    let (wv, bv) = (weight.map(|t| t.cpu()), bias.map(|t| t.cpu()));
     let isa = Isa::detect();
-    let partials: Vec<(f64, f64)> = xs
-        .par_chunks(s)
-        .enumerate()
-        .with_min_len(per_task)
-        .map(|(p, v)| shifted_moments(isa, v, pivot[p % c]))
-        .collect();
-    let tot = combine(&partials, c, (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-    let inv_m = 1.0 / m as f64;
-    let mut mean = Vec::with_capacity(c);
-    let mut var = Vec::with_capacity(c);
-    let mut invstd = Vec::with_capacity(c);
-    for (ch, &(st, qt)) in tot.iter().enumerate() {
-        let dm = st * inv_m;
-        let v = (qt * inv_m - dm * dm).max(0.0);
-        mean.push(pivot[ch] + dm);
-        var.push(v);
-        invstd.push(1.0 / (v + eps as f64).sqrt());
-    }
-    // y = (x - mean) * (invstd * w) + b, with the mean as an f32 pair hi + lo: x - hi is
-    // exact when x is near the mean, so a large mean costs no precision.
-    let wv = weight.map(|t| t.cpu());
-    let bv = bias.map(|t| t.cpu());
-    let mean32: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
-    let mean_lo: Vec<f32> = mean
-        .iter()
-        .zip(&mean32)
-        .map(|(&m, &hi)| (m - hi as f64) as f32)
-        .collect();
-    let scale: Vec<f32> = (0..c)
-        .map(|ch| (invstd[ch] * wv.map_or(1.0, |w| w[ch] as f64)) as f32)
-        .collect();
-    let shift: Vec<f32> = (0..c).map(|ch| bv.map_or(0.0, |b| b[ch])).collect();
-    let mut y = vec![0.0f32; xs.len()];
-    y.par_chunks_mut(s)
-        .zip(xs.par_chunks(s))
-        .enumerate()
-        .with_min_len(per_task)
-        .for_each(|(p, (o, v))| {
-            let ch = p % c;
-            normalize(isa, v, o, mean32[ch], mean_lo[ch], scale[ch], shift[ch]);
-        });
-    let to32 = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+    let mut y = uninit(xs.len());
+    let xp = by_channel(xs.chunks(s), c, n);
+    let mut yp = by_channel(y.chunks_mut(s), c, n);
+    let stats: Vec<ChannelStats> = static_map(
+        xp.into_iter().zip(yp.iter_mut()).collect(),
+        xs.len(),
+        |ch, (xv, yv)| {
+            let w = wv.map_or(1.0, |w| w[ch]);
+            let b = bv.map_or(0.0, |b| b[ch]);
+            forward_channel(isa, &xv, yv, eps as f64, w, b)
+        },
+    );
+    drop(yp);
+    // SAFETY: the channels' planes cover `y` and every element of a plane is written.
+    let y = unsafe { assume_init(y) };
+    let col = |f: fn(&ChannelStats) -> f64| stats.iter().map(|st| f(st) as f32).collect();
     Ok(BatchNormForward {
         y: Tensor::from_vec(y, x.shape())?,
-        mean: Tensor::from_vec(mean32, &[c])?,
-        var: Tensor::from_vec(to32(&var), &[c])?,
-        invstd: Tensor::from_vec(to32(&invstd), &[c])?,
+        mean: Tensor::from_vec(col(|st| st.mean), &[c])?,
+        var: Tensor::from_vec(col(|st| st.var), &[c])?,
+        invstd: Tensor::from_vec(col(|st| st.invstd), &[c])?,
     })
 }
 
@@ -363,42 +592,28 @@ pub(crate) fn backward(
     }
     let (xs, ds) = (x.cpu(), dy.cpu());
     let (mv, iv) = (mean.cpu(), invstd.cpu());
-    let per_task = planes_per_task(s);
+    let wv = weight.map(|t| t.cpu());
     let isa = Isa::detect();
-    let partials: Vec<(f64, f64)> = ds
-        .par_chunks(s)
-        .zip(xs.par_chunks(s))
-        .enumerate()
-        .with_min_len(per_task)
-        .map(|(p, (d, v))| grad_moments(isa, d, v, mv[p % c] as f64))
+    let mut dx = uninit(xs.len());
+    let (xp, dp) = (
+        by_channel(xs.chunks(s), c, n),
+        by_channel(ds.chunks(s), c, n),
+    );
+    let mut op = by_channel(dx.chunks_mut(s), c, n);
+    let items = op.iter_mut().zip(dp.iter().zip(&xp)).collect();
+    let sums: Vec<(f64, f64)> = static_map(items, xs.len(), |ch, (o, (d, v))| {
+        let w = wv.map_or(1.0, |w| w[ch] as f64);
+        backward_channel(isa, d, v, o, mv[ch], iv[ch] as f64, w)
+    });
+    drop(op);
+    // SAFETY: the channels' planes cover `dx` and every element of a plane is written.
+    let dx = unsafe { assume_init(dx) };
+    let dweight = sums
+        .iter()
+        .zip(iv)
+        .map(|(&(_, sdx), &is)| (sdx * is as f64) as f32)
         .collect();
-    let tot = combine(&partials, c, (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-    // dx = g (dy - mean(dy) - xhat mean(dy xhat)) with g = w invstd, xhat = (x - mean) invstd:
-    // dx = g dy + k1 (x - mean) + k0.
-    let inv_m = 1.0 / m as f64;
-    let mut g = Vec::with_capacity(c);
-    let mut k0 = Vec::with_capacity(c);
-    let mut k1 = Vec::with_capacity(c);
-    let mut dweight = Vec::with_capacity(c);
-    let mut dbias = Vec::with_capacity(c);
-    for (ch, &(sum_dy, sum_dy_xmu)) in tot.iter().enumerate() {
-        let is = iv[ch] as f64;
-        let gc = is * weight.map_or(1.0, |w| w.cpu()[ch] as f64);
-        g.push(gc as f32);
-        k0.push((-gc * sum_dy * inv_m) as f32);
-        k1.push((-gc * is * is * sum_dy_xmu * inv_m) as f32);
-        dweight.push((sum_dy_xmu * is) as f32);
-        dbias.push(sum_dy as f32);
-    }
-    let mut dx = vec![0.0f32; xs.len()];
-    dx.par_chunks_mut(s)
-        .zip(ds.par_chunks(s).zip(xs.par_chunks(s)))
-        .enumerate()
-        .with_min_len(per_task)
-        .for_each(|(p, (o, (d, v)))| {
-            let ch = p % c;
-            input_grad(isa, d, v, o, mv[ch], g[ch], k0[ch], k1[ch]);
-        });
+    let dbias = sums.iter().map(|&(sd, _)| sd as f32).collect();
     Ok(BatchNormGrads {
         dx: Tensor::from_vec(dx, x.shape())?,
         dweight: Tensor::from_vec(dweight, &[c])?,

@@ -13,14 +13,17 @@
 //!   branches in the code, one loop nest serves every output, and the zeros are written only
 //!   when the layout changes (consecutive planes overwrite just the interior, one row copy
 //!   each). The inner loops are fixed-width multiply-adds over contiguous rows, which the
-//!   compiler vectorises; an AVX2+FMA copy of each kernel is selected at run time (the
-//!   portable copy is the same source).
-//!   - forward: per output row, blocks of 32/16/8 outputs are accumulated in registers over
-//!     all taps (a gather: no read-modify-write of the output per tap);
+//!   compiler vectorises; an AVX2+FMA (and an AVX-512) copy of each kernel is selected at
+//!   run time (the portable copy is the same source). Row copies of the common widths are
+//!   inline (no `memcpy` call per 16-float row) and a 2-phase split de-interleaves a row in
+//!   one pass.
+//!   - forward: blocks of 32/16/8 outputs of several rows at once (eight independent
+//!     vector accumulators) are accumulated in registers over all taps (a gather: no
+//!     read-modify-write of the output per tap);
 //!   - input gradient, stride 1: the same gather on the zero-padded `dy` with the flipped
 //!     kernel (the transposed correlation);
-//!   - input gradient, stride > 1: the exact adjoint of the forward: every tap adds
-//!     `w * dy_row` into the phase-split scratch, which is then read back without padding;
+//!   - input gradient, stride > 1: split into the `stride^2` sub-pixel phases of `dx`, each a
+//!     stride-1 gather over the zero-padded `dy` with the taps that reach it;
 //!   - weight gradient: per plane, the dot products of `dy` with the taps' views of the
 //!     padded input, the `k` taps of a kernel row at once (one load of `dy` for `k` taps).
 //! - **GEMM** (dense, pointwise, grouped): per sample and group, `Y = W col(X)` with the
@@ -29,12 +32,17 @@
 //!   scratch (for a strided 1x1 that is just the subsampling gather). The input gradient is
 //!   `W^T dY` followed by `col2im`, the weight gradient `dY col(X)^T`.
 //!
+//! Outputs are allocated uninitialised and zeroed by the task that fills each part (not by a
+//! single-threaded `calloc` of the whole tensor). The weight curvature
+//! ([`backward_weight_sq`]) squares `x` while copying it into the scratch.
+//!
 //! Determinism: every output element is computed by one task in a fixed order. Weight
 //! gradients are reduced over the batch through per-plane (depthwise) or per-image-chunk
 //! (GEMM; chunks depend on the batch size only) partials that are summed in index order in
 //! f64, so results never depend on thread scheduling or on the number of threads.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
@@ -208,12 +216,13 @@ fn expect_shape(op: &'static str, what: &str, t: &Tensor, want: &[usize]) -> Res
 pub(crate) fn forward(x: &Tensor, w: &Tensor, spec: Conv2dSpec) -> Result<Tensor> {
     let g = geometry("conv2d_forward", x.shape(), w.shape(), spec)?;
     let y_shape = g.y_shape();
-    let mut y = vec![0.0f32; y_shape.iter().product()];
-    if g.is_depthwise() {
-        depthwise_forward(&g, x.cpu(), w.cpu(), &mut y, Isa::detect());
-    } else {
-        gemm_forward(&g, x.cpu(), w.cpu(), &mut y);
-    }
+    let y = output(y_shape.iter().product(), |y| {
+        if g.is_depthwise() {
+            depthwise_forward(&g, x.cpu(), w.cpu(), y, Isa::detect());
+        } else {
+            gemm_forward(&g, x.cpu(), w.cpu(), y);
+        }
+    });
     Tensor::from_vec(y, &y_shape)
 }
 
@@ -226,12 +235,13 @@ pub(crate) fn backward_input(
     let op = "conv2d_backward_input";
     let g = geometry(op, x_shape, w.shape(), spec)?;
     expect_shape(op, "output gradient", dy, &g.y_shape())?;
-    let mut dx = vec![0.0f32; x_shape.iter().product()];
-    if g.is_depthwise() {
-        depthwise_backward_input(&g, dy.cpu(), w.cpu(), &mut dx, Isa::detect());
-    } else {
-        gemm_backward_input(&g, dy.cpu(), w.cpu(), &mut dx);
-    }
+    let dx = output(x_shape.iter().product(), |dx| {
+        if g.is_depthwise() {
+            depthwise_backward_input(&g, dy.cpu(), w.cpu(), dx, Isa::detect());
+        } else {
+            gemm_backward_input(&g, dy.cpu(), w.cpu(), dx);
+        }
+    });
     Tensor::from_vec(dx, x_shape)
 }
 
@@ -241,13 +251,37 @@ pub(crate) fn backward_weight(
     spec: Conv2dSpec,
     w_shape: &[usize],
 ) -> Result<Tensor> {
-    let op = "conv2d_backward_weight";
+    weight_correlation("conv2d_backward_weight", x, dy, spec, w_shape, false)
+}
+
+/// The weight curvature: [`backward_weight`] of `x (.) x`, squaring each value as the
+/// kernels copy it into their scratch (the padded plane or `col(X)`), so no squared copy
+/// of `x` is ever made. Bit-identical to `backward_weight` on a squared input.
+pub(crate) fn backward_weight_sq(
+    x: &Tensor,
+    hy: &Tensor,
+    spec: Conv2dSpec,
+    w_shape: &[usize],
+) -> Result<Tensor> {
+    weight_correlation("conv2d_backward_weight_sq", x, hy, spec, w_shape, true)
+}
+
+/// The correlation of `x` (squared elementwise when `square`) with `dy`, summed over the
+/// batch.
+fn weight_correlation(
+    op: &'static str,
+    x: &Tensor,
+    dy: &Tensor,
+    spec: Conv2dSpec,
+    w_shape: &[usize],
+    square: bool,
+) -> Result<Tensor> {
     let g = geometry(op, x.shape(), w_shape, spec)?;
     expect_shape(op, "output gradient", dy, &g.y_shape())?;
     let dw = if g.is_depthwise() {
-        depthwise_backward_weight(&g, x.cpu(), dy.cpu(), Isa::detect())
+        depthwise_backward_weight(&g, x.cpu(), dy.cpu(), square, Isa::detect())
     } else {
-        gemm_backward_weight(&g, x.cpu(), dy.cpu())
+        gemm_backward_weight(&g, x.cpu(), dy.cpu(), square)
     };
     Tensor::from_vec(dw, w_shape)
 }
@@ -293,11 +327,13 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// Runs `f` on this thread's scratch holding the `ph x pw` plane copied into layout `pad`.
 /// Consecutive planes of one convolution share the layout, so the padding (zeros) is
 /// written only when the layout changes and each plane costs one copy of its own values.
+/// With `square`, the plane's values are squared as they are copied.
 fn with_padded<R>(
     pad: Padded,
     plane: &[f32],
     ph: usize,
     pw: usize,
+    square: bool,
     f: impl FnOnce(&[f32]) -> R,
 ) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
@@ -309,16 +345,38 @@ fn with_padded<R>(
             }
             let buf = &mut scratch.buf[..len];
             let zero_padding = scratch.padded != Some((pad, ph, pw));
-            pad.fill(plane, ph, pw, buf, zero_padding);
+            pad.fill(plane, ph, pw, buf, zero_padding, square);
             scratch.padded = Some((pad, ph, pw));
             f(buf)
         }
         Err(_) => {
             let mut buf = vec![0.0; pad.len()];
-            pad.fill(plane, ph, pw, &mut buf, false);
+            pad.fill(plane, ph, pw, &mut buf, false, square);
             f(&buf)
         }
     })
+}
+
+/// A fresh output of `len` floats, filled by `fill` from uninitialised memory. Every kernel
+/// splits the whole slice into parallel tasks, each of which starts with [`zeroed`] on its
+/// part: the zeros are written by the task that then overwrites them, in parallel and while
+/// the part is hot in cache, instead of by a single-threaded `calloc` of the whole output
+/// (which measured 7-15% of a small convolution).
+fn output(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    fill(&mut v.spare_capacity_mut()[..len]);
+    // SAFETY: `fill` initialised all `len` elements: each kernel covers the slice with
+    // `par_chunks_mut`, and every chunk goes through `zeroed` before anything else.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// Writes zeros to one task's part of a fresh output and views it as floats.
+fn zeroed(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    part.fill(MaybeUninit::new(0.0));
+    // SAFETY: every element was just initialised, and `MaybeUninit<f32>` has the layout of
+    // `f32`.
+    unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// The outputs `o` in `[0, n_out)` with `0 <= o * s + off < n_in`, as a range `lo..hi`.
@@ -373,12 +431,29 @@ enum Isa {
     /// The same code compiled with AVX2 and FMA enabled.
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
+    /// The same code compiled with AVX-512F as well (16-wide vectors; twice the rows per
+    /// block in the gather, to keep enough independent accumulators).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Isa {
+    /// The copy for kernels whose AVX-512 copy measured slower (the weight-gradient dot
+    /// products): AVX2 in its place.
+    fn at_most_avx2(self) -> Isa {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => Isa::Avx2Fma,
+            other => other,
+        }
+    }
+
     fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if std::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
             return Isa::Avx2Fma;
         }
         Isa::Base
@@ -387,6 +462,8 @@ impl Isa {
 
 /// `a * b + c`, rounded once where the copy of the kernel has fused multiply-add.
 trait Madd {
+    /// Whether the copy has 16-wide vectors (AVX-512).
+    const WIDE: bool = false;
     fn madd(a: f32, b: f32, c: f32) -> f32;
 }
 
@@ -412,14 +489,35 @@ impl Madd for Fused {
     }
 }
 
+/// Fused multiply-add in the copy compiled with AVX-512F (the same arithmetic as [`Fused`],
+/// so both copies give bitwise the same results).
+#[cfg(target_arch = "x86_64")]
+struct Fused512;
+
+#[cfg(target_arch = "x86_64")]
+impl Madd for Fused512 {
+    const WIDE: bool = true;
+    #[inline(always)]
+    fn madd(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
 /// Defines `$name(isa, args..)` running `$imp::<Separate>` or, on AVX2+FMA CPUs, the copy
-/// of `$imp::<Fused>` compiled with those features.
+/// of `$imp::<Fused>` compiled with those features (and `$imp::<Fused512>` compiled with
+/// AVX-512F too, where the CPU has it).
 macro_rules! isa_dispatch {
-    ($(#[$meta:meta])* fn $name:ident / $avx:ident => $imp:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+    ($(#[$meta:meta])* fn $name:ident / $avx:ident / $avx512:ident => $imp:ident($($arg:ident: $ty:ty),* $(,)?)) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2,fma")]
         fn $avx($($arg: $ty),*) {
             $imp::<Fused>($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma,avx512f")]
+        fn $avx512($($arg: $ty),*) {
+            $imp::<Fused512>($($arg),*)
         }
 
         $(#[$meta])*
@@ -428,6 +526,10 @@ macro_rules! isa_dispatch {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `Isa::Avx2Fma` is only produced after detecting AVX2 and FMA.
                 Isa::Avx2Fma => unsafe { $avx($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Isa::Avx512` is only produced after detecting AVX2, FMA and
+                // AVX-512F.
+                Isa::Avx512 => unsafe { $avx512($($arg),*) },
                 Isa::Base => $imp::<Separate>($($arg),*),
             }
         }
@@ -440,74 +542,107 @@ macro_rules! isa_dispatch {
 
 isa_dispatch! {
     /// `out[oh * wo + ow] = sum_t w_t * src[base_t + oh * rs + ow]` over `taps = (w_t, base_t)`.
-    fn gather / gather_avx2 => gather_impl(src: &[f32], taps: &[(f32, usize)], rs: usize, out: &mut [f32], wo: usize)
-}
-
-isa_dispatch! {
-    /// The adjoint of [`gather`]: `dst[base_t + oh * rs + ow] += w_t * dy[oh * wo + ow]`.
-    fn scatter / scatter_avx2 => scatter_impl(dst: &mut [f32], taps: &[(f32, usize)], rs: usize, dy: &[f32], wo: usize)
+    fn gather / gather_avx2 / gather_avx512 => gather_impl(src: &[f32], taps: &[(f32, usize)], rs: usize, out: &mut [f32], wo: usize)
 }
 
 isa_dispatch! {
     /// `out[t] = sum_{oh, ow} dy[oh * wo + ow] * src[bases[t] + oh * rs + ow]`.
-    fn dots / dots_avx2 => dots_impl(src: &[f32], bases: &[usize], rs: usize, dy: &[f32], wo: usize, out: &mut [f32])
+    fn dots / dots_avx2 / dots_avx512 => dots_impl(src: &[f32], bases: &[usize], rs: usize, dy: &[f32], wo: usize, out: &mut [f32])
 }
 
 #[inline(always)]
 fn gather_impl<M: Madd>(src: &[f32], taps: &[(f32, usize)], rs: usize, out: &mut [f32], wo: usize) {
-    for (oh, row) in out.chunks_exact_mut(wo).enumerate() {
-        let at = oh * rs;
-        let mut ow = 0;
-        while ow + 32 <= wo {
-            gather_block::<M, 32>(src, taps, at + ow, &mut row[ow..ow + 32]);
-            ow += 32;
+    // Column blocks of 32/16/8 outputs, `R` rows at a time so that a block keeps eight
+    // independent 8-wide accumulators: one row of 16 (two chains) measured latency-bound on
+    // the fused multiply-add at the 16x16 planes.
+    // With 16-wide vectors, twice the rows (and 32 columns as 4 rows of 2 vectors).
+    let mut ow = 0;
+    while ow + 32 <= wo {
+        if M::WIDE {
+            gather_columns::<M, 32, 4>(src, taps, rs, out, wo, ow);
+        } else {
+            gather_columns::<M, 32, 2>(src, taps, rs, out, wo, ow);
         }
-        if ow + 16 <= wo {
-            gather_block::<M, 16>(src, taps, at + ow, &mut row[ow..ow + 16]);
-            ow += 16;
+        ow += 32;
+    }
+    if ow + 16 <= wo {
+        if M::WIDE {
+            gather_columns::<M, 16, 8>(src, taps, rs, out, wo, ow);
+        } else {
+            gather_columns::<M, 16, 4>(src, taps, rs, out, wo, ow);
         }
-        if ow + 8 <= wo {
-            gather_block::<M, 8>(src, taps, at + ow, &mut row[ow..ow + 8]);
-            ow += 8;
-        }
-        for (o, y) in row.iter_mut().enumerate().skip(ow) {
-            let mut acc = 0.0f32;
-            for &(wt, base) in taps {
-                acc = M::madd(wt, src[base + at + o], acc);
+        ow += 16;
+    }
+    if ow + 8 <= wo {
+        gather_columns::<M, 8, 8>(src, taps, rs, out, wo, ow);
+        ow += 8;
+    }
+    if ow < wo {
+        for (oh, row) in out.chunks_exact_mut(wo).enumerate() {
+            let at = oh * rs;
+            for (o, y) in row.iter_mut().enumerate().skip(ow) {
+                let mut acc = 0.0f32;
+                for &(wt, base) in taps {
+                    acc = M::madd(wt, src[base + at + o], acc);
+                }
+                *y = acc;
             }
-            *y = acc;
         }
     }
 }
 
-/// `B` outputs accumulated in registers over every tap (a loop over taps whose body is
-/// `B / 8` vector multiply-adds; spelling the taps out at compile time measured slower).
+/// Columns `ow..ow + B` of every output row, `R` rows per block (then single rows).
 #[inline(always)]
-fn gather_block<M: Madd, const B: usize>(
+fn gather_columns<M: Madd, const B: usize, const R: usize>(
     src: &[f32],
     taps: &[(f32, usize)],
-    at: usize,
+    rs: usize,
     out: &mut [f32],
+    wo: usize,
+    ow: usize,
 ) {
-    let mut acc = [0.0f32; B];
-    for &(wt, base) in taps {
-        let x: &[f32; B] = src[base + at..][..B].try_into().expect("B elements");
-        for l in 0..B {
-            acc[l] = M::madd(wt, x[l], acc[l]);
-        }
+    let ho = out.len() / wo;
+    let mut oh = 0;
+    while oh + R <= ho {
+        gather_block::<M, B, R>(src, taps, rs, oh, ow, out, wo);
+        oh += R;
     }
-    out.copy_from_slice(&acc);
+    while oh < ho {
+        gather_block::<M, B, 1>(src, taps, rs, oh, ow, out, wo);
+        oh += 1;
+    }
 }
 
+/// `R x B` outputs from row `oh`, column `ow`, accumulated in registers over every tap (a
+/// loop over taps whose body is `R B / 8` vector multiply-adds; spelling the taps out at
+/// compile time measured slower). Each output sums its taps in kernel order.
 #[inline(always)]
-fn scatter_impl<M: Madd>(dst: &mut [f32], taps: &[(f32, usize)], rs: usize, dy: &[f32], wo: usize) {
-    for (oh, g) in dy.chunks_exact(wo).enumerate() {
-        for &(wt, base) in taps {
-            let d = &mut dst[base + oh * rs..][..wo];
-            for (d, &g) in d.iter_mut().zip(g) {
-                *d = M::madd(wt, g, *d);
+fn gather_block<M: Madd, const B: usize, const R: usize>(
+    src: &[f32],
+    taps: &[(f32, usize)],
+    rs: usize,
+    oh: usize,
+    ow: usize,
+    out: &mut [f32],
+    wo: usize,
+) {
+    let mut acc = [[0.0f32; B]; R];
+    let at = oh * rs + ow;
+    let span = (R - 1) * rs + B;
+    for &(wt, base) in taps {
+        // One bounds check per tap for its `R` rows (a check per row measured as many scalar
+        // instructions as multiply-adds in the loop).
+        let win = &src[base + at..][..span];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: `r * rs + B <= (R - 1) * rs + B = win.len()`.
+            let x: &[f32; B] = unsafe { &*win.as_ptr().add(r * rs).cast::<[f32; B]>() };
+            for l in 0..B {
+                acc[l] = M::madd(wt, x[l], acc[l]);
             }
         }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        out[(oh + r) * wo + ow..][..B].copy_from_slice(acc);
     }
 }
 
@@ -576,13 +711,77 @@ fn dots_rows<M: Madd, const K: usize>(
     }
 }
 
+/// `v = v * v` for every element (rounded like `Unary::Square`).
+#[inline(always)]
+fn square_in_place(vals: &mut [f32]) {
+    for v in vals {
+        *v *= *v;
+    }
+}
+
+/// `dst.copy_from_slice(src)`, inline for the plane widths of the search space (a `memcpy`
+/// call per row of 16 floats measured 13% of a small depthwise convolution).
+#[inline(always)]
+fn copy_row(src: &[f32], dst: &mut [f32]) {
+    #[inline(always)]
+    fn fixed<const L: usize>(src: &[f32], dst: &mut [f32]) {
+        let src: &[f32; L] = src.try_into().expect("L elements");
+        let dst: &mut [f32; L] = dst.try_into().expect("L elements");
+        *dst = *src;
+    }
+    match dst.len() {
+        8 => fixed::<8>(src, dst),
+        16 => fixed::<16>(src, dst),
+        32 => fixed::<32>(src, dst),
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+/// `even[j] = src[2 j]`, `odd[j] = src[2 j + 1]` (`src` at least twice their length).
+/// Four pairs at a time with SSE shuffles on x86-64 (the compiler leaves the portable loop
+/// scalar).
+#[inline(always)]
+fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    let n = even.len();
+    assert!(
+        odd.len() == n && src.len() >= 2 * n,
+        "deinterleave: lengths"
+    );
+    let mut j = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_shuffle_ps, _mm_storeu_ps};
+        while j + 4 <= n {
+            // SAFETY: `2 j + 8 <= src.len()` and `j + 4 <= n` (checked above and by the
+            // loop condition); unaligned loads and stores.
+            unsafe {
+                let a = _mm_loadu_ps(src.as_ptr().add(2 * j));
+                let b = _mm_loadu_ps(src.as_ptr().add(2 * j + 4));
+                _mm_storeu_ps(
+                    even.as_mut_ptr().add(j),
+                    _mm_shuffle_ps::<0b10_00_10_00>(a, b),
+                );
+                _mm_storeu_ps(
+                    odd.as_mut_ptr().add(j),
+                    _mm_shuffle_ps::<0b11_01_11_01>(a, b),
+                );
+            }
+            j += 4;
+        }
+    }
+    for j in j..n {
+        even[j] = src[2 * j];
+        odd[j] = src[2 * j + 1];
+    }
+}
+
 /// `dst[j] = src[j * s]` for every `j < dst.len()` (`dst` not empty).
 #[inline(always)]
 fn copy_strided(src: &[f32], s: usize, dst: &mut [f32]) {
     let n = dst.len();
     let src = &src[..(n - 1) * s + 1];
     match s {
-        1 => dst.copy_from_slice(src),
+        1 => copy_row(src, dst),
         // Constant strides let the compiler vectorise the de-interleave.
         2 => copy_every::<2>(src, dst),
         3 => copy_every::<3>(src, dst),
@@ -678,10 +877,20 @@ impl Padded {
         (lo, hi, first)
     }
 
-    /// Copies the `ph x pw` plane into `dst` (of [`Padded::len`]). With `zero_padding`,
-    /// also writes the zeros of every padding position; without, they must already be zero.
-    fn fill(&self, plane: &[f32], ph: usize, pw: usize, dst: &mut [f32], zero_padding: bool) {
+    /// Copies the `ph x pw` plane into `dst` (of [`Padded::len`]), squaring each value when
+    /// `square`. With `zero_padding`, also writes the zeros of every padding position;
+    /// without, they must already be zero.
+    fn fill(
+        &self,
+        plane: &[f32],
+        ph: usize,
+        pw: usize,
+        dst: &mut [f32],
+        zero_padding: bool,
+        square: bool,
+    ) {
         let (u_lo, u_hi) = valid_range(-self.shift, 1, self.rows, ph);
+        let pairs = self.pair_layout(pw);
         for (r, phase) in dst.chunks_exact_mut(self.rows * self.cols).enumerate() {
             let (lo, hi, first) = self.phase_columns(r, pw);
             if zero_padding {
@@ -694,29 +903,50 @@ impl Padded {
                     row[..lo].fill(0.0);
                     row[hi..].fill(0.0);
                 }
-                if lo < hi {
+                if lo < hi && pairs.is_none() {
                     let iu = (u as isize - self.shift) as usize;
                     copy_strided(&plane[iu * pw + first..], self.phases, &mut row[lo..hi]);
+                    if square {
+                        square_in_place(&mut row[lo..hi]);
+                    }
+                }
+            }
+        }
+        if let Some((even, lo_even, lo_odd)) = pairs {
+            let (len, half) = (self.rows * self.cols, pw / 2);
+            let (p0, p1) = dst.split_at_mut(len);
+            let (pe, po) = if even == 0 { (p0, p1) } else { (p1, p0) };
+            for u in u_lo..u_hi {
+                let iu = (u as isize - self.shift) as usize;
+                let src = &plane[iu * pw..][..pw];
+                let re = &mut pe[u * self.cols + lo_even..][..half];
+                let ro = &mut po[u * self.cols + lo_odd..][..half];
+                deinterleave(src, re, ro);
+                if square {
+                    square_in_place(re);
+                    square_in_place(ro);
                 }
             }
         }
     }
 
-    /// The adjoint of [`Padded::fill`] (for `shift >= 0`): writes into the zero-initialised
-    /// `ph x pw` plane the values stored at its positions; padding is dropped, and plane
-    /// positions the layout does not reach are left at zero.
-    fn extract(&self, src: &[f32], ph: usize, pw: usize, plane: &mut [f32]) {
-        let shift = self.shift.max(0) as usize;
-        let rows = ph.min(self.rows.saturating_sub(shift));
-        for (r, phase) in src.chunks_exact(self.rows * self.cols).enumerate() {
-            let (lo, hi, first) = self.phase_columns(r, pw);
-            if lo == hi {
-                continue;
-            }
-            for (i, out) in plane.chunks_exact_mut(pw).take(rows).enumerate() {
-                let vals = &phase[(i + shift) * self.cols..][lo..hi];
-                spread_strided(vals, self.phases, &mut out[first..]);
-            }
+    /// For two phases holding every plane column between them (even plane columns in one,
+    /// odd in the other, `pw` even): `(phase of the even columns, its column of plane
+    /// column 0, the other phase's column of plane column 1)`. A row is then split into the
+    /// two phases in one pass (the per-phase strided copy does not vectorise).
+    fn pair_layout(&self, pw: usize) -> Option<(usize, usize, usize)> {
+        if self.phases != 2 || pw % 2 != 0 {
+            return None;
+        }
+        let (lo0, hi0, f0) = self.phase_columns(0, pw);
+        let (lo1, hi1, f1) = self.phase_columns(1, pw);
+        if hi0 - lo0 != pw / 2 || hi1 - lo1 != pw / 2 {
+            return None;
+        }
+        match (f0, f1) {
+            (0, 1) => Some((0, lo0, lo1)),
+            (1, 0) => Some((1, lo1, lo0)),
+            _ => None,
         }
     }
 }
@@ -726,7 +956,7 @@ fn planes_per_task(plane_elems: usize) -> usize {
     MIN_TASK_ELEMS.div_ceil(plane_elems).max(1)
 }
 
-fn depthwise_forward(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32], isa: Isa) {
+fn depthwise_forward(g: &Geom, x: &[f32], w: &[f32], y: &mut [MaybeUninit<f32>], isa: Isa) {
     let pad = Padded::for_forward(g);
     let kk = g.k * g.k;
     let bases = pad.tap_offsets(g.k, g.d);
@@ -737,14 +967,21 @@ fn depthwise_forward(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32], isa: Isa) {
         .enumerate()
         .with_min_len(planes_per_task(howo))
         .for_each(|(plane, out)| {
+            let out = zeroed(out);
             let c = plane % g.c_in;
-            with_padded(pad, &x[plane * hw..][..hw], g.h, g.w, |buf| {
+            with_padded(pad, &x[plane * hw..][..hw], g.h, g.w, false, |buf| {
                 gather(isa, buf, &taps[c * kk..][..kk], rs, out, g.wo);
             });
         });
 }
 
-fn depthwise_backward_input(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [f32], isa: Isa) {
+fn depthwise_backward_input(
+    g: &Geom,
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [MaybeUninit<f32>],
+    isa: Isa,
+) {
     let kk = g.k * g.k;
     let (hw, howo) = (g.hw(), g.howo());
     if g.s == 1 {
@@ -768,39 +1005,87 @@ fn depthwise_backward_input(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [f32], isa
             .enumerate()
             .with_min_len(planes_per_task(hw))
             .for_each(|(plane, out)| {
+                let out = zeroed(out);
                 let c = plane % g.c_in;
-                with_padded(pad, &dy[plane * howo..][..howo], g.ho, g.wo, |buf| {
+                with_padded(pad, &dy[plane * howo..][..howo], g.ho, g.wo, false, |buf| {
                     gather(isa, buf, &taps[c * kk..][..kk], pad.cols, out, g.w);
                 });
             });
     } else {
-        // The adjoint of the forward gather, through the same phase-split layout.
-        let pad = Padded::for_forward(g);
-        let bases = pad.tap_offsets(g.k, g.d);
-        let taps: Vec<(f32, usize)> = (0..g.c_in * kk).map(|i| (w[i], bases[i % kk])).collect();
-        let rs = g.s * pad.cols;
+        // Sub-pixel split: the rows of dx with `i % s == a` take the taps `kh` with
+        // `(a + p - kh d) % s == 0`, reading dy row `i / s + (a + p - kh d) / s` (likewise
+        // columns). Each of the `s^2` phases of dx is then a stride-1 gather over the
+        // zero-padded dy with its own taps, spread back into dx (the adjoint scatter through
+        // the forward's layout, a read-modify-write per tap, measured 1.3x as slow).
+        let (s, k) = (g.s, g.k);
+        let e = ((k - 1) * g.d + g.p) / s + 3;
+        let pad = Padded {
+            phases: 1,
+            rows: g.ho + 2 * e,
+            cols: g.wo + 2 * e,
+            shift: e as isize,
+        };
+        // For each phase `a`: the taps `kh` it takes and their dy offsets, plus `e`.
+        let phase_taps: Vec<Vec<(usize, usize)>> = (0..s)
+            .map(|a| {
+                (0..k)
+                    .filter_map(|kh| {
+                        let t = (a + g.p) as isize - (kh * g.d) as isize;
+                        (t.rem_euclid(s as isize) == 0)
+                            .then(|| (kh, (t.div_euclid(s as isize) + e as isize) as usize))
+                    })
+                    .collect()
+            })
+            .collect();
+        // taps[(c * s + a) * s + b]: the `(w, base)` of phase `(a, b)` of channel `c`.
+        let mut taps: Vec<Vec<(f32, usize)>> = Vec::with_capacity(g.c_in * s * s);
+        for c in 0..g.c_in {
+            for a in 0..s {
+                for b in 0..s {
+                    let mut t = Vec::new();
+                    for &(kh, oh) in &phase_taps[a] {
+                        for &(kw, ow) in &phase_taps[b] {
+                            t.push((w[c * kk + kh * k + kw], oh * pad.cols + ow));
+                        }
+                    }
+                    taps.push(t);
+                }
+            }
+        }
+        // Rows (columns) of dx in phase `a`: `i < h` with `i % s == a`.
+        let count = |len: usize, a: usize| len.saturating_sub(a).div_ceil(s);
+        let tmp_len = count(g.h, 0) * count(g.w, 0);
         dx.par_chunks_mut(hw)
             .enumerate()
             .with_min_len(planes_per_task(hw))
-            .for_each(|(plane, out)| {
-                let c = plane % g.c_in;
-                with_scratch(pad.len(), |buf| {
-                    buf.fill(0.0);
-                    scatter(
-                        isa,
-                        buf,
-                        &taps[c * kk..][..kk],
-                        rs,
-                        &dy[plane * howo..][..howo],
-                        g.wo,
-                    );
-                    pad.extract(buf, g.h, g.w, out);
-                });
-            });
+            .for_each_init(
+                || vec![0.0f32; tmp_len],
+                |tmp, (plane, out)| {
+                    let out = zeroed(out);
+                    let c = plane % g.c_in;
+                    let dy_plane = &dy[plane * howo..][..howo];
+                    with_padded(pad, dy_plane, g.ho, g.wo, false, |buf| {
+                        for a in 0..s {
+                            let rows = count(g.h, a);
+                            for b in 0..s {
+                                let (cols, t) = (count(g.w, b), &taps[(c * s + a) * s + b]);
+                                if rows == 0 || cols == 0 || t.is_empty() {
+                                    continue;
+                                }
+                                let ph = &mut tmp[..rows * cols];
+                                gather(isa, buf, t, pad.cols, ph, cols);
+                                for (i, vals) in ph.chunks_exact(cols).enumerate() {
+                                    spread_strided(vals, s, &mut out[(i * s + a) * g.w + b..]);
+                                }
+                            }
+                        }
+                    });
+                },
+            );
     }
 }
 
-fn depthwise_backward_weight(g: &Geom, x: &[f32], dy: &[f32], isa: Isa) -> Vec<f32> {
+fn depthwise_backward_weight(g: &Geom, x: &[f32], dy: &[f32], square: bool, isa: Isa) -> Vec<f32> {
     let pad = Padded::for_forward(g);
     let kk = g.k * g.k;
     let bases = pad.tap_offsets(g.k, g.d);
@@ -813,9 +1098,9 @@ fn depthwise_backward_weight(g: &Geom, x: &[f32], dy: &[f32], isa: Isa) -> Vec<f
         .enumerate()
         .with_min_len(planes_per_task(howo))
         .for_each(|(plane, part)| {
-            with_padded(pad, &x[plane * hw..][..hw], g.h, g.w, |buf| {
+            with_padded(pad, &x[plane * hw..][..hw], g.h, g.w, square, |buf| {
                 dots(
-                    isa,
+                    isa.at_most_avx2(),
                     buf,
                     &bases,
                     rs,
@@ -843,8 +1128,9 @@ fn inner_parallel(tasks: usize) -> bool {
 }
 
 /// `col[(ci * k + kh) * k + kw][oh * wo + ow] = x[ci][oh s + kh d - p][ow s + kw d - p]`,
-/// zero outside the input. `x` holds the group's `c_in / groups` planes.
-fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
+/// zero outside the input. `x` holds the group's `c_in / groups` planes. With `square`, the
+/// copied values are squared (`col(X (.) X)`).
+fn im2col(g: &Geom, x: &[f32], col: &mut [f32], square: bool) {
     let (k, s, hw) = (g.k, g.s, g.hw());
     for (row, dst) in col.chunks_exact_mut(g.howo()).enumerate() {
         let (ci, kh, kw) = (row / (k * k), row / k % k, row % k);
@@ -868,6 +1154,9 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
                 for (j, v) in out[lo..hi].iter_mut().enumerate() {
                     *v = src[start + j * s];
                 }
+            }
+            if square {
+                square_in_place(&mut out[lo..hi]);
             }
         }
     }
@@ -905,12 +1194,13 @@ fn col2im_add(g: &Geom, col: &[f32], x: &mut [f32]) {
     }
 }
 
-fn gemm_forward(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32]) {
+fn gemm_forward(g: &Geom, x: &[f32], w: &[f32], y: &mut [MaybeUninit<f32>]) {
     let (cig, cog, ckk, hw, howo) = (g.cig(), g.cog(), g.ckk(), g.hw(), g.howo());
     let par = inner_parallel(g.n);
     y.par_chunks_mut(g.c_out * howo)
         .enumerate()
         .for_each(|(n, yn)| {
+            let yn = zeroed(yn);
             for grp in 0..g.groups {
                 let xg = &x[(n * g.c_in + grp * cig) * hw..][..cig * hw];
                 let wg = Mat::row_major(&w[grp * cog * ckk..][..cog * ckk], cog, ckk);
@@ -919,7 +1209,7 @@ fn gemm_forward(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32]) {
                     sgemm(yg, wg, Mat::row_major(xg, ckk, howo), false, par);
                 } else {
                     with_scratch(ckk * howo, |col| {
-                        im2col(g, xg, col);
+                        im2col(g, xg, col, false);
                         sgemm(yg, wg, Mat::row_major(col, ckk, howo), false, par);
                     });
                 }
@@ -927,12 +1217,13 @@ fn gemm_forward(g: &Geom, x: &[f32], w: &[f32], y: &mut [f32]) {
         });
 }
 
-fn gemm_backward_input(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+fn gemm_backward_input(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [MaybeUninit<f32>]) {
     let (cig, cog, ckk, hw, howo) = (g.cig(), g.cog(), g.ckk(), g.hw(), g.howo());
     let par = inner_parallel(g.n);
     dx.par_chunks_mut(g.c_in * hw)
         .enumerate()
         .for_each(|(n, dxn)| {
+            let dxn = zeroed(dxn);
             for grp in 0..g.groups {
                 let dyg = Mat::row_major(
                     &dy[(n * g.c_out + grp * cog) * howo..][..cog * howo],
@@ -953,7 +1244,8 @@ fn gemm_backward_input(g: &Geom, dy: &[f32], w: &[f32], dx: &mut [f32]) {
         });
 }
 
-fn gemm_backward_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+/// The weight gradient, of `x (.) x` when `square` (the squares go into the scratch `col`).
+fn gemm_backward_weight(g: &Geom, x: &[f32], dy: &[f32], square: bool) -> Vec<f32> {
     let (cig, cog, ckk, hw, howo) = (g.cig(), g.cog(), g.ckk(), g.hw(), g.howo());
     let w_len = g.w_len();
     let per_chunk = g.n.div_ceil(MAX_WEIGHT_PARTIALS);
@@ -975,11 +1267,18 @@ fn gemm_backward_weight(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
                         howo,
                     );
                     let pg = &mut part[grp * cog * ckk..][..cog * ckk];
-                    if g.col_is_input() {
+                    if g.col_is_input() && !square {
                         sgemm(pg, dyg, Mat::row_major(xg, ckk, howo).t(), accumulate, par);
+                    } else if g.col_is_input() {
+                        with_scratch(ckk * howo, |col| {
+                            for (c, &v) in col.iter_mut().zip(xg) {
+                                *c = v * v;
+                            }
+                            sgemm(pg, dyg, Mat::row_major(col, ckk, howo).t(), accumulate, par);
+                        });
                     } else {
                         with_scratch(ckk * howo, |col| {
-                            im2col(g, xg, col);
+                            im2col(g, xg, col, square);
                             sgemm(pg, dyg, Mat::row_major(col, ckk, howo).t(), accumulate, par);
                         });
                     }
@@ -1020,7 +1319,12 @@ mod tests {
     #[test]
     fn depthwise_kernels_match_the_gemm_path() {
         let mut rng = Rng::new(11);
-        let isas = [Isa::Base, Isa::detect()];
+        let mut isas = vec![Isa::Base];
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            isas.push(Isa::Avx2Fma);
+        }
+        isas.push(Isa::detect());
         for &(k, s, p, d, h, w) in &[
             (3, 1, 1, 1, 9, 13),
             (3, 2, 1, 1, 9, 12),
@@ -1040,20 +1344,18 @@ mod tests {
             let x = rand(n * c * h * w, &mut rng);
             let wt = rand(c * k * k, &mut rng);
             let dy = rand(n * c * g.howo(), &mut rng);
-            let mut y_ref = vec![0.0; dy.len()];
-            gemm_forward(&g, &x, &wt, &mut y_ref);
-            let mut dx_ref = vec![0.0; x.len()];
-            gemm_backward_input(&g, &dy, &wt, &mut dx_ref);
-            let dw_ref = gemm_backward_weight(&g, &x, &dy);
-            for isa in isas {
+            let y_ref = output(dy.len(), |y| gemm_forward(&g, &x, &wt, y));
+            let dx_ref = output(x.len(), |dx| gemm_backward_input(&g, &dy, &wt, dx));
+            let dw_ref = gemm_backward_weight(&g, &x, &dy, false);
+            for &isa in &isas {
                 let what = format!("k{k} s{s} p{p} d{d} {h}x{w} {isa:?}");
-                let mut y = vec![0.0; dy.len()];
-                depthwise_forward(&g, &x, &wt, &mut y, isa);
+                let y = output(dy.len(), |y| depthwise_forward(&g, &x, &wt, y, isa));
                 assert!(max_rel_diff(&y, &y_ref) < 1e-5, "forward {what}");
-                let mut dx = vec![0.0; x.len()];
-                depthwise_backward_input(&g, &dy, &wt, &mut dx, isa);
+                let dx = output(x.len(), |dx| {
+                    depthwise_backward_input(&g, &dy, &wt, dx, isa)
+                });
                 assert!(max_rel_diff(&dx, &dx_ref) < 1e-5, "backward_input {what}");
-                let dw = depthwise_backward_weight(&g, &x, &dy, isa);
+                let dw = depthwise_backward_weight(&g, &x, &dy, false, isa);
                 assert!(max_rel_diff(&dw, &dw_ref) < 1e-5, "backward_weight {what}");
             }
         }

@@ -80,6 +80,15 @@ impl Backend for CpuBackend {
     ) -> Result<Tensor> {
         conv::backward_weight(x, dy, spec, w_shape)
     }
+    fn conv2d_backward_weight_sq(
+        &self,
+        x: &Tensor,
+        hy: &Tensor,
+        spec: Conv2dSpec,
+        w_shape: &[usize],
+    ) -> Result<Tensor> {
+        conv::backward_weight_sq(x, hy, spec, w_shape)
+    }
     fn batch_norm_train_forward(
         &self,
         x: &Tensor,
@@ -105,11 +114,16 @@ impl Backend for CpuBackend {
     fn channel_sums(&self, x: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
         batchnorm::channel_sums(x, y)
     }
-    fn max_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
+    fn max_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<(Tensor, Tensor)> {
         pool::max_forward(x, spec)
     }
-    fn max_pool2d_backward(&self, x: &Tensor, dy: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
-        pool::max_backward(x, dy, spec)
+    fn max_pool2d_backward(
+        &self,
+        argmax: &Tensor,
+        dy: &Tensor,
+        x_shape: &[usize],
+    ) -> Result<Tensor> {
+        pool::max_backward(argmax, dy, x_shape)
     }
     fn avg_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
         pool::avg_forward(x, spec)

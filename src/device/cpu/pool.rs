@@ -10,10 +10,16 @@
 //! over all outputs of the plane (rows included), the padding holds a neutral value (`-inf`
 //! for max, 0 for sums) so borders need no tests, and every inner loop vectorises. The plane
 //! kernels are compiled twice, portable and with AVX2, and picked at run time.
+//!
+//! Max pooling saves, per output, the flat in-plane offset of the window element it took
+//! (as f32, see [`crate::device::Backend::max_pool2d_forward`]); its backward zeroes each
+//! input-gradient plane and scatters `dy` through those offsets, in output order.
+
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::batchnorm::{isa_dispatch, plane_sum, Isa};
+use super::batchnorm::{assume_init, isa_dispatch, plane_sum, static_map_init, uninit, Isa};
 use crate::device::Pool2dSpec;
 use crate::error::{shape_err, Error, Result};
 use crate::tensor::Tensor;
@@ -318,17 +324,6 @@ fn clip(o: usize, s: usize, p: usize, k: usize, len: usize) -> (usize, usize) {
     (lo, hi)
 }
 
-/// Maximum that propagates NaN (like PyTorch): the result is NaN if any operand is, otherwise
-/// the maximum, whatever the order of evaluation.
-#[inline(always)]
-fn max_nan(a: f32, b: f32) -> f32 {
-    if (b > a) | b.is_nan() {
-        b
-    } else {
-        a
-    }
-}
-
 /// `dst[i] = f(..f(src[offs[0] + i], src[offs[1] + i]).., src[offs[last] + i])`. Three taps
 /// (the 3x3 pools) are fused into one pass; other counts fold one tap per pass.
 #[inline(always)]
@@ -389,7 +384,7 @@ fn reduce_windows(
 
 isa_dispatch! {
     fn max_forward_plane / max_forward_plane_avx2 =>
-        max_forward_plane_impl(g: &Geom, t: &Taps, x: &[f32], out: &mut [f32], s: &mut Scratch)
+        max_forward_plane_impl(g: &Geom, t: &ArgTables, x: &[f32], out: &mut [MaybeUninit<f32>], arg: &mut [MaybeUninit<f32>], s: &mut Scratch)
 }
 isa_dispatch! {
     fn avg_forward_plane / avg_forward_plane_avx2 =>
@@ -397,7 +392,7 @@ isa_dispatch! {
 }
 isa_dispatch! {
     fn max_backward_plane / max_backward_plane_avx2 =>
-        max_backward_plane_impl(g: &Geom, t: &ArgTables, x: &[f32], dy: &[f32], dx: &mut [f32], s: &mut Scratch)
+        max_backward_plane_impl(arg: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>], idx: &mut Vec<u32>) -> bool
 }
 isa_dispatch! {
     fn avg_backward_plane / avg_backward_plane_avx2 =>
@@ -416,8 +411,8 @@ struct Scratch {
     v: Vec<f32>,
     /// Flat outputs.
     acc: Vec<f32>,
-    /// Flat argmax indices.
-    arg: Vec<u32>,
+    /// Argmax offsets of the outputs (general windows).
+    arg: Vec<f32>,
 }
 
 impl Scratch {
@@ -426,20 +421,24 @@ impl Scratch {
             pp: vec![0.0; g.plane()],
             v: vec![0.0; g.s * g.vflat()],
             acc: vec![0.0; g.vflat()],
-            arg: vec![0; g.flat()],
+            arg: vec![0.0; g.flat()],
         }
     }
 }
 
-/// Flat-output tables of max-pool backward (shared by all planes).
+/// Argmax tables of max pooling (shared by all planes), over the flat outputs. Offsets are
+/// in-plane image offsets `i w + j` held in f32 (exact: planes have fewer than 2^24
+/// elements).
 struct ArgTables {
-    /// Image index of window element (0, 0) of each flat output, `oh s w + ow s`.
-    pos: Vec<u32>,
-    /// Image index of the first in-image element of each window in row-major order.
-    first: Vec<u32>,
+    /// Image offset of window element (0, 0) of each flat output, `oh s w + ow s` (it lies
+    /// in the padding when the window does).
+    pos: Vec<f32>,
+    /// Image offset of the first in-image element of each window in row-major order (the
+    /// argmax when no element beats `-inf`).
+    first: Vec<f32>,
     /// Per window element `(dr, dc)` in row-major order: its offset in a polyphase plane and
-    /// its image index offset `dr w + dc - p (w + 1)` (wrapping; padding is never taken).
-    taps: Vec<(usize, u32)>,
+    /// its image offset from `pos`, `dr w + dc - p (w + 1)` (padding is never taken).
+    taps: Vec<(usize, f32)>,
 }
 
 impl ArgTables {
@@ -449,20 +448,20 @@ impl ArgTables {
         for oh in 0..g.ho {
             let r0 = g.rows(oh).0;
             for ow in 0..g.len {
-                pos.push((oh * g.s * g.w + ow * g.s) as u32);
+                pos.push((oh * g.s * g.w + ow * g.s) as f32);
                 let c0 = if ow < g.wo {
                     clip(ow, g.s, g.p, g.k, g.w).0
                 } else {
                     0
                 };
-                first.push((r0 * g.w + c0) as u32);
+                first.push((r0 * g.w + c0) as f32);
             }
         }
         let mut taps = Vec::with_capacity(g.k * g.k);
         for dr in 0..g.k {
             for dc in 0..g.k {
                 let at = g.tap_row(dr, dc % g.s) + dc / g.s;
-                let off = ((dr * g.w + dc) as u32).wrapping_sub((g.p * (g.w + 1)) as u32);
+                let off = (dr * g.w + dc) as f32 - (g.p * (g.w + 1)) as f32;
                 taps.push((at, off));
             }
         }
@@ -470,13 +469,97 @@ impl ArgTables {
     }
 }
 
+/// Max pooling of one plane with the argmax of every window. The window elements are
+/// visited in row-major order and only a strictly greater value (or a NaN) takes over, so the
+/// first maximum wins (the last NaN, if any); the `-inf` padding never does, and a window
+/// with nothing above `-inf` keeps its first in-image element.
 #[inline(always)]
-fn max_forward_plane_impl(g: &Geom, t: &Taps, x: &[f32], out: &mut [f32], s: &mut Scratch) {
+fn max_forward_plane_impl(
+    g: &Geom,
+    t: &ArgTables,
+    x: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    arg: &mut [MaybeUninit<f32>],
+    s: &mut Scratch,
+) {
     g.split(x, &mut s.pp, f32::NEG_INFINITY);
-    reduce_windows(g, t, &s.pp, &mut s.v, &mut s.acc[..g.flat()], max_nan);
-    for (o, a) in out.chunks_exact_mut(g.wo).zip(s.acc.chunks_exact(g.len)) {
-        o.copy_from_slice(&a[..g.wo]);
+    let n = g.flat();
+    let (best, idx) = (&mut s.acc[..n], &mut s.arg[..n]);
+    let (first, pos) = (&t.first[..n], &t.pos[..n]);
+    if let Ok(taps) = <&[(usize, f32); 9]>::try_from(&t.taps[..]) {
+        // 3x3: all nine elements of a window in registers, one pass.
+        let v: [&[f32]; 9] = taps.map(|(at, _)| &s.pp[at..at + n]);
+        let off: [f32; 9] = taps.map(|(_, off)| off);
+        for i in 0..n {
+            let (mut b, mut a) = (f32::NEG_INFINITY, first[i]);
+            for j in 0..9 {
+                let x = v[j][i];
+                let take = (x > b) | x.is_nan();
+                b = if take { x } else { b };
+                a = if take { pos[i] + off[j] } else { a };
+            }
+            best[i] = b;
+            idx[i] = a;
+        }
+    } else {
+        best.fill(f32::NEG_INFINITY);
+        idx.copy_from_slice(first);
+        for &(at, off) in &t.taps {
+            let v = &s.pp[at..at + n];
+            for i in 0..n {
+                let x = v[i];
+                let take = (x > best[i]) | x.is_nan();
+                best[i] = if take { x } else { best[i] };
+                idx[i] = if take { pos[i] + off } else { idx[i] };
+            }
+        }
     }
+    let rows = out.chunks_exact_mut(g.wo).zip(arg.chunks_exact_mut(g.wo));
+    for ((o, a), (b, i)) in rows.zip(best.chunks_exact(g.len).zip(idx.chunks_exact(g.len))) {
+        for (o, &b) in o.iter_mut().zip(b) {
+            o.write(b);
+        }
+        for (a, &i) in a.iter_mut().zip(i) {
+            a.write(i);
+        }
+    }
+}
+
+/// `dx` zeroed, then `dx[arg[o]] += dy[o]` in output order. Returns false (leaving `dx`
+/// zeroed and partly accumulated) if an offset is not one of the plane's; `idx` is scratch.
+#[inline(always)]
+fn max_backward_plane_impl(
+    arg: &[f32],
+    dy: &[f32],
+    dx: &mut [MaybeUninit<f32>],
+    idx: &mut Vec<u32>,
+) -> bool {
+    for d in dx.iter_mut() {
+        d.write(0.0);
+    }
+    // SAFETY: every element was just written.
+    let dx = unsafe { &mut *(dx as *mut [MaybeUninit<f32>] as *mut [f32]) };
+    if dx.is_empty() {
+        return arg.is_empty();
+    }
+    // Validate and convert in one vectorised pass: NaN, negative and too large offsets fail
+    // the check; the clamped value converts exactly (fractions are truncated).
+    let hw = dx.len() as f32;
+    let top = (dx.len() - 1) as f32;
+    let mut ok = true;
+    idx.clear();
+    idx.extend(arg.iter().map(|&a| {
+        ok &= (a >= 0.0) & (a < hw);
+        // SAFETY: the clamped value is finite and in [0, 2^24], representable as u32.
+        unsafe { a.max(0.0).min(top).to_int_unchecked::<u32>() }
+    }));
+    if !ok {
+        return false;
+    }
+    for (&i, &d) in idx.iter().zip(dy) {
+        dx[i as usize] += d;
+    }
+    true
 }
 
 #[inline(always)]
@@ -498,56 +581,6 @@ fn avg_forward_plane_impl(
         o.iter_mut()
             .zip(a.iter().zip(f))
             .for_each(|(o, (&a, &f))| *o = a * f);
-    }
-}
-
-/// Recomputes the argmax of every window and routes `dy` to it. The window elements are
-/// visited in row-major order and only a strictly greater value (or a NaN) takes over, so the
-/// first maximum wins; the `-inf` padding never does. Then `dy` is added at the winners, in
-/// output order.
-#[inline(always)]
-fn max_backward_plane_impl(
-    g: &Geom,
-    t: &ArgTables,
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    s: &mut Scratch,
-) {
-    g.split(x, &mut s.pp, f32::NEG_INFINITY);
-    let n = g.flat();
-    let arg = &mut s.arg[..n];
-    if let Ok(taps) = <&[(usize, u32); 9]>::try_from(&t.taps[..]) {
-        // 3x3: all nine elements of a window in registers, one pass.
-        let v: [&[f32]; 9] = taps.map(|(at, _)| &s.pp[at..at + n]);
-        let off: [u32; 9] = taps.map(|(_, off)| off);
-        for (i, (a, (&first, &pos))) in arg.iter_mut().zip(t.first.iter().zip(&t.pos)).enumerate() {
-            let (mut best, mut idx) = (f32::NEG_INFINITY, first);
-            for j in 0..9 {
-                let x = v[j][i];
-                let take = (x > best) | x.is_nan();
-                best = if take { x } else { best };
-                idx = if take { pos.wrapping_add(off[j]) } else { idx };
-            }
-            *a = idx;
-        }
-    } else {
-        let best = &mut s.acc[..n];
-        best.fill(f32::NEG_INFINITY);
-        arg.copy_from_slice(&t.first);
-        for &(at, off) in &t.taps {
-            let v = &s.pp[at..at + n];
-            for (((b, a), &x), &pos) in best.iter_mut().zip(arg.iter_mut()).zip(v).zip(&t.pos) {
-                let take = (x > *b) | x.is_nan();
-                *b = if take { x } else { *b };
-                *a = if take { pos.wrapping_add(off) } else { *a };
-            }
-        }
-    }
-    for (dyrow, arow) in dy.chunks_exact(g.wo).zip(arg.chunks_exact(g.len)) {
-        for (&d, &a) in dyrow.iter().zip(arow) {
-            dx[a as usize] += d;
-        }
     }
 }
 
@@ -594,44 +627,84 @@ fn avg_backward_plane_impl(g: &Geom, inv: &[f32], dy: &[f32], dx: &mut [f32], s:
 // Entry points
 // ------------------------------------------------------------------------------------------
 
-pub(crate) fn max_forward(x: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
+pub(crate) fn max_forward(x: &Tensor, spec: Pool2dSpec) -> Result<(Tensor, Tensor)> {
     let g = Geom::new("max_pool2d", x.shape(), spec)?;
-    let (isa, taps) = (Isa::detect(), Taps::new(&g));
-    let mut out = vec![0.0f32; g.n * g.c * g.ho * g.wo];
-    out.par_chunks_mut(g.ho * g.wo)
-        .zip(x.cpu().par_chunks(g.h * g.w))
-        .with_min_len(g.planes_per_task())
-        .for_each_init(
-            || Scratch::new(&g),
-            |s, (o, xp)| max_forward_plane(isa, &g, &taps, xp, o, s),
-        );
-    Tensor::from_vec(out, &g.out_shape())
+    if g.h * g.w > 1 << 24 {
+        return Err(Error::Invalid(format!(
+            "max_pool2d: planes of {}x{} are too large (argmax offsets are f32, at most 2^24 per plane)",
+            g.h, g.w
+        )));
+    }
+    let (isa, tables) = (Isa::detect_wide(), ArgTables::new(&g));
+    let len = g.n * g.c * g.ho * g.wo;
+    let (mut out, mut arg) = (uninit(len), uninit(len));
+    let planes: Vec<_> = out
+        .chunks_mut(g.ho * g.wo)
+        .zip(arg.chunks_mut(g.ho * g.wo))
+        .zip(x.cpu().chunks(g.h * g.w))
+        .collect();
+    static_map_init(
+        planes,
+        x.numel(),
+        || Scratch::new(&g),
+        |s, _, ((o, a), xp)| max_forward_plane(isa, &g, &tables, xp, o, a, s),
+    );
+    // SAFETY: the planes cover both buffers and the plane kernel writes every element.
+    let (out, arg) = unsafe { (assume_init(out), assume_init(arg)) };
+    Ok((
+        Tensor::from_vec(out, &g.out_shape())?,
+        Tensor::from_vec(arg, &g.out_shape())?,
+    ))
 }
 
-pub(crate) fn max_backward(x: &Tensor, dy: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
-    let g = Geom::new("max_pool2d_backward", x.shape(), spec)?;
-    if dy.shape() != g.out_shape() {
+pub(crate) fn max_backward(argmax: &Tensor, dy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
+    let &[n, c, h, w] = x_shape else {
+        return shape_err("max_pool2d_backward x", "[N, C, H, W]", x_shape);
+    };
+    let ds = dy.shape();
+    if ds.len() != 4 || ds[0] != n || ds[1] != c {
+        return shape_err("max_pool2d_backward dy", format!("[{n}, {c}, Ho, Wo]"), ds);
+    }
+    if argmax.shape() != ds {
         return shape_err(
-            "max_pool2d_backward dy",
-            format!("{:?}", g.out_shape()),
-            dy.shape(),
+            "max_pool2d_backward argmax",
+            format!("{ds:?}"),
+            argmax.shape(),
         );
     }
+    let (hw, howo) = (h * w, ds[2] * ds[3]);
+    if hw == 0 {
+        return shape_err("max_pool2d_backward x", "H, W >= 1", x_shape);
+    }
     let isa = Isa::detect();
-    let tables = ArgTables::new(&g);
-    let mut dx = vec![0.0f32; x.numel()];
-    dx.par_chunks_mut(g.h * g.w)
-        .zip(
-            x.cpu()
-                .par_chunks(g.h * g.w)
-                .zip(dy.cpu().par_chunks(g.ho * g.wo)),
+    let mut dx = uninit(n * c * hw);
+    let ok = if howo == 0 {
+        dx.iter_mut().for_each(|d| {
+            d.write(0.0);
+        });
+        true
+    } else {
+        let planes: Vec<_> = dx
+            .chunks_mut(hw)
+            .zip(argmax.cpu().chunks(howo).zip(dy.cpu().chunks(howo)))
+            .collect();
+        static_map_init(
+            planes,
+            n * c * (hw + howo),
+            Vec::new,
+            |idx, _, (dxp, (ap, dyp))| max_backward_plane(isa, ap, dyp, dxp, idx),
         )
-        .with_min_len(g.planes_per_task())
-        .for_each_init(
-            || Scratch::new(&g),
-            |s, (dxp, (xp, dyp))| max_backward_plane(isa, &g, &tables, xp, dyp, dxp, s),
-        );
-    Tensor::from_vec(dx, x.shape())
+        .into_iter()
+        .all(|ok| ok)
+    };
+    // SAFETY: every plane of `dx` is zeroed first by the plane kernel (or above).
+    let dx = unsafe { assume_init(dx) };
+    if !ok {
+        return Err(Error::Invalid(format!(
+            "max_pool2d_backward: argmax holds an offset outside the {h}x{w} input plane"
+        )));
+    }
+    Tensor::from_vec(dx, x_shape)
 }
 
 pub(crate) fn avg_forward(x: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
@@ -752,9 +825,11 @@ mod tests {
                 ];
                 let dy = Tensor::randn(&out, 1.0, &mut rng);
                 let run = || {
+                    let (y, arg) = max_forward(&x, spec).unwrap();
                     [
-                        max_forward(&x, spec).unwrap(),
-                        max_backward(&x, &dy, spec).unwrap(),
+                        max_backward(&arg, &dy, &shape).unwrap(),
+                        y,
+                        arg,
                         avg_forward(&x, spec).unwrap(),
                         avg_backward(&dy, spec, &shape, 1).unwrap(),
                         avg_backward(&dy, spec, &shape, 2).unwrap(),

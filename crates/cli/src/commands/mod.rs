@@ -2,6 +2,8 @@
 //! `main.rs` lists them in its `Command` enum and dispatches.
 
 pub mod bench;
+pub mod compress;
 pub mod fetch;
 pub mod info;
 pub mod search;
+pub mod train;

@@ -1,0 +1,370 @@
+//! `bayesnas train` and `bayesnas compress` through the binary: a short training run on the
+//! vendored Fashion-MNIST learns, outputs are written, bad input gives clear errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bayesnas"))
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("bayesnas-cli-train-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A tiny DARTS_V2 network (3 cells, C=8) trained for 300 steps of 32 images on the
+/// built-in Fashion-MNIST set: a broken forward or backward pass stays near 10%.
+#[test]
+fn short_training_on_fashion_mnist_beats_chance_by_far() {
+    let out = scratch("fashion");
+    let o = bin()
+        .args([
+            "train",
+            "--genotype",
+            "darts_v2",
+            "--cells",
+            "3",
+            "--channels",
+            "8",
+            "--epochs",
+            "2",
+            "--max-batches",
+            "150",
+            "--batch",
+            "32",
+            "--lr",
+            "0.05",
+            "--drop-path",
+            "0.1",
+            "--quiet",
+            "--out",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stdout.contains("test accuracy"), "{stdout}");
+    let r = json(&out.join("result.json"));
+    let test = r["test_accuracy"].as_f64().unwrap();
+    let val = r["val_accuracy"].as_f64().unwrap();
+    assert!(val > 0.5 && test > 0.5, "validation {val}, test {test}");
+    assert!(r["params"].as_u64().unwrap() > 5_000);
+    let g = bayesnas_search::Genotype::from_json_value(&r["genotype"]).unwrap();
+    assert_eq!(
+        g,
+        bayesnas_search::Genotype::from_darts_string(bayesnas_search::genotype::DARTS_V2).unwrap()
+    );
+    assert_eq!(r["epochs"], 2);
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "epoch")
+        .collect();
+    assert_eq!(epochs.len(), 2, "{metrics}");
+    assert!(epochs[1]["train_loss"].as_f64().unwrap() < 2.0);
+    assert!(epochs[1]["drop_path"].as_f64().unwrap() > 0.0);
+    assert!(out.join("weights.safetensors").is_file());
+    assert!(out.join("checkpoint.safetensors").is_file());
+    std::fs::remove_dir_all(out).ok();
+}
+
+const TINY: &[&str] = &[
+    "train",
+    "--cells",
+    "3",
+    "--epochs",
+    "1",
+    "--max-batches",
+    "2",
+    "--batch",
+    "8",
+    "--quiet",
+];
+
+#[test]
+fn bad_genotypes_options_and_checkpoints_are_clear_errors() {
+    let dir = scratch("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let g = bayesnas_search::Genotype::from_darts_string(bayesnas_search::genotype::DARTS_V2)
+        .unwrap()
+        .to_json()
+        .unwrap();
+    let unknown_op = dir.join("unknown_op.json");
+    std::fs::write(&unknown_op, g.replacen("dil_conv_3x3", "conv_9x9", 1)).unwrap();
+    let bad_node = dir.join("bad_node.json");
+    std::fs::write(&bad_node, g.replacen("\"n1\"", "\"n9\"", 1)).unwrap();
+    let darts_bad = dir.join("darts.txt");
+    std::fs::write(
+        &darts_bad,
+        bayesnas_search::genotype::DARTS_V2.replacen(
+            "('dil_conv_3x3', 2)",
+            "('dil_conv_3x3', 7)",
+            1,
+        ),
+    )
+    .unwrap();
+    let p = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--genotype".into(), p(&unknown_op)], "conv_9x9"),
+        (vec!["--genotype".into(), p(&bad_node)], "n9"),
+        (vec!["--genotype".into(), p(&darts_bad)], "7"),
+        (
+            vec!["--genotype".into(), "/nonexistent/genotype.json".into()],
+            "/nonexistent/genotype.json",
+        ),
+        (
+            vec![
+                "--genotype".into(),
+                "darts_v2".into(),
+                "--cells".into(),
+                "2".into(),
+            ],
+            "--cells",
+        ),
+        (
+            vec![
+                "--genotype".into(),
+                "darts_v2".into(),
+                "--channels".into(),
+                "5".into(),
+            ],
+            "--channels",
+        ),
+        (
+            vec![
+                "--genotype".into(),
+                "darts_v2".into(),
+                "--drop-path".into(),
+                "1.5".into(),
+            ],
+            "--drop-path",
+        ),
+        (
+            vec![
+                "--genotype".into(),
+                "darts_v2".into(),
+                "--resume".into(),
+                "/nonexistent/run".into(),
+            ],
+            "no checkpoint",
+        ),
+    ];
+    for (args, needle) in &cases {
+        let mut cmd = bin();
+        cmd.args(TINY).args(args);
+        if !args.iter().any(|a| a == "--channels") {
+            cmd.args(["--channels", "4"]);
+        }
+        let o = cmd.output().unwrap();
+        let (_, err) = text(&o);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+
+    // our own genotype.json (a search's output format) trains
+    let own = dir.join("genotype.json");
+    std::fs::write(&own, &g).unwrap();
+    let o = bin()
+        .args(TINY)
+        .args([
+            "--channels",
+            "4",
+            "--genotype",
+            own.to_str().unwrap(),
+            "--out",
+        ])
+        .arg(dir.join("own"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o).1);
+
+    // a checkpoint of a C=4 network cannot continue a C=6 run
+    let run = dir.join("run");
+    let o = bin()
+        .args(TINY)
+        .args(["--channels", "4", "--genotype", "darts_v2", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o).1);
+    let ck = run.join("checkpoint.safetensors");
+    let o = bin()
+        .args(TINY)
+        .args(["--genotype", "darts_v2", "--channels", "6", "--resume"])
+        .arg(&ck)
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("checkpoint.safetensors")
+            && err.contains("shape")
+            && !err.contains("panicked"),
+        "{err}"
+    );
+    // resuming a finished run with the same options re-reports it
+    let o = bin()
+        .args(TINY)
+        .args(["--channels", "4", "--genotype", "darts_v2", "--resume"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o).1);
+    assert!(json(&run.join("result.json"))["test_accuracy"].is_number());
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn help_lists_the_options() {
+    let o = bin().args(["train", "--help"]).output().unwrap();
+    let (h, _) = text(&o);
+    for want in [
+        "--genotype",
+        "--cells",
+        "--channels",
+        "--auxiliary",
+        "--drop-path",
+        "--cutout",
+        "--epochs",
+        "--resume",
+        "--device",
+    ] {
+        assert!(h.contains(want), "train --help lacks {want}:\n{h}");
+    }
+    let o = bin().args(["compress", "--help"]).output().unwrap();
+    let (h, _) = text(&o);
+    for want in [
+        "--model",
+        "lenet-300-100",
+        "lenet5",
+        "--data-dir",
+        "--loops",
+        "--lambda",
+        "--threshold",
+        "--device",
+    ] {
+        assert!(h.contains(want), "compress --help lacks {want}:\n{h}");
+    }
+}
+
+fn mnist() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/mnist")
+}
+
+#[test]
+fn compress_smoke_run_writes_a_report() {
+    let data = mnist();
+    if !data.is_dir() {
+        eprintln!("skipped: no MNIST at {}", data.display());
+        return;
+    }
+    let out = scratch("compress");
+    let o = bin()
+        .args([
+            "compress",
+            "--model",
+            "lenet-300-100",
+            "--loops",
+            "1",
+            "--epochs-per-loop",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--max-batches",
+            "20",
+            "--curvature-batches",
+            "5",
+            "--lambda",
+            "1e-3",
+            "--threshold",
+            "1e-3",
+            "--quiet",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stdout.contains("784-300-100 ->"), "{stdout}");
+    let r = json(&out.join("report.json"));
+    let err = r["test_error"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&err), "{err}");
+    assert!(err < 50.0, "20+20 batches should learn something: {err}%");
+    let s: Vec<u64> = r["structure"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(s.len(), 3);
+    assert!(s[0] < 784, "border pixels are pruned: {s:?}");
+    let f = r["nonzero_fraction"].as_f64().unwrap();
+    assert!(f > 0.0 && f < 1.0, "{f}");
+    assert!(out.join("pruned.safetensors").is_file());
+
+    // bad options
+    for (args, needle) in [
+        (vec!["compress", "--model", "lenet7"], "lenet7"),
+        (
+            vec![
+                "compress",
+                "--model",
+                "lenet5",
+                "--data-dir",
+                "/nonexistent",
+            ],
+            "/nonexistent",
+        ),
+        (
+            vec![
+                "compress",
+                "--model",
+                "lenet5",
+                "--loops",
+                "0",
+                "--data-dir",
+                ".",
+            ],
+            "--loops",
+        ),
+        (
+            vec![
+                "compress",
+                "--model",
+                "lenet5",
+                "--lambda=-1",
+                "--data-dir",
+                ".",
+            ],
+            "lambda",
+        ),
+    ] {
+        let o = bin().args(&args).output().unwrap();
+        let (_, e) = text(&o);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(
+            e.contains(needle) && !e.contains("panicked"),
+            "{args:?}: {e}"
+        );
+    }
+    std::fs::remove_dir_all(out).ok();
+}

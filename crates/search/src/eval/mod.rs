@@ -1,0 +1,85 @@
+//! After the search: train a derived cell in the evaluation network, and compress plain
+//! networks with the same Bayesian machinery (method note, sections 9 and 10).
+//!
+//! * [`network`]: DARTS' evaluation network (`NetworkCIFAR`) built from a [`Genotype`]
+//!   (our `genotype.json` or a DARTS `Genotype(...)` string), with affine batch norm,
+//!   drop-path and the optional auxiliary head. Parameter names follow DARTS' `model.py`, so
+//!   the trained weights load into the PyTorch model.
+//! * [`train`]: the training loop of the evaluation protocol (SGD, cosine schedule, weight
+//!   decay, gradient clipping, drop-path ramp, auxiliary loss), checkpoints and resume.
+//! * [`compress`]: structured Bayesian compression of LeNet-300-100 and LeNet-5-Caffe: groups
+//!   per input neuron / filter, the reweighted group lasso, the closed-form update from the
+//!   engine's curvature pass, dynamic pruning and the physically shrunk network.
+//!
+//! [`Genotype`]: crate::Genotype
+
+pub mod compress;
+pub mod network;
+pub mod train;
+
+use bayesnas_engine::prelude::*;
+use bayesnas_engine::tape::{Op as TapeOp, OpCtx};
+
+/// Moves every tensor of a store (values, gradients, curvatures, momenta) to `device`.
+/// Networks are built on the host; this puts them where they train.
+pub fn move_store(store: &mut ParamStore, device: Device) -> Result<()> {
+    let ids: Vec<ParamId> = store.ids().collect();
+    for id in ids {
+        let p = store.get_mut(id);
+        if p.value.device() == device {
+            continue;
+        }
+        p.value = p.value.to_device(device)?;
+        p.grad = p.grad.to_device(device)?;
+        p.curvature = p.curvature.to_device(device)?;
+        p.momentum = p.momentum.to_device(device)?;
+    }
+    Ok(())
+}
+
+/// `y = x` viewed with another shape (flattening conv features for a linear layer). Its
+/// gradient and curvature are the incoming ones reshaped back.
+struct ReshapeOp;
+
+impl TapeOp for ReshapeOp {
+    fn name(&self) -> &'static str {
+        "reshape"
+    }
+    fn backward(&self, ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(dy.clone().reshape(ctx.inputs[0].shape())?)])
+    }
+    fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        self.backward(ctx, hy)
+    }
+}
+
+/// `[N, ...] -> [N, prod(...)]` on the tape.
+pub fn flatten(tape: &mut Tape, x: Var) -> Result<Var> {
+    let v = tape.value(x);
+    let n = *v.shape().first().ok_or_else(|| Error::Shape {
+        op: "flatten",
+        expected: "[N, ...]".into(),
+        found: format!("{:?}", v.shape()),
+    })?;
+    let rest = v.numel() / n.max(1);
+    let y = v.clone().reshape(&[n, rest])?;
+    Ok(tape.push(y, &[x], ReshapeOp))
+}
+
+/// Index of the largest entry of each row of `[B, K]` logits.
+pub fn argmax_rows(logits: &Tensor) -> Vec<usize> {
+    let k = logits.shape().get(1).copied().unwrap_or(1).max(1);
+    logits
+        .to_vec()
+        .chunks(k)
+        .map(|row| {
+            let mut best = 0;
+            for (i, &x) in row.iter().enumerate() {
+                if x > row[best] {
+                    best = i;
+                }
+            }
+            best
+        })
+        .collect()
+}

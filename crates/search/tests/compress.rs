@@ -1,0 +1,199 @@
+//! Structured compression: groups pushed to zero are pruned and the network shrinks, the
+//! pruned network computes what the masked unpruned one computes, and the closed-form
+//! update follows the method note.
+
+use bayesnas_engine::prelude::*;
+use bayesnas_search::eval::compress::{
+    CompressNet, CompressSettings, Compressor, Model, PenaltyMode,
+};
+
+fn images(n: usize, seed: u64) -> (Tensor, Vec<u32>) {
+    let mut rng = Rng::new(seed);
+    let labels = (0..n).map(|_| rng.below(10) as u32).collect();
+    (Tensor::randn(&[n, 1, 28, 28], 1.0, &mut rng), labels)
+}
+
+fn logits(net: &CompressNet, store: &ParamStore, x: &Tensor) -> Vec<f32> {
+    let mut t = Tape::new_eval();
+    let xv = t.input(x.clone());
+    let y = net.forward(&mut t, store, xv).unwrap();
+    assert_eq!(t.value(y).shape(), &[x.shape()[0], 10]);
+    t.value(y).to_vec()
+}
+
+fn shape(store: &ParamStore, name: &str) -> Vec<usize> {
+    store.value(store.find(name).unwrap()).shape().to_vec()
+}
+
+fn settings() -> CompressSettings {
+    CompressSettings {
+        threshold: 1e-12,
+        lr: 0.01,
+        curvature_batches: 1,
+        ..CompressSettings::default()
+    }
+}
+
+/// Zeroes group `g` of layer `li` (a filter of a conv layer, a column of a linear layer).
+fn zero_group(c: &mut Compressor, li: usize, g: usize) {
+    let id = c.net.layers[li].weight;
+    let w = c.store.value(id);
+    let s = w.shape().to_vec();
+    let mut v = w.to_vec();
+    if s.len() == 4 {
+        let block: usize = s[1..].iter().product();
+        v[g * block..(g + 1) * block].fill(0.0);
+    } else {
+        for o in 0..s[0] {
+            v[o * s[1] + g] = 0.0;
+        }
+    }
+    *c.store.value_mut(id) = Tensor::from_vec(v, &s).unwrap();
+}
+
+/// One batch of random images leaves some ReLU units silent: their outgoing groups have
+/// zero curvature and are (rightly) pruned too. Keep those here so that only the groups
+/// pushed to zero go.
+fn keep_all_but_zero_groups(c: &mut Compressor) {
+    for li in 0..c.gamma.len() {
+        let norms = c.group_norms(li);
+        for (g, n) in norms.iter().enumerate() {
+            if *n > 0.0 {
+                c.gamma[li][g] = c.gamma[li][g].max(1.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn groups_pushed_to_zero_are_pruned_and_the_network_shrinks() {
+    // LeNet-5: conv1 filter 3, conv2 filter 7 (and with it fc1's inputs 112..128), fc1
+    // input 100, fc2 input 42 (and with it fc1's unit 42).
+    let mut c = Compressor::new(Model::Lenet5, settings(), Device::Cpu).unwrap();
+    let (x, y) = images(8, 1);
+    c.step(x.clone(), &y, 0.01, true, true).unwrap();
+    zero_group(&mut c, 0, 3);
+    zero_group(&mut c, 1, 7);
+    zero_group(&mut c, 2, 100);
+    zero_group(&mut c, 3, 42);
+    c.update().unwrap();
+    for (li, g) in [(0, 3), (1, 7), (2, 100), (3, 42)] {
+        assert_eq!(c.gamma[li][g], 0.0, "layer {li} group {g}");
+    }
+    keep_all_but_zero_groups(&mut c);
+    let s = c.prune().unwrap();
+    assert_eq!(s.structure, vec![19, 49, 783, 499]);
+    assert_eq!(c.net.structure(), vec![19, 49, 783, 499]);
+    assert_eq!(shape(&c.store, "conv1.weight"), [19, 1, 5, 5]);
+    assert_eq!(shape(&c.store, "conv1.bias"), [19]);
+    assert_eq!(shape(&c.store, "conv2.weight"), [49, 19, 5, 5]);
+    assert_eq!(shape(&c.store, "fc1.weight"), [499, 783]);
+    assert_eq!(shape(&c.store, "fc2.weight"), [10, 499]);
+    assert!(!c.net.group_units(0).contains(&3));
+    assert!(!c.net.group_units(2).contains(&100));
+    assert!(!c
+        .net
+        .group_units(2)
+        .iter()
+        .any(|&f| (112..128).contains(&f)));
+    assert_eq!(c.gamma[2].len(), 783);
+    // the shrunk network still trains
+    let before = c.step(x.clone(), &y, 0.01, true, true).unwrap().0;
+    for _ in 0..5 {
+        c.step(x.clone(), &y, 0.01, false, false).unwrap();
+    }
+    let after = c.step(x, &y, 0.01, false, false).unwrap().0;
+    assert!(after < before, "{before} -> {after}");
+
+    // LeNet-300-100: input pixels 0..5 and fc3 input 9 (with fc2's unit 9).
+    let mut c = Compressor::new(Model::Lenet300100, settings(), Device::Cpu).unwrap();
+    let (x, y) = images(8, 2);
+    c.step(x, &y, 0.01, true, true).unwrap();
+    for g in 0..5 {
+        zero_group(&mut c, 0, g);
+    }
+    zero_group(&mut c, 2, 9);
+    c.update().unwrap();
+    assert_eq!(c.gamma[2][9], 0.0);
+    keep_all_but_zero_groups(&mut c);
+    c.prune().unwrap();
+    assert_eq!(c.net.structure(), vec![779, 300, 99]);
+    assert_eq!(shape(&c.store, "fc1.weight"), [300, 779]);
+    assert_eq!(shape(&c.store, "fc2.weight"), [99, 300]);
+    assert_eq!(shape(&c.store, "fc2.bias"), [99]);
+    assert_eq!(shape(&c.store, "fc3.weight"), [10, 99]);
+}
+
+#[test]
+fn pruned_network_computes_the_masked_network() {
+    for model in Model::ALL {
+        let mut store = ParamStore::new();
+        let mut net = CompressNet::new(model, &mut store, &mut Rng::new(7)).unwrap();
+        let mut rng = Rng::new(9);
+        // prune a random third of every layer's groups
+        let flags: Vec<Vec<bool>> = net
+            .group_counts()
+            .iter()
+            .map(|&n| (0..n).map(|_| rng.bernoulli(0.33)).collect())
+            .collect();
+        let plan = net.plan(&flags, &[]).unwrap();
+        let (masked_net, mut masked) = (net.clone(), store.clone());
+        masked_net.mask(&mut masked, &plan).unwrap();
+        net.shrink(&mut store, &plan).unwrap();
+        for (a, b) in net.structure().iter().zip(model.original_structure()) {
+            assert!(*a < b, "{model}: {:?}", net.structure());
+        }
+        let (x, _) = images(5, 3);
+        let full = logits(&masked_net, &masked, &x);
+        let small = logits(&net, &store, &x);
+        let diff = full
+            .iter()
+            .zip(&small)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "{model}: {diff}");
+        // same non-zero weights
+        assert_eq!(
+            masked_net.nonzero_weights(&masked),
+            net.nonzero_weights(&store),
+            "{model}"
+        );
+        // the export lists what survived and how to gather the inputs
+        let ex = net.export_store(&store).unwrap();
+        let idx = ex.find("fc1.input_index").unwrap();
+        let gathered = if model == Model::Lenet5 { 2 } else { 0 };
+        assert_eq!(ex.value(idx).numel(), net.structure()[gathered]);
+    }
+}
+
+#[test]
+fn closed_form_update_follows_the_method_note() {
+    let s = CompressSettings {
+        lambda: vec![1e-3],
+        penalty: PenaltyMode::Gradient,
+        ..settings()
+    };
+    let mut c = Compressor::new(Model::Lenet300100, s, Device::Cpu).unwrap();
+    let (x, y) = images(16, 5);
+    c.step(x.clone(), &y, 0.0001, true, true).unwrap();
+    c.step(x, &y, 0.0001, true, true).unwrap();
+    let id = c.net.layers[1].weight;
+    let h = c.store.get(id).curvature.to_vec();
+    let w = c.store.value(id).to_vec();
+    assert!(h.iter().all(|&v| v >= 0.0) && h.iter().any(|&v| v > 0.0));
+    c.update().unwrap();
+    // group 5 of fc2 is column 5 of its [100, 300] weight; gamma was 1
+    let (mut sum, mut norm2) = (0.0f64, 0.0f64);
+    for o in 0..100 {
+        let big_h = h[o * 300 + 5] as f64 / 2.0 / 1e-3;
+        sum += big_h / (1.0 + big_h);
+        norm2 += (w[o * 300 + 5] as f64).powi(2);
+    }
+    let omega = sum.sqrt();
+    assert!((c.omega[1][5] - omega).abs() <= 1e-9 * omega.max(1.0));
+    assert!((c.gamma[1][5] - norm2.sqrt() / omega).abs() <= 1e-9 * c.gamma[1][5]);
+    // the penalty uses the new omega
+    assert!(c.penalty() > 0.0);
+    // no curvature since the update: a second update is refused
+    assert!(c.update().is_err());
+}
