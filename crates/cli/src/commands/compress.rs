@@ -81,7 +81,12 @@ pub struct CompressArgs {
 
     /// Group-lasso strength: one value, or one per layer separated by commas (fc1,fc2,fc3
     /// or conv1,conv2,fc1,fc2) [default: see --help of the model in the README]
-    #[arg(long, value_name = "L[,L..]", value_delimiter = ',', help_heading = "Bayesian compression")]
+    #[arg(
+        long,
+        value_name = "L[,L..]",
+        value_delimiter = ',',
+        help_heading = "Bayesian compression"
+    )]
     pub lambda: Option<Vec<f64>>,
     /// Prune groups whose prior variance gamma falls under this [default: 1e-6]
     #[arg(long, value_name = "T", help_heading = "Bayesian compression")]

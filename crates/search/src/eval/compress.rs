@@ -882,8 +882,7 @@ impl Compressor {
                 let grp = gi(i);
                 if norms[grp] > 0.0 {
                     *gv += (self.settings.lambda_of(li) * self.omega[li][grp] * w[i] as f64
-                        / norms[grp])
-                        as f32;
+                        / norms[grp]) as f32;
                 }
             }
             self.store.get_mut(id).grad = Tensor::from_vec(g, &shape)?.to_device(self.device)?;
