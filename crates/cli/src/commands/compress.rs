@@ -48,6 +48,18 @@ pub enum CompressDataset {
     FashionMnist,
 }
 
+/// `--augment` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AugmentArg {
+    /// Never
+    None,
+    /// In the final fine-tune only (pruning decisions see the plain images)
+    Finetune,
+    /// In every epoch
+    All,
+}
+
 /// `--penalty` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PenaltyArg {
@@ -75,12 +87,13 @@ pub struct CompressArgs {
     /// train on all of it)
     #[arg(long, default_value_t = 0.0, value_name = "F", help_heading = "Data")]
     pub valid_fraction: f64,
-    /// Random crops (2-pixel padding) of the training images
-    #[arg(long, help_heading = "Data")]
-    pub augment: bool,
+    /// When to train on random crops (2-pixel padding) of the images [default: finetune]
+    #[arg(long, value_enum, value_name = "WHEN", help_heading = "Data")]
+    pub augment: Option<AugmentArg>,
 
     /// Group-lasso strength: one value, or one per layer separated by commas (fc1,fc2,fc3
-    /// or conv1,conv2,fc1,fc2) [default: see --help of the model in the README]
+    /// or conv1,conv2,fc1,fc2) [default: lenet-300-100 0.185,0.0065,0.03; lenet5
+    /// 0.15,0.015,0.01,0.01]
     #[arg(
         long,
         value_name = "L[,L..]",
@@ -91,12 +104,17 @@ pub struct CompressArgs {
     /// Prune groups whose prior variance gamma falls under this [default: 1e-6]
     #[arg(long, value_name = "T", help_heading = "Bayesian compression")]
     pub threshold: Option<f64>,
-    /// Loops of (training, curvature, closed-form update, pruning)
+    /// Loops of (training, curvature, closed-form update, pruning) [default: lenet-300-100 4,
+    /// lenet5 9]
     #[arg(long, value_name = "L", help_heading = "Bayesian compression")]
     pub loops: Option<usize>,
-    /// Training epochs per loop
+    /// Training epochs per loop [default: 2]
     #[arg(long, value_name = "N", help_heading = "Bayesian compression")]
     pub epochs_per_loop: Option<usize>,
+    /// Epochs without penalty before the loops; their curvature sets the first omega and
+    /// gamma (0: start from omega = gamma = 1) [default: lenet-300-100 0, lenet5 1]
+    #[arg(long, value_name = "N", help_heading = "Bayesian compression")]
+    pub warmup_epochs: Option<usize>,
     /// Curvature is averaged over the last K batches of each loop
     #[arg(
         long,
@@ -109,7 +127,8 @@ pub struct CompressArgs {
     #[arg(long, value_enum, default_value_t = PenaltyArg::Prox, help_heading = "Bayesian compression")]
     pub penalty: PenaltyArg,
 
-    /// Epochs of the final fine-tune of the pruned network (no penalty)
+    /// Epochs of the final fine-tune of the pruned network (no penalty) [default:
+    /// lenet-300-100 100, lenet5 30]
     #[arg(long, value_name = "N", help_heading = "Training")]
     pub finetune_epochs: Option<usize>,
     /// Images per batch
@@ -120,7 +139,7 @@ pub struct CompressArgs {
         help_heading = "Training"
     )]
     pub batch: usize,
-    /// Learning rate during the loops (constant)
+    /// Learning rate during the loops (constant) [default: 0.05]
     #[arg(long, value_name = "LR", help_heading = "Training")]
     pub lr: Option<f32>,
     /// Initial learning rate of the fine-tune, cosine-annealed to 0 [default: --lr]
@@ -134,14 +153,12 @@ pub struct CompressArgs {
         help_heading = "Training"
     )]
     pub momentum: f32,
-    /// Weight decay
-    #[arg(
-        long,
-        default_value_t = 0.0,
-        value_name = "WD",
-        help_heading = "Training"
-    )]
-    pub weight_decay: f32,
+    /// Weight decay [default: 5e-4]
+    #[arg(long, value_name = "WD", help_heading = "Training")]
+    pub weight_decay: Option<f32>,
+    /// Weight decay of the fine-tune [default: --weight-decay]
+    #[arg(long, value_name = "WD", help_heading = "Training")]
+    pub finetune_weight_decay: Option<f32>,
     /// Cap on training batches per epoch (quick runs); all batches by default
     #[arg(long, value_name = "N", help_heading = "Training")]
     pub max_batches: Option<usize>,
@@ -150,24 +167,60 @@ pub struct CompressArgs {
     pub runtime: RuntimeOpts,
 }
 
+/// Per-model defaults, chosen by measurement on MNIST (see the module documentation).
+struct Defaults {
+    lambda: &'static [f64],
+    warmup_epochs: usize,
+    loops: usize,
+    finetune_epochs: usize,
+    weight_decay: f32,
+    augment: AugmentArg,
+}
+
+fn defaults(model: Model) -> Defaults {
+    match model {
+        Model::Lenet300100 => Defaults {
+            lambda: &[0.185, 6.5e-3, 3e-2],
+            warmup_epochs: 0,
+            loops: 4,
+            finetune_epochs: 100,
+            weight_decay: 5e-4,
+            augment: AugmentArg::Finetune,
+        },
+        Model::Lenet5 => Defaults {
+            lambda: &[0.15, 0.015, 1e-2, 1e-2],
+            warmup_epochs: 1,
+            loops: 9,
+            finetune_epochs: 30,
+            weight_decay: 5e-4,
+            augment: AugmentArg::Finetune,
+        },
+    }
+}
+
 impl CompressArgs {
+    /// `--augment`, or the model's default.
+    fn augment(&self) -> AugmentArg {
+        self.augment.unwrap_or(defaults(self.model.into()).augment)
+    }
+
     fn settings(&self, seed: u64) -> CliResult<CompressSettings> {
         let model: Model = self.model.into();
-        let (lambda, threshold, loops, epl, ft, lr) = match model {
-            Model::Lenet300100 => (vec![1e-2], 1e-6, 4, 2, 4, 0.05),
-            Model::Lenet5 => (vec![1e-2], 1e-6, 4, 2, 4, 0.05),
-        };
-        let lr = self.lr.unwrap_or(lr);
+        let d = defaults(model);
+        let lr = self.lr.unwrap_or(0.05);
+        let wd = self.weight_decay.unwrap_or(d.weight_decay);
         let s = CompressSettings {
-            lambda: self.lambda.clone().unwrap_or(lambda),
-            threshold: self.threshold.unwrap_or(threshold),
-            loops: self.loops.unwrap_or(loops),
-            epochs_per_loop: self.epochs_per_loop.unwrap_or(epl),
-            finetune_epochs: self.finetune_epochs.unwrap_or(ft),
+            lambda: self.lambda.clone().unwrap_or_else(|| d.lambda.to_vec()),
+            threshold: self.threshold.unwrap_or(1e-6),
+            loops: self.loops.unwrap_or(d.loops),
+            epochs_per_loop: self.epochs_per_loop.unwrap_or(2),
+            warmup_epochs: self.warmup_epochs.unwrap_or(d.warmup_epochs),
+            finetune_epochs: self.finetune_epochs.unwrap_or(d.finetune_epochs),
             lr,
             finetune_lr: self.finetune_lr.unwrap_or(lr),
             momentum: self.momentum,
-            weight_decay: self.weight_decay,
+            weight_decay: wd,
+            finetune_weight_decay: self.finetune_weight_decay.unwrap_or(wd),
             curvature_batches: self.curvature_batches,
             penalty: match self.penalty {
                 PenaltyArg::Prox => PenaltyMode::Proximal,
@@ -240,7 +293,7 @@ struct Report<'a> {
     threads: usize,
     settings: &'a CompressSettings,
     batch: usize,
-    augment: bool,
+    augment: AugmentArg,
     loops: &'a [serde_json::Value],
     pruned_model: &'a str,
 }
@@ -278,10 +331,15 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         p.train.sort_unstable();
         p
     };
-    let augment = if args.augment {
+    let loops_augment = if args.augment() == AugmentArg::All {
         kind.default_augment()
     } else {
         Augment::NONE
+    };
+    let finetune_augment = if args.augment() == AugmentArg::None {
+        Augment::NONE
+    } else {
+        kind.default_augment()
     };
     // Pixels scaled to [0, 1] (no mean shift): the blank background is exactly 0, so inputs
     // that never carry ink have zero curvature and their groups go.
@@ -293,15 +351,19 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         normalization: Some(unit.clone()),
         ..c
     };
-    let train_loader = Loader::new(
-        Arc::clone(&ds),
-        parts.train.clone(),
-        cfg(LoaderConfig::train(
-            args.batch,
-            augment,
-            rt.seed.wrapping_add(21),
-        )),
-    )?;
+    let train_loader = |augment: Augment| {
+        Loader::new(
+            Arc::clone(&ds),
+            parts.train.clone(),
+            cfg(LoaderConfig::train(
+                args.batch,
+                augment,
+                rt.seed.wrapping_add(21),
+            )),
+        )
+    };
+    let loops_loader = train_loader(loops_augment)?;
+    let finetune_loader = train_loader(finetune_augment)?;
     let valid_loader = if parts.valid.is_empty() {
         None
     } else {
@@ -316,7 +378,7 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         parts.test.clone(),
         cfg(LoaderConfig::eval(1000)),
     )?;
-    let steps = train_loader
+    let steps = loops_loader
         .batches_per_epoch()
         .min(args.max_batches.unwrap_or(usize::MAX));
     if steps == 0 {
@@ -363,11 +425,12 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         &mut metrics,
         "compress_start",
         serde_json::json!({ "model": model.name(), "settings": settings, "batch": args.batch,
-            "augment": args.augment, "device": rt.device.to_string(), "threads": rt.threads }),
+            "augment": args.augment(), "device": rt.device.to_string(), "threads": rt.threads }),
     )?;
 
     let start = Instant::now();
-    let total_epochs = settings.loops * settings.epochs_per_loop + settings.finetune_epochs;
+    let first_finetune = settings.warmup_epochs + settings.loops * settings.epochs_per_loop;
+    let total_epochs = first_finetune + settings.finetune_epochs;
     let mut epoch = 0usize;
     let mut loop_records: Vec<serde_json::Value> = Vec::new();
     let validate = |comp: &Compressor| -> CliResult<Option<(f64, f64)>> {
@@ -392,7 +455,12 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
             &format!("{}/{} {phase}", epoch + 1, total_epochs),
             quiet,
         );
-        let mut it = batches(&train_loader, epoch as u64, args.max_batches)?;
+        let loader = if penalty || epoch < first_finetune {
+            &loops_loader
+        } else {
+            &finetune_loader
+        };
+        let mut it = batches(loader, epoch as u64, args.max_batches)?;
         let stats = comp.train_epoch(&mut it, lr, penalty, curvature_from, &mut |_, l, a, n| {
             bar.step(n, Some(l), Some(a))
         })?;
@@ -422,9 +490,20 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         )
     };
 
-    for l in 0..settings.loops {
-        for e in 0..settings.epochs_per_loop {
-            let last = e + 1 == settings.epochs_per_loop;
+    // Loop 0 is the warm-up (no penalty): its curvature gives the first omega and gamma, so
+    // the first penalised loop is already weighted by the data.
+    let rounds: Vec<(usize, bool, usize)> = (0..usize::from(settings.warmup_epochs > 0))
+        .map(|_| (0, false, settings.warmup_epochs))
+        .chain((1..=settings.loops).map(|l| (l, true, settings.epochs_per_loop)))
+        .collect();
+    for (l, penalty, epochs) in rounds {
+        let label = if penalty {
+            format!("loop {l}")
+        } else {
+            "warm-up".to_string()
+        };
+        for e in 0..epochs {
+            let last = e + 1 == epochs;
             let curv_from = if last {
                 steps.saturating_sub(settings.curvature_batches)
             } else {
@@ -435,9 +514,9 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
                 &mut metrics,
                 epoch,
                 settings.lr,
-                true,
+                penalty,
                 curv_from,
-                format!("loop {}", l + 1),
+                label.clone(),
             )?;
             epoch += 1;
         }
@@ -446,8 +525,7 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         let (nz, _) = comp.net.nonzero_weights(&comp.store);
         if !quiet {
             eprintln!(
-                "loop {}: pruned {} -> structure {} ({:.2}% non-zero weights)",
-                l + 1,
+                "{label}: pruned {} -> structure {} ({:.2}% non-zero weights)",
                 summary
                     .layers
                     .iter()
@@ -464,12 +542,13 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
                 );
             }
         }
-        let rec = serde_json::json!({ "loop": l + 1, "summary": summary,
+        let rec = serde_json::json!({ "loop": l, "penalty": penalty, "summary": summary,
             "nonzero_fraction": nz as f64 / total_weights as f64,
             "seconds": start.elapsed().as_secs_f64() });
         mrec(&mut metrics, "loop", rec.clone())?;
         loop_records.push(rec);
     }
+    comp.settings.weight_decay = settings.finetune_weight_decay;
     for e in 0..settings.finetune_epochs {
         let lr = settings.finetune_lr
             * bayesnas_engine::optim::cosine_factor(e, settings.finetune_epochs, 0.0);
@@ -530,7 +609,7 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         threads: rt.threads,
         settings: &settings,
         batch: args.batch,
-        augment: args.augment,
+        augment: args.augment(),
         loops: &loop_records,
         pruned_model: "pruned.safetensors",
     };

@@ -658,6 +658,8 @@ pub struct CompressSettings {
     pub loops: usize,
     /// Training epochs per loop.
     pub epochs_per_loop: usize,
+    /// Epochs without penalty before the loops, ending with an update (0: none).
+    pub warmup_epochs: usize,
     /// Epochs of the final fine-tune (no penalty, cosine learning rate).
     pub finetune_epochs: usize,
     /// Learning rate during the loops (constant).
@@ -666,6 +668,9 @@ pub struct CompressSettings {
     pub finetune_lr: f32,
     pub momentum: f32,
     pub weight_decay: f32,
+    /// Weight decay of the fine-tune (the caller switches [`CompressSettings::weight_decay`]
+    /// to it when the fine-tune starts).
+    pub finetune_weight_decay: f32,
     /// Curvature is averaged over the last K batches of each loop.
     pub curvature_batches: usize,
     pub penalty: PenaltyMode,
@@ -679,11 +684,13 @@ impl Default for CompressSettings {
             threshold: 1e-6,
             loops: 4,
             epochs_per_loop: 2,
+            warmup_epochs: 1,
             finetune_epochs: 4,
             lr: 0.05,
             finetune_lr: 0.05,
             momentum: 0.9,
             weight_decay: 0.0,
+            finetune_weight_decay: 0.0,
             curvature_batches: 50,
             penalty: PenaltyMode::Proximal,
             seed: 0,
@@ -724,11 +731,10 @@ impl CompressSettings {
         if !(0.0..1.0).contains(&self.momentum) {
             return bad(format!("momentum must be in [0, 1), got {}", self.momentum));
         }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!(
-                "weight decay must be >= 0, got {}",
-                self.weight_decay
-            ));
+        for wd in [self.weight_decay, self.finetune_weight_decay] {
+            if !(wd.is_finite() && wd >= 0.0) {
+                return bad(format!("weight decay must be >= 0, got {wd}"));
+            }
         }
         Ok(())
     }
