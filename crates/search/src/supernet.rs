@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use bayesnas_engine::nn::{BatchNorm2d, Conv2d, Linear};
 use bayesnas_engine::prelude::*;
 
-use crate::space::{reduction_cells, CellType, Edge, Node, Op, SearchSpace};
+use crate::layers::{Flavour, OpLayers, Pre, ReluConvBn};
+use crate::space::{reduction_cells, CellType, Edge, Node, SearchSpace};
 
 /// Optimiser group of network weights.
 pub const WEIGHTS: &str = "weights";
@@ -76,69 +77,16 @@ impl SupernetConfig {
     }
 }
 
-/// ReLU -> conv -> BN (no affine).
-#[derive(Clone, Debug)]
-struct ReluConvBn {
-    conv: Conv2d,
-    bn: BatchNorm2d,
-}
-
-/// ReLU, two 1x1 stride-2 convs of C/2 outputs (the second on the input shifted by one
-/// pixel), concat, BN.
-#[derive(Clone, Debug)]
-struct FactorizedReduce {
-    conv1: Conv2d,
-    conv2: Conv2d,
-    bn: BatchNorm2d,
-}
-
-/// One candidate operation's layers.
-#[derive(Clone, Debug)]
-enum OpModule {
-    /// [dw k (stride s) -> pw -> BN -> ReLU -> dw k -> pw -> BN] after the shared ReLU.
-    Sep {
-        dw1: Conv2d,
-        pw1: Conv2d,
-        bn1: BatchNorm2d,
-        dw2: Conv2d,
-        pw2: Conv2d,
-        bn2: BatchNorm2d,
-    },
-    /// dw k dilation 2 (stride s) -> pw -> BN after the shared ReLU.
-    Dil {
-        dw: Conv2d,
-        pw: Conv2d,
-        bn: BatchNorm2d,
-    },
-    MaxPool {
-        spec: Pool2dSpec,
-        bn: BatchNorm2d,
-    },
-    AvgPool {
-        spec: Pool2dSpec,
-        bn: BatchNorm2d,
-    },
-    Identity,
-    Reduce(FactorizedReduce),
-}
-
 /// An edge: every candidate op and its switches.
 #[derive(Clone, Debug)]
 pub struct MixedEdge {
     /// Which edge of the cell this is.
     pub edge: Edge,
-    ops: Vec<OpModule>,
+    ops: Vec<OpLayers>,
     /// Child switches, shape `[K]`.
     pub s: ParamId,
     /// Parent switch, shape `[1]`.
     pub s0: ParamId,
-}
-
-/// Pre-processing of the cell input `c_{k-2}` (our `in1`).
-#[derive(Clone, Debug)]
-enum Pre {
-    Conv(ReluConvBn),
-    Reduce(FactorizedReduce),
 }
 
 /// One cell of the supernet.
@@ -166,192 +114,6 @@ pub struct Supernet {
     classifier: Linear,
 }
 
-fn conv(
-    store: &mut ParamStore,
-    name: &str,
-    cin: usize,
-    cout: usize,
-    k: usize,
-    spec: Conv2dSpec,
-    rng: &mut Rng,
-) -> Result<Conv2d> {
-    Conv2d::new(store, name, WEIGHTS, cin, cout, k, spec, false, rng)
-}
-
-fn bn(store: &mut ParamStore, name: &str, c: usize) -> Result<BatchNorm2d> {
-    BatchNorm2d::new(store, name, WEIGHTS, c, false)
-}
-
-impl ReluConvBn {
-    fn new(
-        store: &mut ParamStore,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        rng: &mut Rng,
-    ) -> Result<Self> {
-        Ok(ReluConvBn {
-            conv: conv(
-                store,
-                &format!("{name}.conv"),
-                cin,
-                cout,
-                1,
-                Conv2dSpec::new(),
-                rng,
-            )?,
-            bn: bn(store, &format!("{name}.bn"), cout)?,
-        })
-    }
-    fn forward(&self, t: &mut Tape, store: &mut ParamStore, x: Var) -> Result<Var> {
-        let r = t.relu(x)?;
-        let c = self.conv.forward(t, store, r)?;
-        self.bn.forward(t, store, c)
-    }
-}
-
-impl FactorizedReduce {
-    fn new(
-        store: &mut ParamStore,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        rng: &mut Rng,
-    ) -> Result<Self> {
-        if cout % 2 != 0 {
-            return Err(Error::Invalid(format!(
-                "factorized reduce {name}: odd output channels {cout}"
-            )));
-        }
-        let spec = Conv2dSpec::new().stride(2);
-        Ok(FactorizedReduce {
-            conv1: conv(store, &format!("{name}.conv1"), cin, cout / 2, 1, spec, rng)?,
-            conv2: conv(store, &format!("{name}.conv2"), cin, cout / 2, 1, spec, rng)?,
-            bn: bn(store, &format!("{name}.bn"), cout)?,
-        })
-    }
-    /// `relu_x` is the already rectified input.
-    fn forward(&self, t: &mut Tape, store: &mut ParamStore, relu_x: Var) -> Result<Var> {
-        let a = self.conv1.forward(t, store, relu_x)?;
-        let shifted = t.shift_crop(relu_x)?;
-        let b = self.conv2.forward(t, store, shifted)?;
-        let c = t.concat_channels(&[a, b])?;
-        self.bn.forward(t, store, c)
-    }
-}
-
-impl OpModule {
-    fn new(
-        store: &mut ParamStore,
-        name: &str,
-        op: Op,
-        c: usize,
-        stride: usize,
-        rng: &mut Rng,
-    ) -> Result<Self> {
-        let dw =
-            |store: &mut ParamStore, n: &str, k: usize, s: usize, dil: usize, rng: &mut Rng| {
-                let pad = dil * (k - 1) / 2;
-                conv(
-                    store,
-                    n,
-                    c,
-                    c,
-                    k,
-                    Conv2dSpec::new()
-                        .stride(s)
-                        .padding(pad)
-                        .dilation(dil)
-                        .groups(c),
-                    rng,
-                )
-            };
-        let pw = |store: &mut ParamStore, n: &str, rng: &mut Rng| {
-            conv(store, n, c, c, 1, Conv2dSpec::new(), rng)
-        };
-        let pool = Pool2dSpec {
-            kernel: 3,
-            stride,
-            padding: 1,
-        };
-        Ok(match op {
-            Op::SepConv3x3 | Op::SepConv5x5 => {
-                let k = if op == Op::SepConv3x3 { 3 } else { 5 };
-                OpModule::Sep {
-                    dw1: dw(store, &format!("{name}.dw1"), k, stride, 1, rng)?,
-                    pw1: pw(store, &format!("{name}.pw1"), rng)?,
-                    bn1: bn(store, &format!("{name}.bn1"), c)?,
-                    dw2: dw(store, &format!("{name}.dw2"), k, 1, 1, rng)?,
-                    pw2: pw(store, &format!("{name}.pw2"), rng)?,
-                    bn2: bn(store, &format!("{name}.bn2"), c)?,
-                }
-            }
-            Op::DilConv3x3 | Op::DilConv5x5 => {
-                let k = if op == Op::DilConv3x3 { 3 } else { 5 };
-                OpModule::Dil {
-                    dw: dw(store, &format!("{name}.dw"), k, stride, 2, rng)?,
-                    pw: pw(store, &format!("{name}.pw"), rng)?,
-                    bn: bn(store, &format!("{name}.bn"), c)?,
-                }
-            }
-            Op::MaxPool3x3 => OpModule::MaxPool {
-                spec: pool,
-                bn: bn(store, &format!("{name}.bn"), c)?,
-            },
-            Op::AvgPool3x3 => OpModule::AvgPool {
-                spec: pool,
-                bn: bn(store, &format!("{name}.bn"), c)?,
-            },
-            Op::SkipConnect if stride == 1 => OpModule::Identity,
-            Op::SkipConnect => OpModule::Reduce(FactorizedReduce::new(
-                store,
-                &format!("{name}.reduce"),
-                c,
-                c,
-                rng,
-            )?),
-        })
-    }
-
-    /// `x` is the node state, `relu_x` its rectified version (shared by all ops that start
-    /// with a ReLU: mathematically identical to each op applying its own).
-    fn forward(&self, t: &mut Tape, store: &mut ParamStore, x: Var, relu_x: Var) -> Result<Var> {
-        match self {
-            OpModule::Sep {
-                dw1,
-                pw1,
-                bn1,
-                dw2,
-                pw2,
-                bn2,
-            } => {
-                let a = dw1.forward(t, store, relu_x)?;
-                let a = pw1.forward(t, store, a)?;
-                let a = bn1.forward(t, store, a)?;
-                let a = t.relu(a)?;
-                let a = dw2.forward(t, store, a)?;
-                let a = pw2.forward(t, store, a)?;
-                bn2.forward(t, store, a)
-            }
-            OpModule::Dil { dw, pw, bn } => {
-                let a = dw.forward(t, store, relu_x)?;
-                let a = pw.forward(t, store, a)?;
-                bn.forward(t, store, a)
-            }
-            OpModule::MaxPool { spec, bn } => {
-                let a = t.max_pool2d(x, *spec)?;
-                bn.forward(t, store, a)
-            }
-            OpModule::AvgPool { spec, bn } => {
-                let a = t.avg_pool2d(x, *spec)?;
-                bn.forward(t, store, a)
-            }
-            OpModule::Identity => Ok(x),
-            OpModule::Reduce(fr) => fr.forward(t, store, relu_x),
-        }
-    }
-}
-
 impl SearchCell {
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -366,24 +128,17 @@ impl SearchCell {
         rng: &mut Rng,
     ) -> Result<Self> {
         let name = format!("cells.{index}");
-        let pre_in1 = if reduction_prev {
-            Pre::Reduce(FactorizedReduce::new(
-                store,
-                &format!("{name}.pre_in1"),
-                c_pp,
-                c,
-                rng,
-            )?)
-        } else {
-            Pre::Conv(ReluConvBn::new(
-                store,
-                &format!("{name}.pre_in1"),
-                c_pp,
-                c,
-                rng,
-            )?)
-        };
-        let pre_in0 = ReluConvBn::new(store, &format!("{name}.pre_in0"), c_p, c, rng)?;
+        let f = Flavour::Search;
+        let pre_in1 = Pre::new(
+            f,
+            store,
+            &format!("{name}.pre_in1"),
+            reduction_prev,
+            c_pp,
+            c,
+            rng,
+        )?;
+        let pre_in0 = ReluConvBn::new(f, store, &format!("{name}.pre_in0"), c_p, c, rng)?;
         let mut edges = Vec::new();
         for (e, &edge) in space.edges(cell_type).iter().enumerate() {
             let stride = edge.stride(cell_type);
@@ -391,7 +146,8 @@ impl SearchCell {
                 .ops
                 .iter()
                 .map(|&op| {
-                    OpModule::new(
+                    OpLayers::new(
+                        f,
                         store,
                         &format!("{name}.edges.{e}.{}", op.name()),
                         op,
@@ -430,13 +186,7 @@ impl SearchCell {
         prev_prev: Var,
         prev: Var,
     ) -> Result<Var> {
-        let in1 = match &self.pre_in1 {
-            Pre::Conv(p) => p.forward(t, store, prev_prev)?,
-            Pre::Reduce(fr) => {
-                let r = t.relu(prev_prev)?;
-                fr.forward(t, store, r)?
-            }
-        };
+        let in1 = self.pre_in1.forward(t, store, prev_prev)?;
         let in0 = self.pre_in0.forward(t, store, prev)?;
         let n = crate::space::NUM_INTERMEDIATE;
         let mut states: HashMap<Node, Var> = HashMap::from([(Node::In0, in0), (Node::In1, in1)]);
@@ -485,7 +235,7 @@ impl Supernet {
         config.validate()?;
         let c = config.channels;
         let stem_c = 3 * c;
-        let stem = conv(
+        let stem = Flavour::Search.conv(
             store,
             "stem.conv",
             config.in_channels,

@@ -80,7 +80,8 @@ use bayesnas_engine::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::genotype::Genotype;
-use crate::space::{reduction_cells, CellType, Node, Op};
+use crate::layers::{Flavour, OpLayers, Pre, ReluConvBn};
+use crate::space::{reduction_cells, CellType, Node};
 
 /// Optimiser group of every trainable tensor of the evaluation network.
 pub const WEIGHTS: &str = "weights";
@@ -183,228 +184,18 @@ fn conv(
     spec: Conv2dSpec,
     rng: &mut Rng,
 ) -> Result<Conv2d> {
-    Conv2d::new(store, name, WEIGHTS, cin, cout, k, spec, false, rng)
+    Flavour::Eval.conv(store, name, cin, cout, k, spec, rng)
 }
 
 fn bn(store: &mut ParamStore, name: &str, c: usize) -> Result<BatchNorm2d> {
-    BatchNorm2d::new(store, name, WEIGHTS, c, true)
-}
-
-/// ReLU -> 1x1 conv -> BN (DARTS `ReLUConvBN`, names `op.1`, `op.2`).
-#[derive(Clone, Debug)]
-struct ReluConvBn {
-    conv: Conv2d,
-    bn: BatchNorm2d,
-}
-
-impl ReluConvBn {
-    fn new(
-        store: &mut ParamStore,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        rng: &mut Rng,
-    ) -> Result<Self> {
-        Ok(ReluConvBn {
-            conv: conv(
-                store,
-                &format!("{name}.op.1"),
-                cin,
-                cout,
-                1,
-                Conv2dSpec::new(),
-                rng,
-            )?,
-            bn: bn(store, &format!("{name}.op.2"), cout)?,
-        })
-    }
-    fn forward(&self, t: &mut Tape, store: &mut ParamStore, x: Var) -> Result<Var> {
-        let r = t.relu(x)?;
-        let c = self.conv.forward(t, store, r)?;
-        self.bn.forward(t, store, c)
-    }
-}
-
-/// DARTS `FactorizedReduce`: ReLU, two 1x1 stride-2 convs of C/2 outputs (the second on
-/// the input shifted by one pixel), concat, BN.
-#[derive(Clone, Debug)]
-struct FactorizedReduce {
-    conv1: Conv2d,
-    conv2: Conv2d,
-    bn: BatchNorm2d,
-}
-
-impl FactorizedReduce {
-    fn new(
-        store: &mut ParamStore,
-        name: &str,
-        cin: usize,
-        cout: usize,
-        rng: &mut Rng,
-    ) -> Result<Self> {
-        if cout % 2 != 0 {
-            return Err(Error::Invalid(format!(
-                "factorized reduce {name}: odd output channels {cout}"
-            )));
-        }
-        let spec = Conv2dSpec::new().stride(2);
-        Ok(FactorizedReduce {
-            conv1: conv(
-                store,
-                &format!("{name}.conv_1"),
-                cin,
-                cout / 2,
-                1,
-                spec,
-                rng,
-            )?,
-            conv2: conv(
-                store,
-                &format!("{name}.conv_2"),
-                cin,
-                cout / 2,
-                1,
-                spec,
-                rng,
-            )?,
-            bn: bn(store, &format!("{name}.bn"), cout)?,
-        })
-    }
-    fn forward(&self, t: &mut Tape, store: &mut ParamStore, relu_x: Var) -> Result<Var> {
-        let a = self.conv1.forward(t, store, relu_x)?;
-        let shifted = t.shift_crop(relu_x)?;
-        let b = self.conv2.forward(t, store, shifted)?;
-        let c = t.concat_channels(&[a, b])?;
-        self.bn.forward(t, store, c)
-    }
-}
-
-/// The layers of one kept operation (DARTS' evaluation `OPS`).
-#[derive(Clone, Debug)]
-enum EvalOp {
-    Sep {
-        dw1: Conv2d,
-        pw1: Conv2d,
-        bn1: BatchNorm2d,
-        dw2: Conv2d,
-        pw2: Conv2d,
-        bn2: BatchNorm2d,
-    },
-    Dil {
-        dw: Conv2d,
-        pw: Conv2d,
-        bn: BatchNorm2d,
-    },
-    MaxPool(Pool2dSpec),
-    AvgPool(Pool2dSpec),
-    Identity,
-    Reduce(FactorizedReduce),
-}
-
-impl EvalOp {
-    fn new(
-        store: &mut ParamStore,
-        name: &str,
-        op: Op,
-        c: usize,
-        stride: usize,
-        rng: &mut Rng,
-    ) -> Result<Self> {
-        let dw =
-            |store: &mut ParamStore, n: String, k: usize, s: usize, dil: usize, rng: &mut Rng| {
-                let spec = Conv2dSpec::new()
-                    .stride(s)
-                    .padding(dil * (k - 1) / 2)
-                    .dilation(dil)
-                    .groups(c);
-                conv(store, &n, c, c, k, spec, rng)
-            };
-        let pw = |store: &mut ParamStore, n: String, rng: &mut Rng| {
-            conv(store, &n, c, c, 1, Conv2dSpec::new(), rng)
-        };
-        let pool = Pool2dSpec {
-            kernel: 3,
-            stride,
-            padding: 1,
-        };
-        Ok(match op {
-            Op::SepConv3x3 | Op::SepConv5x5 => {
-                let k = if op == Op::SepConv3x3 { 3 } else { 5 };
-                EvalOp::Sep {
-                    dw1: dw(store, format!("{name}.op.1"), k, stride, 1, rng)?,
-                    pw1: pw(store, format!("{name}.op.2"), rng)?,
-                    bn1: bn(store, &format!("{name}.op.3"), c)?,
-                    dw2: dw(store, format!("{name}.op.5"), k, 1, 1, rng)?,
-                    pw2: pw(store, format!("{name}.op.6"), rng)?,
-                    bn2: bn(store, &format!("{name}.op.7"), c)?,
-                }
-            }
-            Op::DilConv3x3 | Op::DilConv5x5 => {
-                let k = if op == Op::DilConv3x3 { 3 } else { 5 };
-                EvalOp::Dil {
-                    dw: dw(store, format!("{name}.op.1"), k, stride, 2, rng)?,
-                    pw: pw(store, format!("{name}.op.2"), rng)?,
-                    bn: bn(store, &format!("{name}.op.3"), c)?,
-                }
-            }
-            Op::MaxPool3x3 => EvalOp::MaxPool(pool),
-            Op::AvgPool3x3 => EvalOp::AvgPool(pool),
-            Op::SkipConnect if stride == 1 => EvalOp::Identity,
-            Op::SkipConnect => EvalOp::Reduce(FactorizedReduce::new(store, name, c, c, rng)?),
-        })
-    }
-
-    /// `x` is the node state, `relu_x` its rectified version (shared by the ops reading the
-    /// same node: identical to each op applying its own ReLU).
-    fn forward(&self, t: &mut Tape, store: &mut ParamStore, x: Var, relu_x: Var) -> Result<Var> {
-        match self {
-            EvalOp::Sep {
-                dw1,
-                pw1,
-                bn1,
-                dw2,
-                pw2,
-                bn2,
-            } => {
-                let a = dw1.forward(t, store, relu_x)?;
-                let a = pw1.forward(t, store, a)?;
-                let a = bn1.forward(t, store, a)?;
-                let a = t.relu(a)?;
-                let a = dw2.forward(t, store, a)?;
-                let a = pw2.forward(t, store, a)?;
-                bn2.forward(t, store, a)
-            }
-            EvalOp::Dil { dw, pw, bn } => {
-                let a = dw.forward(t, store, relu_x)?;
-                let a = pw.forward(t, store, a)?;
-                bn.forward(t, store, a)
-            }
-            EvalOp::MaxPool(spec) => t.max_pool2d(x, *spec),
-            EvalOp::AvgPool(spec) => t.avg_pool2d(x, *spec),
-            EvalOp::Identity => Ok(x),
-            EvalOp::Reduce(fr) => fr.forward(t, store, relu_x),
-        }
-    }
-
-    fn needs_relu(&self) -> bool {
-        matches!(
-            self,
-            EvalOp::Sep { .. } | EvalOp::Dil { .. } | EvalOp::Reduce(_)
-        )
-    }
+    Flavour::Eval.bn(store, name, c)
 }
 
 /// One summand of a node: a kept op applied to a source node.
 #[derive(Clone, Debug)]
 struct Term {
     from: Node,
-    module: EvalOp,
-}
-
-#[derive(Clone, Debug)]
-enum Pre {
-    Conv(ReluConvBn),
-    Reduce(FactorizedReduce),
+    module: OpLayers,
 }
 
 /// One cell of the evaluation network.
@@ -437,24 +228,17 @@ impl EvalCell {
         rng: &mut Rng,
     ) -> Result<Self> {
         let name = format!("cells.{index}");
-        let pre0 = if reduction_prev {
-            Pre::Reduce(FactorizedReduce::new(
-                store,
-                &format!("{name}.preprocess0"),
-                c_pp,
-                c,
-                rng,
-            )?)
-        } else {
-            Pre::Conv(ReluConvBn::new(
-                store,
-                &format!("{name}.preprocess0"),
-                c_pp,
-                c,
-                rng,
-            )?)
-        };
-        let pre1 = ReluConvBn::new(store, &format!("{name}.preprocess1"), c_p, c, rng)?;
+        let f = Flavour::Eval;
+        let pre0 = Pre::new(
+            f,
+            store,
+            &format!("{name}.preprocess0"),
+            reduction_prev,
+            c_pp,
+            c,
+            rng,
+        )?;
+        let pre1 = ReluConvBn::new(f, store, &format!("{name}.preprocess1"), c_p, c, rng)?;
         let cell = genotype.cell(cell_type);
         let mut nodes = Vec::new();
         let mut j = 0usize;
@@ -467,8 +251,15 @@ impl EvalCell {
                     1
                 };
                 for kept in &e.ops {
-                    let module =
-                        EvalOp::new(store, &format!("{name}._ops.{j}"), kept.op, c, stride, rng)?;
+                    let module = OpLayers::new(
+                        f,
+                        store,
+                        &format!("{name}._ops.{j}"),
+                        kept.op,
+                        c,
+                        stride,
+                        rng,
+                    )?;
                     terms.push(Term {
                         from: e.from,
                         module,
@@ -497,13 +288,7 @@ impl EvalCell {
         drop_prob: f32,
         rng: &mut Rng,
     ) -> Result<Var> {
-        let in1 = match &self.pre0 {
-            Pre::Conv(p) => p.forward(t, store, s0)?,
-            Pre::Reduce(fr) => {
-                let r = t.relu(s0)?;
-                fr.forward(t, store, r)?
-            }
-        };
+        let in1 = self.pre0.forward(t, store, s0)?;
         let in0 = self.pre1.forward(t, store, s1)?;
         let mut states: HashMap<Node, Var> = HashMap::from([(Node::In0, in0), (Node::In1, in1)]);
         let mut relus: HashMap<Node, Var> = HashMap::new();
@@ -529,7 +314,7 @@ impl EvalCell {
                     x
                 };
                 let mut h = term.module.forward(t, store, x, rx)?;
-                if !matches!(term.module, EvalOp::Identity) && drop_prob > 0.0 {
+                if !matches!(term.module, OpLayers::Identity) && drop_prob > 0.0 {
                     h = t.drop_path(h, drop_prob, rng)?;
                 }
                 outs.push(h);

@@ -1,0 +1,330 @@
+//! The candidate operations and cell pre-processing layers (DARTS' `OPS`, `ReLUConvBN` and
+//! `FactorizedReduce`), shared by the search supernet ([`crate::supernet`]) and the
+//! evaluation network ([`crate::eval::network`]).
+//!
+//! The two networks build the same layers in two [`Flavour`]s: the supernet's batch norms
+//! have no affine parameters and every pool is followed by one (DARTS' search `MixedOp`),
+//! while the evaluation network has affine batch norms, bare pools, and DARTS' `model.py`
+//! parameter names (so its trained weights load into the PyTorch model).
+
+use bayesnas_engine::nn::{BatchNorm2d, Conv2d};
+use bayesnas_engine::prelude::*;
+
+use crate::space::Op;
+use crate::supernet::WEIGHTS;
+
+/// Which network the layers belong to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flavour {
+    /// Search supernet: BN without affine parameters, a BN after each pool, our names.
+    Search,
+    /// Evaluation network: affine BN, bare pools, DARTS' parameter names.
+    Eval,
+}
+
+impl Flavour {
+    /// Convolution without bias, in parameter group [`WEIGHTS`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn conv(
+        self,
+        store: &mut ParamStore,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        spec: Conv2dSpec,
+        rng: &mut Rng,
+    ) -> Result<Conv2d> {
+        Conv2d::new(store, name, WEIGHTS, cin, cout, k, spec, false, rng)
+    }
+
+    /// Batch norm of the flavour (affine only when evaluating).
+    pub(crate) fn bn(self, store: &mut ParamStore, name: &str, c: usize) -> Result<BatchNorm2d> {
+        BatchNorm2d::new(store, name, WEIGHTS, c, self == Flavour::Eval)
+    }
+
+    /// `{prefix}.{ours}` in the search flavour, `{prefix}.{darts}` when evaluating.
+    fn name(self, prefix: &str, ours: &str, darts: &str) -> String {
+        match self {
+            Flavour::Search => format!("{prefix}.{ours}"),
+            Flavour::Eval => format!("{prefix}.{darts}"),
+        }
+    }
+}
+
+/// ReLU -> 1x1 conv -> BN (DARTS `ReLUConvBN`).
+#[derive(Clone, Debug)]
+pub(crate) struct ReluConvBn {
+    conv: Conv2d,
+    bn: BatchNorm2d,
+}
+
+impl ReluConvBn {
+    pub(crate) fn new(
+        f: Flavour,
+        store: &mut ParamStore,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let conv_name = f.name(name, "conv", "op.1");
+        Ok(ReluConvBn {
+            conv: f.conv(store, &conv_name, cin, cout, 1, Conv2dSpec::new(), rng)?,
+            bn: f.bn(store, &f.name(name, "bn", "op.2"), cout)?,
+        })
+    }
+
+    pub(crate) fn forward(&self, t: &mut Tape, store: &mut ParamStore, x: Var) -> Result<Var> {
+        let r = t.relu(x)?;
+        let c = self.conv.forward(t, store, r)?;
+        self.bn.forward(t, store, c)
+    }
+}
+
+/// DARTS `FactorizedReduce`: ReLU, two 1x1 stride-2 convs of C/2 outputs (the second on the
+/// input shifted by one pixel), concat, BN.
+#[derive(Clone, Debug)]
+pub(crate) struct FactorizedReduce {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    bn: BatchNorm2d,
+}
+
+impl FactorizedReduce {
+    pub(crate) fn new(
+        f: Flavour,
+        store: &mut ParamStore,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        if cout % 2 != 0 {
+            return Err(Error::Invalid(format!(
+                "factorized reduce {name}: odd output channels {cout}"
+            )));
+        }
+        let spec = Conv2dSpec::new().stride(2);
+        let (n1, n2) = (
+            f.name(name, "conv1", "conv_1"),
+            f.name(name, "conv2", "conv_2"),
+        );
+        Ok(FactorizedReduce {
+            conv1: f.conv(store, &n1, cin, cout / 2, 1, spec, rng)?,
+            conv2: f.conv(store, &n2, cin, cout / 2, 1, spec, rng)?,
+            bn: f.bn(store, &format!("{name}.bn"), cout)?,
+        })
+    }
+
+    /// `relu_x` is the already rectified input.
+    pub(crate) fn forward(&self, t: &mut Tape, store: &mut ParamStore, relu_x: Var) -> Result<Var> {
+        let a = self.conv1.forward(t, store, relu_x)?;
+        let shifted = t.shift_crop(relu_x)?;
+        let b = self.conv2.forward(t, store, shifted)?;
+        let c = t.concat_channels(&[a, b])?;
+        self.bn.forward(t, store, c)
+    }
+}
+
+/// Pre-processing of the cell input `c_{k-2}`: ReLU-conv-BN, or factorized reduce after a
+/// reduction cell.
+#[derive(Clone, Debug)]
+pub(crate) enum Pre {
+    Conv(ReluConvBn),
+    Reduce(FactorizedReduce),
+}
+
+impl Pre {
+    /// Factorized reduce when the previous cell was a reduction cell, ReLU-conv-BN otherwise.
+    pub(crate) fn new(
+        f: Flavour,
+        store: &mut ParamStore,
+        name: &str,
+        reduction_prev: bool,
+        cin: usize,
+        cout: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        Ok(if reduction_prev {
+            Pre::Reduce(FactorizedReduce::new(f, store, name, cin, cout, rng)?)
+        } else {
+            Pre::Conv(ReluConvBn::new(f, store, name, cin, cout, rng)?)
+        })
+    }
+
+    pub(crate) fn forward(&self, t: &mut Tape, store: &mut ParamStore, x: Var) -> Result<Var> {
+        match self {
+            Pre::Conv(m) => m.forward(t, store, x),
+            Pre::Reduce(m) => {
+                let r = t.relu(x)?;
+                m.forward(t, store, r)
+            }
+        }
+    }
+}
+
+/// One candidate operation's layers.
+#[derive(Clone, Debug)]
+pub(crate) enum OpLayers {
+    /// [dw k (stride s) -> pw -> BN -> ReLU -> dw k -> pw -> BN] after the shared ReLU.
+    Sep {
+        dw1: Conv2d,
+        pw1: Conv2d,
+        bn1: BatchNorm2d,
+        dw2: Conv2d,
+        pw2: Conv2d,
+        bn2: BatchNorm2d,
+    },
+    /// dw k dilation 2 (stride s) -> pw -> BN after the shared ReLU.
+    Dil {
+        dw: Conv2d,
+        pw: Conv2d,
+        bn: BatchNorm2d,
+    },
+    /// 3x3 max pool, followed by a BN in the search flavour.
+    MaxPool {
+        spec: Pool2dSpec,
+        bn: Option<BatchNorm2d>,
+    },
+    /// 3x3 average pool (padding not counted), followed by a BN in the search flavour.
+    AvgPool {
+        spec: Pool2dSpec,
+        bn: Option<BatchNorm2d>,
+    },
+    Identity,
+    /// The skip connection of a stride-2 edge.
+    Reduce(FactorizedReduce),
+}
+
+impl OpLayers {
+    /// The layers of `op` on `c` channels with `stride`, registered under `name`.
+    pub(crate) fn new(
+        f: Flavour,
+        store: &mut ParamStore,
+        name: &str,
+        op: Op,
+        c: usize,
+        stride: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let dw =
+            |store: &mut ParamStore, n: String, k: usize, s: usize, dil: usize, rng: &mut Rng| {
+                let spec = Conv2dSpec::new()
+                    .stride(s)
+                    .padding(dil * (k - 1) / 2)
+                    .dilation(dil)
+                    .groups(c);
+                f.conv(store, &n, c, c, k, spec, rng)
+            };
+        let pw = |store: &mut ParamStore, n: String, rng: &mut Rng| {
+            f.conv(store, &n, c, c, 1, Conv2dSpec::new(), rng)
+        };
+        let pool = Pool2dSpec {
+            kernel: 3,
+            stride,
+            padding: 1,
+        };
+        let pool_bn = |store: &mut ParamStore| -> Result<Option<BatchNorm2d>> {
+            match f {
+                Flavour::Search => Ok(Some(f.bn(store, &format!("{name}.bn"), c)?)),
+                Flavour::Eval => Ok(None),
+            }
+        };
+        let n = |ours: &str, darts: &str| f.name(name, ours, darts);
+        Ok(match op {
+            Op::SepConv3x3 | Op::SepConv5x5 => {
+                let k = if op == Op::SepConv3x3 { 3 } else { 5 };
+                OpLayers::Sep {
+                    dw1: dw(store, n("dw1", "op.1"), k, stride, 1, rng)?,
+                    pw1: pw(store, n("pw1", "op.2"), rng)?,
+                    bn1: f.bn(store, &n("bn1", "op.3"), c)?,
+                    dw2: dw(store, n("dw2", "op.5"), k, 1, 1, rng)?,
+                    pw2: pw(store, n("pw2", "op.6"), rng)?,
+                    bn2: f.bn(store, &n("bn2", "op.7"), c)?,
+                }
+            }
+            Op::DilConv3x3 | Op::DilConv5x5 => {
+                let k = if op == Op::DilConv3x3 { 3 } else { 5 };
+                OpLayers::Dil {
+                    dw: dw(store, n("dw", "op.1"), k, stride, 2, rng)?,
+                    pw: pw(store, n("pw", "op.2"), rng)?,
+                    bn: f.bn(store, &n("bn", "op.3"), c)?,
+                }
+            }
+            Op::MaxPool3x3 => OpLayers::MaxPool {
+                spec: pool,
+                bn: pool_bn(store)?,
+            },
+            Op::AvgPool3x3 => OpLayers::AvgPool {
+                spec: pool,
+                bn: pool_bn(store)?,
+            },
+            Op::SkipConnect if stride == 1 => OpLayers::Identity,
+            Op::SkipConnect => {
+                let reduce_name = match f {
+                    Flavour::Search => format!("{name}.reduce"),
+                    Flavour::Eval => name.to_string(),
+                };
+                OpLayers::Reduce(FactorizedReduce::new(f, store, &reduce_name, c, c, rng)?)
+            }
+        })
+    }
+
+    /// Whether the op starts with a ReLU of its input (then it reads `relu_x`).
+    pub(crate) fn needs_relu(&self) -> bool {
+        matches!(
+            self,
+            OpLayers::Sep { .. } | OpLayers::Dil { .. } | OpLayers::Reduce(_)
+        )
+    }
+
+    /// `x` is the node state, `relu_x` its rectified version (shared by all ops that start
+    /// with a ReLU: mathematically identical to each op applying its own).
+    pub(crate) fn forward(
+        &self,
+        t: &mut Tape,
+        store: &mut ParamStore,
+        x: Var,
+        relu_x: Var,
+    ) -> Result<Var> {
+        let then_bn =
+            |t: &mut Tape, store: &mut ParamStore, a: Var, bn: &Option<BatchNorm2d>| match bn {
+                Some(bn) => bn.forward(t, store, a),
+                None => Ok(a),
+            };
+        match self {
+            OpLayers::Sep {
+                dw1,
+                pw1,
+                bn1,
+                dw2,
+                pw2,
+                bn2,
+            } => {
+                let a = dw1.forward(t, store, relu_x)?;
+                let a = pw1.forward(t, store, a)?;
+                let a = bn1.forward(t, store, a)?;
+                let a = t.relu(a)?;
+                let a = dw2.forward(t, store, a)?;
+                let a = pw2.forward(t, store, a)?;
+                bn2.forward(t, store, a)
+            }
+            OpLayers::Dil { dw, pw, bn } => {
+                let a = dw.forward(t, store, relu_x)?;
+                let a = pw.forward(t, store, a)?;
+                bn.forward(t, store, a)
+            }
+            OpLayers::MaxPool { spec, bn } => {
+                let a = t.max_pool2d(x, *spec)?;
+                then_bn(t, store, a, bn)
+            }
+            OpLayers::AvgPool { spec, bn } => {
+                let a = t.avg_pool2d(x, *spec)?;
+                then_bn(t, store, a, bn)
+            }
+            OpLayers::Identity => Ok(x),
+            OpLayers::Reduce(fr) => fr.forward(t, store, relu_x),
+        }
+    }
+}
