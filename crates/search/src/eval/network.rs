@@ -175,22 +175,6 @@ impl EvalConfig {
     }
 }
 
-fn conv(
-    store: &mut ParamStore,
-    name: &str,
-    cin: usize,
-    cout: usize,
-    k: usize,
-    spec: Conv2dSpec,
-    rng: &mut Rng,
-) -> Result<Conv2d> {
-    Flavour::Eval.conv(store, name, cin, cout, k, spec, rng)
-}
-
-fn bn(store: &mut ParamStore, name: &str, c: usize) -> Result<BatchNorm2d> {
-    Flavour::Eval.bn(store, name, c)
-}
-
 /// One summand of a node: a kept op applied to a source node.
 #[derive(Clone, Debug)]
 struct Term {
@@ -372,7 +356,7 @@ impl AuxHead {
         let p = "auxiliary_head";
         Ok(AuxHead {
             pool,
-            conv1: conv(
+            conv1: Flavour::Eval.conv(
                 store,
                 &format!("{p}.features.2"),
                 c,
@@ -381,8 +365,8 @@ impl AuxHead {
                 Conv2dSpec::new(),
                 rng,
             )?,
-            bn1: bn(store, &format!("{p}.features.3"), 128)?,
-            conv2: conv(
+            bn1: Flavour::Eval.bn(store, &format!("{p}.features.3"), 128)?,
+            conv2: Flavour::Eval.conv(
                 store,
                 &format!("{p}.features.5"),
                 128,
@@ -391,7 +375,7 @@ impl AuxHead {
                 Conv2dSpec::new(),
                 rng,
             )?,
-            bn2: bn(store, &format!("{p}.features.6"), 768)?,
+            bn2: Flavour::Eval.bn(store, &format!("{p}.features.6"), 768)?,
             classifier: Linear::new(
                 store,
                 &format!("{p}.classifier"),
@@ -463,7 +447,7 @@ impl EvalNetwork {
             .map_err(|e| Error::Invalid(format!("genotype: {e}")))?;
         let c = config.channels;
         let stem_c = 3 * c;
-        let stem = conv(
+        let stem = Flavour::Eval.conv(
             store,
             "stem.0",
             config.in_channels,
@@ -472,7 +456,7 @@ impl EvalNetwork {
             Conv2dSpec::new().padding(1),
             rng,
         )?;
-        let stem_bn = bn(store, "stem.1", stem_c)?;
+        let stem_bn = Flavour::Eval.bn(store, "stem.1", stem_c)?;
         let (mut c_pp, mut c_p, mut c_cur) = (stem_c, stem_c, c);
         let mut cells = Vec::new();
         let mut reduction_prev = false;
