@@ -92,7 +92,7 @@ pub struct CompressArgs {
     pub augment: Option<AugmentArg>,
 
     /// Group-lasso strength: one value, or one per layer separated by commas (fc1,fc2,fc3
-    /// or conv1,conv2,fc1,fc2) [default: lenet-300-100 0.185,0.0065,0.03; lenet5
+    /// or conv1,conv2,fc1,fc2) [default: lenet-300-100 0.185,0.0075,0.03; lenet5
     /// 0.15,0.015,0.01,0.01]
     #[arg(
         long,
@@ -105,10 +105,10 @@ pub struct CompressArgs {
     #[arg(long, value_name = "T", help_heading = "Bayesian compression")]
     pub threshold: Option<f64>,
     /// Loops of (training, curvature, closed-form update, pruning) [default: lenet-300-100 4,
-    /// lenet5 9]
+    /// lenet5 16]
     #[arg(long, value_name = "L", help_heading = "Bayesian compression")]
     pub loops: Option<usize>,
-    /// Training epochs per loop [default: 2]
+    /// Training epochs per loop [default: lenet-300-100 2, lenet5 1]
     #[arg(long, value_name = "N", help_heading = "Bayesian compression")]
     pub epochs_per_loop: Option<usize>,
     /// Epochs without penalty before the loops; their curvature sets the first omega and
@@ -128,7 +128,7 @@ pub struct CompressArgs {
     pub penalty: PenaltyArg,
 
     /// Epochs of the final fine-tune of the pruned network (no penalty) [default:
-    /// lenet-300-100 100, lenet5 30]
+    /// lenet-300-100 100, lenet5 80]
     #[arg(long, value_name = "N", help_heading = "Training")]
     pub finetune_epochs: Option<usize>,
     /// Images per batch
@@ -172,6 +172,7 @@ struct Defaults {
     lambda: &'static [f64],
     warmup_epochs: usize,
     loops: usize,
+    epochs_per_loop: usize,
     finetune_epochs: usize,
     weight_decay: f32,
     augment: AugmentArg,
@@ -180,9 +181,10 @@ struct Defaults {
 fn defaults(model: Model) -> Defaults {
     match model {
         Model::Lenet300100 => Defaults {
-            lambda: &[0.185, 6.5e-3, 3e-2],
+            lambda: &[0.185, 7.5e-3, 3e-2],
             warmup_epochs: 0,
             loops: 4,
+            epochs_per_loop: 2,
             finetune_epochs: 100,
             weight_decay: 5e-4,
             augment: AugmentArg::Finetune,
@@ -190,8 +192,9 @@ fn defaults(model: Model) -> Defaults {
         Model::Lenet5 => Defaults {
             lambda: &[0.15, 0.015, 1e-2, 1e-2],
             warmup_epochs: 1,
-            loops: 9,
-            finetune_epochs: 30,
+            loops: 16,
+            epochs_per_loop: 1,
+            finetune_epochs: 80,
             weight_decay: 5e-4,
             augment: AugmentArg::Finetune,
         },
@@ -213,7 +216,7 @@ impl CompressArgs {
             lambda: self.lambda.clone().unwrap_or_else(|| d.lambda.to_vec()),
             threshold: self.threshold.unwrap_or(1e-6),
             loops: self.loops.unwrap_or(d.loops),
-            epochs_per_loop: self.epochs_per_loop.unwrap_or(2),
+            epochs_per_loop: self.epochs_per_loop.unwrap_or(d.epochs_per_loop),
             warmup_epochs: self.warmup_epochs.unwrap_or(d.warmup_epochs),
             finetune_epochs: self.finetune_epochs.unwrap_or(d.finetune_epochs),
             lr,
