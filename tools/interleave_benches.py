@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Interleaved, repeated timing of our criterion benches and their PyTorch twins, for a
 machine shared with other work: each round runs our bench binary (filtered) and then
-tools/torch_kernels.py (same filter), so both sides of a ratio see the same load; the
+tools/torch_kernels.py (same filter, timed like criterion: medians and minima over 20
+samples of several calls), so both sides of a ratio see the same load; the
 table gives per-kernel medians over the rounds of our time, PyTorch's time and of the
 per-round ratio torch / ours (above 1: we are faster). Development tool, not part of CI.
 
@@ -68,7 +69,7 @@ def main():
             ours.setdefault(k, []).append(med)
             ours_min.setdefault(k, []).append(fastest)
         t = subprocess.run([args.torch_python, "tools/torch_kernels.py", "--threads", str(args.threads),
-                            "--filter", args.filter], check=True, capture_output=True, text=True).stdout
+                            "--filter", args.filter, "--samples", "20"], check=True, capture_output=True, text=True).stdout
         t = json.loads(t)
         for k, v in t["median"].items():
             torch.setdefault(k, []).append(v)

@@ -24,8 +24,12 @@ aten = torch.ops.aten
 
 # --filter: only keys matching this regular expression are timed (None: all)
 FILTER = None
-# fastest single call of every timed kernel (robust against load from other processes)
+# fastest single call (or, with --samples, fastest sample) of every timed kernel
 MINIMA = {}
+# --samples: time like criterion (SAMPLES samples of several calls each; the statistics are
+# over the per-call means of the samples), so that the numbers compare with criterion's
+# even when other processes preempt some calls; 0: time single calls
+SAMPLES = 0
 
 
 def timed(results, key, fn):
@@ -37,6 +41,19 @@ def timed(results, key, fn):
 def median_us(fn, min_time=0.3, warmup=3, key=None):
     for _ in range(warmup):
         fn()
+    if SAMPLES:
+        t0 = time.perf_counter()
+        fn()
+        iters = max(1, int(min_time / SAMPLES / max(time.perf_counter() - t0, 1e-7)))
+        times = []
+        for _ in range(SAMPLES):
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            times.append((time.perf_counter() - t0) / iters)
+        if key is not None:
+            MINIMA[key] = min(MINIMA.get(key, float("inf")), min(times) * 1e6)
+        return statistics.median(times) * 1e6
     times = []
     start = time.perf_counter()
     while time.perf_counter() - start < min_time or len(times) < 10:
@@ -105,10 +122,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--filter", help="time only the kernels whose name matches this regex")
+    ap.add_argument("--samples", type=int, default=0,
+                    help="time N samples of several calls each (like criterion) instead of single calls")
     ap.add_argument("--repeat", type=int, default=1,
                     help="time each kernel this many times (interleaved rounds), report the median")
     args = ap.parse_args()
-    global FILTER
+    global FILTER, SAMPLES
+    SAMPLES = args.samples
     FILTER = re.compile(args.filter) if args.filter else None
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
