@@ -19,7 +19,9 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::batchnorm::{assume_init, isa_dispatch, plane_sum, static_map_init, uninit, Isa};
+use super::batchnorm::{
+    assume_init, isa_dispatch, plane_sum, share_bounds, static_map_init, team_size, uninit, Isa,
+};
 use crate::device::Pool2dSpec;
 use crate::error::{shape_err, Error, Result};
 use crate::tensor::Tensor;
@@ -391,8 +393,8 @@ isa_dispatch! {
         avg_forward_plane_impl(g: &Geom, t: &Taps, inv: &[f32], x: &[f32], out: &mut [f32], s: &mut Scratch)
 }
 isa_dispatch! {
-    fn max_backward_plane / max_backward_plane_avx2 =>
-        max_backward_plane_impl(arg: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>], idx: &mut Vec<u32>) -> bool
+    fn max_backward_planes / max_backward_planes_avx2 =>
+        max_backward_planes_impl(arg: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>], hw: usize, howo: usize, idx: &mut Vec<u32>) -> bool
 }
 isa_dispatch! {
     fn avg_backward_plane / avg_backward_plane_avx2 =>
@@ -525,39 +527,60 @@ fn max_forward_plane_impl(
     }
 }
 
-/// `dx` zeroed, then `dx[arg[o]] += dy[o]` in output order. Returns false (leaving `dx`
-/// zeroed and partly accumulated) if an offset is not one of the plane's; `idx` is scratch.
+/// Planes of `dx` (`hw` elements each) zeroed, then `dx[arg[o]] += dy[o]` within each
+/// plane, in output order (`howo` outputs a plane). Returns false (leaving `dx` zeroed and
+/// partly accumulated) if an offset is not one of its plane's; `idx` is scratch.
+///
+/// One call covers a whole share of planes: at supernet shapes a plane has only 64 outputs,
+/// so per-plane tasks, allocations and dispatch would cost as much as the scatter itself.
+/// Each plane is zeroed just before its scatter, which then finds it in L1 (zeroing the
+/// whole share first measured slower at 2 MB outputs).
 #[inline(always)]
-fn max_backward_plane_impl(
+fn max_backward_planes_impl(
     arg: &[f32],
     dy: &[f32],
     dx: &mut [MaybeUninit<f32>],
+    hw: usize,
+    howo: usize,
     idx: &mut Vec<u32>,
 ) -> bool {
-    for d in dx.iter_mut() {
-        d.write(0.0);
+    let mut ok = true;
+    for ((dx, arg), dy) in dx
+        .chunks_exact_mut(hw)
+        .zip(arg.chunks_exact(howo))
+        .zip(dy.chunks_exact(howo))
+    {
+        dx.fill(MaybeUninit::new(0.0));
+        // SAFETY: every element was just written.
+        let dx = unsafe { &mut *(dx as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        ok &= max_backward_plane(arg, dy, dx, idx);
     }
-    // SAFETY: every element was just written.
-    let dx = unsafe { &mut *(dx as *mut [MaybeUninit<f32>] as *mut [f32]) };
-    if dx.is_empty() {
-        return arg.is_empty();
-    }
+    ok
+}
+
+/// `dx[arg[o]] += dy[o]` in output order, `dx` (not empty) zeroed by the caller. Returns
+/// false, scattering nothing, if an offset is not one of the plane's.
+#[inline(always)]
+fn max_backward_plane(arg: &[f32], dy: &[f32], dx: &mut [f32], idx: &mut Vec<u32>) -> bool {
     // Validate and convert in one vectorised pass: NaN, negative and too large offsets fail
-    // the check; the clamped value converts exactly (fractions are truncated).
+    // the check; the clamped value converts exactly (fractions are truncated). The
+    // conversion goes through i32 (offsets are below 2^24): AVX2 has a single instruction
+    // for f32 -> i32, but none for f32 -> u32.
     let hw = dx.len() as f32;
     let top = (dx.len() - 1) as f32;
     let mut ok = true;
     idx.clear();
     idx.extend(arg.iter().map(|&a| {
         ok &= (a >= 0.0) & (a < hw);
-        // SAFETY: the clamped value is finite and in [0, 2^24], representable as u32.
-        unsafe { a.max(0.0).min(top).to_int_unchecked::<u32>() }
+        // SAFETY: the clamped value is finite and in [0, 2^24], representable as i32.
+        unsafe { a.max(0.0).min(top).to_int_unchecked::<i32>() as u32 }
     }));
     if !ok {
         return false;
     }
     for (&i, &d) in idx.iter().zip(dy) {
-        dx[i as usize] += d;
+        // SAFETY: `i <= top = dx.len() - 1` by the clamp above.
+        unsafe { *dx.get_unchecked_mut(i as usize) += d };
     }
     true
 }
@@ -684,16 +707,21 @@ pub(crate) fn max_backward(argmax: &Tensor, dy: &Tensor, x_shape: &[usize]) -> R
         });
         true
     } else {
-        let planes: Vec<_> = dx
-            .chunks_mut(hw)
-            .zip(argmax.cpu().chunks(howo).zip(dy.cpu().chunks(howo)))
-            .collect();
-        static_map_init(
-            planes,
-            n * c * (hw + howo),
-            Vec::new,
-            |idx, _, (dxp, (ap, dyp))| max_backward_plane(isa, ap, dyp, dxp, idx),
-        )
+        // One task per thread, each a contiguous range of planes (see `static_map`).
+        let planes = n * c;
+        let bounds = share_bounds(planes, team_size(planes, n * c * (hw + howo)));
+        let (mut rest, mut shares) = (&mut dx[..], Vec::with_capacity(bounds.len()));
+        for b in bounds.windows(2) {
+            let (share, r) = rest.split_at_mut((b[1] - b[0]) * hw);
+            shares.push(share);
+            rest = r;
+        }
+        let (arg, dys) = (argmax.cpu(), dy.cpu());
+        static_map_init(shares, n * c * (hw + howo), Vec::new, |idx, k, dxs| {
+            let outs = bounds[k] * howo..bounds[k + 1] * howo;
+            let (a, d) = (&arg[outs.clone()], &dys[outs]);
+            max_backward_planes(isa, a, d, dxs, hw, howo, idx)
+        })
         .into_iter()
         .all(|ok| ok)
     };
