@@ -134,3 +134,29 @@ extern "C" __global__ void gap_bwd(const float* __restrict__ dy, float* __restri
     const double f = p.power == 2 ? inv * inv : inv;
     BZ_GRID_STRIDE(i, p.n * p.c * hw) { dx[i] = (float)((double)dy[i / hw] * f); }
 }
+
+// Geometry-free max-pool backward, exactly the trait's semantics: one thread per plane
+// (grid-stride over the n * c planes) zeroes its dx plane, then adds dy[o] at argmax[o] in
+// output order (bitwise the CPU order; no atomics: a plane has one owner). Offsets outside
+// the plane are skipped and set bad[0] = 1 (host: zero it first; non-zero -> error). Uses
+// only n, c, h, w, ho, wo of the params (k, stride, padding are not needed).
+extern "C" __global__ void maxpool_bwd_scatter(const float* __restrict__ argmax,
+                                               const float* __restrict__ dy,
+                                               float* __restrict__ dx,
+                                               int32_t* __restrict__ bad, PoolParams p) {
+    const int64_t hw = p.h * p.w, per = p.ho * p.wo;
+    BZ_GRID_STRIDE(pl, p.n * p.c) {
+        float* xp = dx + pl * hw;
+        const float* ap = argmax + pl * per;
+        const float* gp = dy + pl * per;
+        for (int64_t i = 0; i < hw; ++i) xp[i] = 0.0f;
+        for (int64_t o = 0; o < per; ++o) {
+            const float a = ap[o];
+            if (a >= 0.0f && a < (float)hw && a == (float)(int64_t)a) {
+                xp[(int64_t)a] += gp[o];
+            } else {
+                bad[0] = 1;
+            }
+        }
+    }
+}

@@ -49,6 +49,8 @@ WRAP(channel_sums, (x, y, out, p), const float* x, const float* y, float* out, B
 // pool.cu
 WRAP(maxpool_fwd, (x, y, a, p), const float* x, float* y, float* a, PoolParams p)
 WRAP(maxpool_bwd, (a, dy, dx, p), const float* a, const float* dy, float* dx, PoolParams p)
+WRAP(maxpool_bwd_scatter, (a, dy, dx, bad, p), const float* a, const float* dy, float* dx,
+     int32_t* bad, PoolParams p)
 WRAP(avgpool_fwd, (x, y, p), const float* x, float* y, PoolParams p)
 WRAP(avgpool_bwd, (dy, dx, p), const float* dy, float* dx, PoolParams p)
 WRAP(gap_fwd, (x, y, p), const float* x, float* y, PoolParams p)

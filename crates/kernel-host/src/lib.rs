@@ -172,6 +172,14 @@ extern "C" {
         dx: *mut f32,
         p: PoolParams,
     );
+    pub fn host_maxpool_bwd_scatter(
+        launch: Launch,
+        a: *const f32,
+        dy: *const f32,
+        dx: *mut f32,
+        bad: *mut i32,
+        p: PoolParams,
+    );
     pub fn host_avgpool_fwd(launch: Launch, x: *const f32, y: *mut f32, p: PoolParams);
     pub fn host_avgpool_bwd(launch: Launch, dy: *const f32, dx: *mut f32, p: PoolParams);
     pub fn host_gap_fwd(launch: Launch, x: *const f32, y: *mut f32, p: PoolParams);

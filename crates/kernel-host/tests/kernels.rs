@@ -661,6 +661,26 @@ fn pooling_max_avg_global() {
         unsafe { host_maxpool_bwd(l, arg.as_ptr(), dy.as_ptr(), dx.as_mut_ptr(), p) };
         let want = cpu().max_pool2d_backward(&warg, &tdy, &shape).unwrap();
         close(&format!("{what} max bwd"), &dx, want.cpu());
+        let mut bad = 0i32;
+        dx.fill(f32::NAN);
+        unsafe {
+            host_maxpool_bwd_scatter(l, arg.as_ptr(), dy.as_ptr(), dx.as_mut_ptr(), &mut bad, p)
+        };
+        assert_eq!(dx, want.cpu(), "{what}: max bwd scatter (bitwise)");
+        assert_eq!(bad, 0, "{what}: scatter flagged a valid argmax");
+        let mut broken = arg.clone();
+        broken[0] = (h * w) as f32;
+        unsafe {
+            host_maxpool_bwd_scatter(
+                l,
+                broken.as_ptr(),
+                dy.as_ptr(),
+                dx.as_mut_ptr(),
+                &mut bad,
+                p,
+            )
+        };
+        assert_eq!(bad, 1, "{what}: out-of-plane offset not flagged");
 
         let xr = rvec(x.len(), &mut rng);
         let txr = t(&xr, &shape);
