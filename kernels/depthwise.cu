@@ -213,11 +213,12 @@ extern "C" __global__ void __launch_bounds__(BZ_BLOCK, 3)
 
 // Weight gradient of channel c over samples [n0, n1): out[tap] = sum x(^2) * dy. Each thread
 // accumulates its strided share of outputs in f32 registers (one per tap), then the block adds
-// the 256 thread sums per tap in f64, fixed tree order. K == 0: runtime k (at most 7).
+// the 256 thread sums per tap in f64 in thread order (templated k: all taps after one barrier
+// through `red`, 256 * 25 floats) or a fixed tree (K == 0: runtime k, at most 7).
 template <int K, int S, int D>
 BZ_INLINE void dw_bwd_weight_block(const float* __restrict__ x, const float* __restrict__ dy,
                                    float* __restrict__ out, const DwParams& p, int64_t c,
-                                   int64_t n0, int64_t n1, double* sh) {
+                                   int64_t n0, int64_t n1, double* sh, float* red) {
     const int k = K ? K : p.k;
     const int s = S ? S : p.stride;
     const int d = D ? D : p.dilation;
@@ -248,9 +249,23 @@ BZ_INLINE void dw_bwd_weight_block(const float* __restrict__ x, const float* __r
             }
         }
     }
-    for (int i = 0; i < k * k; ++i) {
-        const double tot = bz_block_sum((double)acc[i], sh);
-        if (threadIdx.x == 0) out[i] = (float)tot;
+    if (K) {
+        // All taps at once: thread t's sums to red[t * kk + tap], one barrier, then thread
+        // `tap` adds the 256 values in thread order (f64).
+        const int kk = K * K;
+        for (int i = 0; i < kk; ++i) red[threadIdx.x * kk + i] = acc[i];
+        __syncthreads();
+        if ((int)threadIdx.x < kk) {
+            double tot = 0.0;
+            for (int t = 0; t < BZ_BLOCK; ++t) tot += (double)red[t * kk + threadIdx.x];
+            out[threadIdx.x] = (float)tot;
+        }
+        __syncthreads();
+    } else {
+        for (int i = 0; i < k * k; ++i) {
+            const double tot = bz_block_sum((double)acc[i], sh);
+            if (threadIdx.x == 0) out[i] = (float)tot;
+        }
     }
 }
 
@@ -269,23 +284,25 @@ BZ_INLINE void dw_bwd_weight_block(const float* __restrict__ x, const float* __r
 
 // dw[c] = sum over n, outputs of x(^2) * dy: one block per channel (grid c, block 256).
 // k <= 7. For more parallelism use the _partial + _finalize pair.
-extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK, 2)
     dw_conv_bwd_weight(const float* __restrict__ x, const float* __restrict__ dy,
                        float* __restrict__ dw, DwParams p) {
     __shared__ double sh[BZ_BLOCK];
+    __shared__ float red[BZ_BLOCK * 25];
     const int64_t c = blockIdx.x;
-    DW_DISPATCH_W(x, dy, dw + c * p.k * p.k, p, c, 0, p.n, sh);
+    DW_DISPATCH_W(x, dy, dw + c * p.k * p.k, p, c, 0, p.n, sh, red);
 }
 
 // Split form: grid (c, p.splits), block 256; block (c, j) covers samples
 // [j * n / splits, (j + 1) * n / splits) and writes partials[(c * splits + j) * k * k + tap].
-extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK, 2)
     dw_conv_bwd_weight_partial(const float* __restrict__ x, const float* __restrict__ dy,
                                float* __restrict__ partials, DwParams p) {
     __shared__ double sh[BZ_BLOCK];
+    __shared__ float red[BZ_BLOCK * 25];
     const int64_t c = blockIdx.x, j = blockIdx.y, sp = p.splits;
     const int64_t n0 = j * p.n / sp, n1 = (j + 1) * p.n / sp;
-    DW_DISPATCH_W(x, dy, partials + (c * sp + j) * p.k * p.k, p, c, n0, n1, sh);
+    DW_DISPATCH_W(x, dy, partials + (c * sp + j) * p.k * p.k, p, c, n0, n1, sh, red);
 }
 
 // dw[c * k * k + tap] = sum over j in order of partials[(c * splits + j) * k * k + tap].
