@@ -52,6 +52,17 @@ inline void fiber_main() {
     current->done = true;  // returns to uc_link = the scheduler
 }
 
+// Out of line: getcontext returns twice, which would make g++ warn about (and pessimise)
+// the scheduler's locals.
+[[gnu::noinline]] inline void init_fiber(Fiber& fb, char* stack, size_t size) {
+    getcontext(&fb.ctx);
+    fb.ctx.uc_stack.ss_sp = stack;
+    fb.ctx.uc_stack.ss_size = size;
+    fb.ctx.uc_link = &sched;
+    fb.done = false;
+    makecontext(&fb.ctx, fiber_main, 0);
+}
+
 inline void sync() { swapcontext(&current->ctx, &sched); }
 
 // Runs `kernel()` for every thread of every block of `grid` with `block` threads.
@@ -71,15 +82,7 @@ void launch(dim3 grid, dim3 block, F&& kernel) {
         for (unsigned y = 0; y < grid.y; ++y)
             for (unsigned x = 0; x < grid.x; ++x) {
                 bidx = uint3{x, y, z};
-                for (unsigned t = 0; t < nt; ++t) {
-                    Fiber& fb = fibers[t];
-                    getcontext(&fb.ctx);
-                    fb.ctx.uc_stack.ss_sp = stacks.data() + t * stack;
-                    fb.ctx.uc_stack.ss_size = stack;
-                    fb.ctx.uc_link = &sched;
-                    fb.done = false;
-                    makecontext(&fb.ctx, fiber_main, 0);
-                }
+                for (unsigned t = 0; t < nt; ++t) init_fiber(fibers[t], stacks.data() + t * stack, stack);
                 for (;;) {
                     unsigned done = 0;
                     for (unsigned t = 0; t < nt; ++t) {
