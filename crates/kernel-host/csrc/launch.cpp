@@ -21,6 +21,7 @@ WRAP(reduce_dot_partial, (a, b, out, p), const float* a, const float* b, double*
      ReduceParams p)
 // depthwise.cu
 WRAP(dw_conv_fwd, (x, w, y, p), const float* x, const float* w, float* y, DwParams p)
+WRAP(dw_conv_fwd_k3, (x, w, y, p), const float* x, const float* w, float* y, DwParams p)
 WRAP(dw_conv_bwd_input, (dy, w, dx, p), const float* dy, const float* w, float* dx, DwParams p)
 WRAP(dw_conv_bwd_weight, (x, dy, dw, p), const float* x, const float* dy, float* dw, DwParams p)
 WRAP(dw_conv_bwd_weight_partial, (x, dy, part, p), const float* x, const float* dy,

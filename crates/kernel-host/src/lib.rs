@@ -59,6 +59,13 @@ extern "C" {
         p: ReduceParams,
     );
     pub fn host_dw_conv_fwd(launch: Launch, x: *const f32, w: *const f32, y: *mut f32, p: DwParams);
+    pub fn host_dw_conv_fwd_k3(
+        launch: Launch,
+        x: *const f32,
+        w: *const f32,
+        y: *mut f32,
+        p: DwParams,
+    );
     pub fn host_dw_conv_bwd_input(
         l: Launch,
         dy: *const f32,

@@ -230,11 +230,13 @@ fn check_depthwise(case: &ConvCase, rng: &mut Rng) {
 
     let mut y = vec![f32::NAN; n * c * ho * wo];
     unsafe { host_dw_conv_fwd(l, x.as_ptr(), wt.as_ptr(), y.as_mut_ptr(), p) };
-    close(
-        &format!("{what} fwd"),
-        &y,
-        cpu().conv2d_forward(&tx, &tw, spec).unwrap().cpu(),
-    );
+    let want_y = cpu().conv2d_forward(&tx, &tw, spec).unwrap();
+    close(&format!("{what} fwd"), &y, want_y.cpu());
+    if k == 3 {
+        let mut y3 = vec![f32::NAN; y.len()];
+        unsafe { host_dw_conv_fwd_k3(l, x.as_ptr(), wt.as_ptr(), y3.as_mut_ptr(), p) };
+        assert_eq!(y3, y, "{what}: fwd_k3 differs from fwd");
+    }
 
     let mut dx = vec![f32::NAN; n * c * h * w];
     for square in [0, 1] {
@@ -327,6 +329,9 @@ fn depthwise_large_planes_and_generic_path() {
         (70, 37, 3, 2, 1, 1),
         (16, 16, 3, 1, 1, 1),
         (32, 32, 5, 2, 1, 2),
+        // 16-wide tiles with four rows per thread; the largest shared tile (135 x 39)
+        (70, 14, 3, 1, 1, 1),
+        (140, 30, 5, 2, 2, 4),
     ] {
         let spec = Conv2dSpec::new().stride(s).padding(pad).dilation(d);
         check_depthwise(
