@@ -152,9 +152,12 @@ extern "C" __global__ void __launch_bounds__(BZ_BLOCK, 4)
 
 // dx[ih, iw] = sum over taps (ki, kj) with oh = (ih + P - ki D) / S exact and in range of
 // dy[oh, ow] * w[ki, kj] (w^2 with square_w). Tiles the dx plane.
-template <int K, int S, int D>
-BZ_INLINE void dw_bwd_input_tiled(const float* __restrict__ dy, const float* __restrict__ w,
-                                  float* __restrict__ dx, const DwParams& p, float* sm) {
+// Each thread computes R vertically adjacent dx rows (shared-memory loads of neighbouring
+// rows are shared at stride 1; at stride 2 the row parity decides which taps apply).
+template <int K, int S, int D, int R>
+BZ_INLINE void dw_bwd_input_tile_rows(const float* __restrict__ dy,
+                                      const float* __restrict__ w, float* __restrict__ dx,
+                                      const DwParams& p, float* sm, const DwTile& t) {
     const int64_t n = blockIdx.z, c = blockIdx.y;
     const int H = (int)p.h, W = (int)p.w, HO = (int)p.ho, WO = (int)p.wo;
     const float* gp = dy + (n * p.c + c) * p.ho * p.wo;
@@ -165,9 +168,8 @@ BZ_INLINE void dw_bwd_input_tiled(const float* __restrict__ dy, const float* __r
         const float v = BZ_LDG(w + c * K * K + i);
         wr[i] = p.square_w ? v * v : v;
     }
-    const DwTile t = dw_tile(p.h, p.w);
     const int P = p.padding;
-    const int lx = threadIdx.x % t.tw, ly = threadIdx.x / t.tw;
+    const int lx = threadIdx.x % t.tw, iy0 = (threadIdx.x / t.tw) * R;
     for (int64_t tile = blockIdx.x; tile < t.tiles; tile += gridDim.x) {
         const int ih0 = (int)(tile / t.tiles_w) * t.th, iw0 = (int)(tile % t.tiles_w) * t.tw;
         // First output row / column any tap of the tile reads (ceil division, may be < 0).
@@ -181,27 +183,45 @@ BZ_INLINE void dw_bwd_input_tiled(const float* __restrict__ dy, const float* __r
             sm[i] = (oh >= 0 && oh < HO && ow >= 0 && ow < WO) ? gp[oh * WO + ow] : 0.0f;
         }
         __syncthreads();
-        for (int r = 0; r < t.rpt; ++r) {
-            const int ih = ih0 + ly + r * t.ty, iw = iw0 + lx;
-            if (ih < H && iw < W) {
-                float acc = 0.0f;
+        const int iw = iw0 + lx;
+        float acc[R];
 #pragma unroll
-                for (int ki = 0; ki < K; ++ki) {
-                    const int tr = ih + P - ki * D;
-                    if (S == 2 && (tr & 1)) continue;
-                    const int orow = (S == 2 ? (tr >> 1) : tr) - oh_lo;
+        for (int r = 0; r < R; ++r) {
+            const int ih = ih0 + iy0 + r;
+            acc[r] = 0.0f;
 #pragma unroll
-                    for (int kj = 0; kj < K; ++kj) {
-                        const int tc = iw + P - kj * D;
-                        if (S == 2 && (tc & 1)) continue;
-                        const int ocol = (S == 2 ? (tc >> 1) : tc) - ow_lo;
-                        acc += sm[orow * OW + ocol] * wr[ki * K + kj];
-                    }
+            for (int ki = 0; ki < K; ++ki) {
+                const int tr = ih + P - ki * D;
+                if (S == 2 && (tr & 1)) continue;
+                const int orow = (S == 2 ? (tr >> 1) : tr) - oh_lo;
+#pragma unroll
+                for (int kj = 0; kj < K; ++kj) {
+                    const int tc = iw + P - kj * D;
+                    if (S == 2 && (tc & 1)) continue;
+                    const int ocol = (S == 2 ? (tc >> 1) : tc) - ow_lo;
+                    acc[r] += sm[orow * OW + ocol] * wr[ki * K + kj];
                 }
-                xp[ih * W + iw] = acc;
             }
         }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const int ih = ih0 + iy0 + r;
+            if (ih < H && iw < W) xp[ih * W + iw] = acc[r];
+        }
         __syncthreads();
+    }
+}
+
+template <int K, int S, int D>
+BZ_INLINE void dw_bwd_input_tiled(const float* __restrict__ dy, const float* __restrict__ w,
+                                  float* __restrict__ dx, const DwParams& p, float* sm) {
+    const DwTile t = dw_tile(p.h, p.w);
+    if (t.rpt == 4) {
+        dw_bwd_input_tile_rows<K, S, D, 4>(dy, w, dx, p, sm, t);
+    } else if (t.rpt == 2) {
+        dw_bwd_input_tile_rows<K, S, D, 2>(dy, w, dx, p, sm, t);
+    } else {
+        dw_bwd_input_tile_rows<K, S, D, 1>(dy, w, dx, p, sm, t);
     }
 }
 
