@@ -93,7 +93,7 @@ pub struct CompressArgs {
 
     /// Group-lasso strength: one value, or one per layer separated by commas (fc1,fc2,fc3
     /// or conv1,conv2,fc1,fc2) [default: lenet-300-100 0.185,0.0075,0.03; lenet5
-    /// 0.15,0.015,0.01,0.01]
+    /// 0.15,0.01,0.018,0.01]
     #[arg(
         long,
         value_name = "L[,L..]",
@@ -167,7 +167,7 @@ pub struct CompressArgs {
     pub runtime: RuntimeOpts,
 }
 
-/// Per-model defaults, chosen by measurement on MNIST (see the module documentation).
+/// Per-model defaults, chosen by measurement on MNIST (runs and caveats: docs/compression.md).
 struct Defaults {
     lambda: &'static [f64],
     warmup_epochs: usize,
@@ -190,7 +190,7 @@ fn defaults(model: Model) -> Defaults {
             augment: AugmentArg::Finetune,
         },
         Model::Lenet5 => Defaults {
-            lambda: &[0.15, 0.015, 1e-2, 1e-2],
+            lambda: &[0.15, 0.01, 0.018, 0.01],
             warmup_epochs: 1,
             loops: 16,
             epochs_per_loop: 1,
