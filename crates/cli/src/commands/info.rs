@@ -41,10 +41,12 @@ pub struct Info {
 
 /// What the build knows about CUDA, in one line.
 pub fn cuda_status() -> String {
-    if cuda_available() {
-        "available".to_string()
-    } else {
-        "not compiled in (CPU-only build)".to_string()
+    match crate::opts::cuda_unavailable_reason(0) {
+        None => match bayesnas_engine::device::cuda::backend(0) {
+            Ok(b) => format!("available ({})", b.name()),
+            Err(_) => "available".to_string(),
+        },
+        Some(why) => format!("unavailable: {why}"),
     }
 }
 
