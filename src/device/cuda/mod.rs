@@ -16,8 +16,8 @@
 //!   and cached by entry name.
 
 mod ops;
-#[path = "params_contract.rs"]
-pub(crate) mod params;
+#[allow(clippy::all, unused)]
+pub mod params;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -55,6 +55,8 @@ unsafe impl DeviceRepr for params::CopyParams {}
 unsafe impl DeviceRepr for params::MixedParams {}
 unsafe impl DeviceRepr for params::LossParams {}
 unsafe impl DeviceRepr for params::SgdParams {}
+unsafe impl DeviceRepr for params::ShiftParams {}
+unsafe impl DeviceRepr for params::HardParams {}
 
 /// Device memory of one tensor: a buffer shared between clones (copy-on-write) and the
 /// ordinal of its device.
@@ -62,12 +64,23 @@ unsafe impl DeviceRepr for params::SgdParams {}
 pub struct CudaBuffer {
     buf: Arc<CudaSlice<f32>>,
     ordinal: usize,
+    /// For the argmax of a max pooling: the window it was computed with.
+    pool: Option<crate::device::Pool2dSpec>,
 }
 
 impl CudaBuffer {
     /// The device ordinal.
     pub fn ordinal(&self) -> usize {
         self.ordinal
+    }
+
+    /// The pooling window recorded on a max-pooling argmax.
+    pub(crate) fn pool_spec(&self) -> Option<crate::device::Pool2dSpec> {
+        self.pool
+    }
+
+    pub(crate) fn set_pool_spec(&mut self, spec: crate::device::Pool2dSpec) {
+        self.pool = Some(spec);
     }
 
     /// Number of f32 elements.
@@ -334,6 +347,7 @@ impl CudaBackend {
             Storage::Cuda(CudaBuffer {
                 buf: Arc::new(buf),
                 ordinal: self.ordinal,
+                pool: None,
             }),
             shape,
         )

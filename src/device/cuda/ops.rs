@@ -4,7 +4,7 @@
 
 use super::params::{
     BnParams, ConvParams, CopyParams, DwParams, EwParams, LossParams, MixedParams, PoolParams,
-    ReduceParams, SgdParams,
+    ReduceParams, SgdParams, ShiftParams,
 };
 use super::CudaBackend;
 use crate::device::cpu::{conv as cpu_conv, pool as cpu_pool};
@@ -14,6 +14,7 @@ use crate::device::{
 };
 use crate::error::{shape_err, Error, Result};
 use crate::tensor::{numel, Tensor};
+use cudarc::driver::LaunchConfig;
 
 /// Most f64 partials a reduction writes (fixed, so results do not depend on the GPU model).
 const REDUCE_PARTS: usize = 1024;
@@ -23,6 +24,10 @@ const COL_BUDGET: usize = 1 << 26;
 
 fn i32c(v: usize) -> Result<i32> {
     i32::try_from(v).map_err(|_| Error::Invalid(format!("cuda: size {v} exceeds the i32 range")))
+}
+
+fn i64c(v: usize) -> i64 {
+    v as i64
 }
 
 fn ew(n: usize, op: i32, alpha: f32) -> EwParams {
@@ -73,34 +78,35 @@ impl ConvGeom {
     }
     fn dw(&self, square: bool) -> Result<DwParams> {
         Ok(DwParams {
-            n: i32c(self.n)?,
-            c: i32c(self.cin)?,
-            h: i32c(self.h)?,
-            w: i32c(self.w)?,
-            ho: i32c(self.ho)?,
-            wo: i32c(self.wo)?,
+            n: i64c(self.n),
+            c: i64c(self.cin),
+            h: i64c(self.h),
+            w: i64c(self.w),
+            ho: i64c(self.ho),
+            wo: i64c(self.wo),
             k: i32c(self.k)?,
             stride: i32c(self.spec.stride)?,
-            pad: i32c(self.spec.padding)?,
-            dil: i32c(self.spec.dilation)?,
-            square: square as i32,
+            padding: i32c(self.spec.padding)?,
+            dilation: i32c(self.spec.dilation)?,
+            square_w: 0,
+            square_x: square as i32,
         })
     }
     fn conv(&self, n: usize, square: bool) -> Result<ConvParams> {
         Ok(ConvParams {
-            n: i32c(n)?,
-            cin: i32c(self.cin)?,
-            cout: i32c(self.cout)?,
-            h: i32c(self.h)?,
-            w: i32c(self.w)?,
-            ho: i32c(self.ho)?,
-            wo: i32c(self.wo)?,
+            n: i64c(n),
+            c_in: i64c(self.cin),
+            c_out: i64c(self.cout),
+            h: i64c(self.h),
+            w: i64c(self.w),
+            ho: i64c(self.ho),
+            wo: i64c(self.wo),
             k: i32c(self.k)?,
             stride: i32c(self.spec.stride)?,
-            pad: i32c(self.spec.padding)?,
-            dil: i32c(self.spec.dilation)?,
+            padding: i32c(self.spec.padding)?,
+            dilation: i32c(self.spec.dilation)?,
             groups: i32c(self.spec.groups)?,
-            square: square as i32,
+            square_x: square as i32,
         })
     }
     /// Rows of `col(X)` per image (`C_in k k`) and its columns (`H_out W_out`).
@@ -111,6 +117,21 @@ impl ConvGeom {
     fn col_chunk(&self) -> usize {
         let (r, p) = self.col_dims();
         (COL_BUDGET / (r * p).max(1)).clamp(1, self.n)
+    }
+}
+
+/// Grid of the tiled depthwise kernels: `(tiles, channels, samples)` blocks of 256 threads,
+/// one block per output tile of a `rows x cols` plane (the kernels' tile rule; any
+/// `gridDim.x >= 1` is correct, this one gives each block one tile).
+fn dw_grid(rows: usize, cols: usize, c: usize, n: usize) -> LaunchConfig {
+    let tw = if cols <= 16 { 16 } else { 32 };
+    let ty = super::BLOCK as usize / tw;
+    let th = if rows >= 2 * ty { 2 * ty } else { ty };
+    let tiles = cols.div_ceil(tw) * rows.div_ceil(th);
+    LaunchConfig {
+        grid_dim: (tiles.clamp(1, 1 << 16) as u32, c as u32, n as u32),
+        block_dim: (super::BLOCK, 1, 1),
+        shared_mem_bytes: 0,
     }
 }
 
@@ -129,15 +150,15 @@ fn pool_geom(
 ) -> Result<(PoolParams, [usize; 4])> {
     let (ho, wo) = cpu_pool::out_hw(op, shape, spec)?;
     let p = PoolParams {
-        n: i32c(shape[0])?,
-        c: i32c(shape[1])?,
-        h: i32c(shape[2])?,
-        w: i32c(shape[3])?,
-        ho: i32c(ho)?,
-        wo: i32c(wo)?,
+        n: i64c(shape[0]),
+        c: i64c(shape[1]),
+        h: i64c(shape[2]),
+        w: i64c(shape[3]),
+        ho: i64c(ho),
+        wo: i64c(wo),
         k: i32c(spec.kernel)?,
         stride: i32c(spec.stride)?,
-        pad: i32c(spec.padding)?,
+        padding: i32c(spec.padding)?,
         power,
     };
     Ok((p, [shape[0], shape[1], ho, wo]))
@@ -150,10 +171,11 @@ fn bn_params(x: &Tensor, eps: f32) -> Result<(BnParams, usize, usize, usize)> {
     };
     Ok((
         BnParams {
-            n: i32c(n)?,
-            c: i32c(c)?,
-            hw: i32c(s)?,
+            n: i64c(n),
+            c: i64c(c),
+            s: i64c(s),
             eps,
+            _pad: 0,
         },
         n,
         c,
@@ -222,33 +244,33 @@ impl CudaBackend {
             None => 0,
         };
         let p = [self.ptr("reduce", a)?, bp, pp];
-        self.launch(
-            "reduce_dot_partial",
-            self.blocks(parts),
-            &p,
-            &ReduceParams { n: n as i64 },
-        )?;
+        let prm = ReduceParams {
+            n: n as i64,
+            blocks: parts as i64,
+        };
+        self.launch("reduce_dot_partial", self.blocks(parts), &p, &prm)?;
         self.host_sum(&partials, parts)
     }
 
+    /// Channel-block copy between a `[n, c_block, hw]` block and channels
+    /// `[c_off, c_off + c_block)` of an `[n, c_big, hw]` tensor (direction 0: block -> big).
     fn copy_params(
         n: usize,
         hw: usize,
-        (c_src, c_dst, c_copy): (usize, usize, usize),
-        (src_off, dst_off): (usize, usize),
-        (h, w): (usize, usize),
-    ) -> Result<CopyParams> {
-        Ok(CopyParams {
-            n: i32c(n)?,
-            hw: i32c(hw)?,
-            c_src: i32c(c_src)?,
-            c_dst: i32c(c_dst)?,
-            c_copy: i32c(c_copy)?,
-            src_off: i32c(src_off)?,
-            dst_off: i32c(dst_off)?,
-            h: i32c(h)?,
-            w: i32c(w)?,
-        })
+        c_block: usize,
+        c_big: usize,
+        c_off: usize,
+        dir: i32,
+    ) -> CopyParams {
+        CopyParams {
+            n: i64c(n),
+            hw: i64c(hw),
+            c_src: i64c(c_block),
+            c_dst: i64c(c_big),
+            c_off: i64c(c_off),
+            direction: dir,
+            _pad: 0,
+        }
     }
 
     /// `col(X)` of images `[n0, n0 + cnt)` into `col` (`[cnt, C_in k k, H_out W_out]`),
@@ -268,18 +290,8 @@ impl CudaBackend {
             "im2col",
             self.grid_stride(cnt * r * p),
             &[xo, col],
-            &g.conv(cnt, false)?,
-        )?;
-        if sq {
-            let len = cnt * r * p;
-            self.launch(
-                "ew_unary",
-                self.grid_stride(len),
-                &[col, col],
-                &ew(len, 1, 0.0),
-            )?;
-        }
-        Ok(())
+            &g.conv(cnt, sq)?,
+        )
     }
 
     fn dense_forward(&self, g: &ConvGeom, x: &Tensor, w: &Tensor, y: u64) -> Result<()> {
@@ -440,10 +452,11 @@ impl CudaBackend {
         let dw = self.alloc(numel(w_shape))?;
         let dwp = self.raw(&dw);
         let (xp, dp) = (self.ptr(op, x)?, self.ptr(op, dy)?);
-        if g.is_depthwise() {
+        if g.is_depthwise() && g.k <= 7 {
+            // One block per channel (kernels/README.md).
             self.launch(
                 "dw_conv_bwd_weight",
-                self.blocks(numel(w_shape)),
+                self.blocks(g.cin),
                 &[xp, dp, dwp],
                 &g.dw(square)?,
             )?;
@@ -460,13 +473,17 @@ impl CudaBackend {
         Ok(self.wrap(dw, w_shape))
     }
 
+    /// Mixed-op parameters: `chunks` partial-sum chunks per sample, so that the reduction
+    /// kernels get `n * chunks` blocks (enough to fill the GPU).
     fn mixed_params(&self, n: usize, k: usize, per: usize) -> Result<MixedParams> {
-        let parts = per.div_ceil(super::BLOCK as usize * 8).clamp(1, 64);
+        let want = (4 * self.sms as usize).div_ceil(n.max(1));
+        let chunks = want.clamp(1, per.div_ceil(super::BLOCK as usize).max(1));
         Ok(MixedParams {
-            batch: i32c(n)?,
+            n: i64c(n),
+            inner: i64c(per),
+            chunks: i64c(chunks),
             k: i32c(k)?,
-            inner: per as i64,
-            parts: i32c(parts)?,
+            _pad: 0,
         })
     }
 
@@ -609,12 +626,8 @@ impl Backend for CudaBackend {
         let yp = self.raw(&y);
         if g.is_depthwise() {
             let p = [self.ptr("conv2d x", x)?, self.ptr("conv2d w", w)?, yp];
-            self.launch(
-                "dw_conv_fwd",
-                self.grid_stride(numel(&ys)),
-                &p,
-                &g.dw(false)?,
-            )?;
+            let cfg = dw_grid(g.ho, g.wo, g.cin, g.n);
+            self.launch("dw_conv_fwd", cfg, &p, &g.dw(false)?)?;
         } else if spec.groups == 1 {
             self.dense_forward(&g, x, w, yp)?;
         } else {
@@ -643,12 +656,8 @@ impl Backend for CudaBackend {
         let dxp = self.raw(&dx);
         if g.is_depthwise() {
             let p = [self.ptr(op, dy)?, self.ptr(op, w)?, dxp];
-            self.launch(
-                "dw_conv_bwd_input",
-                self.grid_stride(numel(x_shape)),
-                &p,
-                &g.dw(false)?,
-            )?;
+            let cfg = dw_grid(g.h, g.w, g.cin, g.n);
+            self.launch("dw_conv_bwd_input", cfg, &p, &g.dw(false)?)?;
         } else if spec.groups == 1 {
             self.dense_backward_input(&g, dy, w, dxp)?;
         } else {
@@ -725,17 +734,17 @@ impl Backend for CudaBackend {
             self.ptr("bn", &invstd)?,
         ];
         self.launch("bn_stats", self.blocks(c), &p, &prm)?;
-        // y = x * scale + shift with scale = w invstd, shift = b - mean scale.
-        let scale = match weight {
-            Some(w) => self.binary(w, &invstd, Binary::Mul)?,
-            None => invstd.clone(),
-        };
-        let ms = self.binary(&mean, &scale, Binary::Mul)?;
-        let shift = match bias {
-            Some(b) => self.binary(b, &ms, Binary::Sub)?,
-            None => self.ew_unary(&ms, Unary::Scale(-1.0))?,
-        };
-        let y = self.channel_affine(x, &scale, Some(&shift))?;
+        let y = self.wrap(self.alloc(x.numel())?, x.shape());
+        let opt = |t: Option<&Tensor>| t.map_or(Ok(0), |t| self.ptr("batch_norm affine", t));
+        let p = [
+            self.ptr("batch_norm", x)?,
+            self.ptr("", &mean)?,
+            self.ptr("", &invstd)?,
+            opt(weight)?,
+            opt(bias)?,
+            self.ptr("", &y)?,
+        ];
+        self.launch("bn_fwd_apply", self.grid_stride(x.numel()), &p, &prm)?;
         Ok(BatchNormForward {
             y,
             mean,
@@ -867,6 +876,10 @@ impl Backend for CudaBackend {
             self.ptr("", &arg)?,
         ];
         self.launch("maxpool_fwd", self.grid_stride(len), &p, &prm)?;
+        let mut arg = arg;
+        if let crate::tensor::Storage::Cuda(b) = arg.storage_mut() {
+            b.set_pool_spec(spec);
+        }
         Ok((y, arg))
     }
 
@@ -893,23 +906,27 @@ impl Backend for CudaBackend {
         if h * w == 0 {
             return shape_err("max_pool2d_backward x", "H, W >= 1", x_shape);
         }
-        let dx = self.wrap(self.alloc_zeros(numel(x_shape))?, x_shape);
+        // The gather kernel needs the window geometry, which the forward recorded on the
+        // argmax buffer (the trait passes only shapes).
+        let Some(spec) = self.buf("max_pool2d_backward argmax", argmax)?.pool_spec() else {
+            return Err(Error::Device(
+                "max_pool2d_backward with an argmax not made by max_pool2d_forward on this GPU \
+                 (its window geometry is unknown) is not implemented on cuda"
+                    .into(),
+            ));
+        };
+        let (prm, ys) = pool_geom("max_pool2d_backward", x_shape, spec, 1)?;
+        if ys != ds {
+            return shape_err("max_pool2d_backward dy", format!("{ys:?}"), ds);
+        }
+        let dx = self.wrap(self.alloc(numel(x_shape))?, x_shape);
         if dy.numel() > 0 {
-            let prm = PoolParams {
-                n: i32c(n)?,
-                c: i32c(c)?,
-                h: i32c(h)?,
-                w: i32c(w)?,
-                ho: i32c(ds[2])?,
-                wo: i32c(ds[3])?,
-                ..Default::default()
-            };
             let p = [
                 self.ptr("argmax", argmax)?,
                 self.ptr("dy", dy)?,
                 self.ptr("", &dx)?,
             ];
-            self.launch("maxpool_bwd", self.grid_stride(n * c), &p, &prm)?;
+            self.launch("maxpool_bwd", self.grid_stride(numel(x_shape)), &p, &prm)?;
         }
         Ok(dx)
     }
@@ -945,10 +962,10 @@ impl Backend for CudaBackend {
             return shape_err("global_avg_pool", "H, W >= 1", x.shape());
         }
         let prm = PoolParams {
-            n: i32c(n)?,
-            c: i32c(c)?,
-            h: i32c(h)?,
-            w: i32c(w)?,
+            n: i64c(n),
+            c: i64c(c),
+            h: i64c(h),
+            w: i64c(w),
             ho: 1,
             wo: 1,
             power: 1,
@@ -957,7 +974,9 @@ impl Backend for CudaBackend {
         let y = self.wrap(self.alloc(n * c)?, &[n, c]);
         if n * c > 0 {
             let p = [self.ptr("global_avg_pool", x)?, self.ptr("", &y)?];
-            self.launch("gap_fwd", self.grid_stride(n * c), &p, &prm)?;
+            // One block per plane, blocks striding over the planes.
+            let blocks = (n * c).min(32 * self.sms as usize);
+            self.launch("gap_fwd", self.blocks(blocks), &p, &prm)?;
         }
         Ok(y)
     }
@@ -982,10 +1001,10 @@ impl Backend for CudaBackend {
             );
         }
         let prm = PoolParams {
-            n: i32c(n)?,
-            c: i32c(c)?,
-            h: i32c(h)?,
-            w: i32c(w)?,
+            n: i64c(n),
+            c: i64c(c),
+            h: i64c(h),
+            w: i64c(w),
             ho: 1,
             wo: 1,
             power,
@@ -1021,7 +1040,7 @@ impl Backend for CudaBackend {
         let mut off = 0;
         for (x, &c) in xs.iter().zip(&cs) {
             if c * n * h * w > 0 {
-                let prm = Self::copy_params(n, h * w, (c, ctot, c), (0, off), (h, w))?;
+                let prm = Self::copy_params(n, h * w, c, ctot, off, 0);
                 let p = [self.ptr("concat_channels", x)?, yp];
                 self.launch("copy_channels", self.grid_stride(n * c * h * w), &p, &prm)?;
             }
@@ -1045,7 +1064,7 @@ impl Backend for CudaBackend {
         for &ci in sizes {
             let o = self.wrap(self.alloc(n * ci * h * w)?, &[n, ci, h, w]);
             if o.numel() > 0 {
-                let prm = Self::copy_params(n, h * w, (c, ci, ci), (off, 0), (h, w))?;
+                let prm = Self::copy_params(n, h * w, ci, c, off, 1);
                 let p = [yp, self.ptr("", &o)?];
                 self.launch("copy_channels", self.grid_stride(o.numel()), &p, &prm)?;
             }
@@ -1063,7 +1082,12 @@ impl Backend for CudaBackend {
         let ys = [n, c, h - 1, w - 1];
         let y = self.wrap(self.alloc(numel(&ys))?, &ys);
         if y.numel() > 0 {
-            let prm = Self::copy_params(n, h * w, (c, c, c), (0, 0), (h, w))?;
+            let prm = ShiftParams {
+                n: i64c(n),
+                c: i64c(c),
+                h: i64c(h),
+                w: i64c(w),
+            };
             let p = [self.ptr("shift_crop", x)?, self.ptr("", &y)?];
             self.launch("shift_crop", self.grid_stride(y.numel()), &p, &prm)?;
         }
@@ -1082,7 +1106,12 @@ impl Backend for CudaBackend {
         let (h, w) = (ho + 1, wo + 1);
         let dx = self.wrap(self.alloc(numel(x_shape))?, x_shape);
         if dx.numel() > 0 {
-            let prm = Self::copy_params(n, h * w, (c, c, c), (0, 0), (h, w))?;
+            let prm = ShiftParams {
+                n: i64c(n),
+                c: i64c(c),
+                h: i64c(h),
+                w: i64c(w),
+            };
             let p = [self.ptr("shift_crop_backward", dy)?, self.ptr("", &dx)?];
             self.launch("shift_crop_bwd", self.grid_stride(dx.numel()), &p, &prm)?;
         }
@@ -1120,7 +1149,7 @@ impl Backend for CudaBackend {
         }
         let k = xs.len();
         let prm = self.mixed_params(n, k, per)?;
-        let parts = prm.parts as usize;
+        let parts = prm.chunks as usize;
         let dxs: Vec<Tensor> = (0..k)
             .map(|_| Ok(self.wrap(self.alloc(xs[0].numel())?, xs[0].shape())))
             .collect::<Result<_>>()?;
@@ -1163,46 +1192,32 @@ impl Backend for CudaBackend {
         }
         let k = xs.len();
         let prm = self.mixed_params(n, k, per)?;
-        let parts = prm.parts as usize;
+        let parts = prm.chunks as usize;
         let hxs: Vec<Tensor> = (0..k)
             .map(|_| Ok(self.wrap(self.alloc(xs[0].numel())?, xs[0].shape())))
             .collect::<Result<_>>()?;
-        // h_s (K values) followed by h_s0, finalised from per-block f64 partials.
-        let hall = self.alloc_zeros(k + 1)?;
+        let hs = self.wrap(self.alloc_zeros(k)?, &[k]);
+        let hs0 = self.wrap(self.alloc_zeros(1)?, &[1]);
         if xs[0].numel() > 0 {
             let xa = self.ptr_array("mixed_curvature", xs)?;
             let hr: Vec<&Tensor> = hxs.iter().collect();
             let ha = self.ptr_array("mixed_curvature", &hr)?;
+            // Partials [n * chunks, k + 1]: per block, k branch sums then the z^2 hy sum.
             let partials = self.alloc_f64((k + 1) * n * parts)?;
             let pp = self.raw(&partials);
+            let (s0p, sp) = (self.ptr("s0", s0)?, self.ptr("s", s)?);
             let p = [
                 self.raw(&xa),
                 self.ptr("hy", hy)?,
-                self.ptr("s0", s0)?,
-                self.ptr("s", s)?,
+                s0p,
+                sp,
                 self.raw(&ha),
                 pp,
             ];
             self.launch("mixed_curv", self.blocks(n * parts), &p, &prm)?;
-            // Partials are [K + 1, N parts]: the finaliser's [batch = 1, K + 1, parts] layout.
-            let fin = MixedParams {
-                batch: 1,
-                k: i32c(k + 1)?,
-                inner: 0,
-                parts: i32c(n * parts)?,
-            };
-            self.launch(
-                "mixed_reduce_finalize",
-                self.grid_stride(k + 1),
-                &[pp, self.raw(&hall)],
-                &fin,
-            )?;
+            let p = [pp, s0p, self.ptr("", &hs)?, self.ptr("", &hs0)?];
+            self.launch("mixed_curv_finalize", self.blocks(1), &p, &prm)?;
         }
-        let hs = self.wrap(self.alloc(k)?, &[k]);
-        let hs0 = self.wrap(self.alloc(1)?, &[1]);
-        let hp = self.raw(&hall);
-        self.copy_dtod(self.ptr("", &hs)?, hp, k)?;
-        self.copy_dtod(self.ptr("", &hs0)?, hp + (k * 4) as u64, 1)?;
         Ok((hxs, hs, hs0))
     }
 
@@ -1230,8 +1245,8 @@ impl Backend for CudaBackend {
         let lab = self.htod(labels)?;
         let rows = self.alloc_f64(b)?;
         let prm = LossParams {
-            b: i32c(b)?,
-            k: i32c(k)?,
+            b: i64c(b),
+            k: i64c(k),
         };
         let p = [
             self.ptr("logits", logits)?,

@@ -1,0 +1,164 @@
+/* Kernel parameter structs shared by the kernels in kernels/ (.cu files) and the Rust launcher.
+ *
+ * Every kernel takes its pointers first and then ONE of these structs by value. Plain C:
+ * fixed-width integers, float and double, no pointers. The Rust mirror
+ * src/device/cuda/params.rs is generated from this file by tools/gen-params
+ * (`cargo run -p gen-params`); CI runs `cargo run -p gen-params -- --check`.
+ * Field order is chosen so that no struct has padding holes before its end
+ * (int64 first, then 4-byte fields). */
+#ifndef BAYESNAS_PARAMS_H
+#define BAYESNAS_PARAMS_H
+
+#ifdef __CUDACC__
+#include <cstdint>
+#else
+#include <stdint.h>
+#endif
+
+/* Elementwise maps (ew_unary, ew_binary, ew_axpy, scale_samples, fill).
+ * n: elements; inner: elements per sample (scale_samples only); op: see kernels/README.md;
+ * alpha: scale (ew_unary op 2), axpy factor, fill value. */
+typedef struct EwParams {
+    int64_t n;
+    int64_t inner;
+    int32_t op;
+    float alpha;
+} EwParams;
+
+/* reduce_dot_partial: n elements, `blocks` = gridDim.x the partial buffer is sized for. */
+typedef struct ReduceParams {
+    int64_t n;
+    int64_t blocks;
+} ReduceParams;
+
+/* Depthwise convolution (groups == channels == c, one filter per channel), NCHW.
+ * Input [n, c, h, w], output [n, c, ho, wo], weight [c, 1, k, k].
+ * square_w: dw_conv_bwd_input uses w^2 (curvature); square_x: dw_conv_bwd_weight uses x^2. */
+typedef struct DwParams {
+    int64_t n;
+    int64_t c;
+    int64_t h;
+    int64_t w;
+    int64_t ho;
+    int64_t wo;
+    int32_t k;
+    int32_t stride;
+    int32_t padding;
+    int32_t dilation;
+    int32_t square_w;
+    int32_t square_x;
+} DwParams;
+
+/* General direct convolution (any groups/stride/padding/dilation), NCHW.
+ * Input [n, c_in, h, w], weight [c_out, c_in / groups, k, k], output [n, c_out, ho, wo].
+ * im2col/col2im use the same struct (see kernels/README.md for the column layout). */
+typedef struct ConvParams {
+    int64_t n;
+    int64_t c_in;
+    int64_t c_out;
+    int64_t h;
+    int64_t w;
+    int64_t ho;
+    int64_t wo;
+    int32_t k;
+    int32_t stride;
+    int32_t padding;
+    int32_t dilation;
+    int32_t groups;
+    int32_t square_x;
+} ConvParams;
+
+/* Batch norm and per-channel maps over [n, c, s] (s = elements per plane). */
+typedef struct BnParams {
+    int64_t n;
+    int64_t c;
+    int64_t s;
+    float eps;
+    int32_t _pad;
+} BnParams;
+
+/* Pooling over NCHW planes. Input [n, c, h, w], output [n, c, ho, wo].
+ * power: 1 gradient, 2 curvature (avgpool_bwd, gap_bwd). */
+typedef struct PoolParams {
+    int64_t n;
+    int64_t c;
+    int64_t h;
+    int64_t w;
+    int64_t ho;
+    int64_t wo;
+    int32_t k;
+    int32_t stride;
+    int32_t padding;
+    int32_t power;
+} PoolParams;
+
+/* copy_channels: the [n, c_src, hw] block <-> channels [c_off, c_off + c_src) of an
+ * [n, c_dst, hw] tensor. direction 0: src block -> dst (concat); 1: dst slice -> src block
+ * (split; then the first pointer is the destination block and the second the big tensor). */
+typedef struct CopyParams {
+    int64_t n;
+    int64_t hw;
+    int64_t c_src;
+    int64_t c_dst;
+    int64_t c_off;
+    int32_t direction;
+    int32_t _pad;
+} CopyParams;
+
+/* shift_crop: x [n, c, h, w] -> y [n, c, h - 1, w - 1] = x[:, :, 1:, 1:] (and its adjoint). */
+typedef struct ShiftParams {
+    int64_t n;
+    int64_t c;
+    int64_t h;
+    int64_t w;
+} ShiftParams;
+
+/* Fused mixed op: k branches of n samples with `inner` elements each.
+ * chunks: partial-sum chunks per sample in mixed_bwd / mixed_curv (gridDim.x = n * chunks). */
+typedef struct MixedParams {
+    int64_t n;
+    int64_t inner;
+    int64_t chunks;
+    int32_t k;
+    int32_t _pad;
+} MixedParams;
+
+/* Softmax cross-entropy over [b, k] logits. */
+typedef struct LossParams {
+    int64_t b;
+    int64_t k;
+} LossParams;
+
+/* SGD with momentum (PyTorch): g' = grad_scale g + weight_decay w; m = momentum m + g';
+ * w -= lr m. */
+typedef struct SgdParams {
+    int64_t n;
+    float lr;
+    float momentum;
+    float weight_decay;
+    float grad_scale;
+} SgdParams;
+
+/* HARD closed-form update of one cell type (method note section 5; crates/search bayes.rs).
+ * Groups are laid out edge by edge, parent first: g = e * (n_ops + 1) (+ 1 + op for a child);
+ * per-cell values are [group][cell]. clamp_negative: 0 rejects negative curvature (status
+ * HARD_ERR_NEGATIVE), 1 clamps it to 0. */
+typedef struct HardParams {
+    int64_t n_edges;
+    int64_t n_ops;
+    int64_t n_cells;
+    double lambda_parent;
+    double lambda_child;
+    int32_t clamp_negative;
+    int32_t _pad;
+} HardParams;
+
+/* hard_update status codes (status_out[g]). */
+#define HARD_UPDATED 1
+#define HARD_DEAD 2
+#define HARD_NO_CURVATURE 3
+#define HARD_ERR_NOT_FINITE (-1)
+#define HARD_ERR_NEGATIVE (-2)
+#define HARD_ERR_BAD_GAMMA (-3)
+
+#endif /* BAYESNAS_PARAMS_H */
