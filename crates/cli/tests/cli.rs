@@ -298,3 +298,15 @@ fn auto_device_falls_back_with_a_note() {
     let out = bayesnas(&["info", "--device", "auto", "--json", "-q"]);
     assert!(!text(&out.stderr).contains("note: --device auto"));
 }
+
+/// `bench kernels` needs the CUDA device: without one it fails with the reason, no panic.
+#[test]
+fn bench_kernels_without_gpu_fails_clearly() {
+    if std::env::var("BAYESNAS_REQUIRE_GPU").as_deref() == Ok("1") {
+        return;
+    }
+    let e = fails(&["bench", "kernels", "--device", "cuda"], 1);
+    assert!(e.contains("CUDA is not available"), "{e}");
+    let e = fails(&["bench", "kernels", "--device", "cpu"], 1);
+    assert!(e.contains("--device cuda"), "{e}");
+}

@@ -101,11 +101,29 @@ impl CudaBuffer {
     }
 
     /// Copy to host memory (waits for the stream).
+    ///
+    /// (Kept next to the buffer's `Drop`, which makes the context current before the last
+    /// reference frees the memory, whatever thread drops it.)
     pub fn to_host(&self) -> Result<Vec<f32>> {
         let stream = self.buf.stream().clone();
         stream
             .clone_dtoh(self.buf.as_ref())
             .map_err(drv("copy to host"))
+    }
+}
+
+impl Drop for CudaBuffer {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.buf) == 1 {
+            let ctx = self.buf.context();
+            // SAFETY: makes the buffer's (live) context current so that its stream-ordered
+            // free succeeds on any thread; errors are left to cudarc's recorded-error state.
+            unsafe {
+                if cudarc::driver::result::ctx::get_current().ok().flatten() != Some(ctx.cu_ctx()) {
+                    let _ = cudarc::driver::result::ctx::set_current(ctx.cu_ctx());
+                }
+            }
+        }
     }
 }
 
@@ -128,6 +146,8 @@ pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
+    /// cuBLAS handles are not meant to be driven by several threads at once.
+    blas_lock: Mutex<()>,
     functions: HashMap<String, CudaFunction>,
     sms: u32,
 }
@@ -260,6 +280,7 @@ impl CudaBackend {
             ctx,
             stream,
             blas,
+            blas_lock: Mutex::new(()),
             functions,
             sms,
         })
@@ -489,6 +510,7 @@ impl CudaBackend {
         };
         let alpha = 1.0f32;
         self.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        let _guard = self.blas_lock.lock().unwrap_or_else(|p| p.into_inner());
         let h = *self.blas.handle();
         // SAFETY: the addresses are live device buffers of the sizes implied by the
         // dimensions (callers check); cuBLAS runs on this backend's stream.
