@@ -33,7 +33,8 @@ typedef struct ReduceParams {
 
 /* Depthwise convolution (groups == channels == c, one filter per channel), NCHW.
  * Input [n, c, h, w], output [n, c, ho, wo], weight [c, 1, k, k].
- * square_w: dw_conv_bwd_input uses w^2 (curvature); square_x: dw_conv_bwd_weight uses x^2. */
+ * square_w: dw_conv_bwd_input uses w^2 (curvature); square_x: dw_conv_bwd_weight uses x^2.
+ * splits: sample splits of dw_conv_bwd_weight_partial (gridDim.y; partials per channel). */
 typedef struct DwParams {
     int64_t n;
     int64_t c;
@@ -47,6 +48,8 @@ typedef struct DwParams {
     int32_t dilation;
     int32_t square_w;
     int32_t square_x;
+    int32_t splits;
+    int32_t _pad;
 } DwParams;
 
 /* General direct convolution (any groups/stride/padding/dilation), NCHW.

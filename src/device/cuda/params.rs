@@ -56,10 +56,12 @@ pub struct DwParams {
     pub dilation: i32,
     pub square_w: i32,
     pub square_x: i32,
+    pub splits: i32,
+    pub _pad: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of DwParams"][::core::mem::size_of::<DwParams>() - 72usize];
+    ["Size of DwParams"][::core::mem::size_of::<DwParams>() - 80usize];
     ["Alignment of DwParams"][::core::mem::align_of::<DwParams>() - 8usize];
     ["Offset of field: DwParams::n"][::core::mem::offset_of!(DwParams, n) - 0usize];
     ["Offset of field: DwParams::c"][::core::mem::offset_of!(DwParams, c) - 8usize];
@@ -73,6 +75,8 @@ const _: () = {
     ["Offset of field: DwParams::dilation"][::core::mem::offset_of!(DwParams, dilation) - 60usize];
     ["Offset of field: DwParams::square_w"][::core::mem::offset_of!(DwParams, square_w) - 64usize];
     ["Offset of field: DwParams::square_x"][::core::mem::offset_of!(DwParams, square_x) - 68usize];
+    ["Offset of field: DwParams::splits"][::core::mem::offset_of!(DwParams, splits) - 72usize];
+    ["Offset of field: DwParams::_pad"][::core::mem::offset_of!(DwParams, _pad) - 76usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

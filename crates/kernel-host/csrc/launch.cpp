@@ -1,0 +1,83 @@
+// extern "C" host launchers host_<kernel>(Launch, args...) for the host-compiled kernels.
+#include "bayesnas_params.h"
+
+struct Launch {
+    unsigned gx, gy, gz, bx;
+};
+
+#define WRAP(name, args, ...)                                                     \
+    extern "C" void name(__VA_ARGS__);                                            \
+    extern "C" void host_##name(Launch launch_cfg_, __VA_ARGS__) {                          \
+        bz_host::launch(dim3(launch_cfg_.gx, launch_cfg_.gy, launch_cfg_.gz), dim3(launch_cfg_.bx), [&] { name args; }); \
+    }
+
+// elementwise.cu
+WRAP(ew_unary, (x, y, p), const float* x, float* y, EwParams p)
+WRAP(ew_binary, (a, b, y, p), const float* a, const float* b, float* y, EwParams p)
+WRAP(ew_axpy, (x, y, p), const float* x, float* y, EwParams p)
+WRAP(scale_samples, (x, s, y, p), const float* x, const float* s, float* y, EwParams p)
+WRAP(fill, (y, p), float* y, EwParams p)
+WRAP(reduce_dot_partial, (a, b, out, p), const float* a, const float* b, double* out,
+     ReduceParams p)
+// depthwise.cu
+WRAP(dw_conv_fwd, (x, w, y, p), const float* x, const float* w, float* y, DwParams p)
+WRAP(dw_conv_bwd_input, (dy, w, dx, p), const float* dy, const float* w, float* dx, DwParams p)
+WRAP(dw_conv_bwd_weight, (x, dy, dw, p), const float* x, const float* dy, float* dw, DwParams p)
+WRAP(dw_conv_bwd_weight_partial, (x, dy, part, p), const float* x, const float* dy,
+     float* part, DwParams p)
+WRAP(dw_conv_bwd_weight_finalize, (part, dw, p), const float* part, float* dw, DwParams p)
+// conv_direct.cu
+WRAP(conv_fwd_direct, (x, w, y, p), const float* x, const float* w, float* y, ConvParams p)
+WRAP(conv_bwd_input_direct, (dy, w, dx, p), const float* dy, const float* w, float* dx,
+     ConvParams p)
+WRAP(conv_bwd_weight_direct, (x, dy, dw, p), const float* x, const float* dy, float* dw,
+     ConvParams p)
+WRAP(im2col, (x, col, p), const float* x, float* col, ConvParams p)
+WRAP(col2im, (col, dx, p), const float* col, float* dx, ConvParams p)
+// batchnorm.cu
+WRAP(bn_stats, (x, m, v, is, p), const float* x, float* m, float* v, float* is, BnParams p)
+WRAP(channel_affine, (x, sc, sh, y, p), const float* x, const float* sc, const float* sh,
+     float* y, BnParams p)
+WRAP(bn_fwd_apply, (x, m, is, w, b, y, p), const float* x, const float* m, const float* is,
+     const float* w, const float* b, float* y, BnParams p)
+WRAP(bn_bwd_reduce, (dy, x, m, is, sd, sdx, p), const float* dy, const float* x,
+     const float* m, const float* is, float* sd, float* sdx, BnParams p)
+WRAP(bn_bwd_apply, (dy, x, m, is, w, sd, sdx, dx, p), const float* dy, const float* x,
+     const float* m, const float* is, const float* w, const float* sd, const float* sdx,
+     float* dx, BnParams p)
+WRAP(channel_sums, (x, y, out, p), const float* x, const float* y, float* out, BnParams p)
+// pool.cu
+WRAP(maxpool_fwd, (x, y, a, p), const float* x, float* y, float* a, PoolParams p)
+WRAP(maxpool_bwd, (a, dy, dx, p), const float* a, const float* dy, float* dx, PoolParams p)
+WRAP(maxpool_bwd_scatter, (a, dy, dx, bad, p), const float* a, const float* dy, float* dx,
+     int32_t* bad, PoolParams p)
+WRAP(avgpool_fwd, (x, y, p), const float* x, float* y, PoolParams p)
+WRAP(avgpool_bwd, (dy, dx, p), const float* dy, float* dx, PoolParams p)
+WRAP(gap_fwd, (x, y, p), const float* x, float* y, PoolParams p)
+WRAP(gap_bwd, (dy, dx, p), const float* dy, float* dx, PoolParams p)
+// structure.cu
+WRAP(copy_channels, (s, d, p), const float* s, float* d, CopyParams p)
+WRAP(shift_crop, (x, y, p), const float* x, float* y, ShiftParams p)
+WRAP(shift_crop_bwd, (dy, dx, p), const float* dy, float* dx, ShiftParams p)
+// mixed.cu
+WRAP(mixed_fwd, (xs, s0, s, y, p), const float* const* xs, const float* s0, const float* s,
+     float* y, MixedParams p)
+WRAP(mixed_bwd, (xs, dy, s0, s, dxs, part, p), const float* const* xs, const float* dy,
+     const float* s0, const float* s, float* const* dxs, double* part, MixedParams p)
+WRAP(mixed_reduce_finalize, (part, r, p), const double* part, float* r, MixedParams p)
+WRAP(mixed_curv, (xs, hy, s0, s, hxs, part, p), const float* const* xs, const float* hy,
+     const float* s0, const float* s, float* const* hxs, double* part, MixedParams p)
+WRAP(mixed_curv_finalize, (part, s0, hs, hs0, p), const double* part, const float* s0,
+     float* hs, float* hs0, MixedParams p)
+// loss.cu
+WRAP(softmax_ce_fwd, (z, l, pr, lr, p), const float* z, const uint32_t* l, float* pr,
+     double* lr, LossParams p)
+WRAP(softmax_ce_bwd, (pr, l, dz, p), const float* pr, const uint32_t* l, float* dz,
+     LossParams p)
+WRAP(softmax_ce_curv_seed, (pr, h, p), const float* pr, float* h, LossParams p)
+// optim.cu
+WRAP(sgd_momentum, (w, g, m, p), float* w, const float* g, float* m, SgdParams p)
+// bayes.cu
+WRAP(hard_update, (s, h, gi, gp, go, om, ti, st, cl, p), const double* s, const double* h,
+     const double* gi, const double* gp, double* go, double* om, double* ti, int32_t* st,
+     int32_t* cl, HardParams p)

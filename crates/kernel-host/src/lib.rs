@@ -1,0 +1,262 @@
+//! Host emulation of the CUDA kernels in `kernels/*.cu`.
+//!
+//! build.rs compiles every kernel file with g++ (C++20) through `shim/cuda_host_shim.h`, which
+//! runs each block's threads as real threads with a barrier for `__syncthreads` and
+//! `__shared__` as block-shared statics. Each kernel `k` is launched by `host_k(Launch, ..)`
+//! with the same arguments as on the device. The tests in `tests/` compare the kernels with
+//! the engine's CPU backend on random shapes and values, so CPU-only CI checks the kernels'
+//! index arithmetic and formulas (not their speed, nor device-only paths such as `__ldg`).
+
+#[allow(clippy::all)]
+#[path = "../../../src/device/cuda/params.rs"]
+pub mod params;
+
+pub use params::*;
+
+/// Grid (`gx`, `gy`, `gz`) and 1-D block size (`bx`) of a host launch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Launch {
+    pub gx: u32,
+    pub gy: u32,
+    pub gz: u32,
+    pub bx: u32,
+}
+
+impl Launch {
+    /// A 1-D launch of `gx` blocks of `bx` threads.
+    pub fn d1(gx: u32, bx: u32) -> Launch {
+        Launch {
+            gx,
+            gy: 1,
+            gz: 1,
+            bx,
+        }
+    }
+    /// A 3-D grid of blocks of `bx` threads.
+    pub fn d3(gx: u32, gy: u32, gz: u32, bx: u32) -> Launch {
+        Launch { gx, gy, gz, bx }
+    }
+}
+
+extern "C" {
+    pub fn host_ew_unary(launch: Launch, x: *const f32, y: *mut f32, p: EwParams);
+    pub fn host_ew_binary(launch: Launch, a: *const f32, b: *const f32, y: *mut f32, p: EwParams);
+    pub fn host_ew_axpy(launch: Launch, x: *const f32, y: *mut f32, p: EwParams);
+    pub fn host_scale_samples(
+        launch: Launch,
+        x: *const f32,
+        s: *const f32,
+        y: *mut f32,
+        p: EwParams,
+    );
+    pub fn host_fill(launch: Launch, y: *mut f32, p: EwParams);
+    pub fn host_reduce_dot_partial(
+        l: Launch,
+        a: *const f32,
+        b: *const f32,
+        out: *mut f64,
+        p: ReduceParams,
+    );
+    pub fn host_dw_conv_fwd(launch: Launch, x: *const f32, w: *const f32, y: *mut f32, p: DwParams);
+    pub fn host_dw_conv_bwd_input(
+        l: Launch,
+        dy: *const f32,
+        w: *const f32,
+        dx: *mut f32,
+        p: DwParams,
+    );
+    pub fn host_dw_conv_bwd_weight(
+        l: Launch,
+        x: *const f32,
+        dy: *const f32,
+        dw: *mut f32,
+        p: DwParams,
+    );
+    pub fn host_dw_conv_bwd_weight_partial(
+        l: Launch,
+        x: *const f32,
+        dy: *const f32,
+        part: *mut f32,
+        p: DwParams,
+    );
+    pub fn host_dw_conv_bwd_weight_finalize(
+        launch: Launch,
+        part: *const f32,
+        dw: *mut f32,
+        p: DwParams,
+    );
+    pub fn host_conv_fwd_direct(
+        l: Launch,
+        x: *const f32,
+        w: *const f32,
+        y: *mut f32,
+        p: ConvParams,
+    );
+    pub fn host_conv_bwd_input_direct(
+        l: Launch,
+        dy: *const f32,
+        w: *const f32,
+        dx: *mut f32,
+        p: ConvParams,
+    );
+    pub fn host_conv_bwd_weight_direct(
+        l: Launch,
+        x: *const f32,
+        dy: *const f32,
+        dw: *mut f32,
+        p: ConvParams,
+    );
+    pub fn host_im2col(launch: Launch, x: *const f32, col: *mut f32, p: ConvParams);
+    pub fn host_col2im(launch: Launch, col: *const f32, dx: *mut f32, p: ConvParams);
+    pub fn host_bn_stats(
+        l: Launch,
+        x: *const f32,
+        m: *mut f32,
+        v: *mut f32,
+        is: *mut f32,
+        p: BnParams,
+    );
+    pub fn host_channel_affine(
+        l: Launch,
+        x: *const f32,
+        sc: *const f32,
+        sh: *const f32,
+        y: *mut f32,
+        p: BnParams,
+    );
+    pub fn host_bn_fwd_apply(
+        l: Launch,
+        x: *const f32,
+        m: *const f32,
+        is: *const f32,
+        w: *const f32,
+        b: *const f32,
+        y: *mut f32,
+        p: BnParams,
+    );
+    pub fn host_bn_bwd_reduce(
+        l: Launch,
+        dy: *const f32,
+        x: *const f32,
+        m: *const f32,
+        is: *const f32,
+        sd: *mut f32,
+        sdx: *mut f32,
+        p: BnParams,
+    );
+    pub fn host_bn_bwd_apply(
+        l: Launch,
+        dy: *const f32,
+        x: *const f32,
+        m: *const f32,
+        is: *const f32,
+        w: *const f32,
+        sd: *const f32,
+        sdx: *const f32,
+        dx: *mut f32,
+        p: BnParams,
+    );
+    pub fn host_channel_sums(
+        launch: Launch,
+        x: *const f32,
+        y: *const f32,
+        out: *mut f32,
+        p: BnParams,
+    );
+    pub fn host_maxpool_fwd(launch: Launch, x: *const f32, y: *mut f32, a: *mut f32, p: PoolParams);
+    pub fn host_maxpool_bwd(
+        launch: Launch,
+        a: *const f32,
+        dy: *const f32,
+        dx: *mut f32,
+        p: PoolParams,
+    );
+    pub fn host_maxpool_bwd_scatter(
+        launch: Launch,
+        a: *const f32,
+        dy: *const f32,
+        dx: *mut f32,
+        bad: *mut i32,
+        p: PoolParams,
+    );
+    pub fn host_avgpool_fwd(launch: Launch, x: *const f32, y: *mut f32, p: PoolParams);
+    pub fn host_avgpool_bwd(launch: Launch, dy: *const f32, dx: *mut f32, p: PoolParams);
+    pub fn host_gap_fwd(launch: Launch, x: *const f32, y: *mut f32, p: PoolParams);
+    pub fn host_gap_bwd(launch: Launch, dy: *const f32, dx: *mut f32, p: PoolParams);
+    pub fn host_copy_channels(launch: Launch, s: *const f32, d: *mut f32, p: CopyParams);
+    pub fn host_shift_crop(launch: Launch, x: *const f32, y: *mut f32, p: ShiftParams);
+    pub fn host_shift_crop_bwd(launch: Launch, dy: *const f32, dx: *mut f32, p: ShiftParams);
+    pub fn host_mixed_fwd(
+        l: Launch,
+        xs: *const *const f32,
+        s0: *const f32,
+        s: *const f32,
+        y: *mut f32,
+        p: MixedParams,
+    );
+    pub fn host_mixed_bwd(
+        l: Launch,
+        xs: *const *const f32,
+        dy: *const f32,
+        s0: *const f32,
+        s: *const f32,
+        dxs: *const *mut f32,
+        part: *mut f64,
+        p: MixedParams,
+    );
+    pub fn host_mixed_reduce_finalize(
+        launch: Launch,
+        part: *const f64,
+        r: *mut f32,
+        p: MixedParams,
+    );
+    pub fn host_mixed_curv(
+        l: Launch,
+        xs: *const *const f32,
+        hy: *const f32,
+        s0: *const f32,
+        s: *const f32,
+        hxs: *const *mut f32,
+        part: *mut f64,
+        p: MixedParams,
+    );
+    pub fn host_mixed_curv_finalize(
+        l: Launch,
+        part: *const f64,
+        s0: *const f32,
+        hs: *mut f32,
+        hs0: *mut f32,
+        p: MixedParams,
+    );
+    pub fn host_softmax_ce_fwd(
+        l: Launch,
+        z: *const f32,
+        l: *const u32,
+        pr: *mut f32,
+        lr: *mut f64,
+        p: LossParams,
+    );
+    pub fn host_softmax_ce_bwd(
+        l: Launch,
+        pr: *const f32,
+        l: *const u32,
+        dz: *mut f32,
+        p: LossParams,
+    );
+    pub fn host_softmax_ce_curv_seed(launch: Launch, pr: *const f32, h: *mut f32, p: LossParams);
+    pub fn host_sgd_momentum(launch: Launch, w: *mut f32, g: *const f32, m: *mut f32, p: SgdParams);
+    pub fn host_hard_update(
+        l: Launch,
+        s: *const f64,
+        h: *const f64,
+        gi: *const f64,
+        gp: *const f64,
+        go: *mut f64,
+        om: *mut f64,
+        ti: *mut f64,
+        st: *mut i32,
+        cl: *mut i32,
+        p: HardParams,
+    );
+}

@@ -1,0 +1,193 @@
+//! The host-emulated `hard_update` kernel against `bayesnas_search::Prior::update` (the CPU
+//! reference of the closed-form HARD update) on random statistics, over several rounds.
+
+use bayesnas_engine::Rng;
+use bayesnas_kernel_host::*;
+use bayesnas_search::bayes::{GroupStatus, NegativeCurvature};
+use bayesnas_search::{CellType, CellTypeStats, Prior, SearchSpace, UpdateConfig};
+
+/// Own gamma of every group in the flat layout (parent: gamma0, child: raw gamma_k).
+fn own_gammas(prior: &Prior, ct: CellType) -> Vec<f64> {
+    prior
+        .cell(ct)
+        .edges
+        .iter()
+        .flat_map(|ep| {
+            std::iter::once(ep.parent.gamma).chain(ep.children.iter().map(|c| c.group.gamma))
+        })
+        .collect()
+}
+
+/// Status, gamma_tilde (parents: gamma0) in the flat layout.
+fn status_tilde(prior: &Prior, ct: CellType) -> (Vec<GroupStatus>, Vec<f64>) {
+    let mut st = Vec::new();
+    let mut ti = Vec::new();
+    for ep in &prior.cell(ct).edges {
+        st.push(ep.parent.status);
+        ti.push(ep.parent.gamma);
+        for c in &ep.children {
+            st.push(c.group.status);
+            ti.push(c.gamma_tilde);
+        }
+    }
+    (st, ti)
+}
+
+fn code(s: GroupStatus) -> i32 {
+    match s {
+        GroupStatus::Updated => HARD_UPDATED,
+        GroupStatus::Dead => HARD_DEAD,
+        GroupStatus::NoCurvature => HARD_NO_CURVATURE,
+        GroupStatus::Initial => 0,
+    }
+}
+
+#[track_caller]
+fn close(what: &str, got: &[f64], want: &[f64]) {
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-12 * w.abs().max(1e-300),
+            "{what}[{i}]: got {g}, want {w}"
+        );
+    }
+}
+
+struct Out {
+    gamma: Vec<f64>,
+    omega: Vec<f64>,
+    tilde: Vec<f64>,
+    status: Vec<i32>,
+    clamped: Vec<i32>,
+}
+
+fn run_kernel(prior: &Prior, ct: CellType, st: &CellTypeStats, cfg: &UpdateConfig) -> Out {
+    let g = st.n_groups();
+    let gin = prior.gammas_in_force(ct);
+    let gprev = own_gammas(prior, ct);
+    let mut o = Out {
+        gamma: vec![f64::NAN; g],
+        omega: vec![f64::NAN; g],
+        tilde: vec![f64::NAN; g],
+        status: vec![99; g],
+        clamped: vec![99; g],
+    };
+    let p = HardParams {
+        n_edges: st.n_edges() as i64,
+        n_ops: st.n_ops() as i64,
+        n_cells: st.n_cells() as i64,
+        lambda_parent: cfg.lambda_parent,
+        lambda_child: cfg.lambda_child,
+        clamp_negative: (cfg.negative_curvature == NegativeCurvature::ClampToZero) as i32,
+        ..Default::default()
+    };
+    unsafe {
+        host_hard_update(
+            Launch::d1(2, 4),
+            st.s_flat().as_ptr(),
+            st.h_flat().as_ptr(),
+            gin.as_ptr(),
+            gprev.as_ptr(),
+            o.gamma.as_mut_ptr(),
+            o.omega.as_mut_ptr(),
+            o.tilde.as_mut_ptr(),
+            o.status.as_mut_ptr(),
+            o.clamped.as_mut_ptr(),
+            p,
+        )
+    };
+    o
+}
+
+fn random_stats(
+    prior: &Prior,
+    ct: CellType,
+    cells: usize,
+    rng: &mut Rng,
+    neg: bool,
+) -> CellTypeStats {
+    let t = prior.stats_template(ct, cells);
+    let (ne, no) = (t.n_edges(), t.n_ops());
+    let g = t.n_groups();
+    let mut s = Vec::with_capacity(g * cells);
+    let mut h = Vec::with_capacity(g * cells);
+    for gi in 0..g {
+        // A few special groups: all-zero switches (dead), zero curvature (no evidence).
+        let dead = gi % 7 == 3;
+        let flat = gi % 11 == 5;
+        for _ in 0..cells {
+            s.push(if dead { 0.0 } else { rng.normal() * 0.7 + 0.05 });
+            let mut hv = if flat {
+                0.0
+            } else {
+                rng.uniform_range(1e-4, 2.0)
+            };
+            if neg && rng.below(13) == 0 {
+                hv = -hv;
+            }
+            h.push(hv);
+        }
+    }
+    CellTypeStats::from_flat(ne, no, cells, s, h).unwrap()
+}
+
+#[test]
+fn hard_update_matches_prior_update_over_rounds() {
+    let mut rng = Rng::new(11);
+    for space in [SearchSpace::darts(), SearchSpace::bayesnas()] {
+        let mut prior = Prior::new(&space).unwrap();
+        for round in 0..4 {
+            let clamp = round >= 2;
+            let cfg = UpdateConfig {
+                lambda_parent: rng.uniform_range(0.01, 2.0),
+                lambda_child: rng.uniform_range(0.01, 2.0),
+                negative_curvature: if clamp {
+                    NegativeCurvature::ClampToZero
+                } else {
+                    NegativeCurvature::Reject
+                },
+            };
+            let normal = random_stats(&prior, CellType::Normal, 3 + round, &mut rng, clamp);
+            let reduce = random_stats(&prior, CellType::Reduce, 2, &mut rng, clamp);
+            let outs = [
+                run_kernel(&prior, CellType::Normal, &normal, &cfg),
+                run_kernel(&prior, CellType::Reduce, &reduce, &cfg),
+            ];
+            let summary = prior.update(&normal, &reduce, &cfg).unwrap();
+            let mut clamped = 0;
+            for (ct, o) in [CellType::Normal, CellType::Reduce].into_iter().zip(&outs) {
+                let what = format!("{} round {round} {ct:?}", space.name);
+                close(&format!("{what} gamma"), &o.gamma, &own_gammas(&prior, ct));
+                close(&format!("{what} omega"), &o.omega, &prior.omegas(ct));
+                let (st, ti) = status_tilde(&prior, ct);
+                close(&format!("{what} tilde"), &o.tilde, &ti);
+                let want: Vec<i32> = st.into_iter().map(code).collect();
+                assert_eq!(o.status, want, "{what} status");
+                clamped += o.clamped.iter().sum::<i32>() as usize;
+            }
+            assert_eq!(clamped, summary.clamped, "round {round} clamped");
+            assert!(summary.dead > 0 && summary.no_curvature > 0 && summary.updated > 0);
+        }
+    }
+}
+
+#[test]
+fn hard_update_reports_errors() {
+    let mut rng = Rng::new(12);
+    let space = SearchSpace::darts();
+    let prior = Prior::new(&space).unwrap();
+    let cfg = UpdateConfig::new(0.5);
+    let mut st = random_stats(&prior, CellType::Normal, 2, &mut rng, false);
+    let (ne, no, nc) = (st.n_edges(), st.n_ops(), st.n_cells());
+    let (mut s, mut h) = (st.s_flat().to_vec(), st.h_flat().to_vec());
+    h[3] = -0.5; // group 1 (first child of edge 0), cell 1
+    s[(no + 1) * nc] = f64::NAN; // parent of edge 1
+    st = CellTypeStats::from_flat(ne, no, nc, s, h).unwrap();
+    let mut p2 = prior.clone();
+    assert!(p2
+        .update(&st, &prior.stats_template(CellType::Reduce, 0), &cfg)
+        .is_err());
+    let o = run_kernel(&prior, CellType::Normal, &st, &cfg);
+    assert_eq!(o.status[1], HARD_ERR_NEGATIVE);
+    assert_eq!(o.status[no + 1], HARD_ERR_NOT_FINITE);
+    assert_eq!(o.status[0], HARD_UPDATED);
+}

@@ -1,0 +1,981 @@
+//! The host-emulated CUDA kernels against the engine's CPU backend, on random shapes and
+//! random (never zero) values. Tolerance: max |got - want| <= 1e-4 * max |want| per tensor.
+
+use bayesnas_engine::device::cpu::CpuBackend;
+use bayesnas_engine::device::{Backend, Binary, Unary};
+use bayesnas_engine::{Conv2dSpec, Pool2dSpec, Rng, Tensor};
+use bayesnas_kernel_host::*;
+
+const B: u32 = 256;
+
+fn cpu() -> &'static dyn Backend {
+    &CpuBackend
+}
+
+/// Random normal values, none of them zero.
+fn rvec(n: usize, rng: &mut Rng) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let v = rng.normal() as f32;
+            if v.abs() < 1e-3 {
+                0.5
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+fn t(v: &[f32], shape: &[usize]) -> Tensor {
+    Tensor::from_vec(v.to_vec(), shape).unwrap()
+}
+
+#[track_caller]
+fn close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "{what}: reference is all zero (useless test)");
+    let (mut worst, mut at) = (0.0f32, 0);
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        let d = if d.is_nan() { f32::INFINITY } else { d };
+        if d > worst {
+            worst = d;
+            at = i;
+        }
+    }
+    assert!(
+        worst <= 1e-4 * scale,
+        "{what}: max error {worst} at {at} (got {}, want {}), scale {scale}",
+        got[at],
+        want[at]
+    );
+}
+
+#[track_caller]
+fn close64(what: &str, got: f64, want: f64, tol: f64) {
+    assert!(
+        (got - want).abs() <= tol * want.abs().max(1e-300),
+        "{what}: got {got}, want {want}"
+    );
+}
+
+fn pick<T: Copy>(rng: &mut Rng, xs: &[T]) -> T {
+    xs[rng.below(xs.len())]
+}
+
+// ---------------------------------------------------------------------------------------
+// elementwise.cu
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn elementwise_maps_and_reductions() {
+    let mut rng = Rng::new(1);
+    for &n in &[1usize, 255, 1000, 4099] {
+        let mut a = rvec(n, &mut rng);
+        a[0] = 1.25; // at least one positive value (relu)
+        let b = rvec(n, &mut rng);
+        let (ta, tb) = (t(&a, &[n]), t(&b, &[n]));
+        let mut y = vec![0.0f32; n];
+        let grid = (rng.below(4) + 1) as u32;
+        let alpha = 0.75f32;
+        for (op, u) in [
+            (0, Unary::Relu),
+            (1, Unary::Square),
+            (2, Unary::Scale(alpha)),
+        ] {
+            let p = EwParams {
+                n: n as i64,
+                op,
+                alpha,
+                ..Default::default()
+            };
+            unsafe { host_ew_unary(Launch::d1(grid, B), a.as_ptr(), y.as_mut_ptr(), p) };
+            close(
+                &format!("unary {op}"),
+                &y,
+                cpu().unary(&ta, u).unwrap().cpu(),
+            );
+        }
+        let ops = [Binary::Add, Binary::Sub, Binary::Mul, Binary::ReluMask];
+        for (op, bop) in ops.into_iter().enumerate() {
+            let p = EwParams {
+                n: n as i64,
+                op: op as i32,
+                ..Default::default()
+            };
+            unsafe {
+                host_ew_binary(
+                    Launch::d1(grid, B),
+                    a.as_ptr(),
+                    b.as_ptr(),
+                    y.as_mut_ptr(),
+                    p,
+                )
+            };
+            close(
+                &format!("binary {op}"),
+                &y,
+                cpu().binary(&ta, &tb, bop).unwrap().cpu(),
+            );
+        }
+        let mut yy = b.clone();
+        let p = EwParams {
+            n: n as i64,
+            alpha,
+            ..Default::default()
+        };
+        unsafe { host_ew_axpy(Launch::d1(grid, B), a.as_ptr(), yy.as_mut_ptr(), p) };
+        let mut want = tb.clone();
+        cpu().axpy(alpha, &ta, &mut want).unwrap();
+        close("axpy", &yy, want.cpu());
+        unsafe { host_fill(Launch::d1(grid, B), y.as_mut_ptr(), p) };
+        assert!(y.iter().all(|&v| v == alpha), "fill");
+        // scale_samples over [n / inner samples, inner]
+        if n % 5 == 0 {
+            let ns = 5;
+            let scale = rvec(ns, &mut rng);
+            let p = EwParams {
+                n: n as i64,
+                inner: (n / ns) as i64,
+                ..Default::default()
+            };
+            unsafe {
+                host_scale_samples(
+                    Launch::d1(grid, B),
+                    a.as_ptr(),
+                    scale.as_ptr(),
+                    y.as_mut_ptr(),
+                    p,
+                )
+            };
+            let want = cpu().scale_samples(&t(&a, &[ns, n / ns]), &scale).unwrap();
+            close("scale_samples", &y, want.cpu());
+        }
+        // deterministic partial sums
+        let blocks = (rng.below(5) + 1) as i64;
+        let mut part = vec![0.0f64; blocks as usize];
+        let p = ReduceParams {
+            n: n as i64,
+            blocks,
+        };
+        let l = Launch::d1(blocks as u32, B);
+        unsafe { host_reduce_dot_partial(l, a.as_ptr(), std::ptr::null(), part.as_mut_ptr(), p) };
+        close64(
+            "sum_all",
+            part.iter().sum(),
+            cpu().sum_all(&ta).unwrap(),
+            1e-9,
+        );
+        unsafe { host_reduce_dot_partial(l, a.as_ptr(), b.as_ptr(), part.as_mut_ptr(), p) };
+        close64("dot", part.iter().sum(), cpu().dot(&ta, &tb).unwrap(), 1e-9);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// depthwise.cu and conv_direct.cu
+// ---------------------------------------------------------------------------------------
+
+struct ConvCase {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    spec: Conv2dSpec,
+}
+
+impl ConvCase {
+    fn out(&self) -> (usize, usize) {
+        (
+            self.spec.out_size(self.h, self.k),
+            self.spec.out_size(self.w, self.k),
+        )
+    }
+    fn dw(&self) -> DwParams {
+        let (ho, wo) = self.out();
+        DwParams {
+            n: self.n as i64,
+            c: self.c as i64,
+            h: self.h as i64,
+            w: self.w as i64,
+            ho: ho as i64,
+            wo: wo as i64,
+            k: self.k as i32,
+            stride: self.spec.stride as i32,
+            padding: self.spec.padding as i32,
+            dilation: self.spec.dilation as i32,
+            ..Default::default()
+        }
+    }
+}
+
+fn check_depthwise(case: &ConvCase, rng: &mut Rng) {
+    let (n, c, h, w, k) = (case.n, case.c, case.h, case.w, case.k);
+    let (ho, wo) = case.out();
+    let what = format!(
+        "dw n{n} c{c} {h}x{w} k{k} s{} p{} d{}",
+        case.spec.stride, case.spec.padding, case.spec.dilation
+    );
+    let spec = case.spec.groups(c);
+    let x = rvec(n * c * h * w, rng);
+    let wt = rvec(c * k * k, rng);
+    let dy = rvec(n * c * ho * wo, rng);
+    let xs = [n, c, h, w];
+    let ws = [c, 1, k, k];
+    let (tx, tw, tdy) = (t(&x, &xs), t(&wt, &ws), t(&dy, &[n, c, ho, wo]));
+    let mut p = case.dw();
+    let gx = (rng.below(3) + 1) as u32;
+    let l = Launch::d3(gx, c as u32, n as u32, B);
+
+    let mut y = vec![f32::NAN; n * c * ho * wo];
+    unsafe { host_dw_conv_fwd(l, x.as_ptr(), wt.as_ptr(), y.as_mut_ptr(), p) };
+    close(
+        &format!("{what} fwd"),
+        &y,
+        cpu().conv2d_forward(&tx, &tw, spec).unwrap().cpu(),
+    );
+
+    let mut dx = vec![f32::NAN; n * c * h * w];
+    for square in [0, 1] {
+        p.square_w = square;
+        unsafe { host_dw_conv_bwd_input(l, dy.as_ptr(), wt.as_ptr(), dx.as_mut_ptr(), p) };
+        let wref = if square == 1 {
+            cpu().unary(&tw, Unary::Square).unwrap()
+        } else {
+            tw.clone()
+        };
+        let want = cpu().conv2d_backward_input(&tdy, &wref, spec, &xs).unwrap();
+        close(&format!("{what} bwd_input sq{square}"), &dx, want.cpu());
+    }
+    p.square_w = 0;
+
+    let mut dw = vec![f32::NAN; c * k * k];
+    for square in [0, 1] {
+        p.square_x = square;
+        let want = if square == 1 {
+            cpu()
+                .conv2d_backward_weight_sq(&tx, &tdy, spec, &ws)
+                .unwrap()
+        } else {
+            cpu().conv2d_backward_weight(&tx, &tdy, spec, &ws).unwrap()
+        };
+        unsafe {
+            host_dw_conv_bwd_weight(
+                Launch::d1(c as u32, B),
+                x.as_ptr(),
+                dy.as_ptr(),
+                dw.as_mut_ptr(),
+                p,
+            )
+        };
+        close(&format!("{what} bwd_weight sq{square}"), &dw, want.cpu());
+        // split form
+        p.splits = (rng.below(n) + 1) as i32;
+        let mut part = vec![f32::NAN; c * p.splits as usize * k * k];
+        let mut dw2 = vec![f32::NAN; c * k * k];
+        unsafe {
+            host_dw_conv_bwd_weight_partial(
+                Launch::d3(c as u32, p.splits as u32, 1, B),
+                x.as_ptr(),
+                dy.as_ptr(),
+                part.as_mut_ptr(),
+                p,
+            );
+            host_dw_conv_bwd_weight_finalize(Launch::d1(1, B), part.as_ptr(), dw2.as_mut_ptr(), p);
+        }
+        close(
+            &format!("{what} bwd_weight split{} sq{square}", p.splits),
+            &dw2,
+            want.cpu(),
+        );
+    }
+}
+
+#[test]
+fn depthwise_all_templated_geometries() {
+    let mut rng = Rng::new(2);
+    for k in [3usize, 5] {
+        for d in [1usize, 2] {
+            for s in [1usize, 2] {
+                let pad = pick(&mut rng, &[0, 1, d * (k - 1) / 2]);
+                let min = d * (k - 1) + 1;
+                let h = (min.max(2 * pad + 1) + rng.below(12)).max(min);
+                let w = (min + rng.below(14)).max(min);
+                let spec = Conv2dSpec::new().stride(s).padding(pad).dilation(d);
+                let case = ConvCase {
+                    n: 2,
+                    c: 3,
+                    h,
+                    w,
+                    k,
+                    spec,
+                };
+                check_depthwise(&case, &mut rng);
+            }
+        }
+    }
+}
+
+#[test]
+fn depthwise_large_planes_and_generic_path() {
+    let mut rng = Rng::new(3);
+    // 32-wide tiles with two rows per thread, several tiles per plane.
+    for (h, w, k, s, d, pad) in [
+        (36usize, 40usize, 3usize, 1usize, 1usize, 1usize),
+        (35, 33, 5, 1, 2, 4),
+        (70, 37, 3, 2, 1, 1),
+        (16, 16, 3, 1, 1, 1),
+        (32, 32, 5, 2, 1, 2),
+    ] {
+        let spec = Conv2dSpec::new().stride(s).padding(pad).dilation(d);
+        check_depthwise(
+            &ConvCase {
+                n: 2,
+                c: 2,
+                h,
+                w,
+                k,
+                spec,
+            },
+            &mut rng,
+        );
+    }
+    // untemplated geometries: global-memory path
+    for (k, s, d, pad) in [(7usize, 1usize, 1usize, 3usize), (3, 3, 1, 1), (3, 1, 3, 3)] {
+        let spec = Conv2dSpec::new().stride(s).padding(pad).dilation(d);
+        check_depthwise(
+            &ConvCase {
+                n: 2,
+                c: 2,
+                h: 13,
+                w: 11,
+                k,
+                spec,
+            },
+            &mut rng,
+        );
+    }
+}
+
+#[test]
+fn direct_conv_any_geometry_and_im2col() {
+    let mut rng = Rng::new(4);
+    for case in 0..8 {
+        let groups = pick(&mut rng, &[1usize, 2, 3]);
+        let cig = rng.below(3) + 1;
+        let cog = rng.below(3) + 1;
+        let (c_in, c_out) = (groups * cig, groups * cog);
+        let k = pick(&mut rng, &[1usize, 3, 5]);
+        let s = pick(&mut rng, &[1usize, 2]);
+        let d = pick(&mut rng, &[1usize, 2]);
+        let pad = rng.below(3);
+        let min = d * (k - 1) + 1;
+        let (h, w) = (min + rng.below(8), min + rng.below(9));
+        let n = rng.below(2) + 1;
+        let spec = Conv2dSpec::new()
+            .stride(s)
+            .padding(pad)
+            .dilation(d)
+            .groups(groups);
+        let (ho, wo) = (spec.out_size(h, k), spec.out_size(w, k));
+        let what = format!("conv#{case} g{groups} {c_in}->{c_out} {h}x{w} k{k} s{s} p{pad} d{d}");
+        let x = rvec(n * c_in * h * w, &mut rng);
+        let wt = rvec(c_out * cig * k * k, &mut rng);
+        let dy = rvec(n * c_out * ho * wo, &mut rng);
+        let (xs, ws) = ([n, c_in, h, w], [c_out, cig, k, k]);
+        let (tx, tw, tdy) = (t(&x, &xs), t(&wt, &ws), t(&dy, &[n, c_out, ho, wo]));
+        let mut p = ConvParams {
+            n: n as i64,
+            c_in: c_in as i64,
+            c_out: c_out as i64,
+            h: h as i64,
+            w: w as i64,
+            ho: ho as i64,
+            wo: wo as i64,
+            k: k as i32,
+            stride: s as i32,
+            padding: pad as i32,
+            dilation: d as i32,
+            groups: groups as i32,
+            ..Default::default()
+        };
+        let l = Launch::d1(3, B);
+        let mut y = vec![f32::NAN; n * c_out * ho * wo];
+        unsafe { host_conv_fwd_direct(l, x.as_ptr(), wt.as_ptr(), y.as_mut_ptr(), p) };
+        let want_y = cpu().conv2d_forward(&tx, &tw, spec).unwrap();
+        close(&format!("{what} fwd"), &y, want_y.cpu());
+        let mut dx = vec![f32::NAN; n * c_in * h * w];
+        unsafe { host_conv_bwd_input_direct(l, dy.as_ptr(), wt.as_ptr(), dx.as_mut_ptr(), p) };
+        let want = cpu().conv2d_backward_input(&tdy, &tw, spec, &xs).unwrap();
+        close(&format!("{what} bwd_input"), &dx, want.cpu());
+        let mut dw = vec![f32::NAN; c_out * cig * k * k];
+        for square in [0, 1] {
+            p.square_x = square;
+            unsafe { host_conv_bwd_weight_direct(l, x.as_ptr(), dy.as_ptr(), dw.as_mut_ptr(), p) };
+            let want = if square == 1 {
+                cpu()
+                    .conv2d_backward_weight_sq(&tx, &tdy, spec, &ws)
+                    .unwrap()
+            } else {
+                cpu().conv2d_backward_weight(&tx, &tdy, spec, &ws).unwrap()
+            };
+            close(&format!("{what} bwd_weight sq{square}"), &dw, want.cpu());
+        }
+        p.square_x = 0;
+        // im2col: per sample W_g x col_g reproduces the forward; col2im is its adjoint.
+        let (kk, per) = (k * k, ho * wo);
+        let mut col = vec![f32::NAN; n * c_in * kk * per];
+        unsafe { host_im2col(l, x.as_ptr(), col.as_mut_ptr(), p) };
+        let mut y2 = vec![0.0f32; n * c_out * per];
+        for nn in 0..n {
+            for co in 0..c_out {
+                let g = co / cog;
+                for o in 0..per {
+                    let mut acc = 0.0f64;
+                    for r in 0..cig * kk {
+                        let row = g * cig * kk + r;
+                        acc += wt[co * cig * kk + r] as f64
+                            * col[(nn * c_in * kk + row) * per + o] as f64;
+                    }
+                    y2[(nn * c_out + co) * per + o] = acc as f32;
+                }
+            }
+        }
+        close(&format!("{what} im2col gemm"), &y2, want_y.cpu());
+        let cvals = rvec(col.len(), &mut rng);
+        let mut back = vec![f32::NAN; x.len()];
+        unsafe { host_col2im(l, cvals.as_ptr(), back.as_mut_ptr(), p) };
+        let lhs: f64 = col
+            .iter()
+            .zip(&cvals)
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum();
+        let rhs: f64 = x
+            .iter()
+            .zip(&back)
+            .map(|(&a, &b)| a as f64 * b as f64)
+            .sum();
+        let mag: f64 = col
+            .iter()
+            .zip(&cvals)
+            .map(|(&a, &b)| (a as f64 * b as f64).abs())
+            .sum();
+        assert!(
+            (lhs - rhs).abs() <= 1e-5 * mag,
+            "{what}: col2im adjoint {lhs} vs {rhs}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// batchnorm.cu
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn batch_norm_stats_forward_backward_sums() {
+    let mut rng = Rng::new(5);
+    for (n, c, h, w) in [
+        (2usize, 3usize, 5usize, 7usize),
+        (4, 2, 16, 17),
+        (3, 5, 1, 1),
+    ] {
+        let what = format!("bn {n}x{c}x{h}x{w}");
+        let s = h * w;
+        let shape = [n, c, h, w];
+        let x: Vec<f32> = rvec(n * c * s, &mut rng)
+            .iter()
+            .map(|v| 3.0 + 2.0 * v)
+            .collect();
+        let dy = rvec(n * c * s, &mut rng);
+        let wt = rvec(c, &mut rng);
+        let bias = rvec(c, &mut rng);
+        let (tx, tdy, tw, tb) = (t(&x, &shape), t(&dy, &shape), t(&wt, &[c]), t(&bias, &[c]));
+        let eps = 1e-5f32;
+        let f = cpu()
+            .batch_norm_train_forward(&tx, Some(&tw), Some(&tb), eps)
+            .unwrap();
+        let p = BnParams {
+            n: n as i64,
+            c: c as i64,
+            s: s as i64,
+            eps,
+            ..Default::default()
+        };
+        let (mut mean, mut var, mut invstd) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
+        unsafe {
+            host_bn_stats(
+                Launch::d1(c as u32, B),
+                x.as_ptr(),
+                mean.as_mut_ptr(),
+                var.as_mut_ptr(),
+                invstd.as_mut_ptr(),
+                p,
+            )
+        };
+        close(&format!("{what} mean"), &mean, f.mean.cpu());
+        close(&format!("{what} var"), &var, f.var.cpu());
+        close(&format!("{what} invstd"), &invstd, f.invstd.cpu());
+        let l = Launch::d1(2, B);
+        let mut y = vec![f32::NAN; x.len()];
+        unsafe {
+            host_bn_fwd_apply(
+                l,
+                x.as_ptr(),
+                mean.as_ptr(),
+                invstd.as_ptr(),
+                wt.as_ptr(),
+                bias.as_ptr(),
+                y.as_mut_ptr(),
+                p,
+            )
+        };
+        close(&format!("{what} y"), &y, f.y.cpu());
+        for with_shift in [false, true] {
+            let shift = if with_shift {
+                bias.as_ptr()
+            } else {
+                std::ptr::null()
+            };
+            unsafe { host_channel_affine(l, x.as_ptr(), wt.as_ptr(), shift, y.as_mut_ptr(), p) };
+            let want = cpu()
+                .channel_affine(&tx, &tw, with_shift.then_some(&tb))
+                .unwrap();
+            close(&format!("{what} affine {with_shift}"), &y, want.cpu());
+        }
+        for with_w in [false, true] {
+            let g = cpu()
+                .batch_norm_backward(&tdy, &tx, &f.mean, &f.invstd, with_w.then_some(&tw))
+                .unwrap();
+            let (mut sd, mut sdx) = (vec![0.0f32; c], vec![0.0f32; c]);
+            let (mv, iv) = (f.mean.cpu(), f.invstd.cpu());
+            unsafe {
+                host_bn_bwd_reduce(
+                    Launch::d1(c as u32, B),
+                    dy.as_ptr(),
+                    x.as_ptr(),
+                    mv.as_ptr(),
+                    iv.as_ptr(),
+                    sd.as_mut_ptr(),
+                    sdx.as_mut_ptr(),
+                    p,
+                )
+            };
+            close(&format!("{what} dbias"), &sd, g.dbias.cpu());
+            close(&format!("{what} dweight"), &sdx, g.dweight.cpu());
+            let wp = if with_w {
+                wt.as_ptr()
+            } else {
+                std::ptr::null()
+            };
+            let mut dx = vec![f32::NAN; x.len()];
+            unsafe {
+                host_bn_bwd_apply(
+                    l,
+                    dy.as_ptr(),
+                    x.as_ptr(),
+                    mv.as_ptr(),
+                    iv.as_ptr(),
+                    wp,
+                    sd.as_ptr(),
+                    sdx.as_ptr(),
+                    dx.as_mut_ptr(),
+                    p,
+                )
+            };
+            close(&format!("{what} dx w{with_w}"), &dx, g.dx.cpu());
+        }
+        for with_y in [false, true] {
+            let mut out = vec![0.0f32; c];
+            let yp = if with_y {
+                dy.as_ptr()
+            } else {
+                std::ptr::null()
+            };
+            unsafe {
+                host_channel_sums(Launch::d1(c as u32, B), x.as_ptr(), yp, out.as_mut_ptr(), p)
+            };
+            let want = cpu().channel_sums(&tx, with_y.then_some(&tdy)).unwrap();
+            close(&format!("{what} channel_sums {with_y}"), &out, want.cpu());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// pool.cu
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn pooling_max_avg_global() {
+    let mut rng = Rng::new(6);
+    for case in 0..10 {
+        let k = pick(&mut rng, &[1usize, 2, 3, 5]);
+        let s = pick(&mut rng, &[1usize, 2, 3]);
+        let pad = rng.below(k / 2 + 1);
+        let (n, c) = (2usize, 2usize);
+        let h = (k + rng.below(9)).max(1);
+        let w = (k + rng.below(10)).max(1);
+        let spec = Pool2dSpec {
+            kernel: k,
+            stride: s,
+            padding: pad,
+        };
+        let (ho, wo) = (spec.out_size(h), spec.out_size(w));
+        let what = format!("pool#{case} {h}x{w} k{k} s{s} p{pad}");
+        let shape = [n, c, h, w];
+        // Integer values: many ties, so the first-maximum rule is exercised.
+        let mut x: Vec<f32> = (0..n * c * h * w)
+            .map(|_| (rng.below(7) as f32) - 3.5)
+            .collect();
+        if case % 3 == 0 {
+            let i = rng.below(x.len());
+            x[i] = f32::NAN;
+        }
+        let tx = t(&x, &shape);
+        let p = PoolParams {
+            n: n as i64,
+            c: c as i64,
+            h: h as i64,
+            w: w as i64,
+            ho: ho as i64,
+            wo: wo as i64,
+            k: k as i32,
+            stride: s as i32,
+            padding: pad as i32,
+            power: 1,
+        };
+        let l = Launch::d1(2, B);
+        let (mut y, mut arg) = (vec![0.0f32; n * c * ho * wo], vec![0.0f32; n * c * ho * wo]);
+        unsafe { host_maxpool_fwd(l, x.as_ptr(), y.as_mut_ptr(), arg.as_mut_ptr(), p) };
+        let (wy, warg) = cpu().max_pool2d_forward(&tx, spec).unwrap();
+        for (i, (a, b)) in y.iter().zip(wy.cpu()).enumerate() {
+            assert!(
+                a == b || (a.is_nan() && b.is_nan()),
+                "{what}: max y[{i}] {a} vs {b}"
+            );
+        }
+        assert_eq!(arg, warg.cpu(), "{what}: argmax");
+        let dy = rvec(n * c * ho * wo, &mut rng);
+        let tdy = t(&dy, &[n, c, ho, wo]);
+        let mut dx = vec![f32::NAN; x.len()];
+        unsafe { host_maxpool_bwd(l, arg.as_ptr(), dy.as_ptr(), dx.as_mut_ptr(), p) };
+        let want = cpu().max_pool2d_backward(&warg, &tdy, &shape).unwrap();
+        close(&format!("{what} max bwd"), &dx, want.cpu());
+        let mut bad = 0i32;
+        dx.fill(f32::NAN);
+        unsafe {
+            host_maxpool_bwd_scatter(l, arg.as_ptr(), dy.as_ptr(), dx.as_mut_ptr(), &mut bad, p)
+        };
+        assert_eq!(dx, want.cpu(), "{what}: max bwd scatter (bitwise)");
+        assert_eq!(bad, 0, "{what}: scatter flagged a valid argmax");
+        let mut broken = arg.clone();
+        broken[0] = (h * w) as f32;
+        unsafe {
+            host_maxpool_bwd_scatter(
+                l,
+                broken.as_ptr(),
+                dy.as_ptr(),
+                dx.as_mut_ptr(),
+                &mut bad,
+                p,
+            )
+        };
+        assert_eq!(bad, 1, "{what}: out-of-plane offset not flagged");
+
+        let xr = rvec(x.len(), &mut rng);
+        let txr = t(&xr, &shape);
+        unsafe { host_avgpool_fwd(l, xr.as_ptr(), y.as_mut_ptr(), p) };
+        close(
+            &format!("{what} avg fwd"),
+            &y,
+            cpu().avg_pool2d_forward(&txr, spec).unwrap().cpu(),
+        );
+        for power in [1, 2] {
+            let pp = PoolParams { power, ..p };
+            unsafe { host_avgpool_bwd(l, dy.as_ptr(), dx.as_mut_ptr(), pp) };
+            let want = cpu()
+                .avg_pool2d_backward(&tdy, spec, &shape, power)
+                .unwrap();
+            close(&format!("{what} avg bwd^{power}"), &dx, want.cpu());
+        }
+        let mut g = vec![0.0f32; n * c];
+        unsafe { host_gap_fwd(Launch::d1(3, B), xr.as_ptr(), g.as_mut_ptr(), p) };
+        close(
+            &format!("{what} gap"),
+            &g,
+            cpu().global_avg_pool_forward(&txr).unwrap().cpu(),
+        );
+        let dg = rvec(n * c, &mut rng);
+        for power in [1, 2] {
+            let pp = PoolParams { power, ..p };
+            unsafe { host_gap_bwd(l, dg.as_ptr(), dx.as_mut_ptr(), pp) };
+            let want = cpu()
+                .global_avg_pool_backward(&t(&dg, &[n, c]), &shape, power)
+                .unwrap();
+            close(&format!("{what} gap bwd^{power}"), &dx, want.cpu());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// structure.cu
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn concat_split_shift() {
+    let mut rng = Rng::new(7);
+    let (n, h, w) = (3usize, 4usize, 5usize);
+    let cs = [2usize, 1, 3];
+    let ctot: usize = cs.iter().sum();
+    let parts: Vec<Vec<f32>> = cs.iter().map(|&c| rvec(n * c * h * w, &mut rng)).collect();
+    let tparts: Vec<Tensor> = parts
+        .iter()
+        .zip(&cs)
+        .map(|(v, &c)| t(v, &[n, c, h, w]))
+        .collect();
+    let refs: Vec<&Tensor> = tparts.iter().collect();
+    let want = cpu().concat_channels(&refs).unwrap();
+    let mut big = vec![f32::NAN; n * ctot * h * w];
+    let mut off = 0;
+    for (v, &c) in parts.iter().zip(&cs) {
+        let p = CopyParams {
+            n: n as i64,
+            hw: (h * w) as i64,
+            c_src: c as i64,
+            c_dst: ctot as i64,
+            c_off: off,
+            direction: 0,
+            ..Default::default()
+        };
+        unsafe { host_copy_channels(Launch::d1(2, B), v.as_ptr(), big.as_mut_ptr(), p) };
+        off += c as i64;
+    }
+    close("concat", &big, want.cpu());
+    let splits = cpu().split_channels(&want, &cs).unwrap();
+    let mut off = 0;
+    for (sp, &c) in splits.iter().zip(&cs) {
+        let mut piece = vec![f32::NAN; n * c * h * w];
+        let p = CopyParams {
+            n: n as i64,
+            hw: (h * w) as i64,
+            c_src: c as i64,
+            c_dst: ctot as i64,
+            c_off: off,
+            direction: 1,
+            ..Default::default()
+        };
+        unsafe { host_copy_channels(Launch::d1(2, B), big.as_ptr(), piece.as_mut_ptr(), p) };
+        close("split", &piece, sp.cpu());
+        off += c as i64;
+    }
+    let c = 2;
+    let x = rvec(n * c * h * w, &mut rng);
+    let tx = t(&x, &[n, c, h, w]);
+    let p = ShiftParams {
+        n: n as i64,
+        c: c as i64,
+        h: h as i64,
+        w: w as i64,
+    };
+    let mut y = vec![f32::NAN; n * c * (h - 1) * (w - 1)];
+    unsafe { host_shift_crop(Launch::d1(2, B), x.as_ptr(), y.as_mut_ptr(), p) };
+    close("shift_crop", &y, cpu().shift_crop(&tx).unwrap().cpu());
+    let dy = rvec(y.len(), &mut rng);
+    let mut dx = vec![f32::NAN; x.len()];
+    unsafe { host_shift_crop_bwd(Launch::d1(2, B), dy.as_ptr(), dx.as_mut_ptr(), p) };
+    let want = cpu()
+        .shift_crop_backward(&t(&dy, &[n, c, h - 1, w - 1]), &[n, c, h, w])
+        .unwrap();
+    close("shift_crop_bwd", &dx, want.cpu());
+}
+
+// ---------------------------------------------------------------------------------------
+// mixed.cu
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn mixed_op_forward_backward_curvature() {
+    let mut rng = Rng::new(8);
+    for (n, k, inner, chunks) in [
+        (3usize, 4usize, 70usize, 2i64),
+        (2, 8, 1000, 3),
+        (1, 1, 5, 1),
+    ] {
+        let what = format!("mixed n{n} k{k} inner{inner} chunks{chunks}");
+        let shape = [n, inner];
+        let xs: Vec<Vec<f32>> = (0..k).map(|_| rvec(n * inner, &mut rng)).collect();
+        let txs: Vec<Tensor> = xs.iter().map(|v| t(v, &shape)).collect();
+        let refs: Vec<&Tensor> = txs.iter().collect();
+        let s0 = rvec(1, &mut rng);
+        let s = rvec(k, &mut rng);
+        let (ts0, ts) = (t(&s0, &[1]), t(&s, &[k]));
+        let dy = rvec(n * inner, &mut rng);
+        let tdy = t(&dy, &shape);
+        let ptrs: Vec<*const f32> = xs.iter().map(|v| v.as_ptr()).collect();
+        let p = MixedParams {
+            n: n as i64,
+            inner: inner as i64,
+            chunks,
+            k: k as i32,
+            ..Default::default()
+        };
+        let mut y = vec![f32::NAN; n * inner];
+        unsafe {
+            host_mixed_fwd(
+                Launch::d1(2, B),
+                ptrs.as_ptr(),
+                s0.as_ptr(),
+                s.as_ptr(),
+                y.as_mut_ptr(),
+                p,
+            )
+        };
+        close(
+            &format!("{what} fwd"),
+            &y,
+            cpu().mixed_forward(&refs, &ts0, &ts).unwrap().cpu(),
+        );
+
+        let (wdx, wr) = cpu().mixed_backward(&refs, &tdy, &ts0, &ts).unwrap();
+        let mut dxs: Vec<Vec<f32>> = (0..k).map(|_| vec![f32::NAN; n * inner]).collect();
+        let dptrs: Vec<*mut f32> = dxs.iter_mut().map(|v| v.as_mut_ptr()).collect();
+        let blocks = n as i64 * chunks;
+        let mut part = vec![f64::NAN; blocks as usize * k];
+        let mut r = vec![f32::NAN; n * k];
+        unsafe {
+            host_mixed_bwd(
+                Launch::d1(blocks as u32, B),
+                ptrs.as_ptr(),
+                dy.as_ptr(),
+                s0.as_ptr(),
+                s.as_ptr(),
+                dptrs.as_ptr(),
+                part.as_mut_ptr(),
+                p,
+            );
+            host_mixed_reduce_finalize(Launch::d1(1, B), part.as_ptr(), r.as_mut_ptr(), p);
+        }
+        for (j, (got, want)) in dxs.iter().zip(&wdx).enumerate() {
+            close(&format!("{what} dx{j}"), got, want.cpu());
+        }
+        close(&format!("{what} r"), &r, wr.cpu());
+
+        let (whx, whs, whs0) = cpu().mixed_curvature(&refs, &tdy, &ts0, &ts).unwrap();
+        let mut hxs: Vec<Vec<f32>> = (0..k).map(|_| vec![f32::NAN; n * inner]).collect();
+        let hptrs: Vec<*mut f32> = hxs.iter_mut().map(|v| v.as_mut_ptr()).collect();
+        let mut part = vec![f64::NAN; blocks as usize * (k + 1)];
+        let (mut hs, mut hs0) = (vec![f32::NAN; k], vec![f32::NAN; 1]);
+        unsafe {
+            host_mixed_curv(
+                Launch::d1(blocks as u32, B),
+                ptrs.as_ptr(),
+                dy.as_ptr(),
+                s0.as_ptr(),
+                s.as_ptr(),
+                hptrs.as_ptr(),
+                part.as_mut_ptr(),
+                p,
+            );
+            host_mixed_curv_finalize(
+                Launch::d1(1, B),
+                part.as_ptr(),
+                s0.as_ptr(),
+                hs.as_mut_ptr(),
+                hs0.as_mut_ptr(),
+                p,
+            );
+        }
+        for (j, (got, want)) in hxs.iter().zip(&whx).enumerate() {
+            close(&format!("{what} hx{j}"), got, want.cpu());
+        }
+        close(&format!("{what} h_s"), &hs, whs.cpu());
+        close(&format!("{what} h_s0"), &hs0, whs0.cpu());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// loss.cu and optim.cu
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn softmax_cross_entropy_and_seeds() {
+    let mut rng = Rng::new(9);
+    for (b, k) in [(1usize, 2usize), (7, 10), (33, 100)] {
+        let z: Vec<f32> = rvec(b * k, &mut rng).iter().map(|v| 4.0 * v).collect();
+        let labels: Vec<u32> = (0..b).map(|_| rng.below(k) as u32).collect();
+        let (wp, wl) = cpu()
+            .softmax_cross_entropy(&t(&z, &[b, k]), &labels)
+            .unwrap();
+        let p = LossParams {
+            b: b as i64,
+            k: k as i64,
+        };
+        let mut probs = vec![f32::NAN; b * k];
+        let mut rows = vec![f64::NAN; b];
+        unsafe {
+            host_softmax_ce_fwd(
+                Launch::d1(2, B),
+                z.as_ptr(),
+                labels.as_ptr(),
+                probs.as_mut_ptr(),
+                rows.as_mut_ptr(),
+                p,
+            )
+        };
+        close("probs", &probs, wp.cpu());
+        let loss = (rows.iter().sum::<f64>() / b as f64) as f32;
+        close("loss", &[loss], &[wl]);
+        let mut d = vec![f32::NAN; b * k];
+        unsafe {
+            host_softmax_ce_bwd(
+                Launch::d1(2, B),
+                probs.as_ptr(),
+                labels.as_ptr(),
+                d.as_mut_ptr(),
+                p,
+            )
+        };
+        let mut want: Vec<f32> = wp.cpu().to_vec();
+        for (i, &l) in labels.iter().enumerate() {
+            want[i * k + l as usize] -= 1.0;
+        }
+        want.iter_mut().for_each(|v| *v /= b as f32);
+        close("dlogits", &d, &want);
+        unsafe { host_softmax_ce_curv_seed(Launch::d1(2, B), probs.as_ptr(), d.as_mut_ptr(), p) };
+        let want: Vec<f32> = wp.cpu().iter().map(|&q| q * (1.0 - q) / b as f32).collect();
+        close("curv seed", &d, &want);
+    }
+}
+
+#[test]
+fn sgd_momentum_matches() {
+    let mut rng = Rng::new(10);
+    let n = 1234;
+    let (w, g, m) = (rvec(n, &mut rng), rvec(n, &mut rng), rvec(n, &mut rng));
+    let (mut tw, tg, mut tm) = (t(&w, &[n]), t(&g, &[n]), t(&m, &[n]));
+    let (lr, mu, wd, gs) = (0.05f32, 0.9f32, 3e-4f32, 0.5f32);
+    let (mut w2, mut m2) = (w.clone(), m.clone());
+    for _ in 0..3 {
+        cpu()
+            .sgd_momentum(&mut tw, &tg, &mut tm, lr, mu, wd, gs)
+            .unwrap();
+        let p = SgdParams {
+            n: n as i64,
+            lr,
+            momentum: mu,
+            weight_decay: wd,
+            grad_scale: gs,
+        };
+        unsafe {
+            host_sgd_momentum(
+                Launch::d1(3, B),
+                w2.as_mut_ptr(),
+                g.as_ptr(),
+                m2.as_mut_ptr(),
+                p,
+            )
+        };
+    }
+    close("sgd w", &w2, tw.cpu());
+    close("sgd m", &m2, tm.cpu());
+}

@@ -1,0 +1,299 @@
+// Depthwise convolution (groups == channels, one k x k filter per channel), NCHW, f32.
+//
+// Gather formulations only (no atomics). dw_conv_fwd and dw_conv_bwd_input tile the output
+// plane (resp. the input-gradient plane): one block of 256 threads per (tile, channel,
+// sample), grid (tiles, c, n) where gridDim.x may be anything >= 1 (blocks loop over tiles).
+// The block stages the input window of its tile (with zero padding) in shared memory with
+// coalesced row-major loads, keeps the k x k filter in registers and computes 1 or 2 outputs
+// per thread. Templated on (k, stride, dilation) in {3,5} x {1,2} x {1,2}; other geometries
+// take a slower global-memory path (same results). See kernels/README.md for the tile rule.
+#include "bayesnas_common.cuh"
+
+// Shared tile capacity in floats (the largest templated case needs 71 x 39 = 2769).
+#define DW_SMEM 2880
+
+// Tile of a plane of `rows x cols` outputs: `tw` columns, `ty` thread rows, `rpt` rows per
+// thread; the tile is (ty * rpt) x tw.
+struct DwTile {
+    int tw, ty, rpt, th;
+    int64_t tiles_w, tiles;
+};
+
+BZ_INLINE DwTile dw_tile(int64_t rows, int64_t cols) {
+    DwTile t;
+    t.tw = cols <= 16 ? 16 : 32;
+    t.ty = BZ_BLOCK / t.tw;
+    t.rpt = rows >= 2 * t.ty ? 2 : 1;
+    t.th = t.ty * t.rpt;
+    t.tiles_w = (cols + t.tw - 1) / t.tw;
+    t.tiles = t.tiles_w * ((rows + t.th - 1) / t.th);
+    return t;
+}
+
+template <int K, int S, int D>
+BZ_INLINE void dw_fwd_tiled(const float* __restrict__ x, const float* __restrict__ w,
+                            float* __restrict__ y, const DwParams& p, float* sm) {
+    const int64_t n = blockIdx.z, c = blockIdx.y;
+    const float* xp = x + (n * p.c + c) * p.h * p.w;
+    float* yp = y + (n * p.c + c) * p.ho * p.wo;
+    float wr[K * K];
+#pragma unroll
+    for (int i = 0; i < K * K; ++i) wr[i] = BZ_LDG(w + c * K * K + i);
+    const DwTile t = dw_tile(p.ho, p.wo);
+    const int IH = (t.th - 1) * S + (K - 1) * D + 1;
+    const int IW = (t.tw - 1) * S + (K - 1) * D + 1;
+    const int lx = threadIdx.x % t.tw, ly = threadIdx.x / t.tw;
+    for (int64_t tile = blockIdx.x; tile < t.tiles; tile += gridDim.x) {
+        const int64_t oh0 = (tile / t.tiles_w) * t.th, ow0 = (tile % t.tiles_w) * t.tw;
+        const int64_t ih0 = oh0 * S - p.padding, iw0 = ow0 * S - p.padding;
+        for (int i = threadIdx.x; i < IH * IW; i += BZ_BLOCK) {
+            const int r = i / IW, q = i - r * IW;
+            const int64_t ih = ih0 + r, iw = iw0 + q;
+            sm[i] = (ih >= 0 && ih < p.h && iw >= 0 && iw < p.w) ? xp[ih * p.w + iw] : 0.0f;
+        }
+        __syncthreads();
+        for (int r = 0; r < t.rpt; ++r) {
+            const int oy = ly + r * t.ty;
+            const int64_t oh = oh0 + oy, ow = ow0 + lx;
+            if (oh < p.ho && ow < p.wo) {
+                const float* s0 = sm + oy * S * IW + lx * S;
+                float acc = 0.0f;
+#pragma unroll
+                for (int ki = 0; ki < K; ++ki)
+#pragma unroll
+                    for (int kj = 0; kj < K; ++kj)
+                        acc += s0[ki * D * IW + kj * D] * wr[ki * K + kj];
+                yp[oh * p.wo + ow] = acc;
+            }
+        }
+        __syncthreads();
+    }
+}
+
+// Any geometry, straight from global memory: the block strides over its plane.
+BZ_INLINE void dw_fwd_generic(const float* __restrict__ x, const float* __restrict__ w,
+                              float* __restrict__ y, const DwParams& p) {
+    const int64_t n = blockIdx.z, c = blockIdx.y;
+    const float* xp = x + (n * p.c + c) * p.h * p.w;
+    float* yp = y + (n * p.c + c) * p.ho * p.wo;
+    const float* wc = w + c * p.k * p.k;
+    const int64_t per = p.ho * p.wo;
+    for (int64_t o = (int64_t)blockIdx.x * BZ_BLOCK + threadIdx.x; o < per;
+         o += (int64_t)gridDim.x * BZ_BLOCK) {
+        const int64_t oh = o / p.wo, ow = o % p.wo;
+        float acc = 0.0f;
+        for (int ki = 0; ki < p.k; ++ki) {
+            const int64_t ih = oh * p.stride - p.padding + (int64_t)ki * p.dilation;
+            if (ih < 0 || ih >= p.h) continue;
+            for (int kj = 0; kj < p.k; ++kj) {
+                const int64_t iw = ow * p.stride - p.padding + (int64_t)kj * p.dilation;
+                if (iw < 0 || iw >= p.w) continue;
+                acc += xp[ih * p.w + iw] * wc[ki * p.k + kj];
+            }
+        }
+        yp[o] = acc;
+    }
+}
+
+#define DW_DISPATCH(FN, ...)                                                                  \
+    do {                                                                                      \
+        if (p.k == 3 && p.stride == 1 && p.dilation == 1) { FN<3, 1, 1>(__VA_ARGS__); return; } \
+        if (p.k == 3 && p.stride == 2 && p.dilation == 1) { FN<3, 2, 1>(__VA_ARGS__); return; } \
+        if (p.k == 3 && p.stride == 1 && p.dilation == 2) { FN<3, 1, 2>(__VA_ARGS__); return; } \
+        if (p.k == 3 && p.stride == 2 && p.dilation == 2) { FN<3, 2, 2>(__VA_ARGS__); return; } \
+        if (p.k == 5 && p.stride == 1 && p.dilation == 1) { FN<5, 1, 1>(__VA_ARGS__); return; } \
+        if (p.k == 5 && p.stride == 2 && p.dilation == 1) { FN<5, 2, 1>(__VA_ARGS__); return; } \
+        if (p.k == 5 && p.stride == 1 && p.dilation == 2) { FN<5, 1, 2>(__VA_ARGS__); return; } \
+        if (p.k == 5 && p.stride == 2 && p.dilation == 2) { FN<5, 2, 2>(__VA_ARGS__); return; } \
+    } while (0)
+
+// y[n, c] = x[n, c] (*) w[c]. Grid (any >= 1, c, n), block 256.
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+    dw_conv_fwd(const float* __restrict__ x, const float* __restrict__ w,
+                float* __restrict__ y, DwParams p) {
+    __shared__ float sm[DW_SMEM];
+    DW_DISPATCH(dw_fwd_tiled, x, w, y, p, sm);
+    dw_fwd_generic(x, w, y, p);
+}
+
+// dx[ih, iw] = sum over taps (ki, kj) with oh = (ih + P - ki D) / S exact and in range of
+// dy[oh, ow] * w[ki, kj] (w^2 with square_w). Tiles the dx plane.
+template <int K, int S, int D>
+BZ_INLINE void dw_bwd_input_tiled(const float* __restrict__ dy, const float* __restrict__ w,
+                                  float* __restrict__ dx, const DwParams& p, float* sm) {
+    const int64_t n = blockIdx.z, c = blockIdx.y;
+    const float* gp = dy + (n * p.c + c) * p.ho * p.wo;
+    float* xp = dx + (n * p.c + c) * p.h * p.w;
+    float wr[K * K];
+#pragma unroll
+    for (int i = 0; i < K * K; ++i) {
+        const float v = BZ_LDG(w + c * K * K + i);
+        wr[i] = p.square_w ? v * v : v;
+    }
+    const DwTile t = dw_tile(p.h, p.w);
+    const int P = p.padding;
+    const int lx = threadIdx.x % t.tw, ly = threadIdx.x / t.tw;
+    for (int64_t tile = blockIdx.x; tile < t.tiles; tile += gridDim.x) {
+        const int64_t ih0 = (tile / t.tiles_w) * t.th, iw0 = (tile % t.tiles_w) * t.tw;
+        const int64_t oh_lo = bz_floor_div(ih0 + P - (K - 1) * D + S - 1, S);
+        const int64_t ow_lo = bz_floor_div(iw0 + P - (K - 1) * D + S - 1, S);
+        const int OH = (int)(bz_floor_div(ih0 + t.th - 1 + P, S) - oh_lo + 1);
+        const int OW = (int)(bz_floor_div(iw0 + t.tw - 1 + P, S) - ow_lo + 1);
+        for (int i = threadIdx.x; i < OH * OW; i += BZ_BLOCK) {
+            const int r = i / OW, q = i - r * OW;
+            const int64_t oh = oh_lo + r, ow = ow_lo + q;
+            sm[i] = (oh >= 0 && oh < p.ho && ow >= 0 && ow < p.wo) ? gp[oh * p.wo + ow] : 0.0f;
+        }
+        __syncthreads();
+        for (int r = 0; r < t.rpt; ++r) {
+            const int64_t ih = ih0 + ly + r * t.ty, iw = iw0 + lx;
+            if (ih < p.h && iw < p.w) {
+                float acc = 0.0f;
+#pragma unroll
+                for (int ki = 0; ki < K; ++ki) {
+                    const int64_t tr = ih + P - ki * D;
+                    if (S == 2 && (tr & 1)) continue;
+                    const int orow = (int)((S == 2 ? (tr >> 1) : tr) - oh_lo);
+#pragma unroll
+                    for (int kj = 0; kj < K; ++kj) {
+                        const int64_t tc = iw + P - kj * D;
+                        if (S == 2 && (tc & 1)) continue;
+                        const int ocol = (int)((S == 2 ? (tc >> 1) : tc) - ow_lo);
+                        acc += sm[orow * OW + ocol] * wr[ki * K + kj];
+                    }
+                }
+                xp[ih * p.w + iw] = acc;
+            }
+        }
+        __syncthreads();
+    }
+}
+
+BZ_INLINE void dw_bwd_input_generic(const float* __restrict__ dy, const float* __restrict__ w,
+                                    float* __restrict__ dx, const DwParams& p) {
+    const int64_t n = blockIdx.z, c = blockIdx.y;
+    const float* gp = dy + (n * p.c + c) * p.ho * p.wo;
+    float* xp = dx + (n * p.c + c) * p.h * p.w;
+    const float* wc = w + c * p.k * p.k;
+    const int64_t per = p.h * p.w;
+    for (int64_t i = (int64_t)blockIdx.x * BZ_BLOCK + threadIdx.x; i < per;
+         i += (int64_t)gridDim.x * BZ_BLOCK) {
+        const int64_t ih = i / p.w, iw = i % p.w;
+        float acc = 0.0f;
+        for (int ki = 0; ki < p.k; ++ki) {
+            const int64_t tr = ih + p.padding - (int64_t)ki * p.dilation;
+            if (tr < 0 || tr % p.stride != 0) continue;
+            const int64_t oh = tr / p.stride;
+            if (oh >= p.ho) continue;
+            for (int kj = 0; kj < p.k; ++kj) {
+                const int64_t tc = iw + p.padding - (int64_t)kj * p.dilation;
+                if (tc < 0 || tc % p.stride != 0) continue;
+                const int64_t ow = tc / p.stride;
+                if (ow >= p.wo) continue;
+                float wv = wc[ki * p.k + kj];
+                if (p.square_w) wv *= wv;
+                acc += gp[oh * p.wo + ow] * wv;
+            }
+        }
+        xp[i] = acc;
+    }
+}
+
+// Input gradient (square_w = 0) or curvature (square_w = 1). Grid (any >= 1, c, n), block 256.
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+    dw_conv_bwd_input(const float* __restrict__ dy, const float* __restrict__ w,
+                      float* __restrict__ dx, DwParams p) {
+    __shared__ float sm[DW_SMEM];
+    DW_DISPATCH(dw_bwd_input_tiled, dy, w, dx, p, sm);
+    dw_bwd_input_generic(dy, w, dx, p);
+}
+
+// Weight gradient of channel c over samples [n0, n1): out[tap] = sum x(^2) * dy. Each thread
+// accumulates its strided share of outputs in f32 registers (one per tap), then the block adds
+// the 256 thread sums per tap in f64, fixed tree order. K == 0: runtime k (at most 7).
+template <int K, int S, int D>
+BZ_INLINE void dw_bwd_weight_block(const float* __restrict__ x, const float* __restrict__ dy,
+                                   float* __restrict__ out, const DwParams& p, int64_t c,
+                                   int64_t n0, int64_t n1, double* sh) {
+    const int k = K ? K : p.k;
+    const int s = S ? S : p.stride;
+    const int d = D ? D : p.dilation;
+    float acc[K ? K * K : 49];
+    for (int i = 0; i < k * k; ++i) acc[i] = 0.0f;
+    const int64_t per = p.ho * p.wo;
+    for (int64_t nn = n0; nn < n1; ++nn) {
+        const float* xp = x + (nn * p.c + c) * p.h * p.w;
+        const float* gp = dy + (nn * p.c + c) * per;
+        for (int64_t o = threadIdx.x; o < per; o += BZ_BLOCK) {
+            const int64_t oh = o / p.wo, ow = o - oh * p.wo;
+            const float g = gp[o];
+            const int64_t ihb = oh * s - p.padding, iwb = ow * s - p.padding;
+#pragma unroll
+            for (int ki = 0; ki < (K ? K : 7); ++ki) {
+                if (ki >= k) break;
+                const int64_t ih = ihb + (int64_t)ki * d;
+                if (ih < 0 || ih >= p.h) continue;
+#pragma unroll
+                for (int kj = 0; kj < (K ? K : 7); ++kj) {
+                    if (kj >= k) break;
+                    const int64_t iw = iwb + (int64_t)kj * d;
+                    if (iw < 0 || iw >= p.w) continue;
+                    float v = xp[ih * p.w + iw];
+                    if (p.square_x) v *= v;
+                    acc[ki * k + kj] += v * g;
+                }
+            }
+        }
+    }
+    for (int i = 0; i < k * k; ++i) {
+        const double tot = bz_block_sum((double)acc[i], sh);
+        if (threadIdx.x == 0) out[i] = (float)tot;
+    }
+}
+
+#define DW_DISPATCH_W(...)                                                                    \
+    do {                                                                                      \
+        if (p.k == 3 && p.stride == 1 && p.dilation == 1) { dw_bwd_weight_block<3, 1, 1>(__VA_ARGS__); break; } \
+        if (p.k == 3 && p.stride == 2 && p.dilation == 1) { dw_bwd_weight_block<3, 2, 1>(__VA_ARGS__); break; } \
+        if (p.k == 3 && p.stride == 1 && p.dilation == 2) { dw_bwd_weight_block<3, 1, 2>(__VA_ARGS__); break; } \
+        if (p.k == 3 && p.stride == 2 && p.dilation == 2) { dw_bwd_weight_block<3, 2, 2>(__VA_ARGS__); break; } \
+        if (p.k == 5 && p.stride == 1 && p.dilation == 1) { dw_bwd_weight_block<5, 1, 1>(__VA_ARGS__); break; } \
+        if (p.k == 5 && p.stride == 2 && p.dilation == 1) { dw_bwd_weight_block<5, 2, 1>(__VA_ARGS__); break; } \
+        if (p.k == 5 && p.stride == 1 && p.dilation == 2) { dw_bwd_weight_block<5, 1, 2>(__VA_ARGS__); break; } \
+        if (p.k == 5 && p.stride == 2 && p.dilation == 2) { dw_bwd_weight_block<5, 2, 2>(__VA_ARGS__); break; } \
+        dw_bwd_weight_block<0, 0, 0>(__VA_ARGS__);                                            \
+    } while (0)
+
+// dw[c] = sum over n, outputs of x(^2) * dy: one block per channel (grid c, block 256).
+// k <= 7. For more parallelism use the _partial + _finalize pair.
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+    dw_conv_bwd_weight(const float* __restrict__ x, const float* __restrict__ dy,
+                       float* __restrict__ dw, DwParams p) {
+    __shared__ double sh[BZ_BLOCK];
+    const int64_t c = blockIdx.x;
+    DW_DISPATCH_W(x, dy, dw + c * p.k * p.k, p, c, 0, p.n, sh);
+}
+
+// Split form: grid (c, p.splits), block 256; block (c, j) covers samples
+// [j * n / splits, (j + 1) * n / splits) and writes partials[(c * splits + j) * k * k + tap].
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+    dw_conv_bwd_weight_partial(const float* __restrict__ x, const float* __restrict__ dy,
+                               float* __restrict__ partials, DwParams p) {
+    __shared__ double sh[BZ_BLOCK];
+    const int64_t c = blockIdx.x, j = blockIdx.y, sp = p.splits;
+    const int64_t n0 = j * p.n / sp, n1 = (j + 1) * p.n / sp;
+    DW_DISPATCH_W(x, dy, partials + (c * sp + j) * p.k * p.k, p, c, n0, n1, sh);
+}
+
+// dw[c * k * k + tap] = sum over j in order of partials[(c * splits + j) * k * k + tap].
+// 1-D grid-stride over c * k * k (any grid, block 256).
+extern "C" __global__ void dw_conv_bwd_weight_finalize(const float* __restrict__ partials,
+                                                       float* __restrict__ dw, DwParams p) {
+    const int64_t kk = (int64_t)p.k * p.k;
+    BZ_GRID_STRIDE(i, p.c * kk) {
+        const int64_t c = i / kk, tap = i - c * kk;
+        float acc = 0.0f;
+        for (int64_t j = 0; j < p.splits; ++j) acc += partials[(c * p.splits + j) * kk + tap];
+        dw[i] = acc;
+    }
+}

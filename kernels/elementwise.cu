@@ -1,0 +1,70 @@
+// Elementwise maps and the deterministic dot/sum partial reduction.
+#include "bayesnas_common.cuh"
+
+// y = op(x). op 0: relu (max(x, 0), NaN -> 0 as f32::max), 1: x^2, 2: alpha * x.
+extern "C" __global__ void ew_unary(const float* __restrict__ x, float* __restrict__ y,
+                                    EwParams p) {
+    BZ_GRID_STRIDE(i, p.n) {
+        float v = x[i];
+        float r;
+        if (p.op == 0) {
+            r = v > 0.0f ? v : 0.0f;
+        } else if (p.op == 1) {
+            r = v * v;
+        } else {
+            r = v * p.alpha;
+        }
+        y[i] = r;
+    }
+}
+
+// y = a op b. op 0: a + b, 1: a - b, 2: a * b, 3: b * 1[a > 0] (relu mask).
+extern "C" __global__ void ew_binary(const float* __restrict__ a, const float* __restrict__ b,
+                                     float* __restrict__ y, EwParams p) {
+    BZ_GRID_STRIDE(i, p.n) {
+        float u = a[i], v = b[i];
+        float r;
+        switch (p.op) {
+            case 0: r = u + v; break;
+            case 1: r = u - v; break;
+            case 2: r = u * v; break;
+            default: r = u > 0.0f ? v : 0.0f; break;
+        }
+        y[i] = r;
+    }
+}
+
+// y += alpha * x.
+extern "C" __global__ void ew_axpy(const float* __restrict__ x, float* __restrict__ y,
+                                   EwParams p) {
+    BZ_GRID_STRIDE(i, p.n) { y[i] += p.alpha * x[i]; }
+}
+
+// y[i] = x[i] * scale[i / inner] (scale: one value per sample, on the device).
+extern "C" __global__ void scale_samples(const float* __restrict__ x,
+                                         const float* __restrict__ scale,
+                                         float* __restrict__ y, EwParams p) {
+    BZ_GRID_STRIDE(i, p.n) { y[i] = x[i] * scale[i / p.inner]; }
+}
+
+// y[i] = alpha.
+extern "C" __global__ void fill(float* __restrict__ y, EwParams p) {
+    BZ_GRID_STRIDE(i, p.n) { y[i] = p.alpha; }
+}
+
+// partials[blockIdx.x] = sum over this block's grid-stride share of a[i] (or a[i] * b[i]),
+// in f64. Launch with exactly gridDim.x == p.blocks and blockDim.x == 256; the host adds the
+// p.blocks partials in index order. The result depends only on (n, blocks): deterministic.
+extern "C" __global__ void reduce_dot_partial(const float* __restrict__ a,
+                                              const float* __restrict__ b,
+                                              double* __restrict__ partials, ReduceParams p) {
+    __shared__ double sh[BZ_BLOCK];
+    double acc = 0.0;
+    if (b) {
+        BZ_GRID_STRIDE(i, p.n) { acc += (double)a[i] * (double)b[i]; }
+    } else {
+        BZ_GRID_STRIDE(i, p.n) { acc += (double)a[i]; }
+    }
+    double tot = bz_block_sum(acc, sh);
+    if (threadIdx.x == 0) partials[blockIdx.x] = tot;
+}

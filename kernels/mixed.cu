@@ -1,0 +1,121 @@
+// The fused mixed op y = s0 * sum_k s_k x_k of the supernet.
+// Branch tensors are passed as device arrays of k device pointers; s0 ([1]) and s ([k]) live
+// on the device. Tensors are [n, inner].
+//
+// mixed_bwd / mixed_curv: grid exactly n * p.chunks blocks of 256 threads; block
+// b = sample * chunks + chunk covers elements [chunk * inner / chunks,
+// (chunk + 1) * inner / chunks) of its sample, writes the elementwise outputs, and one f64
+// partial per reduction: mixed_bwd partials[b * k + j] (j < k), mixed_curv
+// partials[b * (k + 1) + j] (j < k: sum x_j^2 hy, j = k: sum z^2 hy, z = sum_j s_j x_j).
+// The finalize kernels add the partials in chunk (and sample) order: deterministic.
+#include "bayesnas_common.cuh"
+
+// y = sum_k (s0 s_k) x_k (coefficients in f32 as the CPU, k added in order). Grid-stride
+// over n * inner.
+extern "C" __global__ void mixed_fwd(const float* const* __restrict__ xs,
+                                     const float* __restrict__ s0, const float* __restrict__ s,
+                                     float* __restrict__ y, MixedParams p) {
+    const float a = s0[0];
+    BZ_GRID_STRIDE(i, p.n * p.inner) {
+        float acc = 0.0f;
+        for (int k = 0; k < p.k; ++k) acc += (a * s[k]) * xs[k][i];
+        y[i] = acc;
+    }
+}
+
+// dx_k = (s0 s_k) dy for every k, and partials of r[n, k] = sum x_k[n] dy[n].
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+    mixed_bwd(const float* const* __restrict__ xs, const float* __restrict__ dy,
+              const float* __restrict__ s0, const float* __restrict__ s,
+              float* const* __restrict__ dxs, double* __restrict__ r_partials,
+              MixedParams p) {
+    __shared__ double sh[BZ_BLOCK];
+    const int64_t b = blockIdx.x, n = b / p.chunks, chunk = b % p.chunks;
+    const int64_t base = n * p.inner;
+    const int64_t lo = base + chunk * p.inner / p.chunks;
+    const int64_t hi = base + (chunk + 1) * p.inner / p.chunks;
+    const float a = s0[0];
+    for (int k = 0; k < p.k; ++k) {
+        const float ck = a * s[k];
+        const float* xk = xs[k];
+        float* dk = dxs[k];
+        double acc = 0.0;
+        for (int64_t i = lo + threadIdx.x; i < hi; i += BZ_BLOCK) {
+            const float d = dy[i];
+            dk[i] = ck * d;
+            acc += (double)(xk[i] * d);
+        }
+        const double t = bz_block_sum(acc, sh);
+        if (threadIdx.x == 0) r_partials[b * p.k + k] = t;
+    }
+}
+
+// r[n, k] = sum over chunks in order of r_partials[(n * chunks + chunk) * k + k'], as f32
+// ([n, k], row-major). Grid-stride over n * k (any grid, block 256).
+extern "C" __global__ void mixed_reduce_finalize(const double* __restrict__ r_partials,
+                                                 float* __restrict__ r, MixedParams p) {
+    BZ_GRID_STRIDE(i, p.n * p.k) {
+        const int64_t n = i / p.k, k = i % p.k;
+        double acc = 0.0;
+        for (int64_t c = 0; c < p.chunks; ++c) acc += r_partials[(n * p.chunks + c) * p.k + k];
+        r[i] = (float)acc;
+    }
+}
+
+// hx_k = (s0 s_k)^2 hy for every k, and partials of sum x_k^2 hy (per k) and sum z^2 hy
+// (z = sum_k s_k x_k elementwise, k added in order).
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+    mixed_curv(const float* const* __restrict__ xs, const float* __restrict__ hy,
+               const float* __restrict__ s0, const float* __restrict__ s,
+               float* const* __restrict__ hxs, double* __restrict__ hs_partials,
+               MixedParams p) {
+    __shared__ double sh[BZ_BLOCK];
+    const int64_t b = blockIdx.x, n = b / p.chunks, chunk = b % p.chunks;
+    const int64_t base = n * p.inner;
+    const int64_t lo = base + chunk * p.inner / p.chunks;
+    const int64_t hi = base + (chunk + 1) * p.inner / p.chunks;
+    const float a = s0[0];
+    const int64_t stride = (int64_t)p.k + 1;
+    for (int k = 0; k < p.k; ++k) {
+        const float c2 = (a * s[k]) * (a * s[k]);
+        const float* xk = xs[k];
+        float* hk = hxs[k];
+        double acc = 0.0;
+        for (int64_t i = lo + threadIdx.x; i < hi; i += BZ_BLOCK) {
+            const float h = hy[i];
+            const float x = xk[i];
+            hk[i] = c2 * h;
+            acc += (double)(x * x * h);
+        }
+        const double t = bz_block_sum(acc, sh);
+        if (threadIdx.x == 0) hs_partials[b * stride + k] = t;
+    }
+    double acc0 = 0.0;
+    for (int64_t i = lo + threadIdx.x; i < hi; i += BZ_BLOCK) {
+        float z = 0.0f;
+        for (int k = 0; k < p.k; ++k) z += s[k] * xs[k][i];
+        acc0 += (double)(z * z * hy[i]);
+    }
+    const double t0 = bz_block_sum(acc0, sh);
+    if (threadIdx.x == 0) hs_partials[b * stride + p.k] = t0;
+}
+
+// h_s[k] = s0^2 * sum over (n, chunk) in order of hs_partials[. * (k + 1) + k];
+// h_s0[0] = the same sum of the z^2 hy partials. One block of 256 threads (grid 1): thread j
+// (j <= k) computes output j.
+extern "C" __global__ void mixed_curv_finalize(const double* __restrict__ hs_partials,
+                                               const float* __restrict__ s0,
+                                               float* __restrict__ hs, float* __restrict__ hs0,
+                                               MixedParams p) {
+    const double a = (double)s0[0];
+    const int64_t stride = (int64_t)p.k + 1, blocks = p.n * p.chunks;
+    for (int64_t j = threadIdx.x; j <= p.k; j += blockDim.x) {
+        double acc = 0.0;
+        for (int64_t b = 0; b < blocks; ++b) acc += hs_partials[b * stride + j];
+        if (j < p.k) {
+            hs[j] = (float)(acc * (a * a));
+        } else {
+            hs0[0] = (float)acc;
+        }
+    }
+}
