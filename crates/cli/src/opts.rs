@@ -280,8 +280,9 @@ impl CommonOpts {
     /// Checks the option combination, applies the runtime options and reads the data.
     pub fn setup(&self) -> CliResult<(Runtime, DataSource)> {
         self.data.check()?;
+        // Data first: its errors come before any note about the device.
+        let data = self.data.open(self.runtime.quiet)?;
         let rt = self.runtime.setup()?;
-        let data = self.data.open(rt.quiet)?;
         Ok((rt, data))
     }
 }

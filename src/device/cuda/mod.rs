@@ -188,15 +188,9 @@ pub fn unavailable_reason() -> Option<String> {
     })
 }
 
-/// `.visible .entry NAME(` lines of a PTX module.
-fn ptx_entries(ptx: &str) -> Vec<String> {
-    ptx.lines()
-        .filter_map(|l| {
-            let rest = l.trim_start().strip_prefix(".visible .entry ")?;
-            let name = rest.split(|c: char| c == '(' || c.is_whitespace()).next()?;
-            (!name.is_empty()).then(|| name.to_string())
-        })
-        .collect()
+/// The kernel entry points of this build's PTX, `(module, entry)`.
+pub fn kernel_entries() -> &'static [(&'static str, &'static str)] {
+    generated::KERNEL_ENTRIES
 }
 
 impl CudaBackend {
@@ -250,11 +244,11 @@ impl CudaBackend {
                          newer than the driver supports gives CUDA_ERROR_UNSUPPORTED_PTX_VERSION)"
                     ))
                 })?;
-            for entry in ptx_entries(ptx) {
-                let f = m.load_function(&entry).map_err(|e| {
+            for (_, entry) in kernel_entries().iter().filter(|(m, _)| m == module) {
+                let f = m.load_function(entry).map_err(|e| {
                     Error::Device(format!("cuda:{ordinal}: kernel {module}::{entry}: {e:?}"))
                 })?;
-                functions.insert(entry, f);
+                functions.insert(entry.to_string(), f);
             }
         }
         // SAFETY: only probes whether the shared library can be opened.
@@ -619,11 +613,31 @@ pub mod timing {
 mod tests {
     use super::*;
 
+    /// Every kernel the backend launches is in the build's entry list (when PTX was built).
     #[test]
-    fn entries_are_parsed_from_ptx() {
-        let ptx = ".version 8.0\n.visible .entry ew_unary(\n\t.param .u64 a\n)\n\
-                   .visible .entry fill (\n.func helper(";
-        assert_eq!(ptx_entries(ptx), vec!["ew_unary", "fill"]);
+    fn launched_kernels_exist_in_the_ptx() {
+        if ptx_modules().is_empty() {
+            eprintln!("skipped: launched_kernels_exist_in_the_ptx: no PTX in this build");
+            return;
+        }
+        let src = include_str!("ops.rs");
+        let (mut missing, mut checked) = (Vec::new(), 0);
+        for part in src.split("launch(").skip(1) {
+            let name = part.trim_start().trim_start_matches('"');
+            let name: String = name
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let quoted = part.trim_start().starts_with('"');
+            if quoted {
+                checked += 1;
+                if !kernel_entries().iter().any(|(_, e)| *e == name) {
+                    missing.push(name);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "kernels not in the PTX: {missing:?}");
+        assert!(checked >= 30, "only {checked} launches found");
     }
 
     #[test]

@@ -19,6 +19,10 @@ use cudarc::driver::LaunchConfig;
 /// Most f64 partials a reduction writes (fixed, so results do not depend on the GPU model).
 const REDUCE_PARTS: usize = 1024;
 
+/// Blocks the split reductions aim for (about 4 per SM of an H100/H200); used only through
+/// shape-derived split counts, so results never depend on the device.
+const TARGET_BLOCKS: usize = 528;
+
 /// Largest `col(X)` buffer of the im2col path, in f32 (the batch is processed in chunks).
 const COL_BUDGET: usize = 1 << 26;
 
@@ -90,8 +94,18 @@ impl ConvGeom {
             dilation: i32c(self.spec.dilation)?,
             square_w: 0,
             square_x: square as i32,
+            splits: i32c(self.dw_splits())?,
+            _pad: 0,
         })
     }
+    /// Sample splits of the depthwise weight gradient: about 4 blocks per SM of a large GPU
+    /// in total, from the shape only (the sum order must not depend on the device).
+    fn dw_splits(&self) -> usize {
+        TARGET_BLOCKS
+            .div_ceil(self.cin.max(1))
+            .clamp(1, self.n.max(1))
+    }
+
     fn conv(&self, n: usize, square: bool) -> Result<ConvParams> {
         Ok(ConvParams {
             n: i64c(n),
@@ -233,7 +247,7 @@ impl CudaBackend {
         if n == 0 {
             return Ok(0.0);
         }
-        let parts = n.div_ceil(super::BLOCK as usize).min(REDUCE_PARTS);
+        let parts = n.div_ceil(4096).min(REDUCE_PARTS);
         let partials = self.alloc_f64(parts)?;
         let pp = {
             let (p, _s) = cudarc::driver::DevicePtr::device_ptr(&partials, self.stream());
@@ -453,13 +467,29 @@ impl CudaBackend {
         let dwp = self.raw(&dw);
         let (xp, dp) = (self.ptr(op, x)?, self.ptr(op, dy)?);
         if g.is_depthwise() && g.k <= 7 {
-            // One block per channel (kernels/README.md).
-            self.launch(
-                "dw_conv_bwd_weight",
-                self.blocks(g.cin),
-                &[xp, dp, dwp],
-                &g.dw(square)?,
-            )?;
+            let prm = g.dw(square)?;
+            let splits = prm.splits as usize;
+            if splits == 1 {
+                // One block per channel (kernels/README.md).
+                self.launch(
+                    "dw_conv_bwd_weight",
+                    self.blocks(g.cin),
+                    &[xp, dp, dwp],
+                    &prm,
+                )?;
+            } else {
+                // Blocks (c, split) write per-split partials, added in split order.
+                let partials = self.alloc(g.cin * splits * g.k * g.k)?;
+                let pp = self.raw(&partials);
+                let cfg = LaunchConfig {
+                    grid_dim: (g.cin as u32, splits as u32, 1),
+                    block_dim: (super::BLOCK, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                self.launch("dw_conv_bwd_weight_partial", cfg, &[xp, dp, pp], &prm)?;
+                let cfg = self.grid_stride(numel(w_shape));
+                self.launch("dw_conv_bwd_weight_finalize", cfg, &[pp, dwp], &prm)?;
+            }
         } else if spec.groups == 1 {
             self.dense_backward_weight(&g, x, dy, dwp, square)?;
         } else {
@@ -474,10 +504,56 @@ impl CudaBackend {
     }
 
     /// Mixed-op parameters: `chunks` partial-sum chunks per sample, so that the reduction
-    /// kernels get `n * chunks` blocks (enough to fill the GPU).
+    /// kernels get `n * chunks` blocks.
+    /// `max_pool2d_backward` for an argmax whose window is unknown: one thread per plane
+    /// scatters in output order (the CPU's exact sums) and flags offsets outside the plane,
+    /// which are an error as on the CPU (this path waits for the flag).
+    fn max_pool_backward_scatter(
+        &self,
+        argmax: &Tensor,
+        dy: &Tensor,
+        x_shape: &[usize],
+    ) -> Result<Tensor> {
+        let (n, c, h, w) = (x_shape[0], x_shape[1], x_shape[2], x_shape[3]);
+        let ds = dy.shape();
+        let prm = PoolParams {
+            n: i64c(n),
+            c: i64c(c),
+            h: i64c(h),
+            w: i64c(w),
+            ho: i64c(ds[2]),
+            wo: i64c(ds[3]),
+            ..Default::default()
+        };
+        let dx = self.wrap(self.alloc(numel(x_shape))?, x_shape);
+        let bad = self
+            .stream()
+            .alloc_zeros::<i32>(1)
+            .map_err(super::drv("allocation"))?;
+        let p = [
+            self.ptr("argmax", argmax)?,
+            self.ptr("dy", dy)?,
+            self.ptr("", &dx)?,
+            self.raw(&bad),
+        ];
+        self.launch("maxpool_bwd_scatter", self.grid_stride(n * c), &p, &prm)?;
+        let flag = self
+            .stream()
+            .clone_dtoh(&bad)
+            .map_err(super::drv("copy to host"))?;
+        if flag[0] != 0 {
+            return Err(Error::Invalid(format!(
+                "max_pool2d_backward: argmax holds an offset outside the {h}x{w} input plane"
+            )));
+        }
+        Ok(dx)
+    }
+
     fn mixed_params(&self, n: usize, k: usize, per: usize) -> Result<MixedParams> {
-        let want = (4 * self.sms as usize).div_ceil(n.max(1));
-        let chunks = want.clamp(1, per.div_ceil(super::BLOCK as usize).max(1));
+        // From the shape only (the sum order must not depend on the device): enough blocks
+        // to fill a large GPU, at least 256 elements per block, at most 64 chunks.
+        let want = per.div_ceil(8192).max(TARGET_BLOCKS.div_ceil(n.max(1)));
+        let chunks = want.clamp(1, per.div_ceil(super::BLOCK as usize).clamp(1, 64));
         Ok(MixedParams {
             n: i64c(n),
             inner: i64c(per),
@@ -909,11 +985,7 @@ impl Backend for CudaBackend {
         // The gather kernel needs the window geometry, which the forward recorded on the
         // argmax buffer (the trait passes only shapes).
         let Some(spec) = self.buf("max_pool2d_backward argmax", argmax)?.pool_spec() else {
-            return Err(Error::Device(
-                "max_pool2d_backward with an argmax not made by max_pool2d_forward on this GPU \
-                 (its window geometry is unknown) is not implemented on cuda"
-                    .into(),
-            ));
+            return self.max_pool_backward_scatter(argmax, dy, x_shape);
         };
         let (prm, ys) = pool_geom("max_pool2d_backward", x_shape, spec, 1)?;
         if ys != ds {

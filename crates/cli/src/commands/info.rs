@@ -54,8 +54,8 @@ pub fn cuda_status() -> String {
 pub fn gather(common: &CommonOpts) -> CliResult<Info> {
     // No development-set note on stderr: the report itself says so.
     common.data.check()?;
-    let rt = common.runtime.setup()?;
     let data = common.data.open(true)?;
+    let rt = common.runtime.setup()?;
     let mut devices = vec!["cpu".to_string()];
     if cuda_available() {
         devices.push("cuda:0".to_string());
