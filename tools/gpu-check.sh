@@ -40,8 +40,10 @@ if [ "${GPU_CHECK_SKIP_BUILD:-0}" != 1 ]; then
 fi
 BIN_DIR=$ROOT/target/$([ "$PROFILE" = release ] && echo release || echo debug)
 # The test executables, found from cargo's own artifact messages (no guessing of hashes).
-cargo test --locked --no-run --message-format=json -p bayesnas-engine \
-    --test device_parity --lib >"$ROOT/target/gpu-check-artifacts.json"
+{
+    cargo test --locked --no-run --message-format=json -p bayesnas-engine --test device_parity --lib
+    cargo test --locked --no-run --message-format=json -p bayesnas-search --test device_step
+} >"$ROOT/target/gpu-check-artifacts.json"
 mapfile -t TESTS < <(python3 - "$ROOT/target/gpu-check-artifacts.json" <<'EOF'
 import json, sys
 seen = set()
@@ -60,7 +62,7 @@ for line in open(sys.argv[1]):
             print(f"{label}={m['executable']}")
 EOF
 )
-[ "${#TESTS[@]}" -ge 2 ] || { echo "error: test executables not found" >&2; exit 1; }
+[ "${#TESTS[@]}" -ge 3 ] || { echo "error: test executables not found" >&2; exit 1; }
 
 echo "== bundle"
 rm -rf "$BUNDLE"

@@ -136,6 +136,12 @@ impl LossSpec {
 // Device selection: tests written once for every device
 // ------------------------------------------------------------------------------------------
 
+/// `BAYESNAS_PARITY_SELFTEST=1`: the device-parity tests run the CPU backend as the device
+/// under test (CPU vs CPU), to check the tests themselves on machines without a GPU.
+pub fn parity_selftest() -> bool {
+    std::env::var("BAYESNAS_PARITY_SELFTEST").is_ok_and(|v| v == "1")
+}
+
 /// Whether `BAYESNAS_REQUIRE_GPU=1`: then a missing GPU fails the test instead of skipping.
 pub fn gpu_required() -> bool {
     std::env::var("BAYESNAS_REQUIRE_GPU").is_ok_and(|v| v == "1")
@@ -145,6 +151,10 @@ pub fn gpu_required() -> bool {
 /// cannot be used here. With `BAYESNAS_REQUIRE_GPU=1` a missing GPU panics (the test fails),
 /// so that a GPU run can never pass without testing anything.
 pub fn cuda_or_skip(test: &str) -> Option<&'static dyn bayesnas_engine::Backend> {
+    if parity_selftest() {
+        eprintln!("{test}: BAYESNAS_PARITY_SELFTEST=1: the CPU stands in for the GPU");
+        return Some(Device::Cpu.backend().unwrap());
+    }
     match Device::Cuda(0).backend() {
         Ok(b) => Some(b),
         Err(e) if gpu_required() => panic!("{test}: BAYESNAS_REQUIRE_GPU=1 but {e}"),

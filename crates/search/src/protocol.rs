@@ -240,6 +240,39 @@ impl Searcher {
         })
     }
 
+    /// The device the parameters live on (where steps run).
+    pub fn device(&self) -> Device {
+        self.store
+            .iter()
+            .next()
+            .map_or(Device::Cpu, |(_, p)| p.value.device())
+    }
+
+    /// Moves every parameter, buffer, gradient, curvature and momentum to `device`; steps
+    /// then run there (inputs are moved to it as they come).
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        crate::eval::move_store(&mut self.store, device)
+    }
+
+    /// Waits for the device's queued work (a no-op on the CPU), so that the step's phase
+    /// timings are real on an asynchronous device.
+    fn sync(&self) -> Result<()> {
+        match self.device() {
+            Device::Cpu => Ok(()),
+            Device::Cuda(i) => bayesnas_engine::device::cuda::backend(i)?.synchronize(),
+        }
+    }
+
+    /// `x` on the parameters' device.
+    fn on_device(&self, x: Tensor) -> Result<Tensor> {
+        let d = self.device();
+        if x.device() == d {
+            Ok(x)
+        } else {
+            x.to_device(d)
+        }
+    }
+
     /// Whether the whole schedule has run.
     pub fn finished(&self) -> bool {
         self.epochs_done >= self.settings.schedule().len()
@@ -485,7 +518,7 @@ impl Searcher {
         for batch in data.epoch(split, 0)? {
             let (x, labels) = batch?;
             let mut tape = Tape::new_eval();
-            let xv = tape.input(x);
+            let xv = tape.input(self.on_device(x)?);
             let logits = self.net.forward(&mut tape, &mut self.store, xv)?;
             let l = tape.cross_entropy(logits, &labels)?;
             loss += tape.value(l).item()? as f64 * labels.len() as f64;
@@ -512,7 +545,7 @@ impl Searcher {
         let mut times = StepTimings::default();
         let t0 = Instant::now();
         let mut tape = Tape::new();
-        let xv = tape.input(x);
+        let xv = tape.input(self.on_device(x)?);
         let logits = self.net.forward(&mut tape, &mut self.store, xv)?;
         let ce = tape.cross_entropy(logits, labels)?;
         let loss = tape.value(ce).item()? as f64;
@@ -526,6 +559,7 @@ impl Searcher {
         let grads = tape.backward(ce)?;
         self.store.accumulate_grads(&grads)?;
         drop(grads);
+        self.sync()?;
         times.backward_ms = ms(t0);
         let t0 = Instant::now();
         let penalty = if opts.train_switches {
@@ -538,6 +572,7 @@ impl Searcher {
             let t0 = Instant::now();
             let h = tape.curvature_backward(ce)?;
             self.store.accumulate_curvature(&h)?;
+            self.sync()?;
             times.curvature_ms = ms(t0);
         }
         drop(tape);
@@ -554,6 +589,7 @@ impl Searcher {
             if opts.train_switches {
                 opt_s.step(&mut self.store, 1.0, 1.0)?;
             }
+            self.sync()?;
             update_ms += ms(t0);
         }
         times.update_ms = update_ms;
@@ -631,7 +667,9 @@ impl Searcher {
                 for (&(p, i), v) in members.iter().zip(&vals) {
                     let mut g = self.store.get(p).grad.to_vec();
                     g[i] += (lambda * omega * v / norm) as f32;
-                    self.store.get_mut(p).grad = Tensor::from_vec(g, self.store.value(p).shape())?;
+                    let dev = self.store.value(p).device();
+                    self.store.get_mut(p).grad =
+                        Tensor::from_vec(g, self.store.value(p).shape())?.to_device(dev)?;
                 }
             }
         }

@@ -388,7 +388,9 @@ impl CudaBackend {
         Ok(())
     }
 
-    /// `dW = sum_n dy[n] col(x[n])^T`, accumulated image by image in order (deterministic).
+    /// `dW = sum_n dy[n] col(x[n])^T`: per-image products in one strided-batched GEMM, then
+    /// their sum over the images as one more GEMM with a ones vector (cuBLAS' fixed order:
+    /// deterministic); chunks of images accumulate into `dW` in order.
     fn dense_backward_weight(
         &self,
         g: &ConvGeom,
@@ -399,49 +401,47 @@ impl CudaBackend {
     ) -> Result<()> {
         let (xp, dp) = (self.ptr("conv2d x", x)?, self.ptr("conv2d dy", dy)?);
         let (r, p) = g.col_dims();
+        // A 1x1 stride-1 unpadded convolution reads `x` itself as col(X) (unless squared).
         let direct = g.is_pointwise() && !square;
-        let chunk = if direct { 0 } else { g.col_chunk() };
+        let by_products = (COL_BUDGET / (g.cout * r).max(1)).clamp(1, g.n);
+        let chunk = if direct {
+            by_products
+        } else {
+            g.col_chunk().min(by_products)
+        };
         let col = if direct {
             None
         } else {
             Some(self.alloc(chunk * r * p)?)
         };
-        let mut first = true;
+        let per_image = self.alloc(chunk * g.cout * r)?;
+        let pi = self.raw(&per_image);
+        let ones = self.htod(&vec![1.0f32; chunk])?;
         let mut n0 = 0;
         while n0 < g.n {
-            let (cnt, cp) = match &col {
-                None => (g.n, xp),
+            let cnt = chunk.min(g.n - n0);
+            let cp = match &col {
+                None => xp + (n0 * r * p * 4) as u64,
                 Some(c) => {
-                    let cnt = chunk.min(g.n - n0);
                     let cp = self.raw(c);
                     if g.is_pointwise() {
                         // col(X) = X: copy and square.
                         let len = cnt * r * p;
                         let xo = xp + (n0 * r * p * 4) as u64;
-                        self.launch(
-                            "ew_unary",
-                            self.grid_stride(len),
-                            &[xo, cp],
-                            &ew(len, 1, 0.0),
-                        )?;
+                        let cfg = self.grid_stride(len);
+                        self.launch("ew_unary", cfg, &[xo, cp], &ew(len, 1, 0.0))?;
                     } else {
                         self.im2col(g, xp, n0, cnt, cp, square)?;
                     }
-                    (cnt, cp)
+                    cp
                 }
             };
-            for i in 0..cnt {
-                let dyo = dp + ((n0 + i) * g.cout * p * 4) as u64;
-                let co = cp + (i * r * p * 4) as u64;
-                let co = if col.is_none() {
-                    cp + ((n0 + i) * r * p * 4) as u64
-                } else {
-                    co
-                };
-                let beta = if first { 0.0 } else { 1.0 };
-                self.gemm(false, true, (g.cout, r, p), dyo, co, dw, beta, None)?;
-                first = false;
-            }
+            let dyo = dp + (n0 * g.cout * p * 4) as u64;
+            let batch = Some((cnt, g.cout * p, r * p, g.cout * r));
+            self.gemm(false, true, (g.cout, r, p), dyo, cp, pi, 0.0, batch)?;
+            let beta = if n0 == 0 { 0.0 } else { 1.0 };
+            let op = self.raw(&ones);
+            self.gemm(false, false, (1, g.cout * r, cnt), op, pi, dw, beta, None)?;
             n0 += cnt;
         }
         Ok(())
