@@ -136,7 +136,11 @@ impl Tensor {
     pub fn try_to_vec(&self) -> Result<Vec<f32>> {
         match &self.storage {
             Storage::Cpu(v) => Ok(v.clone()),
-            Storage::Cuda(b) => b.to_host(),
+            // Device buffers hold at least one element (empty tensors included).
+            Storage::Cuda(b) => b.to_host().map(|mut v| {
+                v.truncate(self.numel());
+                v
+            }),
         }
     }
 
@@ -144,9 +148,7 @@ impl Tensor {
     pub fn into_vec(self) -> Vec<f32> {
         match self.storage {
             Storage::Cpu(v) => v,
-            Storage::Cuda(b) => b
-                .to_host()
-                .unwrap_or_else(|e| panic!("Tensor::into_vec: {e}")),
+            Storage::Cuda(_) => self.to_vec(),
         }
     }
 

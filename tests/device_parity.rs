@@ -69,7 +69,13 @@ macro_rules! gpu {
 fn memory_roundtrip_and_copy_on_write() {
     let g = gpu!("memory_roundtrip_and_copy_on_write");
     let mut rng = Rng::new(1);
-    for shape in [vec![1], vec![7], vec![3, 5, 7, 9], vec![100_003]] {
+    for shape in [
+        vec![1],
+        vec![7],
+        vec![3, 5, 7, 9],
+        vec![100_003],
+        vec![2, 0, 3],
+    ] {
         let x = rnd(&shape, &mut rng);
         let d = up(g, &x);
         assert_eq!(d.device(), g.device());

@@ -98,14 +98,28 @@ step() { echo "== \$1 (t=\$((\$(date +%s) - START))s)" | tee -a "\$OUT/summary.t
 if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so'; then
     export LD_LIBRARY_PATH=/usr/local/nvidia/lib64:/usr/lib/x86_64-linux-gnu\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
 fi
-if ! ldconfig -p 2>/dev/null | grep -q 'libcublas\.so'; then
+have_cublas() {
+    ldconfig -p 2>/dev/null | grep -q 'libcublas\.so' && return 0
+    local d
+    for d in \$(echo "\${LD_LIBRARY_PATH:-}" | tr ':' ' '); do
+        ls "\$d"/libcublas.so* >/dev/null 2>&1 && return 0
+    done
+    return 1
+}
+if ! have_cublas; then
     for d in /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 /usr/local/cuda-12*/lib64 \\
         \$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null) \\
         \$(python3 -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null); do
         if ls "\$d"/libcublas.so* >/dev/null 2>&1; then
             export LD_LIBRARY_PATH=\$d\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
+            break
         fi
     done
+fi
+if ! have_cublas; then
+    hit=\$(find /usr /opt \$(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) \\
+        -maxdepth 8 -name 'libcublas.so*' 2>/dev/null | head -n1)
+    [ -n "\$hit" ] && export LD_LIBRARY_PATH=\$(dirname "\$hit")\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
 fi
 echo "LD_LIBRARY_PATH=\${LD_LIBRARY_PATH:-}" >"\$OUT/env.txt"
 
