@@ -34,6 +34,7 @@ template <int K, int S, int D>
 BZ_INLINE void dw_fwd_tiled(const float* __restrict__ x, const float* __restrict__ w,
                             float* __restrict__ y, const DwParams& p, float* sm) {
     const int64_t n = blockIdx.z, c = blockIdx.y;
+    const int H = (int)p.h, W = (int)p.w, HO = (int)p.ho, WO = (int)p.wo;
     const float* xp = x + (n * p.c + c) * p.h * p.w;
     float* yp = y + (n * p.c + c) * p.ho * p.wo;
     float wr[K * K];
@@ -44,18 +45,18 @@ BZ_INLINE void dw_fwd_tiled(const float* __restrict__ x, const float* __restrict
     const int IW = (t.tw - 1) * S + (K - 1) * D + 1;
     const int lx = threadIdx.x % t.tw, ly = threadIdx.x / t.tw;
     for (int64_t tile = blockIdx.x; tile < t.tiles; tile += gridDim.x) {
-        const int64_t oh0 = (tile / t.tiles_w) * t.th, ow0 = (tile % t.tiles_w) * t.tw;
-        const int64_t ih0 = oh0 * S - p.padding, iw0 = ow0 * S - p.padding;
+        const int oh0 = (int)(tile / t.tiles_w) * t.th, ow0 = (int)(tile % t.tiles_w) * t.tw;
+        const int ih0 = oh0 * S - p.padding, iw0 = ow0 * S - p.padding;
         for (int i = threadIdx.x; i < IH * IW; i += BZ_BLOCK) {
             const int r = i / IW, q = i - r * IW;
-            const int64_t ih = ih0 + r, iw = iw0 + q;
-            sm[i] = (ih >= 0 && ih < p.h && iw >= 0 && iw < p.w) ? xp[ih * p.w + iw] : 0.0f;
+            const int ih = ih0 + r, iw = iw0 + q;
+            sm[i] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? xp[ih * W + iw] : 0.0f;
         }
         __syncthreads();
         for (int r = 0; r < t.rpt; ++r) {
             const int oy = ly + r * t.ty;
-            const int64_t oh = oh0 + oy, ow = ow0 + lx;
-            if (oh < p.ho && ow < p.wo) {
+            const int oh = oh0 + oy, ow = ow0 + lx;
+            if (oh < HO && ow < WO) {
                 const float* s0 = sm + oy * S * IW + lx * S;
                 float acc = 0.0f;
 #pragma unroll
@@ -63,7 +64,7 @@ BZ_INLINE void dw_fwd_tiled(const float* __restrict__ x, const float* __restrict
 #pragma unroll
                     for (int kj = 0; kj < K; ++kj)
                         acc += s0[ki * D * IW + kj * D] * wr[ki * K + kj];
-                yp[oh * p.wo + ow] = acc;
+                yp[oh * WO + ow] = acc;
             }
         }
         __syncthreads();
@@ -108,7 +109,7 @@ BZ_INLINE void dw_fwd_generic(const float* __restrict__ x, const float* __restri
     } while (0)
 
 // y[n, c] = x[n, c] (*) w[c]. Grid (any >= 1, c, n), block 256.
-extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK, 3)
     dw_conv_fwd(const float* __restrict__ x, const float* __restrict__ w,
                 float* __restrict__ y, DwParams p) {
     __shared__ float sm[DW_SMEM];
@@ -122,6 +123,7 @@ template <int K, int S, int D>
 BZ_INLINE void dw_bwd_input_tiled(const float* __restrict__ dy, const float* __restrict__ w,
                                   float* __restrict__ dx, const DwParams& p, float* sm) {
     const int64_t n = blockIdx.z, c = blockIdx.y;
+    const int H = (int)p.h, W = (int)p.w, HO = (int)p.ho, WO = (int)p.wo;
     const float* gp = dy + (n * p.c + c) * p.ho * p.wo;
     float* xp = dx + (n * p.c + c) * p.h * p.w;
     float wr[K * K];
@@ -134,35 +136,36 @@ BZ_INLINE void dw_bwd_input_tiled(const float* __restrict__ dy, const float* __r
     const int P = p.padding;
     const int lx = threadIdx.x % t.tw, ly = threadIdx.x / t.tw;
     for (int64_t tile = blockIdx.x; tile < t.tiles; tile += gridDim.x) {
-        const int64_t ih0 = (tile / t.tiles_w) * t.th, iw0 = (tile % t.tiles_w) * t.tw;
-        const int64_t oh_lo = bz_floor_div(ih0 + P - (K - 1) * D + S - 1, S);
-        const int64_t ow_lo = bz_floor_div(iw0 + P - (K - 1) * D + S - 1, S);
-        const int OH = (int)(bz_floor_div(ih0 + t.th - 1 + P, S) - oh_lo + 1);
-        const int OW = (int)(bz_floor_div(iw0 + t.tw - 1 + P, S) - ow_lo + 1);
+        const int ih0 = (int)(tile / t.tiles_w) * t.th, iw0 = (int)(tile % t.tiles_w) * t.tw;
+        // First output row / column any tap of the tile reads (ceil division, may be < 0).
+        const int oh_lo = (int)bz_floor_div(ih0 + P - (K - 1) * D + S - 1, S);
+        const int ow_lo = (int)bz_floor_div(iw0 + P - (K - 1) * D + S - 1, S);
+        const int OH = (int)bz_floor_div(ih0 + t.th - 1 + P, S) - oh_lo + 1;
+        const int OW = (int)bz_floor_div(iw0 + t.tw - 1 + P, S) - ow_lo + 1;
         for (int i = threadIdx.x; i < OH * OW; i += BZ_BLOCK) {
             const int r = i / OW, q = i - r * OW;
-            const int64_t oh = oh_lo + r, ow = ow_lo + q;
-            sm[i] = (oh >= 0 && oh < p.ho && ow >= 0 && ow < p.wo) ? gp[oh * p.wo + ow] : 0.0f;
+            const int oh = oh_lo + r, ow = ow_lo + q;
+            sm[i] = (oh >= 0 && oh < HO && ow >= 0 && ow < WO) ? gp[oh * WO + ow] : 0.0f;
         }
         __syncthreads();
         for (int r = 0; r < t.rpt; ++r) {
-            const int64_t ih = ih0 + ly + r * t.ty, iw = iw0 + lx;
-            if (ih < p.h && iw < p.w) {
+            const int ih = ih0 + ly + r * t.ty, iw = iw0 + lx;
+            if (ih < H && iw < W) {
                 float acc = 0.0f;
 #pragma unroll
                 for (int ki = 0; ki < K; ++ki) {
-                    const int64_t tr = ih + P - ki * D;
+                    const int tr = ih + P - ki * D;
                     if (S == 2 && (tr & 1)) continue;
-                    const int orow = (int)((S == 2 ? (tr >> 1) : tr) - oh_lo);
+                    const int orow = (S == 2 ? (tr >> 1) : tr) - oh_lo;
 #pragma unroll
                     for (int kj = 0; kj < K; ++kj) {
-                        const int64_t tc = iw + P - kj * D;
+                        const int tc = iw + P - kj * D;
                         if (S == 2 && (tc & 1)) continue;
-                        const int ocol = (int)((S == 2 ? (tc >> 1) : tc) - ow_lo);
+                        const int ocol = (S == 2 ? (tc >> 1) : tc) - ow_lo;
                         acc += sm[orow * OW + ocol] * wr[ki * K + kj];
                     }
                 }
-                xp[ih * p.w + iw] = acc;
+                xp[ih * W + iw] = acc;
             }
         }
         __syncthreads();
@@ -200,7 +203,7 @@ BZ_INLINE void dw_bwd_input_generic(const float* __restrict__ dy, const float* _
 }
 
 // Input gradient (square_w = 0) or curvature (square_w = 1). Grid (any >= 1, c, n), block 256.
-extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK, 3)
     dw_conv_bwd_input(const float* __restrict__ dy, const float* __restrict__ w,
                       float* __restrict__ dx, DwParams p) {
     __shared__ float sm[DW_SMEM];
@@ -210,11 +213,12 @@ extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
 
 // Weight gradient of channel c over samples [n0, n1): out[tap] = sum x(^2) * dy. Each thread
 // accumulates its strided share of outputs in f32 registers (one per tap), then the block adds
-// the 256 thread sums per tap in f64, fixed tree order. K == 0: runtime k (at most 7).
+// the 256 thread sums per tap in f64 in thread order (templated k: all taps after one barrier
+// through `red`, 256 * 25 floats) or a fixed tree (K == 0: runtime k, at most 7).
 template <int K, int S, int D>
 BZ_INLINE void dw_bwd_weight_block(const float* __restrict__ x, const float* __restrict__ dy,
                                    float* __restrict__ out, const DwParams& p, int64_t c,
-                                   int64_t n0, int64_t n1, double* sh) {
+                                   int64_t n0, int64_t n1, double* sh, float* red) {
     const int k = K ? K : p.k;
     const int s = S ? S : p.stride;
     const int d = D ? D : p.dilation;
@@ -245,9 +249,23 @@ BZ_INLINE void dw_bwd_weight_block(const float* __restrict__ x, const float* __r
             }
         }
     }
-    for (int i = 0; i < k * k; ++i) {
-        const double tot = bz_block_sum((double)acc[i], sh);
-        if (threadIdx.x == 0) out[i] = (float)tot;
+    if (K) {
+        // All taps at once: thread t's sums to red[t * kk + tap], one barrier, then thread
+        // `tap` adds the 256 values in thread order (f64).
+        const int kk = K * K;
+        for (int i = 0; i < kk; ++i) red[threadIdx.x * kk + i] = acc[i];
+        __syncthreads();
+        if ((int)threadIdx.x < kk) {
+            double tot = 0.0;
+            for (int t = 0; t < BZ_BLOCK; ++t) tot += (double)red[t * kk + threadIdx.x];
+            out[threadIdx.x] = (float)tot;
+        }
+        __syncthreads();
+    } else {
+        for (int i = 0; i < k * k; ++i) {
+            const double tot = bz_block_sum((double)acc[i], sh);
+            if (threadIdx.x == 0) out[i] = (float)tot;
+        }
     }
 }
 
@@ -266,23 +284,25 @@ BZ_INLINE void dw_bwd_weight_block(const float* __restrict__ x, const float* __r
 
 // dw[c] = sum over n, outputs of x(^2) * dy: one block per channel (grid c, block 256).
 // k <= 7. For more parallelism use the _partial + _finalize pair.
-extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK, 2)
     dw_conv_bwd_weight(const float* __restrict__ x, const float* __restrict__ dy,
                        float* __restrict__ dw, DwParams p) {
     __shared__ double sh[BZ_BLOCK];
+    __shared__ float red[BZ_BLOCK * 25];
     const int64_t c = blockIdx.x;
-    DW_DISPATCH_W(x, dy, dw + c * p.k * p.k, p, c, 0, p.n, sh);
+    DW_DISPATCH_W(x, dy, dw + c * p.k * p.k, p, c, 0, p.n, sh, red);
 }
 
 // Split form: grid (c, p.splits), block 256; block (c, j) covers samples
 // [j * n / splits, (j + 1) * n / splits) and writes partials[(c * splits + j) * k * k + tap].
-extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK, 2)
     dw_conv_bwd_weight_partial(const float* __restrict__ x, const float* __restrict__ dy,
                                float* __restrict__ partials, DwParams p) {
     __shared__ double sh[BZ_BLOCK];
+    __shared__ float red[BZ_BLOCK * 25];
     const int64_t c = blockIdx.x, j = blockIdx.y, sp = p.splits;
     const int64_t n0 = j * p.n / sp, n1 = (j + 1) * p.n / sp;
-    DW_DISPATCH_W(x, dy, partials + (c * sp + j) * p.k * p.k, p, c, n0, n1, sh);
+    DW_DISPATCH_W(x, dy, partials + (c * sp + j) * p.k * p.k, p, c, n0, n1, sh, red);
 }
 
 // dw[c * k * k + tap] = sum over j in order of partials[(c * splits + j) * k * k + tap].

@@ -7,7 +7,8 @@
 // (chunk + 1) * inner / chunks) of its sample, writes the elementwise outputs, and one f64
 // partial per reduction: mixed_bwd partials[b * k + j] (j < k), mixed_curv
 // partials[b * (k + 1) + j] (j < k: sum x_j^2 hy, j = k: sum z^2 hy, z = sum_j s_j x_j).
-// The finalize kernels add the partials in chunk (and sample) order: deterministic.
+// Within a block the 256 per-thread f64 sums are added in thread order. The finalize kernels
+// add the partials in chunk (and sample) order: deterministic.
 #include "bayesnas_common.cuh"
 
 // y = sum_k (s0 s_k) x_k (coefficients in f32 as the CPU, k added in order). Grid-stride
@@ -23,30 +24,71 @@ extern "C" __global__ void mixed_fwd(const float* const* __restrict__ xs,
     }
 }
 
+// Branch counts up to MIXED_MAX_K take the single-sweep path (dy read once, per-thread f64
+// sums of all branches in registers, one barrier for all reductions); larger k loop over the
+// branches (same results up to f64 rounding of the per-thread sums, still deterministic).
+#define MIXED_MAX_K 16
+
+// Adds, for j < m, red[t * m + j] over the 256 threads t in order (f64) into out[j * ostride]
+// (thread j does output j). One barrier before, one after.
+BZ_INLINE void mixed_flush(double* red, int m, double* out, int64_t ostride) {
+    __syncthreads();
+    if ((int)threadIdx.x < m) {
+        double tot = 0.0;
+        for (int t = 0; t < BZ_BLOCK; ++t) tot += red[t * m + threadIdx.x];
+        out[threadIdx.x * ostride] = tot;
+    }
+    __syncthreads();
+}
+
 // dx_k = (s0 s_k) dy for every k, and partials of r[n, k] = sum x_k[n] dy[n].
 extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
     mixed_bwd(const float* const* __restrict__ xs, const float* __restrict__ dy,
               const float* __restrict__ s0, const float* __restrict__ s,
               float* const* __restrict__ dxs, double* __restrict__ r_partials,
               MixedParams p) {
-    __shared__ double sh[BZ_BLOCK];
+    __shared__ double red[BZ_BLOCK * MIXED_MAX_K];
     const int64_t b = blockIdx.x, n = b / p.chunks, chunk = b % p.chunks;
     const int64_t base = n * p.inner;
     const int64_t lo = base + chunk * p.inner / p.chunks;
     const int64_t hi = base + (chunk + 1) * p.inner / p.chunks;
     const float a = s0[0];
-    for (int k = 0; k < p.k; ++k) {
-        const float ck = a * s[k];
-        const float* xk = xs[k];
-        float* dk = dxs[k];
-        double acc = 0.0;
+    if (p.k <= MIXED_MAX_K) {
+        double acc[MIXED_MAX_K];
+        float ck[MIXED_MAX_K];
+#pragma unroll
+        for (int k = 0; k < MIXED_MAX_K; ++k) {
+            acc[k] = 0.0;
+            ck[k] = k < p.k ? a * s[k] : 0.0f;
+        }
         for (int64_t i = lo + threadIdx.x; i < hi; i += BZ_BLOCK) {
             const float d = dy[i];
-            dk[i] = ck * d;
-            acc += (double)(xk[i] * d);
+#pragma unroll
+            for (int k = 0; k < MIXED_MAX_K; ++k) {
+                if (k < p.k) {
+                    dxs[k][i] = ck[k] * d;
+                    acc[k] += (double)(xs[k][i] * d);
+                }
+            }
         }
-        const double t = bz_block_sum(acc, sh);
-        if (threadIdx.x == 0) r_partials[b * p.k + k] = t;
+#pragma unroll
+        for (int k = 0; k < MIXED_MAX_K; ++k)
+            if (k < p.k) red[threadIdx.x * p.k + k] = acc[k];
+        mixed_flush(red, p.k, r_partials + b * p.k, 1);
+    } else {
+        for (int k = 0; k < p.k; ++k) {
+            const float ck = a * s[k];
+            const float* xk = xs[k];
+            float* dk = dxs[k];
+            double acc = 0.0;
+            for (int64_t i = lo + threadIdx.x; i < hi; i += BZ_BLOCK) {
+                const float d = dy[i];
+                dk[i] = ck * d;
+                acc += (double)(xk[i] * d);
+            }
+            red[threadIdx.x] = acc;
+            mixed_flush(red, 1, r_partials + b * p.k + k, 1);
+        }
     }
 }
 
@@ -69,35 +111,67 @@ extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
                const float* __restrict__ s0, const float* __restrict__ s,
                float* const* __restrict__ hxs, double* __restrict__ hs_partials,
                MixedParams p) {
-    __shared__ double sh[BZ_BLOCK];
+    __shared__ double red[BZ_BLOCK * (MIXED_MAX_K + 1)];
     const int64_t b = blockIdx.x, n = b / p.chunks, chunk = b % p.chunks;
     const int64_t base = n * p.inner;
     const int64_t lo = base + chunk * p.inner / p.chunks;
     const int64_t hi = base + (chunk + 1) * p.inner / p.chunks;
     const float a = s0[0];
     const int64_t stride = (int64_t)p.k + 1;
-    for (int k = 0; k < p.k; ++k) {
-        const float c2 = (a * s[k]) * (a * s[k]);
-        const float* xk = xs[k];
-        float* hk = hxs[k];
-        double acc = 0.0;
+    if (p.k <= MIXED_MAX_K) {
+        double acc[MIXED_MAX_K + 1];
+        float c2[MIXED_MAX_K], sk[MIXED_MAX_K];
+#pragma unroll
+        for (int k = 0; k < MIXED_MAX_K; ++k) {
+            acc[k] = 0.0;
+            sk[k] = k < p.k ? s[k] : 0.0f;
+            c2[k] = (a * sk[k]) * (a * sk[k]);
+        }
+        acc[MIXED_MAX_K] = 0.0;
         for (int64_t i = lo + threadIdx.x; i < hi; i += BZ_BLOCK) {
             const float h = hy[i];
-            const float x = xk[i];
-            hk[i] = c2 * h;
-            acc += (double)(x * x * h);
+            float z = 0.0f;
+#pragma unroll
+            for (int k = 0; k < MIXED_MAX_K; ++k) {
+                if (k < p.k) {
+                    const float x = xs[k][i];
+                    hxs[k][i] = c2[k] * h;
+                    acc[k] += (double)(x * x * h);
+                    z += sk[k] * x;
+                }
+            }
+            acc[MIXED_MAX_K] += (double)(z * z * h);
         }
-        const double t = bz_block_sum(acc, sh);
-        if (threadIdx.x == 0) hs_partials[b * stride + k] = t;
+        const int m = p.k + 1;
+#pragma unroll
+        for (int k = 0; k < MIXED_MAX_K; ++k)
+            if (k < p.k) red[threadIdx.x * m + k] = acc[k];
+        red[threadIdx.x * m + p.k] = acc[MIXED_MAX_K];
+        mixed_flush(red, m, hs_partials + b * stride, 1);
+    } else {
+        for (int k = 0; k < p.k; ++k) {
+            const float c2 = (a * s[k]) * (a * s[k]);
+            const float* xk = xs[k];
+            float* hk = hxs[k];
+            double acc = 0.0;
+            for (int64_t i = lo + threadIdx.x; i < hi; i += BZ_BLOCK) {
+                const float h = hy[i];
+                const float x = xk[i];
+                hk[i] = c2 * h;
+                acc += (double)(x * x * h);
+            }
+            red[threadIdx.x] = acc;
+            mixed_flush(red, 1, hs_partials + b * stride + k, 1);
+        }
+        double acc0 = 0.0;
+        for (int64_t i = lo + threadIdx.x; i < hi; i += BZ_BLOCK) {
+            float z = 0.0f;
+            for (int k = 0; k < p.k; ++k) z += s[k] * xs[k][i];
+            acc0 += (double)(z * z * hy[i]);
+        }
+        red[threadIdx.x] = acc0;
+        mixed_flush(red, 1, hs_partials + b * stride + p.k, 1);
     }
-    double acc0 = 0.0;
-    for (int64_t i = lo + threadIdx.x; i < hi; i += BZ_BLOCK) {
-        float z = 0.0f;
-        for (int k = 0; k < p.k; ++k) z += s[k] * xs[k][i];
-        acc0 += (double)(z * z * hy[i]);
-    }
-    const double t0 = bz_block_sum(acc0, sh);
-    if (threadIdx.x == 0) hs_partials[b * stride + p.k] = t0;
 }
 
 // h_s[k] = s0^2 * sum over (n, chunk) in order of hs_partials[. * (k + 1) + k];

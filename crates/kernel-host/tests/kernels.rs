@@ -800,6 +800,8 @@ fn mixed_op_forward_backward_curvature() {
         (3usize, 4usize, 70usize, 2i64),
         (2, 8, 1000, 3),
         (1, 1, 5, 1),
+        (2, 16, 300, 2),
+        (2, 17, 300, 2),
     ] {
         let what = format!("mixed n{n} k{k} inner{inner} chunks{chunks}");
         let shape = [n, inner];
