@@ -616,3 +616,28 @@ fn small_conv_net_backward_and_curvature() {
         );
     }
 }
+
+#[test]
+fn grad_norm_with_one_synchronisation() {
+    let g = gpu!("grad_norm_with_one_synchronisation");
+    let mut rng = Rng::new(11);
+    let mut cs = ParamStore::new();
+    for (i, shape) in [vec![3], vec![16, 8, 3, 3], vec![100_003], vec![1]]
+        .iter()
+        .enumerate()
+    {
+        let id = cs.add(&format!("p{i}"), "w", rnd(shape, &mut rng)).unwrap();
+        cs.get_mut(id).grad = rnd(shape, &mut rng);
+    }
+    let mut gs = cs.clone();
+    for id in gs.ids().collect::<Vec<_>>() {
+        let p = gs.get_mut(id);
+        p.value = up(g, &p.value);
+        p.grad = up(g, &p.grad);
+    }
+    let (nc, ng) = (
+        grad_norm(&cs, &[]).unwrap(),
+        grad_norm(&gs, &["w"]).unwrap(),
+    );
+    close64("grad_norm", ng, nc);
+}

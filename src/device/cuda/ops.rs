@@ -266,6 +266,47 @@ impl CudaBackend {
         self.host_sum(&partials, parts)
     }
 
+    /// `sum_i dot(xs[i], xs[i])` with ONE synchronisation: every tensor's partials go to one
+    /// buffer, read once; each tensor's partials are added in index order, then the tensors
+    /// in order (the same f64 arithmetic as summing [`Backend::dot`]s).
+    pub fn sum_of_squares(&self, xs: &[&Tensor]) -> Result<f64> {
+        let parts: Vec<usize> = xs
+            .iter()
+            .map(|x| x.numel().div_ceil(4096).min(REDUCE_PARTS))
+            .collect();
+        let total: usize = parts.iter().sum();
+        if total == 0 {
+            return Ok(0.0);
+        }
+        let partials = self.alloc_f64(total)?;
+        let base = self.raw(&partials);
+        let mut off = 0;
+        for (x, &np) in xs.iter().zip(&parts) {
+            if np == 0 {
+                continue;
+            }
+            let xp = self.ptr("sum_of_squares", x)?;
+            let p = [xp, xp, base + (off * 8) as u64];
+            let prm = ReduceParams {
+                n: x.numel() as i64,
+                blocks: np as i64,
+            };
+            self.launch("reduce_dot_partial", self.blocks(np), &p, &prm)?;
+            off += np;
+        }
+        let host = self
+            .stream()
+            .clone_dtoh(&partials)
+            .map_err(super::drv("copy to host"))?;
+        let mut s = 0.0f64;
+        let mut off = 0;
+        for &np in &parts {
+            s += host[off..off + np].iter().sum::<f64>();
+            off += np;
+        }
+        Ok(s)
+    }
+
     /// Channel-block copy between a `[n, c_block, hw]` block and channels
     /// `[c_off, c_off + c_block)` of an `[n, c_big, hw]` tensor (direction 0: block -> big).
     fn copy_params(
