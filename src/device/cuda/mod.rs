@@ -148,9 +148,23 @@ pub struct CudaBackend {
     blas: CudaBlas,
     /// cuBLAS handles are not meant to be driven by several threads at once.
     blas_lock: Mutex<()>,
+    /// Small immutable device arrays reused across calls: pointer arrays of the mixed op
+    /// (the pool hands out the same addresses step after step) and vectors of ones.
+    small: Mutex<SmallCache>,
     functions: HashMap<String, CudaFunction>,
     sms: u32,
 }
+
+/// See [`CudaBackend::cached_u64`] and [`CudaBackend::ones`].
+#[derive(Default)]
+struct SmallCache {
+    u64s: HashMap<Vec<u64>, Arc<CudaSlice<u64>>>,
+    ones: HashMap<usize, Arc<CudaSlice<f32>>>,
+}
+
+/// Entries kept before the cache is emptied (frees are stream-ordered, so queued kernels
+/// still reading an evicted array are safe).
+const SMALL_CACHE_MAX: usize = 4096;
 
 // Registry of lazily created backends, one per ordinal; a failure is kept too (it names
 // the reason, and retrying cannot fix a missing driver).
@@ -275,6 +289,7 @@ impl CudaBackend {
             stream,
             blas,
             blas_lock: Mutex::new(()),
+            small: Mutex::new(SmallCache::default()),
             functions,
             sms,
         })
@@ -376,6 +391,35 @@ impl CudaBackend {
             return unsafe { self.stream.alloc::<T>(1) }.map_err(drv("allocation"));
         }
         self.stream.clone_htod(v).map_err(drv("copy to device"))
+    }
+
+    /// A device copy of `v`, shared with earlier calls that passed the same values (the
+    /// contents never change).
+    pub(crate) fn cached_u64(&self, v: Vec<u64>) -> Result<Arc<CudaSlice<u64>>> {
+        let mut c = self.small.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = c.u64s.get(&v) {
+            return Ok(s.clone());
+        }
+        if c.u64s.len() >= SMALL_CACHE_MAX {
+            c.u64s.clear();
+        }
+        let s = Arc::new(self.htod(&v)?);
+        c.u64s.insert(v, s.clone());
+        Ok(s)
+    }
+
+    /// `n` ones on the device (shared, never written).
+    pub(crate) fn ones(&self, n: usize) -> Result<Arc<CudaSlice<f32>>> {
+        let mut c = self.small.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = c.ones.get(&n) {
+            return Ok(s.clone());
+        }
+        if c.ones.len() >= SMALL_CACHE_MAX {
+            c.ones.clear();
+        }
+        let s = Arc::new(self.htod(&vec![1.0f32; n])?);
+        c.ones.insert(n, s.clone());
+        Ok(s)
     }
 
     /// The buffer of a tensor on this device, or an error naming `what`.

@@ -457,7 +457,7 @@ impl CudaBackend {
         };
         let per_image = self.alloc(chunk * g.cout * r)?;
         let pi = self.raw(&per_image);
-        let ones = self.htod(&vec![1.0f32; chunk])?;
+        let ones = self.ones(chunk)?;
         let mut n0 = 0;
         while n0 < g.n {
             let cnt = chunk.min(g.n - n0);
@@ -608,12 +608,12 @@ impl CudaBackend {
         &self,
         what: &'static str,
         xs: &[&Tensor],
-    ) -> Result<cudarc::driver::CudaSlice<u64>> {
+    ) -> Result<std::sync::Arc<cudarc::driver::CudaSlice<u64>>> {
         let ptrs: Vec<u64> = xs
             .iter()
             .map(|x| self.ptr(what, x))
             .collect::<Result<_>>()?;
-        self.htod(&ptrs)
+        self.cached_u64(ptrs)
     }
 }
 
