@@ -123,3 +123,127 @@ extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
     const double t = bz_block_sum(a, sh);
     if (threadIdx.x == 0) out[c] = (float)t;
 }
+
+// ---------------------------------------------------------------------------------------
+// Split reductions: grid (c, p.splits), block 256. Block (c, j) covers samples
+// [j * n / splits, (j + 1) * n / splits) of channel c and writes its f64 sums to
+// partials[(c * splits + j) * W + v] (W values per block, see each kernel); the finalize
+// kernels (grid-stride over c) add them in j order. Deterministic for a given splits, which
+// must be chosen from the shape only. Use these when c is small compared with the GPU.
+// ---------------------------------------------------------------------------------------
+
+// Two f64 sums over the block's share: u = x - shift (s0 += u, s1 += u * u) or, with dy,
+// (s0 += dy, s1 += dy * (x - shift)). Thread sums are combined in thread order.
+BZ_INLINE void bn_split_sums(const float* __restrict__ x, const float* __restrict__ dy,
+                             double shift, const BnParams& p, double* out, double* red) {
+    const int64_t c = blockIdx.x, j = blockIdx.y, sp = p.splits;
+    const int64_t n0 = j * p.n / sp, n1 = (j + 1) * p.n / sp;
+    double a = 0.0, b = 0.0;
+    for (int64_t n = n0; n < n1; ++n) {
+        const int64_t off = (n * p.c + c) * p.s;
+        for (int64_t i = threadIdx.x; i < p.s; i += BZ_BLOCK) {
+            const double u = (double)x[off + i] - shift;
+            if (dy) {
+                const double d = (double)dy[off + i];
+                a += d;
+                b += d * u;
+            } else {
+                a += u;
+                b += u * u;
+            }
+        }
+    }
+    red[2 * threadIdx.x] = a;
+    red[2 * threadIdx.x + 1] = b;
+    __syncthreads();
+    if (threadIdx.x < 2) {
+        double tot = 0.0;
+        for (int t = 0; t < BZ_BLOCK; ++t) tot += red[2 * t + threadIdx.x];
+        out[threadIdx.x] = tot;
+    }
+}
+
+// Statistics, pass-free form: W = 2 sums of u = x - x[0, c, 0] and u^2 (the shift keeps the
+// f64 single-pass variance accurate).
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+    bn_stats_partial(const float* __restrict__ x, double* __restrict__ partials, BnParams p) {
+    __shared__ double red[2 * BZ_BLOCK];
+    const int64_t c = blockIdx.x;
+    const double shift = (double)x[c * p.s];
+    bn_split_sums(x, nullptr, shift, p, partials + (c * p.splits + blockIdx.y) * 2, red);
+}
+
+// mean = K + S0 / m, var = max(S1 / m - (S0 / m)^2, 0) (biased), invstd = 1/sqrt(var + eps),
+// K = x[0, c, 0], m = n * s. Grid-stride over c.
+extern "C" __global__ void bn_stats_finalize(const float* __restrict__ x,
+                                             const double* __restrict__ partials,
+                                             float* __restrict__ mean, float* __restrict__ var,
+                                             float* __restrict__ invstd, BnParams p) {
+    const double m = (double)(p.n * p.s);
+    BZ_GRID_STRIDE(c, p.c) {
+        double s0 = 0.0, s1 = 0.0;
+        for (int64_t j = 0; j < p.splits; ++j) {
+            s0 += partials[(c * p.splits + j) * 2];
+            s1 += partials[(c * p.splits + j) * 2 + 1];
+        }
+        const double d = s0 / m;
+        double v = s1 / m - d * d;
+        if (v < 0.0) v = 0.0;
+        mean[c] = (float)((double)x[c * p.s] + d);
+        var[c] = (float)v;
+        invstd[c] = (float)(1.0 / sqrt(v + (double)p.eps));
+    }
+}
+
+// Backward sums: W = 2, sum dy and sum dy (x - mean[c]).
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+    bn_bwd_partial(const float* __restrict__ dy, const float* __restrict__ x,
+                   const float* __restrict__ mean, double* __restrict__ partials, BnParams p) {
+    __shared__ double red[2 * BZ_BLOCK];
+    const int64_t c = blockIdx.x;
+    bn_split_sums(x, dy, (double)mean[c], p, partials + (c * p.splits + blockIdx.y) * 2, red);
+}
+
+// sum_dy[c] = S0, sum_dy_xhat[c] = S1 * invstd[c] (what bn_bwd_reduce writes). Grid-stride
+// over c.
+extern "C" __global__ void bn_bwd_finalize(const double* __restrict__ partials,
+                                           const float* __restrict__ invstd,
+                                           float* __restrict__ sum_dy,
+                                           float* __restrict__ sum_dy_xhat, BnParams p) {
+    BZ_GRID_STRIDE(c, p.c) {
+        double s0 = 0.0, s1 = 0.0;
+        for (int64_t j = 0; j < p.splits; ++j) {
+            s0 += partials[(c * p.splits + j) * 2];
+            s1 += partials[(c * p.splits + j) * 2 + 1];
+        }
+        sum_dy[c] = (float)s0;
+        sum_dy_xhat[c] = (float)(s1 * (double)invstd[c]);
+    }
+}
+
+// channel_sums split form: W = 1, sum of x (or x * y). Grid (c, splits), block 256.
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+    channel_sums_partial(const float* __restrict__ x, const float* __restrict__ y,
+                         double* __restrict__ partials, BnParams p) {
+    __shared__ double sh[BZ_BLOCK];
+    const int64_t c = blockIdx.x, j = blockIdx.y, sp = p.splits;
+    const int64_t n0 = j * p.n / sp, n1 = (j + 1) * p.n / sp;
+    double a = 0.0;
+    for (int64_t n = n0; n < n1; ++n) {
+        const int64_t off = (n * p.c + c) * p.s;
+        for (int64_t i = threadIdx.x; i < p.s; i += BZ_BLOCK)
+            a += y ? (double)x[off + i] * (double)y[off + i] : (double)x[off + i];
+    }
+    const double t = bz_block_sum(a, sh);
+    if (threadIdx.x == 0) partials[c * sp + j] = t;
+}
+
+// out[c] = sum over j in order of partials[c * splits + j]. Grid-stride over c.
+extern "C" __global__ void channel_sums_finalize(const double* __restrict__ partials,
+                                                 float* __restrict__ out, BnParams p) {
+    BZ_GRID_STRIDE(c, p.c) {
+        double a = 0.0;
+        for (int64_t j = 0; j < p.splits; ++j) a += partials[c * p.splits + j];
+        out[c] = (float)a;
+    }
+}

@@ -4,16 +4,17 @@
 // plane (resp. the input-gradient plane): one block of 256 threads per (tile, channel,
 // sample), grid (tiles, c, n) where gridDim.x may be anything >= 1 (blocks loop over tiles).
 // The block stages the input window of its tile (with zero padding) in shared memory with
-// coalesced row-major loads, keeps the k x k filter in registers and computes 1 or 2 outputs
-// per thread. Templated on (k, stride, dilation) in {3,5} x {1,2} x {1,2}; other geometries
+// coalesced row-major loads, keeps the k x k filter in registers and computes 1, 2 or 4
+// outputs per thread (adjacent rows in the forward). Templated on (k, stride, dilation) in {3,5} x {1,2} x {1,2}; other geometries
 // take a slower global-memory path (same results). See kernels/README.md for the tile rule.
 #include "bayesnas_common.cuh"
 
-// Shared tile capacity in floats (the largest templated case needs 71 x 39 = 2769).
-#define DW_SMEM 2880
+// Shared tile capacity in floats (the largest templated case, a 64 x 16 forward tile at
+// k 5, stride 2, dilation 2, needs 135 x 39 = 5265).
+#define DW_SMEM 5376
 
 // Tile of a plane of `rows x cols` outputs: `tw` columns, `ty` thread rows, `rpt` rows per
-// thread; the tile is (ty * rpt) x tw.
+// thread (1, 2 or 4); the tile is (ty * rpt) x tw.
 struct DwTile {
     int tw, ty, rpt, th;
     int64_t tiles_w, tiles;
@@ -23,16 +24,20 @@ BZ_INLINE DwTile dw_tile(int64_t rows, int64_t cols) {
     DwTile t;
     t.tw = cols <= 16 ? 16 : 32;
     t.ty = BZ_BLOCK / t.tw;
-    t.rpt = rows >= 2 * t.ty ? 2 : 1;
+    t.rpt = rows >= 4 * t.ty ? 4 : (rows >= 2 * t.ty ? 2 : 1);
     t.th = t.ty * t.rpt;
     t.tiles_w = (cols + t.tw - 1) / t.tw;
     t.tiles = t.tiles_w * ((rows + t.th - 1) / t.th);
     return t;
 }
 
-template <int K, int S, int D>
-BZ_INLINE void dw_fwd_tiled(const float* __restrict__ x, const float* __restrict__ w,
-                            float* __restrict__ y, const DwParams& p, float* sm) {
+// Each thread computes R vertically ADJACENT outputs from the staged tile; all R x K x K taps
+// are unrolled and read unconditionally (the tile always holds th rows), so loads shared
+// between neighbouring outputs are issued once.
+template <int K, int S, int D, int R>
+BZ_INLINE void dw_fwd_tile_rows(const float* __restrict__ x, const float* __restrict__ w,
+                                float* __restrict__ y, const DwParams& p, float* sm,
+                                const DwTile& t) {
     const int64_t n = blockIdx.z, c = blockIdx.y;
     const int H = (int)p.h, W = (int)p.w, HO = (int)p.ho, WO = (int)p.wo;
     const float* xp = x + (n * p.c + c) * p.h * p.w;
@@ -40,10 +45,9 @@ BZ_INLINE void dw_fwd_tiled(const float* __restrict__ x, const float* __restrict
     float wr[K * K];
 #pragma unroll
     for (int i = 0; i < K * K; ++i) wr[i] = BZ_LDG(w + c * K * K + i);
-    const DwTile t = dw_tile(p.ho, p.wo);
     const int IH = (t.th - 1) * S + (K - 1) * D + 1;
     const int IW = (t.tw - 1) * S + (K - 1) * D + 1;
-    const int lx = threadIdx.x % t.tw, ly = threadIdx.x / t.tw;
+    const int lx = threadIdx.x % t.tw, oy0 = (threadIdx.x / t.tw) * R;
     for (int64_t tile = blockIdx.x; tile < t.tiles; tile += gridDim.x) {
         const int oh0 = (int)(tile / t.tiles_w) * t.th, ow0 = (int)(tile % t.tiles_w) * t.tw;
         const int ih0 = oh0 * S - p.padding, iw0 = ow0 * S - p.padding;
@@ -53,21 +57,37 @@ BZ_INLINE void dw_fwd_tiled(const float* __restrict__ x, const float* __restrict
             sm[i] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? xp[ih * W + iw] : 0.0f;
         }
         __syncthreads();
-        for (int r = 0; r < t.rpt; ++r) {
-            const int oy = ly + r * t.ty;
-            const int oh = oh0 + oy, ow = ow0 + lx;
-            if (oh < HO && ow < WO) {
-                const float* s0 = sm + oy * S * IW + lx * S;
-                float acc = 0.0f;
+        const float* s0 = sm + oy0 * S * IW + lx * S;
+        float acc[R];
 #pragma unroll
-                for (int ki = 0; ki < K; ++ki)
+        for (int r = 0; r < R; ++r) {
+            acc[r] = 0.0f;
 #pragma unroll
-                    for (int kj = 0; kj < K; ++kj)
-                        acc += s0[ki * D * IW + kj * D] * wr[ki * K + kj];
-                yp[oh * WO + ow] = acc;
-            }
+            for (int ki = 0; ki < K; ++ki)
+#pragma unroll
+                for (int kj = 0; kj < K; ++kj)
+                    acc[r] += s0[(r * S + ki * D) * IW + kj * D] * wr[ki * K + kj];
+        }
+        const int ow = ow0 + lx;
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const int oh = oh0 + oy0 + r;
+            if (oh < HO && ow < WO) yp[oh * WO + ow] = acc[r];
         }
         __syncthreads();
+    }
+}
+
+template <int K, int S, int D>
+BZ_INLINE void dw_fwd_tiled(const float* __restrict__ x, const float* __restrict__ w,
+                            float* __restrict__ y, const DwParams& p, float* sm) {
+    const DwTile t = dw_tile(p.ho, p.wo);
+    if (t.rpt == 4) {
+        dw_fwd_tile_rows<K, S, D, 4>(x, w, y, p, sm, t);
+    } else if (t.rpt == 2) {
+        dw_fwd_tile_rows<K, S, D, 2>(x, w, y, p, sm, t);
+    } else {
+        dw_fwd_tile_rows<K, S, D, 1>(x, w, y, p, sm, t);
     }
 }
 
@@ -117,11 +137,27 @@ extern "C" __global__ void __launch_bounds__(BZ_BLOCK, 3)
     dw_fwd_generic(x, w, y, p);
 }
 
+// Same results as dw_conv_fwd for k == 3, compiled for that size only: 64 instead of 80
+// registers (4 instead of 3 blocks per SM on sm_90). Other k take the global-memory path.
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK, 4)
+    dw_conv_fwd_k3(const float* __restrict__ x, const float* __restrict__ w,
+                   float* __restrict__ y, DwParams p) {
+    __shared__ float sm[DW_SMEM];
+    if (p.stride == 1 && p.dilation == 1) { dw_fwd_tiled<3, 1, 1>(x, w, y, p, sm); return; }
+    if (p.stride == 2 && p.dilation == 1) { dw_fwd_tiled<3, 2, 1>(x, w, y, p, sm); return; }
+    if (p.stride == 1 && p.dilation == 2) { dw_fwd_tiled<3, 1, 2>(x, w, y, p, sm); return; }
+    if (p.stride == 2 && p.dilation == 2) { dw_fwd_tiled<3, 2, 2>(x, w, y, p, sm); return; }
+    dw_fwd_generic(x, w, y, p);
+}
+
 // dx[ih, iw] = sum over taps (ki, kj) with oh = (ih + P - ki D) / S exact and in range of
 // dy[oh, ow] * w[ki, kj] (w^2 with square_w). Tiles the dx plane.
-template <int K, int S, int D>
-BZ_INLINE void dw_bwd_input_tiled(const float* __restrict__ dy, const float* __restrict__ w,
-                                  float* __restrict__ dx, const DwParams& p, float* sm) {
+// Each thread computes R vertically adjacent dx rows (shared-memory loads of neighbouring
+// rows are shared at stride 1; at stride 2 the row parity decides which taps apply).
+template <int K, int S, int D, int R>
+BZ_INLINE void dw_bwd_input_tile_rows(const float* __restrict__ dy,
+                                      const float* __restrict__ w, float* __restrict__ dx,
+                                      const DwParams& p, float* sm, const DwTile& t) {
     const int64_t n = blockIdx.z, c = blockIdx.y;
     const int H = (int)p.h, W = (int)p.w, HO = (int)p.ho, WO = (int)p.wo;
     const float* gp = dy + (n * p.c + c) * p.ho * p.wo;
@@ -132,9 +168,8 @@ BZ_INLINE void dw_bwd_input_tiled(const float* __restrict__ dy, const float* __r
         const float v = BZ_LDG(w + c * K * K + i);
         wr[i] = p.square_w ? v * v : v;
     }
-    const DwTile t = dw_tile(p.h, p.w);
     const int P = p.padding;
-    const int lx = threadIdx.x % t.tw, ly = threadIdx.x / t.tw;
+    const int lx = threadIdx.x % t.tw, iy0 = (threadIdx.x / t.tw) * R;
     for (int64_t tile = blockIdx.x; tile < t.tiles; tile += gridDim.x) {
         const int ih0 = (int)(tile / t.tiles_w) * t.th, iw0 = (int)(tile % t.tiles_w) * t.tw;
         // First output row / column any tap of the tile reads (ceil division, may be < 0).
@@ -148,27 +183,45 @@ BZ_INLINE void dw_bwd_input_tiled(const float* __restrict__ dy, const float* __r
             sm[i] = (oh >= 0 && oh < HO && ow >= 0 && ow < WO) ? gp[oh * WO + ow] : 0.0f;
         }
         __syncthreads();
-        for (int r = 0; r < t.rpt; ++r) {
-            const int ih = ih0 + ly + r * t.ty, iw = iw0 + lx;
-            if (ih < H && iw < W) {
-                float acc = 0.0f;
+        const int iw = iw0 + lx;
+        float acc[R];
 #pragma unroll
-                for (int ki = 0; ki < K; ++ki) {
-                    const int tr = ih + P - ki * D;
-                    if (S == 2 && (tr & 1)) continue;
-                    const int orow = (S == 2 ? (tr >> 1) : tr) - oh_lo;
+        for (int r = 0; r < R; ++r) {
+            const int ih = ih0 + iy0 + r;
+            acc[r] = 0.0f;
 #pragma unroll
-                    for (int kj = 0; kj < K; ++kj) {
-                        const int tc = iw + P - kj * D;
-                        if (S == 2 && (tc & 1)) continue;
-                        const int ocol = (S == 2 ? (tc >> 1) : tc) - ow_lo;
-                        acc += sm[orow * OW + ocol] * wr[ki * K + kj];
-                    }
+            for (int ki = 0; ki < K; ++ki) {
+                const int tr = ih + P - ki * D;
+                if (S == 2 && (tr & 1)) continue;
+                const int orow = (S == 2 ? (tr >> 1) : tr) - oh_lo;
+#pragma unroll
+                for (int kj = 0; kj < K; ++kj) {
+                    const int tc = iw + P - kj * D;
+                    if (S == 2 && (tc & 1)) continue;
+                    const int ocol = (S == 2 ? (tc >> 1) : tc) - ow_lo;
+                    acc[r] += sm[orow * OW + ocol] * wr[ki * K + kj];
                 }
-                xp[ih * W + iw] = acc;
             }
         }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const int ih = ih0 + iy0 + r;
+            if (ih < H && iw < W) xp[ih * W + iw] = acc[r];
+        }
         __syncthreads();
+    }
+}
+
+template <int K, int S, int D>
+BZ_INLINE void dw_bwd_input_tiled(const float* __restrict__ dy, const float* __restrict__ w,
+                                  float* __restrict__ dx, const DwParams& p, float* sm) {
+    const DwTile t = dw_tile(p.h, p.w);
+    if (t.rpt == 4) {
+        dw_bwd_input_tile_rows<K, S, D, 4>(dy, w, dx, p, sm, t);
+    } else if (t.rpt == 2) {
+        dw_bwd_input_tile_rows<K, S, D, 2>(dy, w, dx, p, sm, t);
+    } else {
+        dw_bwd_input_tile_rows<K, S, D, 1>(dy, w, dx, p, sm, t);
     }
 }
 

@@ -60,7 +60,7 @@ def load(ptx_path):
     data = open(ptx_path, "rb").read() + b"\0"
     check(cuda.cuModuleLoadData(ctypes.byref(mod), ctypes.c_char_p(data)), "cuModuleLoadData")
     fns = {}
-    for name in ["dw_conv_fwd", "dw_conv_bwd_input", "dw_conv_bwd_weight",
+    for name in ["dw_conv_fwd", "dw_conv_fwd_k3", "dw_conv_bwd_input", "dw_conv_bwd_weight",
                  "dw_conv_bwd_weight_partial", "dw_conv_bwd_weight_finalize"]:
         f = ctypes.c_void_p()
         check(cuda.cuModuleGetFunction(ctypes.byref(f), mod, name.encode()), name)
@@ -85,7 +85,7 @@ def launch(fn, grid, block, *args):
 def tiles(rows, cols):
     tw = 16 if cols <= 16 else 32
     ty = 256 // tw
-    th = ty * (2 if rows >= 2 * ty else 1)
+    th = ty * (4 if rows >= 4 * ty else (2 if rows >= 2 * ty else 1))
     return -(-cols // tw) * -(-rows // th)
 
 
@@ -144,10 +144,17 @@ def main():
         p = DwParams(n=n, c=c, h=hw, w=hw, ho=ho, wo=ho, k=k, stride=s, padding=pad,
                      dilation=d)
         y = torch.empty(n, c, ho, ho, device="cuda")
-        fwd = lambda: launch(fns["dw_conv_fwd"], (tiles(ho, ho), c, n), 256, x, w, y, p)
+        fname = "dw_conv_fwd_k3" if k == 3 else "dw_conv_fwd"
+        fwd = lambda: launch(fns[fname], (tiles(ho, ho), c, n), 256, x, w, y, p)
         fwd()
         ref = F.conv2d(x, w, stride=s, padding=pad, dilation=d, groups=c)
-        ok &= close(f"fwd c{c} {hw} k{k} s{s} d{d}", y, ref)
+        ok &= close(f"{fname} c{c} {hw} k{k} s{s} d{d}", y, ref)
+        if k == 3:
+            y_gen = torch.empty_like(y)
+            launch(fns["dw_conv_fwd"], (tiles(ho, ho), c, n), 256, x, w, y_gen, p)
+            if not torch.equal(y_gen, y):
+                print(f"  dw_conv_fwd and dw_conv_fwd_k3 differ c{c} {hw} s{s} d{d}")
+                ok = False
         dx = torch.empty_like(x)
         bwi = lambda: launch(fns["dw_conv_bwd_input"], (tiles(hw, hw), c, n), 256, dy, w, dx, p)
         bwi()

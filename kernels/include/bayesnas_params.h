@@ -71,13 +71,14 @@ typedef struct ConvParams {
     int32_t square_x;
 } ConvParams;
 
-/* Batch norm and per-channel maps over [n, c, s] (s = elements per plane). */
+/* Batch norm and per-channel maps over [n, c, s] (s = elements per plane).
+ * splits: sample splits of the *_partial reductions (gridDim.y; partials per channel). */
 typedef struct BnParams {
     int64_t n;
     int64_t c;
     int64_t s;
     float eps;
-    int32_t _pad;
+    int32_t splits;
 } BnParams;
 
 /* Pooling over NCHW planes. Input [n, c, h, w], output [n, c, ho, wo].

@@ -21,6 +21,7 @@ WRAP(reduce_dot_partial, (a, b, out, p), const float* a, const float* b, double*
      ReduceParams p)
 // depthwise.cu
 WRAP(dw_conv_fwd, (x, w, y, p), const float* x, const float* w, float* y, DwParams p)
+WRAP(dw_conv_fwd_k3, (x, w, y, p), const float* x, const float* w, float* y, DwParams p)
 WRAP(dw_conv_bwd_input, (dy, w, dx, p), const float* dy, const float* w, float* dx, DwParams p)
 WRAP(dw_conv_bwd_weight, (x, dy, dw, p), const float* x, const float* dy, float* dw, DwParams p)
 WRAP(dw_conv_bwd_weight_partial, (x, dy, part, p), const float* x, const float* dy,
@@ -46,6 +47,16 @@ WRAP(bn_bwd_apply, (dy, x, m, is, w, sd, sdx, dx, p), const float* dy, const flo
      const float* m, const float* is, const float* w, const float* sd, const float* sdx,
      float* dx, BnParams p)
 WRAP(channel_sums, (x, y, out, p), const float* x, const float* y, float* out, BnParams p)
+WRAP(bn_stats_partial, (x, part, p), const float* x, double* part, BnParams p)
+WRAP(bn_stats_finalize, (x, part, m, v, is, p), const float* x, const double* part, float* m,
+     float* v, float* is, BnParams p)
+WRAP(bn_bwd_partial, (dy, x, m, part, p), const float* dy, const float* x, const float* m,
+     double* part, BnParams p)
+WRAP(bn_bwd_finalize, (part, is, sd, sdx, p), const double* part, const float* is, float* sd,
+     float* sdx, BnParams p)
+WRAP(channel_sums_partial, (x, y, part, p), const float* x, const float* y, double* part,
+     BnParams p)
+WRAP(channel_sums_finalize, (part, out, p), const double* part, float* out, BnParams p)
 // pool.cu
 WRAP(maxpool_fwd, (x, y, a, p), const float* x, float* y, float* a, PoolParams p)
 WRAP(maxpool_bwd, (a, dy, dx, p), const float* a, const float* dy, float* dx, PoolParams p)

@@ -59,6 +59,13 @@ extern "C" {
         p: ReduceParams,
     );
     pub fn host_dw_conv_fwd(launch: Launch, x: *const f32, w: *const f32, y: *mut f32, p: DwParams);
+    pub fn host_dw_conv_fwd_k3(
+        launch: Launch,
+        x: *const f32,
+        w: *const f32,
+        y: *mut f32,
+        p: DwParams,
+    );
     pub fn host_dw_conv_bwd_input(
         l: Launch,
         dy: *const f32,
@@ -164,6 +171,40 @@ extern "C" {
         out: *mut f32,
         p: BnParams,
     );
+    pub fn host_bn_stats_partial(launch: Launch, x: *const f32, part: *mut f64, p: BnParams);
+    pub fn host_bn_stats_finalize(
+        launch: Launch,
+        x: *const f32,
+        part: *const f64,
+        m: *mut f32,
+        v: *mut f32,
+        is: *mut f32,
+        p: BnParams,
+    );
+    pub fn host_bn_bwd_partial(
+        launch: Launch,
+        dy: *const f32,
+        x: *const f32,
+        m: *const f32,
+        part: *mut f64,
+        p: BnParams,
+    );
+    pub fn host_bn_bwd_finalize(
+        launch: Launch,
+        part: *const f64,
+        is: *const f32,
+        sd: *mut f32,
+        sdx: *mut f32,
+        p: BnParams,
+    );
+    pub fn host_channel_sums_partial(
+        launch: Launch,
+        x: *const f32,
+        y: *const f32,
+        part: *mut f64,
+        p: BnParams,
+    );
+    pub fn host_channel_sums_finalize(launch: Launch, part: *const f64, out: *mut f32, p: BnParams);
     pub fn host_maxpool_fwd(launch: Launch, x: *const f32, y: *mut f32, a: *mut f32, p: PoolParams);
     pub fn host_maxpool_bwd(
         launch: Launch,

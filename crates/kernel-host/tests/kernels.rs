@@ -230,11 +230,13 @@ fn check_depthwise(case: &ConvCase, rng: &mut Rng) {
 
     let mut y = vec![f32::NAN; n * c * ho * wo];
     unsafe { host_dw_conv_fwd(l, x.as_ptr(), wt.as_ptr(), y.as_mut_ptr(), p) };
-    close(
-        &format!("{what} fwd"),
-        &y,
-        cpu().conv2d_forward(&tx, &tw, spec).unwrap().cpu(),
-    );
+    let want_y = cpu().conv2d_forward(&tx, &tw, spec).unwrap();
+    close(&format!("{what} fwd"), &y, want_y.cpu());
+    if k == 3 {
+        let mut y3 = vec![f32::NAN; y.len()];
+        unsafe { host_dw_conv_fwd_k3(l, x.as_ptr(), wt.as_ptr(), y3.as_mut_ptr(), p) };
+        assert_eq!(y3, y, "{what}: fwd_k3 differs from fwd");
+    }
 
     let mut dx = vec![f32::NAN; n * c * h * w];
     for square in [0, 1] {
@@ -327,6 +329,9 @@ fn depthwise_large_planes_and_generic_path() {
         (70, 37, 3, 2, 1, 1),
         (16, 16, 3, 1, 1, 1),
         (32, 32, 5, 2, 1, 2),
+        // 16-wide tiles with four rows per thread; the largest shared tile (135 x 39)
+        (70, 14, 3, 1, 1, 1),
+        (140, 30, 5, 2, 2, 4),
     ] {
         let spec = Conv2dSpec::new().stride(s).padding(pad).dilation(d);
         check_depthwise(
@@ -516,6 +521,35 @@ fn batch_norm_stats_forward_backward_sums() {
         close(&format!("{what} mean"), &mean, f.mean.cpu());
         close(&format!("{what} var"), &var, f.var.cpu());
         close(&format!("{what} invstd"), &invstd, f.invstd.cpu());
+        for splits in [1usize, 2, n] {
+            let sp = BnParams {
+                splits: splits as i32,
+                ..p
+            };
+            let mut part = vec![f64::NAN; 2 * c * splits];
+            let (mut m2, mut v2, mut i2) =
+                (vec![f32::NAN; c], vec![f32::NAN; c], vec![f32::NAN; c]);
+            unsafe {
+                host_bn_stats_partial(
+                    Launch::d3(c as u32, splits as u32, 1, B),
+                    x.as_ptr(),
+                    part.as_mut_ptr(),
+                    sp,
+                );
+                host_bn_stats_finalize(
+                    Launch::d1(1, B),
+                    x.as_ptr(),
+                    part.as_ptr(),
+                    m2.as_mut_ptr(),
+                    v2.as_mut_ptr(),
+                    i2.as_mut_ptr(),
+                    sp,
+                );
+            }
+            close(&format!("{what} mean split{splits}"), &m2, f.mean.cpu());
+            close(&format!("{what} var split{splits}"), &v2, f.var.cpu());
+            close(&format!("{what} invstd split{splits}"), &i2, f.invstd.cpu());
+        }
         let l = Launch::d1(2, B);
         let mut y = vec![f32::NAN; x.len()];
         unsafe {
@@ -563,6 +597,38 @@ fn batch_norm_stats_forward_backward_sums() {
             };
             close(&format!("{what} dbias"), &sd, g.dbias.cpu());
             close(&format!("{what} dweight"), &sdx, g.dweight.cpu());
+            for splits in [1usize, n] {
+                let sp = BnParams {
+                    splits: splits as i32,
+                    ..p
+                };
+                let mut part = vec![f64::NAN; 2 * c * splits];
+                let (mut sd2, mut sdx2) = (vec![f32::NAN; c], vec![f32::NAN; c]);
+                unsafe {
+                    host_bn_bwd_partial(
+                        Launch::d3(c as u32, splits as u32, 1, B),
+                        dy.as_ptr(),
+                        x.as_ptr(),
+                        mv.as_ptr(),
+                        part.as_mut_ptr(),
+                        sp,
+                    );
+                    host_bn_bwd_finalize(
+                        Launch::d1(1, B),
+                        part.as_ptr(),
+                        iv.as_ptr(),
+                        sd2.as_mut_ptr(),
+                        sdx2.as_mut_ptr(),
+                        sp,
+                    );
+                }
+                close(&format!("{what} dbias split{splits}"), &sd2, g.dbias.cpu());
+                close(
+                    &format!("{what} dweight split{splits}"),
+                    &sdx2,
+                    g.dweight.cpu(),
+                );
+            }
             let wp = if with_w {
                 wt.as_ptr()
             } else {
@@ -597,6 +663,33 @@ fn batch_norm_stats_forward_backward_sums() {
             };
             let want = cpu().channel_sums(&tx, with_y.then_some(&tdy)).unwrap();
             close(&format!("{what} channel_sums {with_y}"), &out, want.cpu());
+            for splits in [1usize, n] {
+                let sp = BnParams {
+                    splits: splits as i32,
+                    ..p
+                };
+                let mut part = vec![f64::NAN; c * splits];
+                unsafe {
+                    host_channel_sums_partial(
+                        Launch::d3(c as u32, splits as u32, 1, B),
+                        x.as_ptr(),
+                        yp,
+                        part.as_mut_ptr(),
+                        sp,
+                    );
+                    host_channel_sums_finalize(
+                        Launch::d1(1, B),
+                        part.as_ptr(),
+                        out.as_mut_ptr(),
+                        sp,
+                    );
+                }
+                close(
+                    &format!("{what} channel_sums split{splits} {with_y}"),
+                    &out,
+                    want.cpu(),
+                );
+            }
         }
     }
 }

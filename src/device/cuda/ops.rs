@@ -140,7 +140,14 @@ impl ConvGeom {
 fn dw_grid(rows: usize, cols: usize, c: usize, n: usize) -> LaunchConfig {
     let tw = if cols <= 16 { 16 } else { 32 };
     let ty = super::BLOCK as usize / tw;
-    let th = if rows >= 2 * ty { 2 * ty } else { ty };
+    let rpt = if rows >= 4 * ty {
+        4
+    } else if rows >= 2 * ty {
+        2
+    } else {
+        1
+    };
+    let th = ty * rpt;
     let tiles = cols.div_ceil(tw) * rows.div_ceil(th);
     LaunchConfig {
         grid_dim: (tiles.clamp(1, 1 << 16) as u32, c as u32, n as u32),
@@ -189,7 +196,8 @@ fn bn_params(x: &Tensor, eps: f32) -> Result<(BnParams, usize, usize, usize)> {
             c: i64c(c),
             s: i64c(s),
             eps,
-            _pad: 0,
+            // Sample splits of the split reductions, from the shape only.
+            splits: i32c(TARGET_BLOCKS.div_ceil(c.max(1)).clamp(1, n.max(1)))?,
         },
         n,
         c,
@@ -305,6 +313,15 @@ impl CudaBackend {
             off += np;
         }
         Ok(s)
+    }
+
+    /// Grid `(c, splits)` of 256-thread blocks (the split per-channel reductions).
+    fn split_grid(&self, c: usize, splits: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (c as u32, splits as u32, 1),
+            block_dim: (super::BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        }
     }
 
     /// Channel-block copy between a `[n, c_block, hw]` block and channels
@@ -744,7 +761,13 @@ impl Backend for CudaBackend {
         if g.is_depthwise() {
             let p = [self.ptr("conv2d x", x)?, self.ptr("conv2d w", w)?, yp];
             let cfg = dw_grid(g.ho, g.wo, g.cin, g.n);
-            self.launch("dw_conv_fwd", cfg, &p, &g.dw(false)?)?;
+            // k = 3 has a leaner variant (fewer registers, same results).
+            let entry = if g.k == 3 {
+                "dw_conv_fwd_k3"
+            } else {
+                "dw_conv_fwd"
+            };
+            self.launch(entry, cfg, &p, &g.dw(false)?)?;
         } else if spec.groups == 1 {
             self.dense_forward(&g, x, w, yp)?;
         } else {
@@ -850,7 +873,21 @@ impl Backend for CudaBackend {
             self.ptr("bn", &var)?,
             self.ptr("bn", &invstd)?,
         ];
-        self.launch("bn_stats", self.blocks(c), &p, &prm)?;
+        if prm.splits > 1 {
+            let sp = prm.splits as usize;
+            let partials = self.alloc_f64(c * sp * 2)?;
+            let pp = self.raw(&partials);
+            self.launch(
+                "bn_stats_partial",
+                self.split_grid(c, sp),
+                &[p[0], pp],
+                &prm,
+            )?;
+            let q = [p[0], pp, p[1], p[2], p[3]];
+            self.launch("bn_stats_finalize", self.grid_stride(c), &q, &prm)?;
+        } else {
+            self.launch("bn_stats", self.blocks(c), &p, &prm)?;
+        }
         let y = self.wrap(self.alloc(x.numel())?, x.shape());
         let opt = |t: Option<&Tensor>| t.map_or(Ok(0), |t| self.ptr("batch_norm affine", t));
         let p = [
@@ -935,12 +972,26 @@ impl Backend for CudaBackend {
         let (dyp, xp) = (self.ptr("bn dy", dy)?, self.ptr("bn x", x)?);
         let (mp, ip) = (self.ptr("bn mean", mean)?, self.ptr("bn invstd", invstd)?);
         let (sd, sdx) = (self.ptr("", &dbias)?, self.ptr("", &dweight)?);
-        self.launch(
-            "bn_bwd_reduce",
-            self.blocks(c),
-            &[dyp, xp, mp, ip, sd, sdx],
-            &prm,
-        )?;
+        if prm.splits > 1 {
+            let sp = prm.splits as usize;
+            let partials = self.alloc_f64(c * sp * 2)?;
+            let pp = self.raw(&partials);
+            self.launch(
+                "bn_bwd_partial",
+                self.split_grid(c, sp),
+                &[dyp, xp, mp, pp],
+                &prm,
+            )?;
+            let q = [pp, ip, sd, sdx];
+            self.launch("bn_bwd_finalize", self.grid_stride(c), &q, &prm)?;
+        } else {
+            self.launch(
+                "bn_bwd_reduce",
+                self.blocks(c),
+                &[dyp, xp, mp, ip, sd, sdx],
+                &prm,
+            )?;
+        }
         let wp = match weight {
             Some(w) => self.ptr("bn weight", w)?,
             None => 0,
@@ -968,7 +1019,21 @@ impl Backend for CudaBackend {
                 None => 0,
             };
             let p = [self.ptr("channel_sums x", x)?, yp, self.ptr("", &out)?];
-            self.launch("channel_sums", self.blocks(c), &p, &prm)?;
+            if prm.splits > 1 {
+                let sp = prm.splits as usize;
+                let partials = self.alloc_f64(c * sp)?;
+                let pp = self.raw(&partials);
+                let q = [p[0], p[1], pp];
+                self.launch("channel_sums_partial", self.split_grid(c, sp), &q, &prm)?;
+                self.launch(
+                    "channel_sums_finalize",
+                    self.grid_stride(c),
+                    &[pp, p[2]],
+                    &prm,
+                )?;
+            } else {
+                self.launch("channel_sums", self.blocks(c), &p, &prm)?;
+            }
         }
         Ok(out)
     }

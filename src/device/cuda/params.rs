@@ -123,7 +123,7 @@ pub struct BnParams {
     pub c: i64,
     pub s: i64,
     pub eps: f32,
-    pub _pad: i32,
+    pub splits: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
@@ -133,7 +133,7 @@ const _: () = {
     ["Offset of field: BnParams::c"][::core::mem::offset_of!(BnParams, c) - 8usize];
     ["Offset of field: BnParams::s"][::core::mem::offset_of!(BnParams, s) - 16usize];
     ["Offset of field: BnParams::eps"][::core::mem::offset_of!(BnParams, eps) - 24usize];
-    ["Offset of field: BnParams::_pad"][::core::mem::offset_of!(BnParams, _pad) - 28usize];
+    ["Offset of field: BnParams::splits"][::core::mem::offset_of!(BnParams, splits) - 28usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
