@@ -65,12 +65,24 @@ impl Sgd {
 /// Global L2 norm of the accumulated gradients of the given groups (all trainable
 /// parameters when `groups` is empty).
 pub fn grad_norm(store: &ParamStore, groups: &[&str]) -> Result<f64> {
-    let mut s = 0.0f64;
-    for (_, p) in store.iter() {
-        if !p.trainable || (!groups.is_empty() && !groups.contains(&p.group.as_str())) {
-            continue;
+    let grads: Vec<&crate::tensor::Tensor> = store
+        .iter()
+        .filter(|(_, p)| p.trainable && (groups.is_empty() || groups.contains(&p.group.as_str())))
+        .map(|(_, p)| &p.grad)
+        .collect();
+    // CUDA gradients: one reduction launch each and ONE host read for all of them.
+    if let Some(first) = grads.first() {
+        if let crate::Device::Cuda(i) = first.device() {
+            if grads.iter().all(|g| g.device() == first.device()) {
+                return Ok(crate::device::cuda::backend(i)?
+                    .sum_of_squares(&grads)?
+                    .sqrt());
+            }
         }
-        s += p.grad.device().backend()?.dot(&p.grad, &p.grad)?;
+    }
+    let mut s = 0.0f64;
+    for g in grads {
+        s += g.device().backend()?.dot(g, g)?;
     }
     Ok(s.sqrt())
 }

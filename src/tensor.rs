@@ -1,5 +1,6 @@
 //! Dense f32 tensors in NCHW order, contiguous, tagged with their device.
 
+use crate::device::cuda::CudaBuffer;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::rng::Rng;
@@ -9,6 +10,8 @@ use crate::rng::Rng;
 pub enum Storage {
     /// Host memory.
     Cpu(Vec<f32>),
+    /// Memory of a CUDA device (shared copy-on-write buffer plus its device ordinal).
+    Cuda(CudaBuffer),
 }
 
 /// A dense, contiguous f32 tensor. Image tensors are NCHW.
@@ -37,6 +40,20 @@ impl Tensor {
             shape: shape.to_vec(),
             storage: Storage::Cpu(data),
         })
+    }
+
+    /// A tensor from a storage (crate-internal: backends build their outputs with it).
+    /// The caller guarantees `storage` holds `numel(shape)` elements.
+    pub(crate) fn from_storage(storage: Storage, shape: &[usize]) -> Tensor {
+        Tensor {
+            shape: shape.to_vec(),
+            storage,
+        }
+    }
+
+    /// Mutable storage (crate-internal: in-place kernels).
+    pub(crate) fn storage_mut(&mut self) -> &mut Storage {
+        &mut self.storage
     }
 
     /// A tensor of zeros on `device`.
@@ -74,8 +91,9 @@ impl Tensor {
 
     /// The device holding the elements.
     pub fn device(&self) -> Device {
-        match self.storage {
+        match &self.storage {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(b) => Device::Cuda(b.ordinal()),
         }
     }
 
@@ -91,6 +109,7 @@ impl Tensor {
     pub fn cpu(&self) -> &[f32] {
         match &self.storage {
             Storage::Cpu(v) => v,
+            other => panic!("Tensor::cpu on a tensor on {}", other_device(other)),
         }
     }
 
@@ -98,20 +117,38 @@ impl Tensor {
     pub fn cpu_mut(&mut self) -> &mut [f32] {
         match &mut self.storage {
             Storage::Cpu(v) => v,
+            other => panic!("Tensor::cpu_mut on a tensor on {}", other_device(other)),
         }
     }
 
-    /// Copy of the elements in host memory, whatever the device.
+    /// Copy of the elements in host memory, whatever the device (a device tensor waits for
+    /// its stream).
+    ///
+    /// # Panics
+    /// When the device fails the copy (a lost device); use [`Tensor::try_to_vec`] to get
+    /// that as an error.
     pub fn to_vec(&self) -> Vec<f32> {
+        self.try_to_vec()
+            .unwrap_or_else(|e| panic!("Tensor::to_vec: {e}"))
+    }
+
+    /// Copy of the elements in host memory, or the device's error.
+    pub fn try_to_vec(&self) -> Result<Vec<f32>> {
         match &self.storage {
-            Storage::Cpu(v) => v.clone(),
+            Storage::Cpu(v) => Ok(v.clone()),
+            // Device buffers hold at least one element (empty tensors included).
+            Storage::Cuda(b) => b.to_host().map(|mut v| {
+                v.truncate(self.numel());
+                v
+            }),
         }
     }
 
-    /// Consume into host data.
+    /// Consume into host data (panics like [`Tensor::to_vec`]).
     pub fn into_vec(self) -> Vec<f32> {
         match self.storage {
             Storage::Cpu(v) => v,
+            Storage::Cuda(_) => self.to_vec(),
         }
     }
 
@@ -141,8 +178,8 @@ impl Tensor {
         if device == self.device() {
             return Ok(self.clone());
         }
-        let host = self.to_vec();
-        device.backend()?.upload(host, &self.shape)
+        let backend = device.backend()?;
+        backend.upload(self.try_to_vec()?, &self.shape)
     }
 
     /// Normal(0, std^2) entries from `rng`.
@@ -194,6 +231,13 @@ impl Tensor {
     /// Whether every element is finite.
     pub fn all_finite(&self) -> bool {
         self.to_vec().iter().all(|v| v.is_finite())
+    }
+}
+
+fn other_device(s: &Storage) -> Device {
+    match s {
+        Storage::Cpu(_) => Device::Cpu,
+        Storage::Cuda(b) => Device::Cuda(b.ordinal()),
     }
 }
 

@@ -5,6 +5,7 @@
 //! in behind the same trait.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -23,9 +24,7 @@ impl Device {
     pub fn backend(self) -> Result<&'static dyn Backend> {
         match self {
             Device::Cpu => Ok(&cpu::CpuBackend),
-            Device::Cuda(i) => Err(Error::Device(format!(
-                "cuda:{i} requested but this build has no CUDA backend"
-            ))),
+            Device::Cuda(i) => cuda::backend(i).map(|b| b as &'static dyn Backend),
         }
     }
 }

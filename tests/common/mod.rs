@@ -131,3 +131,84 @@ impl LossSpec {
             .collect()
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Device selection: tests written once for every device
+// ------------------------------------------------------------------------------------------
+
+/// `BAYESNAS_PARITY_SELFTEST=1`: the device-parity tests run the CPU backend as the device
+/// under test (CPU vs CPU), to check the tests themselves on machines without a GPU.
+pub fn parity_selftest() -> bool {
+    std::env::var("BAYESNAS_PARITY_SELFTEST").is_ok_and(|v| v == "1")
+}
+
+/// Whether `BAYESNAS_REQUIRE_GPU=1`: then a missing GPU fails the test instead of skipping.
+pub fn gpu_required() -> bool {
+    std::env::var("BAYESNAS_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// The CUDA device 0 backend, or `None` after printing `skipped: <test>: <reason>` when it
+/// cannot be used here. With `BAYESNAS_REQUIRE_GPU=1` a missing GPU panics (the test fails),
+/// so that a GPU run can never pass without testing anything.
+pub fn cuda_or_skip(test: &str) -> Option<&'static dyn bayesnas_engine::Backend> {
+    if parity_selftest() {
+        eprintln!("{test}: BAYESNAS_PARITY_SELFTEST=1: the CPU stands in for the GPU");
+        return Some(Device::Cpu.backend().unwrap());
+    }
+    match Device::Cuda(0).backend() {
+        Ok(b) => Some(b),
+        Err(e) if gpu_required() => panic!("{test}: BAYESNAS_REQUIRE_GPU=1 but {e}"),
+        Err(e) => {
+            eprintln!("skipped: {test}: {e}");
+            None
+        }
+    }
+}
+
+/// The device op tests run on: `BAYESNAS_TEST_DEVICE=cuda` (or `cuda:N`) selects a GPU,
+/// anything else (or nothing) the CPU. Selecting a GPU that is not available panics with
+/// the reason. Existing op tests opt in by creating their tensors with
+/// `t.to_device(common::test_device())`.
+pub fn test_device() -> Device {
+    let v = std::env::var("BAYESNAS_TEST_DEVICE").unwrap_or_default();
+    let dev = match v.as_str() {
+        "cuda" => Device::Cuda(0),
+        s => match s.strip_prefix("cuda:").and_then(|i| i.parse().ok()) {
+            Some(i) => Device::Cuda(i),
+            None => Device::Cpu,
+        },
+    };
+    if let Err(e) = dev.backend() {
+        panic!("BAYESNAS_TEST_DEVICE={v}: {e}");
+    }
+    dev
+}
+
+/// Norm-relative error `||got - want||_2 / ||want||_2` (the parity criterion; `want` must not
+/// be all zeros, or the comparison would prove nothing).
+#[track_caller]
+pub fn assert_rel(what: &str, got: &[f32], want: &[f32], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    let mut worst = (0usize, 0.0f64);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let d = g as f64 - w as f64;
+        num += d * d;
+        den += (w as f64) * (w as f64);
+        if d.abs() > worst.1 || d.is_nan() {
+            worst = (i, d.abs());
+        }
+    }
+    assert!(
+        den > 0.0,
+        "{what}: reference is all zeros (test would prove nothing)"
+    );
+    let rel = (num / den).sqrt();
+    assert!(
+        rel <= tol,
+        "{what}: norm-relative error {rel:.3e} > {tol:.1e} (worst element {}: got {}, want {})",
+        worst.0,
+        got[worst.0],
+        want[worst.0]
+    );
+}

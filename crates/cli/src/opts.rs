@@ -52,22 +52,47 @@ impl From<DatasetArg> for DatasetKind {
     }
 }
 
-/// `--device` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+/// `--device` values: `cpu`, `cuda` (= `cuda:0`), `cuda:N`, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceArg {
     /// The CPU (multi-threaded)
     Cpu,
-    /// The first CUDA GPU; an error if this build or machine has none
-    Cuda,
-    /// CUDA when available, else the CPU
+    /// CUDA GPU number N; an error if this build or machine has none
+    Cuda(usize),
+    /// CUDA when available, else the CPU (with a note saying why)
     Auto,
+}
+
+impl std::str::FromStr for DeviceArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(DeviceArg::Cpu),
+            "auto" => Ok(DeviceArg::Auto),
+            "cuda" | "gpu" => Ok(DeviceArg::Cuda(0)),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(i)) => Ok(DeviceArg::Cuda(i)),
+                _ => Err(format!(
+                    "{s:?} is not a device: use cpu, cuda, cuda:N (N = 0, 1, ...) or auto"
+                )),
+            },
+        }
+    }
 }
 
 impl std::fmt::Display for DeviceArg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let v = self.to_possible_value().expect("no skipped variants");
-        f.write_str(v.get_name())
+        match self {
+            DeviceArg::Cpu => f.write_str("cpu"),
+            DeviceArg::Auto => f.write_str("auto"),
+            DeviceArg::Cuda(0) => f.write_str("cuda"),
+            DeviceArg::Cuda(i) => write!(f, "cuda:{i}"),
+        }
     }
+}
+
+fn parse_device(s: &str) -> Result<DeviceArg, String> {
+    s.parse()
 }
 
 /// Which data set to use and where it is.
@@ -146,8 +171,9 @@ fn parse_threads(s: &str) -> Result<usize, String> {
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Runtime")]
 pub struct RuntimeOpts {
-    /// Compute device
-    #[arg(long, value_enum, default_value_t = DeviceArg::Auto, value_name = "DEVICE")]
+    /// Compute device: cpu, cuda (the first GPU), cuda:N, or auto (CUDA when this build
+    /// has its kernels and a GPU is present, else the CPU)
+    #[arg(long, default_value_t = DeviceArg::Auto, value_name = "DEVICE", value_parser = parse_device)]
     pub device: DeviceArg,
 
     /// Threads of the CPU backend [default: one per core]
@@ -180,30 +206,46 @@ impl Default for RuntimeOpts {
     }
 }
 
-/// Whether this build has a CUDA backend (and a usable GPU).
+/// Whether this build has a CUDA backend and a usable GPU 0.
 pub fn cuda_available() -> bool {
-    Device::Cuda(0).backend().is_ok()
+    cuda_unavailable_reason(0).is_none()
+}
+
+/// Why CUDA device `ordinal` cannot be used (no kernels in this build, no driver, no such
+/// device, kernels that do not load), or `None` when it can.
+pub fn cuda_unavailable_reason(ordinal: usize) -> Option<String> {
+    match Device::Cuda(ordinal).backend() {
+        Ok(_) => None,
+        Err(bayesnas_engine::Error::Device(m)) => Some(m),
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 impl RuntimeOpts {
-    /// The device the options select, or why it cannot be had.
+    /// The device the options select, or why it cannot be had. `auto` picks CUDA device 0
+    /// when it works and otherwise the CPU, printing a note with the reason (unless
+    /// `--quiet`, or the build has no CUDA kernels at all); an explicit `cuda` never falls
+    /// back.
     pub fn resolve_device(&self) -> CliResult<Device> {
         match self.device {
             DeviceArg::Cpu => Ok(Device::Cpu),
-            DeviceArg::Auto => Ok(if cuda_available() {
-                Device::Cuda(0)
-            } else {
-                Device::Cpu
-            }),
-            DeviceArg::Cuda => match Device::Cuda(0).backend() {
-                Ok(_) => Ok(Device::Cuda(0)),
-                Err(e) if e.to_string().contains("no CUDA backend") => Err(CliError::Device(
-                    "cuda requested but this build has no CUDA backend; use --device cpu or \
-                     --device auto"
-                        .into(),
-                )),
-                Err(e) => Err(CliError::Device(format!(
-                    "cuda requested but not available: {e}; use --device cpu or --device auto"
+            DeviceArg::Auto => match cuda_unavailable_reason(0) {
+                None => Ok(Device::Cuda(0)),
+                Some(why) => {
+                    // A CPU-only build (no kernels compiled in) has nothing to fall back from:
+                    // `bayesnas info` reports it; no note on every command.
+                    let cpu_only_build = bayesnas_engine::device::cuda::ptx_modules().is_empty();
+                    if !self.quiet && !cpu_only_build {
+                        eprintln!("note: --device auto: using the CPU ({why})");
+                    }
+                    Ok(Device::Cpu)
+                }
+            },
+            DeviceArg::Cuda(i) => match cuda_unavailable_reason(i) {
+                None => Ok(Device::Cuda(i)),
+                Some(why) => Err(CliError::Device(format!(
+                    "--device {}: CUDA is not available: {why}; use --device cpu or --device auto",
+                    self.device
                 ))),
             },
         }
@@ -238,8 +280,9 @@ impl CommonOpts {
     /// Checks the option combination, applies the runtime options and reads the data.
     pub fn setup(&self) -> CliResult<(Runtime, DataSource)> {
         self.data.check()?;
+        // Data first: its errors come before any note about the device.
+        let data = self.data.open(self.runtime.quiet)?;
         let rt = self.runtime.setup()?;
-        let data = self.data.open(rt.quiet)?;
         Ok((rt, data))
     }
 }

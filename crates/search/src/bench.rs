@@ -64,6 +64,18 @@ pub fn bench_step(
     warmup: usize,
     seed: u64,
 ) -> Result<StepBench> {
+    bench_step_on(config, batch, steps, warmup, seed, Device::Cpu)
+}
+
+/// [`bench_step`] with the parameters (and so every step) on `device`.
+pub fn bench_step_on(
+    config: SupernetConfig,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    seed: u64,
+    device: Device,
+) -> Result<StepBench> {
     if batch == 0 || steps == 0 {
         return Err(Error::Invalid(
             "bench step: --batch and --steps must be positive".into(),
@@ -83,6 +95,7 @@ pub fn bench_step(
             ..SearchSettings::default()
         },
     )?;
+    s.to_device(device)?;
     let mut all: Vec<StepTimings> = Vec::new();
     for i in 0..warmup + steps {
         let x = Tensor::randn(&[batch, k, image, image], 1.0, &mut rng);

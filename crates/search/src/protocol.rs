@@ -8,7 +8,8 @@
 //! depends only on the seed and the epoch's index, so a resumed run ends exactly where an
 //! uninterrupted one does.
 
-use std::collections::HashMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -238,6 +239,39 @@ impl Searcher {
             epochs_done: 0,
             history: Vec::new(),
         })
+    }
+
+    /// The device the parameters live on (where steps run).
+    pub fn device(&self) -> Device {
+        self.store
+            .iter()
+            .next()
+            .map_or(Device::Cpu, |(_, p)| p.value.device())
+    }
+
+    /// Moves every parameter, buffer, gradient, curvature and momentum to `device`; steps
+    /// then run there (inputs are moved to it as they come).
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        crate::eval::move_store(&mut self.store, device)
+    }
+
+    /// Waits for the device's queued work (a no-op on the CPU), so that the step's phase
+    /// timings are real on an asynchronous device.
+    fn sync(&self) -> Result<()> {
+        match self.device() {
+            Device::Cpu => Ok(()),
+            Device::Cuda(i) => bayesnas_engine::device::cuda::backend(i)?.synchronize(),
+        }
+    }
+
+    /// `x` on the parameters' device.
+    fn on_device(&self, x: Tensor) -> Result<Tensor> {
+        let d = self.device();
+        if x.device() == d {
+            Ok(x)
+        } else {
+            x.to_device(d)
+        }
     }
 
     /// Whether the whole schedule has run.
@@ -485,7 +519,7 @@ impl Searcher {
         for batch in data.epoch(split, 0)? {
             let (x, labels) = batch?;
             let mut tape = Tape::new_eval();
-            let xv = tape.input(x);
+            let xv = tape.input(self.on_device(x)?);
             let logits = self.net.forward(&mut tape, &mut self.store, xv)?;
             let l = tape.cross_entropy(logits, &labels)?;
             loss += tape.value(l).item()? as f64 * labels.len() as f64;
@@ -512,7 +546,7 @@ impl Searcher {
         let mut times = StepTimings::default();
         let t0 = Instant::now();
         let mut tape = Tape::new();
-        let xv = tape.input(x);
+        let xv = tape.input(self.on_device(x)?);
         let logits = self.net.forward(&mut tape, &mut self.store, xv)?;
         let ce = tape.cross_entropy(logits, labels)?;
         let loss = tape.value(ce).item()? as f64;
@@ -526,6 +560,7 @@ impl Searcher {
         let grads = tape.backward(ce)?;
         self.store.accumulate_grads(&grads)?;
         drop(grads);
+        self.sync()?;
         times.backward_ms = ms(t0);
         let t0 = Instant::now();
         let penalty = if opts.train_switches {
@@ -538,6 +573,7 @@ impl Searcher {
             let t0 = Instant::now();
             let h = tape.curvature_backward(ce)?;
             self.store.accumulate_curvature(&h)?;
+            self.sync()?;
             times.curvature_ms = ms(t0);
         }
         drop(tape);
@@ -554,6 +590,7 @@ impl Searcher {
             if opts.train_switches {
                 opt_s.step(&mut self.store, 1.0, 1.0)?;
             }
+            self.sync()?;
             update_ms += ms(t0);
         }
         times.update_ms = update_ms;
@@ -610,6 +647,10 @@ impl Searcher {
     /// returns the penalty. The penalty depends on a few hundred scalars only, so its exact
     /// gradient is computed directly instead of on the tape.
     fn add_penalty_gradient(&mut self) -> Result<f64> {
+        // Switch tensors are read once and their gradients written back once (on a GPU every
+        // read is a synchronising download).
+        let mut values: BTreeMap<ParamId, Vec<f32>> = BTreeMap::new();
+        let mut grads: BTreeMap<ParamId, Vec<f32>> = BTreeMap::new();
         let mut penalty = 0.0;
         for id in self.groups() {
             let lambda = match id.kind {
@@ -621,32 +662,60 @@ impl Searcher {
                 .omega_for_penalty(id)
                 .map_err(|e| Error::Invalid(e.to_string()))?;
             let members = self.group_members(id);
-            let vals: Vec<f64> = members
-                .iter()
-                .map(|&(p, i)| self.store.value(p).to_vec()[i] as f64)
-                .collect();
+            let mut vals = Vec::with_capacity(members.len());
+            for &(p, i) in &members {
+                let v = match values.entry(p) {
+                    Entry::Occupied(o) => o.into_mut(),
+                    Entry::Vacant(v) => v.insert(self.store.value(p).try_to_vec()?),
+                };
+                vals.push(v[i] as f64);
+            }
             let norm = vals.iter().map(|v| v * v).sum::<f64>().sqrt();
             penalty += lambda * omega * norm;
             if norm > 0.0 {
                 for (&(p, i), v) in members.iter().zip(&vals) {
-                    let mut g = self.store.get(p).grad.to_vec();
+                    let g = match grads.entry(p) {
+                        Entry::Occupied(o) => o.into_mut(),
+                        Entry::Vacant(e) => e.insert(self.store.get(p).grad.try_to_vec()?),
+                    };
                     g[i] += (lambda * omega * v / norm) as f32;
-                    self.store.get_mut(p).grad = Tensor::from_vec(g, self.store.value(p).shape())?;
                 }
             }
+        }
+        for (p, g) in grads {
+            let (shape, dev) = (
+                self.store.value(p).shape().to_vec(),
+                self.store.value(p).device(),
+            );
+            let t = Tensor::from_vec(g, &shape)?;
+            self.store.get_mut(p).grad = if dev == Device::Cpu {
+                t
+            } else {
+                t.to_device(dev)?
+            };
         }
         Ok(penalty)
     }
 
     fn update_prior(&mut self, curv_batches: usize) -> Result<UpdateSummary> {
         let mut stats = HashMap::new();
+        // Each switch tensor is downloaded once.
+        let mut values: BTreeMap<ParamId, Vec<f32>> = BTreeMap::new();
+        let mut curv: BTreeMap<ParamId, Vec<f32>> = BTreeMap::new();
         for ct in CellType::ALL {
             let cells = self.net.cells_of(ct);
             let mut st = self.prior.stats_template(ct, cells.len());
             for id in self.groups().into_iter().filter(|g| g.cell_type == ct) {
                 for (c, (p, i)) in self.group_members(id).into_iter().enumerate() {
-                    let s = self.store.value(p).to_vec()[i] as f64;
-                    let h = self.store.get(p).curvature.to_vec()[i] as f64 / curv_batches as f64;
+                    let s = match values.entry(p) {
+                        Entry::Occupied(o) => o.into_mut(),
+                        Entry::Vacant(v) => v.insert(self.store.value(p).try_to_vec()?),
+                    }[i] as f64;
+                    let h = match curv.entry(p) {
+                        Entry::Occupied(o) => o.into_mut(),
+                        Entry::Vacant(v) => v.insert(self.store.get(p).curvature.try_to_vec()?),
+                    }[i] as f64
+                        / curv_batches as f64;
                     st.set(id.kind, c, s, h)
                         .map_err(|e| Error::Invalid(e.to_string()))?;
                 }

@@ -104,6 +104,18 @@ impl Geom {
     }
 }
 
+/// The output size `(H_out, W_out)` of a valid convolution, with exactly the CPU backend's
+/// validation and errors (other backends validate through this).
+pub(crate) fn out_hw(
+    op: &'static str,
+    x: &[usize],
+    w: &[usize],
+    spec: Conv2dSpec,
+) -> Result<(usize, usize)> {
+    let g = geometry(op, x, w, spec)?;
+    Ok((g.ho, g.wo))
+}
+
 fn geometry(op: &'static str, x: &[usize], w: &[usize], spec: Conv2dSpec) -> Result<Geom> {
     let [n, c_in, h, wd] = *x else {
         return shape_err(op, "input [N, C_in, H, W]", x);

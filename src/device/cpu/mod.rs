@@ -5,13 +5,13 @@
 //! therefore identical run to run for a given thread count (and in fact for any count).
 
 mod batchnorm;
-mod conv;
+pub(crate) mod conv;
 mod elementwise;
 pub mod gemm;
 mod loss;
 mod mixed;
 mod optim;
-mod pool;
+pub(crate) mod pool;
 mod structure;
 
 use super::{

@@ -650,6 +650,17 @@ fn avg_backward_plane_impl(g: &Geom, inv: &[f32], dy: &[f32], dx: &mut [f32], s:
 // Entry points
 // ------------------------------------------------------------------------------------------
 
+/// The output size `(H_out, W_out)` of a valid pooling window, with exactly the CPU
+/// backend's validation and errors (other backends validate through this).
+pub(crate) fn out_hw(
+    op: &'static str,
+    shape: &[usize],
+    spec: Pool2dSpec,
+) -> Result<(usize, usize)> {
+    let g = Geom::new(op, shape, spec)?;
+    Ok((g.ho, g.wo))
+}
+
 pub(crate) fn max_forward(x: &Tensor, spec: Pool2dSpec) -> Result<(Tensor, Tensor)> {
     let g = Geom::new("max_pool2d", x.shape(), spec)?;
     if g.h * g.w > 1 << 24 {

@@ -41,10 +41,12 @@ pub struct Info {
 
 /// What the build knows about CUDA, in one line.
 pub fn cuda_status() -> String {
-    if cuda_available() {
-        "available".to_string()
-    } else {
-        "not compiled in (CPU-only build)".to_string()
+    match crate::opts::cuda_unavailable_reason(0) {
+        None => match bayesnas_engine::device::cuda::backend(0) {
+            Ok(b) => format!("available ({})", b.name()),
+            Err(_) => "available".to_string(),
+        },
+        Some(why) => format!("unavailable: {why}"),
     }
 }
 
@@ -52,8 +54,8 @@ pub fn cuda_status() -> String {
 pub fn gather(common: &CommonOpts) -> CliResult<Info> {
     // No development-set note on stderr: the report itself says so.
     common.data.check()?;
-    let rt = common.runtime.setup()?;
     let data = common.data.open(true)?;
+    let rt = common.runtime.setup()?;
     let mut devices = vec!["cpu".to_string()];
     if cuda_available() {
         devices.push("cuda:0".to_string());

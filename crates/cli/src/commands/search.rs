@@ -288,12 +288,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
     let space =
         SearchSpace::by_name(&args.space).map_err(|e| CliError::Usage(format!("--space: {e}")))?;
     let (rt, source) = args.common.setup()?;
-    if rt.device != Device::Cpu {
-        return Err(CliError::Device(format!(
-            "search on {} is not supported by this build yet",
-            rt.device
-        )));
-    }
+
     let out = args
         .resume
         .clone()
@@ -369,6 +364,8 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         seed: rt.seed,
     };
     let mut searcher = Searcher::new(net, store, settings)?;
+    // Parameters (and so every step) on the selected device; checkpoints load onto it.
+    searcher.to_device(rt.device)?;
     if let Some(dir) = &args.resume {
         let ck = dir.join(CHECKPOINT);
         if !ck.is_file() {
