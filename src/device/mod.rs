@@ -328,3 +328,25 @@ pub(crate) fn nchw(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize,
         _ => crate::error::shape_err(op, "[N, C, H, W]", x.shape()),
     }
 }
+
+/// Validates the operands of the fused mixed op (K equal-shape branches, `s0` of one element,
+/// `s` of K) and returns `(N, elements per sample)`.
+pub(crate) fn mixed_shapes(xs: &[&Tensor], s0: &Tensor, s: &Tensor) -> Result<(usize, usize)> {
+    if xs.is_empty() {
+        return Err(Error::Invalid("mixed op: no branches".into()));
+    }
+    if s0.numel() != 1 {
+        return crate::error::shape_err("mixed op s0", "[1]", s0.shape());
+    }
+    if s.numel() != xs.len() {
+        return crate::error::shape_err("mixed op s", format!("[{}]", xs.len()), s.shape());
+    }
+    let shape = xs[0].shape();
+    for x in xs {
+        if x.shape() != shape {
+            return crate::error::shape_err("mixed op branch", format!("{shape:?}"), x.shape());
+        }
+    }
+    let n = shape.first().copied().unwrap_or(1).max(1);
+    Ok((n, xs[0].numel() / n))
+}

@@ -8,28 +8,8 @@ use rayon::prelude::*;
 use crate::error::{shape_err, Result};
 use crate::tensor::Tensor;
 
-fn check(xs: &[&Tensor], s0: &Tensor, s: &Tensor) -> Result<(usize, usize)> {
-    if xs.is_empty() {
-        return Err(crate::Error::Invalid("mixed op: no branches".into()));
-    }
-    if s0.numel() != 1 {
-        return shape_err("mixed op s0", "[1]", s0.shape());
-    }
-    if s.numel() != xs.len() {
-        return shape_err("mixed op s", format!("[{}]", xs.len()), s.shape());
-    }
-    let shape = xs[0].shape();
-    for x in xs {
-        if x.shape() != shape {
-            return shape_err("mixed op branch", format!("{shape:?}"), x.shape());
-        }
-    }
-    let n = shape.first().copied().unwrap_or(1).max(1);
-    Ok((n, xs[0].numel() / n))
-}
-
 pub(crate) fn forward(xs: &[&Tensor], s0: &Tensor, s: &Tensor) -> Result<Tensor> {
-    let (_, per) = check(xs, s0, s)?;
+    let (_, per) = crate::device::mixed_shapes(xs, s0, s)?;
     let s0v = s0.cpu()[0];
     let coef: Vec<f32> = s.cpu().iter().map(|&sk| s0v * sk).collect();
     let mut out = vec![0.0f32; xs[0].numel()];
@@ -49,7 +29,7 @@ pub(crate) fn backward(
     s0: &Tensor,
     s: &Tensor,
 ) -> Result<(Vec<Tensor>, Tensor)> {
-    let (n, per) = check(xs, s0, s)?;
+    let (n, per) = crate::device::mixed_shapes(xs, s0, s)?;
     if dy.shape() != xs[0].shape() {
         return shape_err("mixed op dy", format!("{:?}", xs[0].shape()), dy.shape());
     }
@@ -98,7 +78,7 @@ pub(crate) fn curvature(
     s0: &Tensor,
     s: &Tensor,
 ) -> Result<(Vec<Tensor>, Tensor, Tensor)> {
-    let (n, per) = check(xs, s0, s)?;
+    let (n, per) = crate::device::mixed_shapes(xs, s0, s)?;
     if hy.shape() != xs[0].shape() {
         return shape_err("mixed op hy", format!("{:?}", xs[0].shape()), hy.shape());
     }

@@ -212,26 +212,6 @@ fn check_vec(op: &'static str, t: Option<&Tensor>, c: usize) -> Result<()> {
     }
 }
 
-fn mixed_check(xs: &[&Tensor], s0: &Tensor, s: &Tensor) -> Result<(usize, usize)> {
-    if xs.is_empty() {
-        return Err(Error::Invalid("mixed op: no branches".into()));
-    }
-    if s0.numel() != 1 {
-        return shape_err("mixed op s0", "[1]", s0.shape());
-    }
-    if s.numel() != xs.len() {
-        return shape_err("mixed op s", format!("[{}]", xs.len()), s.shape());
-    }
-    let shape = xs[0].shape();
-    for x in xs {
-        if x.shape() != shape {
-            return shape_err("mixed op branch", format!("{shape:?}"), x.shape());
-        }
-    }
-    let n = shape.first().copied().unwrap_or(1).max(1);
-    Ok((n, xs[0].numel() / n))
-}
-
 impl CudaBackend {
     fn ew_unary(&self, x: &Tensor, op: Unary) -> Result<Tensor> {
         let n = x.numel();
@@ -1297,7 +1277,7 @@ impl Backend for CudaBackend {
     }
 
     fn mixed_forward(&self, xs: &[&Tensor], s0: &Tensor, s: &Tensor) -> Result<Tensor> {
-        let (n, per) = mixed_check(xs, s0, s)?;
+        let (n, per) = crate::device::mixed_shapes(xs, s0, s)?;
         let k = xs.len();
         let y = self.wrap(self.alloc(xs[0].numel())?, xs[0].shape());
         if y.numel() > 0 {
@@ -1321,7 +1301,7 @@ impl Backend for CudaBackend {
         s0: &Tensor,
         s: &Tensor,
     ) -> Result<(Vec<Tensor>, Tensor)> {
-        let (n, per) = mixed_check(xs, s0, s)?;
+        let (n, per) = crate::device::mixed_shapes(xs, s0, s)?;
         if dy.shape() != xs[0].shape() {
             return shape_err("mixed op dy", format!("{:?}", xs[0].shape()), dy.shape());
         }
@@ -1364,7 +1344,7 @@ impl Backend for CudaBackend {
         s0: &Tensor,
         s: &Tensor,
     ) -> Result<(Vec<Tensor>, Tensor, Tensor)> {
-        let (n, per) = mixed_check(xs, s0, s)?;
+        let (n, per) = crate::device::mixed_shapes(xs, s0, s)?;
         if hy.shape() != xs[0].shape() {
             return shape_err("mixed op hy", format!("{:?}", xs[0].shape()), hy.shape());
         }
