@@ -174,9 +174,11 @@ struct Defaults {
     loops: usize,
     epochs_per_loop: usize,
     finetune_epochs: usize,
-    weight_decay: f32,
-    augment: AugmentArg,
 }
+
+/// Weight decay and augmentation default the same for both models.
+const DEFAULT_WEIGHT_DECAY: f32 = 5e-4;
+const DEFAULT_AUGMENT: AugmentArg = AugmentArg::Finetune;
 
 fn defaults(model: Model) -> Defaults {
     match model {
@@ -186,8 +188,6 @@ fn defaults(model: Model) -> Defaults {
             loops: 4,
             epochs_per_loop: 2,
             finetune_epochs: 100,
-            weight_decay: 5e-4,
-            augment: AugmentArg::Finetune,
         },
         Model::Lenet5 => Defaults {
             lambda: &[0.15, 0.01, 0.018, 0.01],
@@ -195,8 +195,6 @@ fn defaults(model: Model) -> Defaults {
             loops: 16,
             epochs_per_loop: 1,
             finetune_epochs: 80,
-            weight_decay: 5e-4,
-            augment: AugmentArg::Finetune,
         },
     }
 }
@@ -204,14 +202,14 @@ fn defaults(model: Model) -> Defaults {
 impl CompressArgs {
     /// `--augment`, or the model's default.
     fn augment(&self) -> AugmentArg {
-        self.augment.unwrap_or(defaults(self.model.into()).augment)
+        self.augment.unwrap_or(DEFAULT_AUGMENT)
     }
 
     fn settings(&self, seed: u64) -> CliResult<CompressSettings> {
         let model: Model = self.model.into();
         let d = defaults(model);
         let lr = self.lr.unwrap_or(0.05);
-        let wd = self.weight_decay.unwrap_or(d.weight_decay);
+        let wd = self.weight_decay.unwrap_or(DEFAULT_WEIGHT_DECAY);
         let s = CompressSettings {
             lambda: self.lambda.clone().unwrap_or_else(|| d.lambda.to_vec()),
             threshold: self.threshold.unwrap_or(1e-6),
