@@ -8,7 +8,8 @@
 // (parent: gamma0, child: raw gamma_k; kept when there is no curvature evidence).
 // Outputs per group: gamma_out (own gamma: gamma0 / raw gamma_k), omega_out, tilde_out
 // (children: combine(gamma_k, new gamma0); parents: the new gamma0), status_out (HARD_*),
-// clamped_out (curvatures clamped to 0). A negative status is an error: the host must then
+// clamped_out (curvatures clamped to 0); per cell, c_out[g][c] = C = 1 / (1/gamma_in + H)
+// (0 when gamma_in is 0; written for every cell scanned before an error). A negative status is an error: the host must then
 // discard all outputs (the CPU update leaves the prior unchanged on error).
 // One thread per edge (parents before children of the same edge, as the CPU); 1-D
 // grid-stride over n_edges (any grid and block). Launch only when n_cells > 0.
@@ -19,7 +20,7 @@ BZ_INLINE bool hard_finite(double v) { return v == v && v - v == 0.0; }
 // One group. Returns the status; writes the new own gamma (or keeps `prev`) and omega.
 BZ_INLINE int hard_group(const double* s, const double* h, int64_t cells, double gamma,
                          double prev, double lambda, int clamp, double* gamma_new,
-                         double* omega, int* clamped) {
+                         double* omega, int* clamped, double* c_out) {
     *gamma_new = prev;
     *omega = 0.0;
     *clamped = 0;
@@ -35,6 +36,8 @@ BZ_INLINE int hard_group(const double* s, const double* h, int64_t cells, double
             hc = 0.0;
         }
         const double big_h = hc / lambda;
+        // C = 1/(1/gamma + H); with gamma = 0 the limit is 0.
+        c_out[c] = gamma == 0.0 ? 0.0 : 1.0 / (1.0 / gamma + big_h);
         const double term = big_h / (1.0 + gamma * big_h);
         omega_sq += hard_finite(term) ? term : 0.0;
         const double a = sc < 0.0 ? -sc : sc;
@@ -74,7 +77,8 @@ extern "C" __global__ void hard_update(const double* __restrict__ s,
                                        double* __restrict__ omega_out,
                                        double* __restrict__ tilde_out,
                                        int32_t* __restrict__ status_out,
-                                       int32_t* __restrict__ clamped_out, HardParams p) {
+                                       int32_t* __restrict__ clamped_out,
+                                       double* __restrict__ c_out, HardParams p) {
     const int64_t per_edge = p.n_ops + 1;
     BZ_GRID_STRIDE(e, p.n_edges) {
         const int64_t g0 = e * per_edge;
@@ -82,7 +86,7 @@ extern "C" __global__ void hard_update(const double* __restrict__ s,
         int clamped;
         int st = hard_group(s + g0 * p.n_cells, h + g0 * p.n_cells, p.n_cells, gamma_in[g0],
                             gamma_prev[g0], p.lambda_parent, p.clamp_negative, &gamma0, &omega,
-                            &clamped);
+                            &clamped, c_out + g0 * p.n_cells);
         gamma_out[g0] = gamma0;
         omega_out[g0] = omega;
         tilde_out[g0] = gamma0;
@@ -93,7 +97,7 @@ extern "C" __global__ void hard_update(const double* __restrict__ s,
             double gk;
             st = hard_group(s + g * p.n_cells, h + g * p.n_cells, p.n_cells, gamma_in[g],
                             gamma_prev[g], p.lambda_child, p.clamp_negative, &gk, &omega,
-                            &clamped);
+                            &clamped, c_out + g * p.n_cells);
             gamma_out[g] = gk;
             omega_out[g] = omega;
             tilde_out[g] = hard_combine(gk, gamma0);

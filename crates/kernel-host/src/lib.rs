@@ -298,6 +298,7 @@ extern "C" {
         ti: *mut f64,
         st: *mut i32,
         cl: *mut i32,
+        c: *mut f64,
         p: HardParams,
     );
 }

@@ -1,9 +1,11 @@
 //! The host-emulated `hard_update` kernel against `bayesnas_search::Prior::update` (the CPU
 //! reference of the closed-form HARD update) on random statistics, over several rounds.
 
+use bayesnas_engine::device::cuda::{HardInput, HardOutput};
 use bayesnas_engine::Rng;
 use bayesnas_kernel_host::*;
 use bayesnas_search::bayes::{GroupStatus, NegativeCurvature};
+use bayesnas_search::BayesError;
 use bayesnas_search::{CellType, CellTypeStats, Prior, SearchSpace, UpdateConfig};
 
 /// Own gamma of every group in the flat layout (parent: gamma0, child: raw gamma_k).
@@ -58,6 +60,18 @@ struct Out {
     tilde: Vec<f64>,
     status: Vec<i32>,
     clamped: Vec<i32>,
+    c: Vec<f64>,
+}
+
+/// Per-cell C of every group in the flat `[group][cell]` layout.
+fn cell_cs(prior: &Prior, ct: CellType) -> Vec<f64> {
+    prior
+        .cell(ct)
+        .edges
+        .iter()
+        .flat_map(|ep| std::iter::once(&ep.parent).chain(ep.children.iter().map(|c| &c.group)))
+        .flat_map(|g| g.cells.iter().map(|c| c.c))
+        .collect()
 }
 
 fn run_kernel(prior: &Prior, ct: CellType, st: &CellTypeStats, cfg: &UpdateConfig) -> Out {
@@ -70,6 +84,7 @@ fn run_kernel(prior: &Prior, ct: CellType, st: &CellTypeStats, cfg: &UpdateConfi
         tilde: vec![f64::NAN; g],
         status: vec![99; g],
         clamped: vec![99; g],
+        c: vec![f64::NAN; g * st.n_cells()],
     };
     let p = HardParams {
         n_edges: st.n_edges() as i64,
@@ -92,6 +107,7 @@ fn run_kernel(prior: &Prior, ct: CellType, st: &CellTypeStats, cfg: &UpdateConfi
             o.tilde.as_mut_ptr(),
             o.status.as_mut_ptr(),
             o.clamped.as_mut_ptr(),
+            o.c.as_mut_ptr(),
             p,
         )
     };
@@ -160,6 +176,9 @@ fn hard_update_matches_prior_update_over_rounds() {
                 close(&format!("{what} omega"), &o.omega, &prior.omegas(ct));
                 let (st, ti) = status_tilde(&prior, ct);
                 close(&format!("{what} tilde"), &o.tilde, &ti);
+                let cs = cell_cs(&prior, ct);
+                assert_eq!(cs.len(), o.c.len(), "{what} C count");
+                close(&format!("{what} C"), &o.c, &cs);
                 let want: Vec<i32> = st.into_iter().map(code).collect();
                 assert_eq!(o.status, want, "{what} status");
                 clamped += o.clamped.iter().sum::<i32>() as usize;
@@ -190,4 +209,129 @@ fn hard_update_reports_errors() {
     assert_eq!(o.status[1], HARD_ERR_NEGATIVE);
     assert_eq!(o.status[no + 1], HARD_ERR_NOT_FINITE);
     assert_eq!(o.status[0], HARD_UPDATED);
+}
+
+/// The host-emulated kernel behind `Prior::update_with`'s kernel seam (as
+/// `CudaBackend::hard_update` is on a GPU).
+fn emulated(inp: &HardInput<'_>) -> Result<HardOutput, BayesError> {
+    let g = inp.n_edges * (inp.n_ops + 1);
+    let mut o = HardOutput {
+        gamma: vec![f64::NAN; g],
+        omega: vec![f64::NAN; g],
+        tilde: vec![f64::NAN; g],
+        status: vec![99; g],
+        clamped: vec![99; g],
+        c: vec![f64::NAN; g * inp.n_cells],
+    };
+    let p = HardParams {
+        n_edges: inp.n_edges as i64,
+        n_ops: inp.n_ops as i64,
+        n_cells: inp.n_cells as i64,
+        lambda_parent: inp.lambda_parent,
+        lambda_child: inp.lambda_child,
+        clamp_negative: i32::from(inp.clamp_negative),
+        ..Default::default()
+    };
+    unsafe {
+        host_hard_update(
+            Launch::d1(3, 2),
+            inp.s.as_ptr(),
+            inp.h.as_ptr(),
+            inp.gamma_in.as_ptr(),
+            inp.gamma_prev.as_ptr(),
+            o.gamma.as_mut_ptr(),
+            o.omega.as_mut_ptr(),
+            o.tilde.as_mut_ptr(),
+            o.status.as_mut_ptr(),
+            o.clamped.as_mut_ptr(),
+            o.c.as_mut_ptr(),
+            p,
+        )
+    };
+    Ok(o)
+}
+
+/// `Prior::update_with` (the search's device path: layout, status codes, commit) driven by the
+/// emulated kernel leaves the prior exactly where `Prior::update` does, over several rounds,
+/// and rejects bad statistics with the host's error, leaving the prior unchanged.
+#[test]
+fn update_with_the_emulated_kernel_matches_update() {
+    let mut rng = Rng::new(13);
+    for space in [SearchSpace::darts(), SearchSpace::bayesnas()] {
+        let (mut host, mut dev) = (Prior::new(&space).unwrap(), Prior::new(&space).unwrap());
+        for round in 0..5 {
+            let clamp = round >= 2;
+            let cfg = UpdateConfig {
+                lambda_parent: rng.uniform_range(0.01, 2.0),
+                lambda_child: rng.uniform_range(0.01, 2.0),
+                negative_curvature: if clamp {
+                    NegativeCurvature::ClampToZero
+                } else {
+                    NegativeCurvature::Reject
+                },
+            };
+            let n = random_stats(&host, CellType::Normal, 2 + round, &mut rng, clamp);
+            // Round 4 has no reduction cells (skipped cell type).
+            let r = random_stats(
+                &host,
+                CellType::Reduce,
+                if round == 4 { 0 } else { 2 },
+                &mut rng,
+                clamp,
+            );
+            let sh = host.update(&n, &r, &cfg).unwrap();
+            let sd = dev.update_with(&n, &r, &cfg, &mut emulated).unwrap();
+            assert_eq!(sd, sh, "{} round {round}: summary", space.name);
+            for ct in [CellType::Normal, CellType::Reduce] {
+                let what = format!("{} round {round} {ct:?}", space.name);
+                close(
+                    &format!("{what} gamma"),
+                    &own_gammas(&dev, ct),
+                    &own_gammas(&host, ct),
+                );
+                close(&format!("{what} omega"), &dev.omegas(ct), &host.omegas(ct));
+                let (std, tid) = status_tilde(&dev, ct);
+                let (sth, tih) = status_tilde(&host, ct);
+                assert_eq!(std, sth, "{what} status");
+                close(&format!("{what} tilde"), &tid, &tih);
+                close(
+                    &format!("{what} C"),
+                    &cell_cs(&dev, ct),
+                    &cell_cs(&host, ct),
+                );
+                for (ed, eh) in dev.cell(ct).edges.iter().zip(&host.cell(ct).edges) {
+                    for (a, b) in std::iter::once((&ed.parent, &eh.parent)).chain(
+                        ed.children
+                            .iter()
+                            .map(|c| &c.group)
+                            .zip(eh.children.iter().map(|c| &c.group)),
+                    ) {
+                        assert_eq!(a.cells.len(), b.cells.len(), "{what} cells");
+                        for (x, y) in a.cells.iter().zip(&b.cells) {
+                            assert_eq!((x.s, x.h), (y.s, y.h), "{what} cell s, h");
+                            close(&format!("{what} H"), &[x.big_h], &[y.big_h]);
+                        }
+                    }
+                }
+                assert_eq!(dev.cell(ct).n_cells, host.cell(ct).n_cells);
+            }
+            assert_eq!(dev.rounds(), host.rounds());
+        }
+        let mut h = random_stats(&host, CellType::Normal, 2, &mut rng, false)
+            .h_flat()
+            .to_vec();
+        h[5] = -1.0;
+        let t = host.stats_template(CellType::Normal, 2);
+        let bad =
+            CellTypeStats::from_flat(t.n_edges(), t.n_ops(), 2, vec![0.3; h.len()], h).unwrap();
+        let empty = host.stats_template(CellType::Reduce, 0);
+        let cfg = UpdateConfig::new(0.5);
+        let before = dev.clone();
+        let eh = host.clone().update(&bad, &empty, &cfg).unwrap_err();
+        let ed = dev
+            .update_with(&bad, &empty, &cfg, &mut emulated)
+            .unwrap_err();
+        assert_eq!(ed.to_string(), eh.to_string());
+        assert_eq!(dev, before);
+    }
 }

@@ -51,6 +51,8 @@
 //!   is left unchanged.
 //! * A cell type with zero cells in the network (`n_cells = 0`) is not updated.
 
+use bayesnas_engine::device::cuda::{self, hard_status, HardInput, HardOutput};
+use bayesnas_engine::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::derive::CellRelevance;
@@ -127,6 +129,9 @@ pub enum BayesError {
     /// An inconsistent prior (e.g. a hand-edited checkpoint).
     #[error("inconsistent prior: {0}")]
     Inconsistent(String),
+    /// The device update could not run (no GPU, driver or kernel error).
+    #[error("device HARD update: {0}")]
+    Device(String),
     /// The search space is invalid.
     #[error(transparent)]
     Space(#[from] SpaceError),
@@ -829,6 +834,148 @@ impl Prior {
                     )?;
                     apply(&mut child.group, up, &mut summary);
                     child.gamma_tilde = combine(child.group.gamma, gamma0);
+                }
+            }
+        }
+        next.rounds += 1;
+        next.last_config = Some(*config);
+        *self = next;
+        Ok(summary)
+    }
+
+    /// [`Prior::update`] computed on `device`: on a CUDA device the `hard_update` kernel
+    /// computes gamma, omega, `gamma_tilde` and every cell's `C` for all groups of a cell type
+    /// in one launch (f64, the same arithmetic as the CPU), and the result is committed here;
+    /// on the CPU this is [`Prior::update`]. Errors leave the prior unchanged; for bad
+    /// statistics the error is the host update's (which names the group and cell).
+    pub fn update_on(
+        &mut self,
+        device: Device,
+        normal: &CellTypeStats,
+        reduce: &CellTypeStats,
+        config: &UpdateConfig,
+    ) -> Result<UpdateSummary, BayesError> {
+        let Device::Cuda(ordinal) = device else {
+            return self.update(normal, reduce, config);
+        };
+        let dev_err =
+            |e: bayesnas_engine::Error| BayesError::Device(format!("cuda:{ordinal}: {e}"));
+        let be = cuda::backend(ordinal).map_err(dev_err)?;
+        self.update_with(normal, reduce, config, &mut |inp| {
+            be.hard_update(inp).map_err(dev_err)
+        })
+    }
+
+    /// [`Prior::update`] with the per-cell-type arithmetic done by `kernel`, which must behave
+    /// as `kernels/bayes.cu::hard_update` (the CUDA backend's [`cuda::CudaBackend::hard_update`];
+    /// tests pass the host-emulated kernel). The results are committed as [`Prior::update`]
+    /// would; errors leave the prior unchanged.
+    pub fn update_with(
+        &mut self,
+        normal: &CellTypeStats,
+        reduce: &CellTypeStats,
+        config: &UpdateConfig,
+        kernel: &mut dyn FnMut(&HardInput<'_>) -> Result<HardOutput, BayesError>,
+    ) -> Result<UpdateSummary, BayesError> {
+        config.validate()?;
+        self.validate()?;
+        self.check_stats(CellType::Normal, normal)?;
+        self.check_stats(CellType::Reduce, reduce)?;
+        let mut next = self.clone();
+        let mut summary = UpdateSummary::default();
+        for (ct, stats) in [(CellType::Normal, normal), (CellType::Reduce, reduce)] {
+            if stats.n_cells == 0 {
+                summary.skipped_cell_types += 1;
+                continue;
+            }
+            let gamma_prev: Vec<f64> = self
+                .cell(ct)
+                .edges
+                .iter()
+                .flat_map(|ep| {
+                    std::iter::once(ep.parent.gamma)
+                        .chain(ep.children.iter().map(|c| c.group.gamma))
+                })
+                .collect();
+            let gamma_in = self.gammas_in_force(ct);
+            let out = kernel(&HardInput {
+                n_edges: stats.n_edges,
+                n_ops: stats.n_ops,
+                n_cells: stats.n_cells,
+                s: &stats.s,
+                h: &stats.h,
+                gamma_in: &gamma_in,
+                gamma_prev: &gamma_prev,
+                lambda_parent: config.lambda_parent,
+                lambda_child: config.lambda_child,
+                clamp_negative: config.negative_curvature == NegativeCurvature::ClampToZero,
+            })?;
+            let groups = stats.n_groups();
+            if [out.gamma.len(), out.omega.len(), out.tilde.len()]
+                .iter()
+                .chain([out.status.len(), out.clamped.len()].iter())
+                .any(|&l| l != groups)
+                || out.c.len() != groups * stats.n_cells
+            {
+                return Err(BayesError::Device(format!(
+                    "{ct}: the kernel returned outputs of the wrong length"
+                )));
+            }
+            if let Some(g) = out.status.iter().position(|&st| st < 0) {
+                // The host update rejects the same statistics and says where.
+                return match self.clone().update(normal, reduce, config) {
+                    Err(e) => Err(e),
+                    Ok(_) => Err(BayesError::Device(format!(
+                        "the kernel reported status {} for {ct} group {g} but the host update \
+                         accepts the statistics",
+                        out.status[g]
+                    ))),
+                };
+            }
+            let nc = stats.n_cells;
+            let per_edge = stats.n_ops + 1;
+            let cell = next.cell_mut(ct);
+            cell.n_cells = nc;
+            for (e, ep) in cell.edges.iter_mut().enumerate() {
+                for j in 0..per_edge {
+                    let g = e * per_edge + j;
+                    let (state, lambda) = if j == 0 {
+                        (&mut ep.parent, config.lambda_parent)
+                    } else {
+                        let child = &mut ep.children[j - 1];
+                        child.gamma_tilde = out.tilde[g];
+                        (&mut child.group, config.lambda_child)
+                    };
+                    state.status = match out.status[g] {
+                        hard_status::UPDATED => GroupStatus::Updated,
+                        hard_status::DEAD => GroupStatus::Dead,
+                        hard_status::NO_CURVATURE => GroupStatus::NoCurvature,
+                        other => {
+                            return Err(BayesError::Device(format!(
+                                "unknown status {other} for {ct} group {g}"
+                            )))
+                        }
+                    };
+                    match state.status {
+                        GroupStatus::Dead => summary.dead += 1,
+                        GroupStatus::NoCurvature => summary.no_curvature += 1,
+                        _ => summary.updated += 1,
+                    }
+                    summary.clamped += out.clamped[g].max(0) as usize;
+                    state.gamma = out.gamma[g];
+                    state.omega = out.omega[g];
+                    state.cells = (0..nc)
+                        .map(|c| {
+                            let i = g * nc + c;
+                            let h = if stats.h[i] < 0.0 { 0.0 } else { stats.h[i] };
+                            CellStat {
+                                s: stats.s[i],
+                                h,
+                                big_h: h / lambda,
+                                c: out.c[i],
+                            }
+                        })
+                        .collect();
                 }
             }
         }

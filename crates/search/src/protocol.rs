@@ -727,8 +727,15 @@ impl Searcher {
             lambda_child: self.settings.lambda_child,
             ..UpdateConfig::new(self.settings.lambda_parent)
         };
+        // On a CUDA device the closed-form update runs in the hard_update kernel.
+        let device = self.device();
         self.prior
-            .update(&stats[&CellType::Normal], &stats[&CellType::Reduce], &cfg)
+            .update_on(
+                device,
+                &stats[&CellType::Normal],
+                &stats[&CellType::Reduce],
+                &cfg,
+            )
             .map_err(|e| Error::Invalid(format!("prior update: {e}")))
     }
 }

@@ -15,9 +15,12 @@
 //! * Kernel modules are loaded once when the backend is created; functions are looked up once
 //!   and cached by entry name.
 
+mod hard;
 mod ops;
 #[allow(clippy::all, unused)]
 pub mod params;
+
+pub use hard::{status as hard_status, HardInput, HardOutput};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -664,7 +667,7 @@ mod tests {
             eprintln!("skipped: launched_kernels_exist_in_the_ptx: no PTX in this build");
             return;
         }
-        let src = include_str!("ops.rs");
+        let src = [include_str!("ops.rs"), include_str!("hard.rs")].concat();
         let (mut missing, mut checked) = (Vec::new(), 0);
         for part in src.split("launch(").skip(1) {
             let name = part.trim_start().trim_start_matches('"');

@@ -485,7 +485,7 @@ impl CudaBackend {
         Ok(())
     }
 
-    fn raw<T>(&self, s: &cudarc::driver::CudaSlice<T>) -> u64 {
+    pub(crate) fn raw<T>(&self, s: &cudarc::driver::CudaSlice<T>) -> u64 {
         let (p, _sync) = cudarc::driver::DevicePtr::device_ptr(s, self.stream());
         p
     }
