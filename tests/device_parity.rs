@@ -476,6 +476,18 @@ fn softmax_cross_entropy_and_sgd() {
         let (gp, gl) = g.softmax_cross_entropy(&up(g, &z), &labels).unwrap();
         same(&format!("softmax {b}x{k}"), &gp, &p);
         close64("cross-entropy", gl as f64, l as f64);
+        let gpu_probs = up(g, &p);
+        same(
+            &format!("softmax ce backward {b}x{k}"),
+            &g.softmax_cross_entropy_backward(&gpu_probs, &labels)
+                .unwrap(),
+            &c.softmax_cross_entropy_backward(&p, &labels).unwrap(),
+        );
+        same(
+            &format!("softmax ce curvature seed {b}x{k}"),
+            &g.softmax_cross_entropy_curvature(&gpu_probs).unwrap(),
+            &c.softmax_cross_entropy_curvature(&p).unwrap(),
+        );
         assert!(g
             .softmax_cross_entropy(&up(g, &z), &vec![k as u32; b])
             .is_err());

@@ -293,6 +293,12 @@ pub trait Backend: Send + Sync {
     /// Row-wise softmax of `[B, K]` logits and the mean cross-entropy against `labels`
     /// (class indices). Returns `(probs, loss)`.
     fn softmax_cross_entropy(&self, logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)>;
+    /// Gradient of that mean cross-entropy with respect to the logits, from the `[B, K]`
+    /// probabilities: `(probs - onehot(labels)) / B`.
+    fn softmax_cross_entropy_backward(&self, probs: &Tensor, labels: &[u32]) -> Result<Tensor>;
+    /// Curvature seed of the mean cross-entropy (method note section 6): `(p - p^2) / B` for
+    /// every class.
+    fn softmax_cross_entropy_curvature(&self, probs: &Tensor) -> Result<Tensor>;
 
     // ----- optimiser -----
     /// SGD with momentum (PyTorch semantics): `g' = scale*g + wd*w; m = mu*m + g'; w -= lr*m`.

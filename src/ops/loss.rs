@@ -9,6 +9,15 @@ use crate::error::{shape_err, Result};
 use crate::tape::{Op, OpCtx, Tape, Var};
 use crate::tensor::Tensor;
 
+/// `c * t`, skipping the multiplication at the root of a pass (`c = 1`).
+fn scaled(b: &dyn crate::device::Backend, t: Tensor, c: f32) -> Result<Tensor> {
+    if c == 1.0 {
+        Ok(t)
+    } else {
+        b.unary(&t, Unary::Scale(c))
+    }
+}
+
 struct CrossEntropyOp {
     probs: Tensor,
     labels: Vec<u32>,
@@ -20,27 +29,15 @@ impl Op for CrossEntropyOp {
     }
     // dz = (p - onehot(y)) / B * dy
     fn backward(&self, _ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let (bsz, k) = (self.probs.shape()[0], self.probs.shape()[1]);
-        let mut onehot = vec![0.0f32; bsz * k];
-        for (i, &l) in self.labels.iter().enumerate() {
-            onehot[i * k + l as usize] = 1.0;
-        }
         let b = be(&self.probs)?;
-        let oh = b.upload(onehot, &[bsz, k])?;
-        let d = b.binary(&self.probs, &oh, Binary::Sub)?;
-        Ok(vec![Some(
-            b.unary(&d, Unary::Scale(dy.item()? / bsz as f32))?,
-        )])
+        let d = b.softmax_cross_entropy_backward(&self.probs, &self.labels)?;
+        Ok(vec![Some(scaled(b, d, dy.item()?)?)])
     }
     // hz_i = p_i (1 - p_i) / B * hy  (all classes; see method note section 6)
     fn curvature(&self, _ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let b = be(&self.probs)?;
-        let bsz = self.probs.shape()[0];
-        let p2 = b.unary(&self.probs, Unary::Square)?;
-        let d = b.binary(&self.probs, &p2, Binary::Sub)?;
-        Ok(vec![Some(
-            b.unary(&d, Unary::Scale(hy.item()? / bsz as f32))?,
-        )])
+        let h = b.softmax_cross_entropy_curvature(&self.probs)?;
+        Ok(vec![Some(scaled(b, h, hy.item()?)?)])
     }
 }
 

@@ -5,23 +5,31 @@ use rayon::prelude::*;
 use crate::error::{shape_err, Error, Result};
 use crate::tensor::Tensor;
 
-pub(crate) fn softmax_cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)> {
-    let (b, k) = match *logits.shape() {
+/// `(B, K)` of `[B, K]` logits (or probabilities) after checking `labels` against them.
+pub(crate) fn check_rows(
+    op: &'static str,
+    x: &Tensor,
+    labels: Option<&[u32]>,
+) -> Result<(usize, usize)> {
+    let (b, k) = match *x.shape() {
         [b, k] => (b, k),
-        _ => return shape_err("softmax_cross_entropy", "[B, K] logits", logits.shape()),
+        _ => return shape_err(op, "[B, K] logits", x.shape()),
     };
-    if labels.len() != b {
-        return shape_err(
-            "softmax_cross_entropy labels",
-            format!("[{b}]"),
-            &[labels.len()],
-        );
+    if let Some(labels) = labels {
+        if labels.len() != b {
+            return shape_err(op, format!("{b} labels"), &[labels.len()]);
+        }
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
+            return Err(Error::Invalid(format!(
+                "{op}: label {bad} out of range for {k} classes"
+            )));
+        }
     }
-    if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
-        return Err(Error::Invalid(format!(
-            "softmax_cross_entropy: label {bad} out of range for {k} classes"
-        )));
-    }
+    Ok((b, k))
+}
+
+pub(crate) fn softmax_cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)> {
+    let (b, k) = check_rows("softmax_cross_entropy", logits, Some(labels))?;
     let z = logits.cpu();
     let mut probs = vec![0.0f32; b * k];
     let nll: Vec<f64> = probs
@@ -45,4 +53,29 @@ pub(crate) fn softmax_cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<(
         .collect();
     let loss = (nll.iter().sum::<f64>() / b as f64) as f32;
     Ok((Tensor::from_vec(probs, &[b, k])?, loss))
+}
+
+/// `(probs - onehot(labels)) / B`.
+pub(crate) fn softmax_cross_entropy_backward(probs: &Tensor, labels: &[u32]) -> Result<Tensor> {
+    let (b, k) = check_rows("softmax_cross_entropy_backward", probs, Some(labels))?;
+    let inv_b = 1.0f32 / b as f32;
+    let mut d = probs.cpu().to_vec();
+    d.par_chunks_mut(k.max(1))
+        .zip(labels)
+        .for_each(|(row, &l)| {
+            for (j, v) in row.iter_mut().enumerate() {
+                let t = if j == l as usize { 1.0 } else { 0.0 };
+                *v = (*v - t) * inv_b;
+            }
+        });
+    Tensor::from_vec(d, &[b, k])
+}
+
+/// `(p - p^2) / B`.
+pub(crate) fn softmax_cross_entropy_curvature(probs: &Tensor) -> Result<Tensor> {
+    let (b, k) = check_rows("softmax_cross_entropy_curvature", probs, None)?;
+    let inv_b = 1.0f32 / b as f32;
+    let mut h = probs.cpu().to_vec();
+    h.par_iter_mut().for_each(|q| *q = (*q - *q * *q) * inv_b);
+    Tensor::from_vec(h, &[b, k])
 }

@@ -8,7 +8,7 @@ mod batchnorm;
 pub(crate) mod conv;
 mod elementwise;
 pub mod gemm;
-mod loss;
+pub(crate) mod loss;
 mod mixed;
 mod optim;
 pub(crate) mod pool;
@@ -183,6 +183,12 @@ impl Backend for CpuBackend {
     }
     fn softmax_cross_entropy(&self, logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)> {
         loss::softmax_cross_entropy(logits, labels)
+    }
+    fn softmax_cross_entropy_backward(&self, probs: &Tensor, labels: &[u32]) -> Result<Tensor> {
+        loss::softmax_cross_entropy_backward(probs, labels)
+    }
+    fn softmax_cross_entropy_curvature(&self, probs: &Tensor) -> Result<Tensor> {
+        loss::softmax_cross_entropy_curvature(probs)
     }
     fn sgd_momentum(
         &self,

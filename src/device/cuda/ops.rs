@@ -7,6 +7,7 @@ use super::params::{
     ReduceParams, SgdParams, ShiftParams,
 };
 use super::CudaBackend;
+use crate::device::cpu::loss::check_rows;
 use crate::device::cpu::{conv as cpu_conv, pool as cpu_pool};
 use crate::device::{
     nchw, same_shape, Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device,
@@ -1380,22 +1381,7 @@ impl Backend for CudaBackend {
     }
 
     fn softmax_cross_entropy(&self, logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)> {
-        let (b, k) = match *logits.shape() {
-            [b, k] => (b, k),
-            _ => return shape_err("softmax_cross_entropy", "[B, K] logits", logits.shape()),
-        };
-        if labels.len() != b {
-            return shape_err(
-                "softmax_cross_entropy labels",
-                format!("[{b}]"),
-                &[labels.len()],
-            );
-        }
-        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
-            return Err(Error::Invalid(format!(
-                "softmax_cross_entropy: label {bad} out of range for {k} classes"
-            )));
-        }
+        let (b, k) = check_rows("softmax_cross_entropy", logits, Some(labels))?;
         let probs = self.wrap(self.alloc(b * k)?, &[b, k]);
         if b == 0 {
             return Ok((probs, f32::NAN));
@@ -1415,6 +1401,37 @@ impl Backend for CudaBackend {
         self.launch("softmax_ce_fwd", self.grid_stride(b), &p, &prm)?;
         let loss = self.host_sum(&rows, b)? / b as f64;
         Ok((probs, loss as f32))
+    }
+
+    fn softmax_cross_entropy_backward(&self, probs: &Tensor, labels: &[u32]) -> Result<Tensor> {
+        let (b, k) = check_rows("softmax_cross_entropy_backward", probs, Some(labels))?;
+        let d = self.wrap(self.alloc(b * k)?, &[b, k]);
+        if b * k == 0 {
+            return Ok(d);
+        }
+        let lab = self.htod(labels)?;
+        let prm = LossParams {
+            b: i64c(b),
+            k: i64c(k),
+        };
+        let p = [self.ptr("probs", probs)?, self.raw(&lab), self.ptr("", &d)?];
+        self.launch("softmax_ce_bwd", self.grid_stride(b * k), &p, &prm)?;
+        Ok(d)
+    }
+
+    fn softmax_cross_entropy_curvature(&self, probs: &Tensor) -> Result<Tensor> {
+        let (b, k) = check_rows("softmax_cross_entropy_curvature", probs, None)?;
+        let h = self.wrap(self.alloc(b * k)?, &[b, k]);
+        if b * k == 0 {
+            return Ok(h);
+        }
+        let prm = LossParams {
+            b: i64c(b),
+            k: i64c(k),
+        };
+        let p = [self.ptr("probs", probs)?, self.ptr("", &h)?];
+        self.launch("softmax_ce_curv_seed", self.grid_stride(b * k), &p, &prm)?;
+        Ok(h)
     }
 
     fn sgd_momentum(
