@@ -7,6 +7,10 @@
 //!
 //! `cargo bench --bench bn_pool`; names are `<kernel>/n<N>_c<C>_<H>x<W>`.
 
+#[path = "util/pool.rs"]
+mod pool;
+use pool::iter_in_pool;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -32,7 +36,7 @@ fn batch_norm(c: &mut Criterion) {
         let dy = Tensor::randn(shape, 1.0, &mut rng);
         c.benchmark_group("bn_fwd")
             .bench_function(name(shape), |b| {
-                b.iter(|| {
+                iter_in_pool(b, || {
                     be.batch_norm_train_forward(black_box(&x), None, None, 1e-5)
                         .unwrap()
                 })
@@ -40,7 +44,7 @@ fn batch_norm(c: &mut Criterion) {
         let f = be.batch_norm_train_forward(&x, None, None, 1e-5).unwrap();
         c.benchmark_group("bn_bwd")
             .bench_function(name(shape), |b| {
-                b.iter(|| {
+                iter_in_pool(b, || {
                     be.batch_norm_backward(black_box(&dy), black_box(&x), &f.mean, &f.invstd, None)
                         .unwrap()
                 })
@@ -71,23 +75,23 @@ fn pooling(c: &mut Criterion) {
             // argmax (the work of PyTorch's max_pool2d_with_indices and its backward).
             c.benchmark_group(format!("maxpool3x3s{stride}_fwd"))
                 .bench_function(&id, |b| {
-                    b.iter(|| be.max_pool2d_forward(black_box(&x), spec).unwrap())
+                    iter_in_pool(b, || be.max_pool2d_forward(black_box(&x), spec).unwrap())
                 });
             let (_, argmax) = be.max_pool2d_forward(&x, spec).unwrap();
             c.benchmark_group(format!("maxpool3x3s{stride}_bwd"))
                 .bench_function(&id, |b| {
-                    b.iter(|| {
+                    iter_in_pool(b, || {
                         be.max_pool2d_backward(black_box(&argmax), black_box(&dy), shape)
                             .unwrap()
                     })
                 });
             c.benchmark_group(format!("avgpool3x3s{stride}_fwd"))
                 .bench_function(&id, |b| {
-                    b.iter(|| be.avg_pool2d_forward(black_box(&x), spec).unwrap())
+                    iter_in_pool(b, || be.avg_pool2d_forward(black_box(&x), spec).unwrap())
                 });
             c.benchmark_group(format!("avgpool3x3s{stride}_bwd"))
                 .bench_function(&id, |b| {
-                    b.iter(|| {
+                    iter_in_pool(b, || {
                         be.avg_pool2d_backward(black_box(&dy), spec, shape, 1)
                             .unwrap()
                     })

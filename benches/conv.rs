@@ -11,6 +11,10 @@
 //! Shapes: C = 16 at 32x32, C = 32 and 64 at 16x16 (the supernet's three stages).
 //! Run: `cargo bench --bench conv` (each benchmark measures for about a second).
 
+#[path = "util/pool.rs"]
+mod pool;
+use pool::iter_in_pool;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -50,7 +54,7 @@ impl Conv {
     /// Times the three passes under `<name>_fwd`, `<name>_bwd_in`, `<name>_bwd_w`.
     fn bench(&self, c: &mut Criterion, name: &str, id: &str) {
         let b = backend();
-        let passes: [(&str, &dyn Fn() -> Tensor); 3] = [
+        let passes: [(&str, &(dyn Fn() -> Tensor + Sync)); 3] = [
             ("fwd", &|| {
                 b.conv2d_forward(&self.x, &self.w, self.spec).unwrap()
             }),
@@ -65,7 +69,7 @@ impl Conv {
         ];
         for (pass, f) in passes {
             let mut g = group(c, &format!("{name}_{pass}"));
-            g.bench_function(id, |bch| bch.iter(|| black_box(f())));
+            g.bench_function(id, |bch| iter_in_pool(bch, || black_box(f())));
             g.finish();
         }
     }

@@ -14,6 +14,10 @@
 //!
 //! Run: `cargo bench --bench gemm -- --quick`.
 
+#[path = "util/pool.rs"]
+mod pool;
+use pool::iter_in_pool;
+
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -149,7 +153,7 @@ fn bench_gemm(c: &mut Criterion) {
             // Forward: Y[n] = W X[n].
             let mut y = vec![0.0f32; BATCH * co * hw];
             g.bench_function(format!("{name}_fwd_1img/{shape}"), |bch| {
-                bch.iter(|| {
+                iter_in_pool(bch, || {
                     product(
                         which,
                         false,
@@ -165,7 +169,7 @@ fn bench_gemm(c: &mut Criterion) {
                 })
             });
             g.bench_function(format!("{name}_fwd_1img_par/{shape}"), |bch| {
-                bch.iter(|| {
+                iter_in_pool(bch, || {
                     product(
                         which,
                         true,
@@ -181,7 +185,7 @@ fn bench_gemm(c: &mut Criterion) {
                 })
             });
             g.bench_function(format!("{name}_fwd_b32/{shape}"), |bch| {
-                bch.iter(|| {
+                iter_in_pool(bch, || {
                     y.par_chunks_mut(co * hw)
                         .zip(x.par_chunks(ci * hw))
                         .for_each(|(y, x)| {
@@ -203,7 +207,7 @@ fn bench_gemm(c: &mut Criterion) {
             // Backward input: dX[n] = W^T dY[n] (W read column-major).
             let mut dx = vec![0.0f32; BATCH * ci * hw];
             g.bench_function(format!("{name}_bwd_in_b32/{shape}"), |bch| {
-                bch.iter(|| {
+                iter_in_pool(bch, || {
                     dx.par_chunks_mut(ci * hw)
                         .zip(dy.par_chunks(co * hw))
                         .for_each(|(dx, dy)| {
@@ -225,7 +229,7 @@ fn bench_gemm(c: &mut Criterion) {
             // Backward weight: dW = sum_n dY[n] X[n]^T, per-image partials (as the kernels do).
             let mut parts = vec![0.0f32; BATCH * co * ci];
             g.bench_function(format!("{name}_bwd_w_b32/{shape}"), |bch| {
-                bch.iter(|| {
+                iter_in_pool(bch, || {
                     parts
                         .par_chunks_mut(co * ci)
                         .zip(dy.par_chunks(co * hw).zip(x.par_chunks(ci * hw)))

@@ -85,16 +85,38 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+impl Command {
+    /// `--threads` of the command, if it has the option and it was given.
+    fn threads(&self) -> Option<usize> {
+        match self {
+            Command::Info(a) => a.common.runtime.threads,
+            Command::Fetch(_) => None,
+            Command::Search(a) => a.common.runtime.threads,
+            Command::Train(a) => a.common.runtime.threads,
+            Command::Compress(a) => a.runtime.threads,
+            Command::Bench(bench::BenchCommand::Step(a)) => a.runtime.threads,
+            Command::Bench(bench::BenchCommand::Kernels(a)) => a.runtime.threads,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match &cli.command {
+    // The CPU pool is sized before any work, and the command runs on one of its threads, so
+    // that the CPU kernels share their work without waking a sleeping caller each time
+    // (bayesnas_engine::run_in_pool).
+    if let Err(e) = bayesnas_engine::set_cpu_threads(cli.command.threads().unwrap_or(0)) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let result = bayesnas_engine::run_in_pool(|| match &cli.command {
         Command::Info(args) => info::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Search(args) => search::run(args),
         Command::Train(args) => train::run(args),
         Command::Compress(args) => compress::run(args),
         Command::Bench(cmd) => bench::run(cmd),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
