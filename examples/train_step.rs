@@ -7,6 +7,11 @@ use bayesnas_engine::nn::{BatchNorm2d, Conv2d, Linear};
 use bayesnas_engine::prelude::*;
 
 fn main() -> Result<()> {
+    // The CPU kernels share their work best when called from a thread of the engine's pool.
+    bayesnas_engine::run_in_pool(step)
+}
+
+fn step() -> Result<()> {
     let mut rng = Rng::new(42);
     let mut store = ParamStore::new();
     let (c, classes) = (8, 10);

@@ -23,6 +23,15 @@
 //! ```
 //!
 //! See `examples/train_step.rs` for a small conv net with switches.
+//!
+//! ## Threads
+//!
+//! The CPU backend runs its kernels on rayon's global pool: size it once with
+//! [`set_cpu_threads`] (default: one thread per core) and run the training loop inside
+//! [`run_in_pool`], as `bayesnas` does. Called from a thread outside the pool, every parallel
+//! kernel has to wake the pool and sleep until it is done, which costs more than a small
+//! kernel (measured 11-20 µs per call on a 2-core VM, against about 1 µs inside the pool).
+//! Results are the same either way.
 
 pub mod device;
 pub mod error;

@@ -46,7 +46,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::gemm::{sgemm, Mat};
+use super::gemm::{sgemm, sgemm_into, Mat};
 use crate::device::Conv2dSpec;
 use crate::error::{shape_err, Error, Result};
 use crate::tensor::Tensor;
@@ -378,7 +378,8 @@ fn output(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
     let mut v = Vec::with_capacity(len);
     fill(&mut v.spare_capacity_mut()[..len]);
     // SAFETY: `fill` initialised all `len` elements: each kernel covers the slice with
-    // `par_chunks_mut`, and every chunk goes through `zeroed` before anything else.
+    // `par_chunks_mut`, and every chunk goes through `zeroed` before anything else, or is
+    // written whole by `sgemm_into` (the GEMM forward).
     unsafe { v.set_len(len) };
     v
 }
@@ -1209,20 +1210,20 @@ fn col2im_add(g: &Geom, col: &[f32], x: &mut [f32]) {
 fn gemm_forward(g: &Geom, x: &[f32], w: &[f32], y: &mut [MaybeUninit<f32>]) {
     let (cig, cog, ckk, hw, howo) = (g.cig(), g.cog(), g.ckk(), g.hw(), g.howo());
     let par = inner_parallel(g.n);
+    // Every group's GEMM writes its whole block of the output (no zeros needed first).
     y.par_chunks_mut(g.c_out * howo)
         .enumerate()
         .for_each(|(n, yn)| {
-            let yn = zeroed(yn);
             for grp in 0..g.groups {
                 let xg = &x[(n * g.c_in + grp * cig) * hw..][..cig * hw];
                 let wg = Mat::row_major(&w[grp * cog * ckk..][..cog * ckk], cog, ckk);
                 let yg = &mut yn[grp * cog * howo..][..cog * howo];
                 if g.col_is_input() {
-                    sgemm(yg, wg, Mat::row_major(xg, ckk, howo), false, par);
+                    sgemm_into(yg, wg, Mat::row_major(xg, ckk, howo), par);
                 } else {
                     with_scratch(ckk * howo, |col| {
                         im2col(g, xg, col, false);
-                        sgemm(yg, wg, Mat::row_major(col, ckk, howo), false, par);
+                        sgemm_into(yg, wg, Mat::row_major(col, ckk, howo), par);
                     });
                 }
             }

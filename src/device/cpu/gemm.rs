@@ -37,6 +37,7 @@
 //! are reproducible run to run.
 
 use gemm::Parallelism;
+use std::mem::MaybeUninit;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -98,19 +99,45 @@ impl<'a> Mat<'a> {
 /// When the operands' dimensions disagree or a view reaches outside its slice: callers
 /// validate shapes first, so this guards the unsafe call against internal bugs only.
 pub(crate) fn sgemm(c: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool, parallel: bool) {
+    // SAFETY: `c` is a valid, exclusively borrowed slice of initialised floats.
+    unsafe { sgemm_raw(c.as_mut_ptr(), c.len(), a, b, accumulate, parallel) }
+}
+
+/// `c = a b` into uninitialised memory (a fresh output): `gemm` writes every element of the
+/// `a.rows x b.cols` destination without reading it, so no zeros need to be written first.
+/// On return those elements are initialised.
+pub(crate) fn sgemm_into(c: &mut [MaybeUninit<f32>], a: Mat<'_>, b: Mat<'_>, parallel: bool) {
+    // SAFETY: `c` is valid and exclusively borrowed; with `accumulate = false` the
+    // destination is only written (`MaybeUninit<f32>` has the layout of `f32`).
+    unsafe { sgemm_raw(c.as_mut_ptr().cast::<f32>(), c.len(), a, b, false, parallel) }
+}
+
+/// # Safety
+/// `c` points to `c_len` writable floats, readable too when `accumulate`, not aliased by
+/// `a` or `b`.
+unsafe fn sgemm_raw(
+    c: *mut f32,
+    c_len: usize,
+    a: Mat<'_>,
+    b: Mat<'_>,
+    accumulate: bool,
+    parallel: bool,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
-        b.rows == k && a.in_bounds() && b.in_bounds() && c.len() >= m * n,
+        b.rows == k && a.in_bounds() && b.in_bounds() && c_len >= m * n,
         "sgemm: inconsistent operands ({m}x{k}) * ({}x{n}) into {} elements",
         b.rows,
-        c.len()
+        c_len
     );
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(0.0);
+            // SAFETY: the caller's pointer covers `c_len >= m * n` floats.
+            unsafe { std::slice::from_raw_parts_mut(c.cast::<MaybeUninit<f32>>(), m * n) }
+                .fill(MaybeUninit::new(0.0));
         }
         return;
     }
@@ -127,7 +154,7 @@ pub(crate) fn sgemm(c: &mut [f32], a: Mat<'_>, b: Mat<'_>, accumulate: bool, par
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
             n as isize,
             accumulate,
