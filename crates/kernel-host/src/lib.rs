@@ -7,9 +7,9 @@
 //! the engine's CPU backend on random shapes and values, so CPU-only CI checks the kernels'
 //! index arithmetic and formulas (not their speed, nor device-only paths such as `__ldg`).
 
-#[allow(clippy::all)]
-#[path = "../../../src/device/cuda/params.rs"]
-pub mod params;
+/// The kernels' parameter structs: the engine's (generated from
+/// `kernels/include/bayesnas_params.h`), so host launches and device launches share one type.
+pub use bayesnas_engine::device::cuda::params;
 
 pub use params::*;
 

@@ -8,18 +8,6 @@ use bayesnas_search::bayes::{GroupStatus, NegativeCurvature};
 use bayesnas_search::BayesError;
 use bayesnas_search::{CellType, CellTypeStats, Prior, SearchSpace, UpdateConfig};
 
-/// Own gamma of every group in the flat layout (parent: gamma0, child: raw gamma_k).
-fn own_gammas(prior: &Prior, ct: CellType) -> Vec<f64> {
-    prior
-        .cell(ct)
-        .edges
-        .iter()
-        .flat_map(|ep| {
-            std::iter::once(ep.parent.gamma).chain(ep.children.iter().map(|c| c.group.gamma))
-        })
-        .collect()
-}
-
 /// Status, gamma_tilde (parents: gamma0) in the flat layout.
 fn status_tilde(prior: &Prior, ct: CellType) -> (Vec<GroupStatus>, Vec<f64>) {
     let mut st = Vec::new();
@@ -54,15 +42,6 @@ fn close(what: &str, got: &[f64], want: &[f64]) {
     }
 }
 
-struct Out {
-    gamma: Vec<f64>,
-    omega: Vec<f64>,
-    tilde: Vec<f64>,
-    status: Vec<i32>,
-    clamped: Vec<i32>,
-    c: Vec<f64>,
-}
-
 /// Per-cell C of every group in the flat `[group][cell]` layout.
 fn cell_cs(prior: &Prior, ct: CellType) -> Vec<f64> {
     prior
@@ -74,44 +53,22 @@ fn cell_cs(prior: &Prior, ct: CellType) -> Vec<f64> {
         .collect()
 }
 
-fn run_kernel(prior: &Prior, ct: CellType, st: &CellTypeStats, cfg: &UpdateConfig) -> Out {
-    let g = st.n_groups();
-    let gin = prior.gammas_in_force(ct);
-    let gprev = own_gammas(prior, ct);
-    let mut o = Out {
-        gamma: vec![f64::NAN; g],
-        omega: vec![f64::NAN; g],
-        tilde: vec![f64::NAN; g],
-        status: vec![99; g],
-        clamped: vec![99; g],
-        c: vec![f64::NAN; g * st.n_cells()],
-    };
-    let p = HardParams {
-        n_edges: st.n_edges() as i64,
-        n_ops: st.n_ops() as i64,
-        n_cells: st.n_cells() as i64,
+/// The emulated kernel on `st` against the state of `prior` (what `Prior::update_with` passes).
+fn run_kernel(prior: &Prior, ct: CellType, st: &CellTypeStats, cfg: &UpdateConfig) -> HardOutput {
+    let (gin, gprev) = (prior.gammas_in_force(ct), prior.own_gammas(ct));
+    emulated(&HardInput {
+        n_edges: st.n_edges(),
+        n_ops: st.n_ops(),
+        n_cells: st.n_cells(),
+        s: st.s_flat(),
+        h: st.h_flat(),
+        gamma_in: &gin,
+        gamma_prev: &gprev,
         lambda_parent: cfg.lambda_parent,
         lambda_child: cfg.lambda_child,
-        clamp_negative: (cfg.negative_curvature == NegativeCurvature::ClampToZero) as i32,
-        ..Default::default()
-    };
-    unsafe {
-        host_hard_update(
-            Launch::d1(2, 4),
-            st.s_flat().as_ptr(),
-            st.h_flat().as_ptr(),
-            gin.as_ptr(),
-            gprev.as_ptr(),
-            o.gamma.as_mut_ptr(),
-            o.omega.as_mut_ptr(),
-            o.tilde.as_mut_ptr(),
-            o.status.as_mut_ptr(),
-            o.clamped.as_mut_ptr(),
-            o.c.as_mut_ptr(),
-            p,
-        )
-    };
-    o
+        clamp_negative: cfg.negative_curvature == NegativeCurvature::ClampToZero,
+    })
+    .unwrap()
 }
 
 fn random_stats(
@@ -172,7 +129,7 @@ fn hard_update_matches_prior_update_over_rounds() {
             let mut clamped = 0;
             for (ct, o) in [CellType::Normal, CellType::Reduce].into_iter().zip(&outs) {
                 let what = format!("{} round {round} {ct:?}", space.name);
-                close(&format!("{what} gamma"), &o.gamma, &own_gammas(&prior, ct));
+                close(&format!("{what} gamma"), &o.gamma, &prior.own_gammas(ct));
                 close(&format!("{what} omega"), &o.omega, &prior.omegas(ct));
                 let (st, ti) = status_tilde(&prior, ct);
                 close(&format!("{what} tilde"), &o.tilde, &ti);
@@ -223,18 +180,9 @@ fn emulated(inp: &HardInput<'_>) -> Result<HardOutput, BayesError> {
         clamped: vec![99; g],
         c: vec![f64::NAN; g * inp.n_cells],
     };
-    let p = HardParams {
-        n_edges: inp.n_edges as i64,
-        n_ops: inp.n_ops as i64,
-        n_cells: inp.n_cells as i64,
-        lambda_parent: inp.lambda_parent,
-        lambda_child: inp.lambda_child,
-        clamp_negative: i32::from(inp.clamp_negative),
-        ..Default::default()
-    };
     unsafe {
         host_hard_update(
-            Launch::d1(3, 2),
+            Launch::d1(2, 4),
             inp.s.as_ptr(),
             inp.h.as_ptr(),
             inp.gamma_in.as_ptr(),
@@ -245,7 +193,7 @@ fn emulated(inp: &HardInput<'_>) -> Result<HardOutput, BayesError> {
             o.status.as_mut_ptr(),
             o.clamped.as_mut_ptr(),
             o.c.as_mut_ptr(),
-            p,
+            inp.params(),
         )
     };
     Ok(o)
@@ -286,8 +234,8 @@ fn update_with_the_emulated_kernel_matches_update() {
                 let what = format!("{} round {round} {ct:?}", space.name);
                 close(
                     &format!("{what} gamma"),
-                    &own_gammas(&dev, ct),
-                    &own_gammas(&host, ct),
+                    &dev.own_gammas(ct),
+                    &host.own_gammas(ct),
                 );
                 close(&format!("{what} omega"), &dev.omegas(ct), &host.omegas(ct));
                 let (std, tid) = status_tilde(&dev, ct);

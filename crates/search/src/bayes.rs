@@ -793,10 +793,7 @@ impl Prior {
         reduce: &CellTypeStats,
         config: &UpdateConfig,
     ) -> Result<UpdateSummary, BayesError> {
-        config.validate()?;
-        self.validate()?;
-        self.check_stats(CellType::Normal, normal)?;
-        self.check_stats(CellType::Reduce, reduce)?;
+        self.check_update(normal, reduce, config)?;
         // Compute into a copy; commit only on success.
         let mut next = self.clone();
         let mut summary = UpdateSummary::default();
@@ -837,9 +834,7 @@ impl Prior {
                 }
             }
         }
-        next.rounds += 1;
-        next.last_config = Some(*config);
-        *self = next;
+        self.commit(next, config);
         Ok(summary)
     }
 
@@ -877,10 +872,7 @@ impl Prior {
         config: &UpdateConfig,
         kernel: &mut dyn FnMut(&HardInput<'_>) -> Result<HardOutput, BayesError>,
     ) -> Result<UpdateSummary, BayesError> {
-        config.validate()?;
-        self.validate()?;
-        self.check_stats(CellType::Normal, normal)?;
-        self.check_stats(CellType::Reduce, reduce)?;
+        self.check_update(normal, reduce, config)?;
         let mut next = self.clone();
         let mut summary = UpdateSummary::default();
         for (ct, stats) in [(CellType::Normal, normal), (CellType::Reduce, reduce)] {
@@ -888,15 +880,7 @@ impl Prior {
                 summary.skipped_cell_types += 1;
                 continue;
             }
-            let gamma_prev: Vec<f64> = self
-                .cell(ct)
-                .edges
-                .iter()
-                .flat_map(|ep| {
-                    std::iter::once(ep.parent.gamma)
-                        .chain(ep.children.iter().map(|c| c.group.gamma))
-                })
-                .collect();
+            let gamma_prev = self.own_gammas(ct);
             let gamma_in = self.gammas_in_force(ct);
             let out = kernel(&HardInput {
                 n_edges: stats.n_edges,
@@ -946,7 +930,7 @@ impl Prior {
                         child.gamma_tilde = out.tilde[g];
                         (&mut child.group, config.lambda_child)
                     };
-                    state.status = match out.status[g] {
+                    let status = match out.status[g] {
                         hard_status::UPDATED => GroupStatus::Updated,
                         hard_status::DEAD => GroupStatus::Dead,
                         hard_status::NO_CURVATURE => GroupStatus::NoCurvature,
@@ -956,15 +940,7 @@ impl Prior {
                             )))
                         }
                     };
-                    match state.status {
-                        GroupStatus::Dead => summary.dead += 1,
-                        GroupStatus::NoCurvature => summary.no_curvature += 1,
-                        _ => summary.updated += 1,
-                    }
-                    summary.clamped += out.clamped[g].max(0) as usize;
-                    state.gamma = out.gamma[g];
-                    state.omega = out.omega[g];
-                    state.cells = (0..nc)
+                    let cells = (0..nc)
                         .map(|c| {
                             let i = g * nc + c;
                             let h = if stats.h[i] < 0.0 { 0.0 } else { stats.h[i] };
@@ -976,13 +952,40 @@ impl Prior {
                             }
                         })
                         .collect();
+                    // The kernel returns the previous gamma where the host keeps it.
+                    let up = GroupUpdate {
+                        gamma: Some(out.gamma[g]),
+                        omega: out.omega[g],
+                        status,
+                        cells,
+                        clamped: out.clamped[g].max(0) as usize,
+                    };
+                    apply(state, up, &mut summary);
                 }
             }
         }
+        self.commit(next, config);
+        Ok(summary)
+    }
+
+    /// Everything [`Prior::update`] checks before it computes anything.
+    fn check_update(
+        &self,
+        normal: &CellTypeStats,
+        reduce: &CellTypeStats,
+        config: &UpdateConfig,
+    ) -> Result<(), BayesError> {
+        config.validate()?;
+        self.validate()?;
+        self.check_stats(CellType::Normal, normal)?;
+        self.check_stats(CellType::Reduce, reduce)
+    }
+
+    /// Makes the updated copy `next` the prior (one more round, under `config`).
+    fn commit(&mut self, mut next: Prior, config: &UpdateConfig) {
         next.rounds += 1;
         next.last_config = Some(*config);
         *self = next;
-        Ok(summary)
     }
 
     fn group(&self, id: GroupId) -> Result<&GroupState, BayesError> {
@@ -1020,6 +1023,18 @@ impl Prior {
             .iter()
             .flat_map(|ep| {
                 std::iter::once(ep.parent.omega).chain(ep.children.iter().map(|c| c.group.omega))
+            })
+            .collect()
+    }
+
+    /// Own gamma of every group of a cell type, in the flat group layout: `gamma0` for
+    /// parents, the raw `gamma_k` for children (what an update keeps without evidence).
+    pub fn own_gammas(&self, cell_type: CellType) -> Vec<f64> {
+        self.cell(cell_type)
+            .edges
+            .iter()
+            .flat_map(|ep| {
+                std::iter::once(ep.parent.gamma).chain(ep.children.iter().map(|c| c.group.gamma))
             })
             .collect()
     }

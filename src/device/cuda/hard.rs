@@ -64,6 +64,21 @@ pub struct HardOutput {
     pub c: Vec<f64>,
 }
 
+impl HardInput<'_> {
+    /// The kernel's parameter struct for these inputs.
+    pub fn params(&self) -> HardParams {
+        HardParams {
+            n_edges: self.n_edges as i64,
+            n_ops: self.n_ops as i64,
+            n_cells: self.n_cells as i64,
+            lambda_parent: self.lambda_parent,
+            lambda_child: self.lambda_child,
+            clamp_negative: i32::from(self.clamp_negative),
+            _pad: 0,
+        }
+    }
+}
+
 impl CudaBackend {
     /// Runs the HARD update of one cell type on this device (one kernel launch; the inputs
     /// are uploaded and the outputs copied back, which waits for the stream).
@@ -115,15 +130,7 @@ impl CudaBackend {
         // SAFETY: written by the kernel for every group before being read.
         let st = unsafe { self.stream.alloc::<i32>(groups) }.map_err(drv("allocation"))?;
         let cl = unsafe { self.stream.alloc::<i32>(groups) }.map_err(drv("allocation"))?;
-        let prm = HardParams {
-            n_edges: inp.n_edges as i64,
-            n_ops: inp.n_ops as i64,
-            n_cells: inp.n_cells as i64,
-            lambda_parent: inp.lambda_parent,
-            lambda_child: inp.lambda_child,
-            clamp_negative: i32::from(inp.clamp_negative),
-            _pad: 0,
-        };
+        let prm = inp.params();
         let ptrs = [
             self.raw(&s),
             self.raw(&h),
