@@ -197,3 +197,160 @@ fn closed_form_update_follows_the_method_note() {
     // no curvature since the update: a second update is refused
     assert!(c.update().is_err());
 }
+
+fn weight_settings() -> CompressSettings {
+    CompressSettings {
+        weight_loops: 1,
+        weight_lambda: vec![1e-3],
+        ..settings()
+    }
+}
+
+#[test]
+fn weight_phase_update_is_the_closed_form_with_groups_of_one_weight() {
+    let s = CompressSettings {
+        penalty: PenaltyMode::Gradient,
+        ..weight_settings()
+    };
+    let mut c = Compressor::new(Model::Lenet300100, s, Device::Cpu).unwrap();
+    c.begin_weight_phase().unwrap();
+    assert!(c.begin_weight_phase().is_err(), "a second begin is refused");
+    assert_eq!(c.gamma[1].len(), 100 * 300);
+    let (x, y) = images(16, 6);
+    c.step(x.clone(), &y, 0.0001, false, true).unwrap();
+    c.step(x, &y, 0.0001, false, true).unwrap();
+    let id = c.net.layers[1].weight;
+    let h = c.store.get(id).curvature.to_vec();
+    let w = c.store.value(id).to_vec();
+    c.update().unwrap();
+    let mut checked = 0;
+    for i in (0..h.len()).step_by(997) {
+        let big_h = h[i] as f64 / 2.0 / 1e-3;
+        let omega = (big_h / (1.0 + big_h)).sqrt();
+        assert!(
+            (c.omega[1][i] - omega).abs() <= 1e-9 * omega.max(1e-3),
+            "{i}"
+        );
+        if h[i] > 0.0 {
+            let gamma = (w[i] as f64).abs() / omega;
+            assert!((c.gamma[1][i] - gamma).abs() <= 1e-9 * gamma, "{i}");
+            checked += 1;
+        } else {
+            assert_eq!(c.gamma[1][i], 0.0);
+        }
+    }
+    assert!(checked > 10, "{checked}");
+    // the penalty is sum_i lambda_w omega_i |w_i|
+    let w = c.store.value(id).to_vec();
+    let want: f64 = (0..c.net.layers.len())
+        .map(|li| {
+            let v = c.store.value(c.net.layers[li].weight).to_vec();
+            v.iter()
+                .zip(&c.omega[li])
+                .map(|(x, o)| 1e-3 * o * (*x as f64).abs())
+                .sum::<f64>()
+        })
+        .sum();
+    assert!(
+        (c.penalty() - want).abs() <= 1e-9 * want,
+        "{} vs {want}",
+        c.penalty()
+    );
+    assert_eq!(w.len(), 30000);
+}
+
+#[test]
+fn weight_phase_prunes_single_weights_and_units_left_without_weights() {
+    let mut c = Compressor::new(Model::Lenet5, weight_settings(), Device::Cpu).unwrap();
+    let (x, y) = images(8, 4);
+    c.begin_weight_phase().unwrap();
+    c.step(x.clone(), &y, 0.01, false, true).unwrap();
+    c.update().unwrap();
+    // keep every weight but the chosen ones
+    for g in c.gamma.iter_mut() {
+        g.iter_mut().for_each(|v| *v = 1.0);
+    }
+    // single weights: conv1 weight 7, fc1 weight 12345
+    c.gamma[0][7] = 0.0;
+    c.gamma[2][12345] = 0.0;
+    // conv2 reads channel 4 of conv1 nowhere any more: conv1 filter 4 goes with it
+    let k = 25;
+    for o in 0..50 {
+        for i in 0..k {
+            c.gamma[1][(o * 20 + 4) * k + i] = 0.0;
+        }
+    }
+    // fc2 column 42 entirely: fc1 unit 42 goes
+    for o in 0..10 {
+        c.gamma[3][o * 500 + 42] = 0.0;
+    }
+    let (nz_before, _) = c.net.nonzero_weights(&c.store);
+    // logits of the network with exactly these weights zeroed, for comparison
+    let mut masked = c.store.clone();
+    for (li, idx) in [(0usize, vec![7usize]), (2, vec![12345])]
+        .into_iter()
+        .chain(std::iter::once((
+            1usize,
+            (0..50)
+                .flat_map(|o| (0..k).map(move |i| (o * 20 + 4) * k + i))
+                .collect(),
+        )))
+        .chain(std::iter::once((
+            3usize,
+            (0..10).map(|o| o * 500 + 42).collect(),
+        )))
+    {
+        let id = c.net.layers[li].weight;
+        let t = masked.value(id);
+        let shape = t.shape().to_vec();
+        let mut v = t.to_vec();
+        for i in idx {
+            v[i] = 0.0;
+        }
+        *masked.value_mut(id) = Tensor::from_vec(v, &shape).unwrap();
+    }
+    let full = logits(&c.net, &masked, &x);
+
+    let s = c.prune().unwrap();
+    assert_eq!(s.structure, vec![19, 50, 800, 499]);
+    assert_eq!(shape(&c.store, "conv1.weight"), [19, 1, 5, 5]);
+    assert_eq!(shape(&c.store, "conv2.weight"), [50, 19, 5, 5]);
+    assert_eq!(shape(&c.store, "fc1.weight"), [499, 800]);
+    assert_eq!(shape(&c.store, "fc2.weight"), [10, 499]);
+    assert_eq!(s.layers[0].pruned, 1);
+    assert_eq!(s.layers[1].pruned, 50 * k);
+    assert_eq!(s.layers[2].pruned, 1);
+    assert_eq!(s.layers[3].pruned, 10);
+    // per-weight state was cut with the network
+    assert_eq!(c.gamma[1].len(), 50 * 19 * k);
+    assert_eq!(c.omega[2].len(), 499 * 800);
+    // the same function as the network with those weights zeroed: conv1 filter 4 is read
+    // by nobody, fc1 unit 42 by nobody
+    let small = logits(&c.net, &c.store, &x);
+    let diff = full
+        .iter()
+        .zip(&small)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(diff < 1e-4, "{diff}");
+    let (nz, _) = c.net.nonzero_weights(&c.store);
+    // removed: conv1 filter 4 (25), conv2 channel 4 (1250), fc1 row 42 (800) and column
+    // 42 of fc2 (10), plus the two single weights
+    assert_eq!(nz_before - nz, 25 + 50 * k + 800 + 10 + 2);
+
+    // pruned weights stay at zero while the rest trains
+    let zero_at = |c: &Compressor| {
+        let v = c.store.value(c.net.layers[2].weight).to_vec();
+        // fc1 weight 12345 = row 15, column 345 of [500, 800]; row 15 keeps its position
+        v[15 * 800 + 345]
+    };
+    assert_eq!(zero_at(&c), 0.0);
+    let before = c.step(x.clone(), &y, 0.01, false, false).unwrap().0;
+    for _ in 0..5 {
+        c.step(x.clone(), &y, 0.01, true, true).unwrap();
+    }
+    let after = c.step(x.clone(), &y, 0.01, false, false).unwrap().0;
+    assert!(after < before, "{before} -> {after}");
+    assert_eq!(zero_at(&c), 0.0);
+    assert_eq!(c.net.nonzero_weights(&c.store).0, nz);
+}

@@ -115,6 +115,21 @@ pub struct CompressArgs {
     /// gamma (0: start from omega = gamma = 1) [default: lenet-300-100 0, lenet5 1]
     #[arg(long, value_name = "N", help_heading = "Bayesian compression")]
     pub warmup_epochs: Option<usize>,
+    /// Loops of the weight-level phase after the group loops: one epoch without penalty,
+    /// then N loops of the same update with every weight its own group; weights whose gamma
+    /// collapses are held at zero (0: no weight-level phase) [default: lenet-300-100 0,
+    /// lenet5 0]
+    #[arg(long, value_name = "N", help_heading = "Bayesian compression")]
+    pub weight_loops: Option<usize>,
+    /// Lambda of the weight-level phase: one value, or one per layer [default: lenet-300-100
+    /// 0.01, lenet5 0.01]
+    #[arg(
+        long,
+        value_name = "L[,L..]",
+        value_delimiter = ',',
+        help_heading = "Bayesian compression"
+    )]
+    pub weight_lambda: Option<Vec<f64>>,
     /// Curvature is averaged over the last K batches of each loop
     #[arg(
         long,
@@ -171,6 +186,8 @@ pub struct CompressArgs {
 /// Per-model defaults, chosen by measurement on MNIST (runs and caveats: docs/compression.md).
 struct Defaults {
     lambda: &'static [f64],
+    weight_loops: usize,
+    weight_lambda: &'static [f64],
     warmup_epochs: usize,
     loops: usize,
     epochs_per_loop: usize,
@@ -187,6 +204,8 @@ fn defaults(model: Model) -> Defaults {
     match model {
         Model::Lenet300100 => Defaults {
             lambda: &[0.185, 7.5e-3, 3e-2],
+            weight_loops: 0,
+            weight_lambda: &[0.01],
             warmup_epochs: 0,
             loops: 4,
             epochs_per_loop: 2,
@@ -195,6 +214,8 @@ fn defaults(model: Model) -> Defaults {
         },
         Model::Lenet5 => Defaults {
             lambda: &[0.15, 0.01, 0.018, 0.01],
+            weight_loops: 0,
+            weight_lambda: &[0.01],
             warmup_epochs: 1,
             loops: 16,
             epochs_per_loop: 1,
@@ -235,14 +256,24 @@ impl CompressArgs {
                 PenaltyArg::Gradient => PenaltyMode::Gradient,
             },
             seed,
+            weight_loops: self.weight_loops.unwrap_or(d.weight_loops),
+            weight_lambda: self
+                .weight_lambda
+                .clone()
+                .unwrap_or_else(|| d.weight_lambda.to_vec()),
         };
         let usage = |m: String| Err(CliError::Usage(m));
         let layers = model.original_structure().len();
-        if s.lambda.len() != 1 && s.lambda.len() != layers {
-            return usage(format!(
-                "--lambda: give one value or {layers} (one per layer of {model}), got {}",
-                s.lambda.len()
-            ));
+        for (flag, v) in [
+            ("--lambda", &s.lambda),
+            ("--weight-lambda", &s.weight_lambda),
+        ] {
+            if v.len() != 1 && v.len() != layers {
+                return usage(format!(
+                    "{flag}: give one value or {layers} (one per layer of {model}), got {}",
+                    v.len()
+                ));
+            }
         }
         if s.loops == 0 {
             return usage("--loops 0: must be at least 1".into());
@@ -401,7 +432,7 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
     let (_, total_weights) = comp.net.nonzero_weights(&comp.store);
     if !quiet {
         eprintln!(
-            "compressing {model} ({} weights, structure {}) on {} ({} train / {} validation / {} test images), {} with {} threads; lambda {}, threshold {}, {} loops x {} epochs + {} fine-tune epochs",
+            "compressing {model} ({} weights, structure {}) on {} ({} train / {} validation / {} test images), {} with {} threads; lambda {}, threshold {}, {} loops x {} epochs{} + {} fine-tune epochs",
             total_weights,
             structure_string(&model.original_structure()),
             kind.display_name(),
@@ -419,6 +450,20 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
             settings.threshold,
             settings.loops,
             settings.epochs_per_loop,
+            if settings.weight_loops > 0 {
+                format!(
+                    " + {} weight-level loops (lambda {})",
+                    settings.weight_loops,
+                    settings
+                        .weight_lambda
+                        .iter()
+                        .map(|l| l.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            } else {
+                String::new()
+            },
             settings.finetune_epochs,
         );
     }
@@ -437,7 +482,13 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
     )?;
 
     let start = Instant::now();
-    let first_finetune = settings.warmup_epochs + settings.loops * settings.epochs_per_loop;
+    let weight_rounds = if settings.weight_loops > 0 {
+        1 + settings.weight_loops
+    } else {
+        0
+    };
+    let first_finetune =
+        settings.warmup_epochs + (settings.loops + weight_rounds) * settings.epochs_per_loop;
     let total_epochs = first_finetune + settings.finetune_epochs;
     let mut epoch = 0usize;
     let mut loop_records: Vec<serde_json::Value> = Vec::new();
@@ -500,15 +551,24 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
 
     // Loop 0 is the warm-up (no penalty): its curvature gives the first omega and gamma, so
     // the first penalised loop is already weighted by the data.
-    let rounds: Vec<(usize, bool, usize)> = (0..usize::from(settings.warmup_epochs > 0))
-        .map(|_| (0, false, settings.warmup_epochs))
-        .chain((1..=settings.loops).map(|l| (l, true, settings.epochs_per_loop)))
+    // The weight-level phase (if any) repeats the pattern with one group per weight: an
+    // epoch without penalty whose curvature gives the first per-weight omega and gamma,
+    // then its loops.
+    let epl = settings.epochs_per_loop;
+    let rounds: Vec<(usize, bool, usize, bool)> = (0..usize::from(settings.warmup_epochs > 0))
+        .map(|_| (0, false, settings.warmup_epochs, false))
+        .chain((1..=settings.loops).map(|l| (l, true, epl, false)))
+        .chain((0..weight_rounds).map(|l| (l, l > 0, epl, true)))
         .collect();
-    for (l, penalty, epochs) in rounds {
-        let label = if penalty {
-            format!("loop {l}")
-        } else {
-            "warm-up".to_string()
+    for (l, penalty, epochs, weights) in rounds {
+        if weights && l == 0 {
+            comp.begin_weight_phase()?;
+        }
+        let label = match (weights, penalty) {
+            (false, true) => format!("loop {l}"),
+            (false, false) => "warm-up".to_string(),
+            (true, true) => format!("weight loop {l}"),
+            (true, false) => "weight warm-up".to_string(),
         };
         for e in 0..epochs {
             let last = e + 1 == epochs;
@@ -545,12 +605,19 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
             );
             for u in &summary.layers {
                 eprintln!(
-                    "  {}: {} groups, gamma min {:.3e} median {:.3e} max {:.3e}, omega median {:.3e}",
-                    u.layer, u.groups, u.gamma_min, u.gamma_median, u.gamma_max, u.omega_median
+                    "  {}: {} {}, gamma min {:.3e} median {:.3e} max {:.3e}, omega median {:.3e}",
+                    u.layer,
+                    u.groups,
+                    if weights { "weights" } else { "groups" },
+                    u.gamma_min,
+                    u.gamma_median,
+                    u.gamma_max,
+                    u.omega_median
                 );
             }
         }
-        let rec = serde_json::json!({ "loop": l, "penalty": penalty, "summary": summary,
+        let rec = serde_json::json!({ "loop": l, "penalty": penalty,
+            "granularity": if weights { "weight" } else { "group" }, "summary": summary,
             "nonzero_fraction": nz as f64 / total_weights as f64,
             "seconds": start.elapsed().as_secs_f64() });
         mrec(&mut metrics, "loop", rec.clone())?;

@@ -675,6 +675,13 @@ pub struct CompressSettings {
     pub curvature_batches: usize,
     pub penalty: PenaltyMode,
     pub seed: u64,
+    /// Loops of the weight-level phase after the group loops (0: none): the same update
+    /// with every surviving weight as its own group (see [`Compressor::begin_weight_phase`]).
+    #[serde(default)]
+    pub weight_loops: usize,
+    /// Lambda of the weight-level phase: one value, or one per layer.
+    #[serde(default)]
+    pub weight_lambda: Vec<f64>,
 }
 
 impl Default for CompressSettings {
@@ -694,6 +701,8 @@ impl Default for CompressSettings {
             curvature_batches: 50,
             penalty: PenaltyMode::Proximal,
             seed: 0,
+            weight_loops: 0,
+            weight_lambda: Vec::new(),
         }
     }
 }
@@ -708,11 +717,29 @@ impl CompressSettings {
             .unwrap_or(0.0)
     }
 
+    /// Lambda of layer `li` in the weight-level phase (the last value repeats).
+    pub fn weight_lambda_of(&self, li: usize) -> f64 {
+        self.weight_lambda
+            .get(li)
+            .or(self.weight_lambda.last())
+            .copied()
+            .unwrap_or(0.0)
+    }
+
     /// Checks values that cannot work.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
         if self.lambda.is_empty() || !self.lambda.iter().all(|l| l.is_finite() && *l > 0.0) {
             return bad(format!("lambda must be positive, got {:?}", self.lambda));
+        }
+        if self.weight_loops > 0
+            && (self.weight_lambda.is_empty()
+                || !self.weight_lambda.iter().all(|l| l.is_finite() && *l > 0.0))
+        {
+            return bad(format!(
+                "weight lambda must be positive when there are weight loops, got {:?}",
+                self.weight_lambda
+            ));
         }
         if !(self.threshold.is_finite() && self.threshold >= 0.0) {
             return bad(format!("threshold must be >= 0, got {}", self.threshold));
@@ -770,30 +797,70 @@ pub struct PruneSummary {
     pub structure: Vec<usize>,
 }
 
+/// What one pair of prior hyperparameters (`gamma`, `omega`) covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    /// A group: a conv filter or the column of an input neuron (the structured loops).
+    Group,
+    /// A single weight (the weight-level phase).
+    Weight,
+}
+
 /// The compression state: network, parameters, prior hyperparameters per group.
 pub struct Compressor {
     pub net: CompressNet,
     pub store: ParamStore,
     pub settings: CompressSettings,
     pub device: Device,
-    /// `gamma` per layer and group position (initially 1).
+    /// What `gamma` and `omega` are kept for: groups until
+    /// [`Compressor::begin_weight_phase`], single weights after it.
+    pub granularity: Granularity,
+    /// `gamma` per layer and group position (initially 1); per layer and flat weight
+    /// index in the weight-level phase.
     pub gamma: Vec<Vec<f64>>,
-    /// `omega` per layer and group position (initially 1).
+    /// `omega`, indexed as `gamma`.
     pub omega: Vec<Vec<f64>>,
+    /// Per layer and flat weight index: whether the weight is still free (the weight-level
+    /// phase prunes single weights by holding them at zero from then on).
+    masks: Option<Vec<Vec<bool>>>,
     curv_batches: usize,
 }
 
-/// Per-group values of a layer's weight: `f(group, element value, element index)` folded.
-fn group_index(shape: &[usize], is_conv: bool) -> impl Fn(usize) -> usize {
-    let n_in = shape[1];
-    let block: usize = shape[1..].iter().product();
-    move |i| {
-        if is_conv {
-            i / block
-        } else {
-            i % n_in
+/// Which group position a weight (flat index of a layer's weight tensor) belongs to.
+#[derive(Clone, Copy, Debug)]
+enum Grouping {
+    /// `[out, in, k, k]`: one group per output filter of `block = in * k * k` weights.
+    Filter { block: usize },
+    /// `[out, in]`: one group per input column.
+    Column { n_in: usize },
+    /// Every weight its own group.
+    Element,
+}
+
+impl Grouping {
+    fn of(self, i: usize) -> usize {
+        match self {
+            Grouping::Filter { block } => i / block,
+            Grouping::Column { n_in } => i % n_in,
+            Grouping::Element => i,
         }
     }
+}
+
+/// The entries of a per-weight vector (layout of a `[out, in, ..]` weight of `shape`) at
+/// output positions `rows` and input positions `cols`.
+fn slice_weight_vec<T: Copy>(v: &[T], shape: &[usize], rows: &[usize], cols: &[usize]) -> Vec<T> {
+    let inner: usize = shape[2..].iter().product::<usize>().max(1);
+    let n_in = shape[1];
+    let mut out = Vec::with_capacity(rows.len() * cols.len() * inner);
+    for &r in rows {
+        for &c in cols {
+            let s = (r * n_in + c) * inner;
+            out.extend_from_slice(&v[s..s + inner]);
+        }
+    }
+    out
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -820,6 +887,8 @@ impl Compressor {
             store,
             settings,
             device,
+            granularity: Granularity::Group,
+            masks: None,
             curv_batches: 0,
         })
     }
@@ -828,15 +897,63 @@ impl Compressor {
         matches!(self.net.layers[li].kind, Kind::Conv { .. })
     }
 
-    /// Group norms `||w_g||` of layer `li`.
-    pub fn group_norms(&self, li: usize) -> Vec<f64> {
+    /// The structural groups of layer `li` (filters or input columns) for its weight shape.
+    fn unit_grouping(&self, li: usize, shape: &[usize]) -> Grouping {
+        if self.is_conv(li) {
+            Grouping::Filter {
+                block: shape[1..].iter().product(),
+            }
+        } else {
+            Grouping::Column { n_in: shape[1] }
+        }
+    }
+
+    /// What one hyperparameter pair of layer `li` covers now.
+    fn grouping(&self, li: usize, shape: &[usize]) -> Grouping {
+        match self.granularity {
+            Granularity::Group => self.unit_grouping(li, shape),
+            Granularity::Weight => Grouping::Element,
+        }
+    }
+
+    /// Lambda of layer `li` for the current granularity.
+    fn lambda(&self, li: usize) -> f64 {
+        match self.granularity {
+            Granularity::Group => self.settings.lambda_of(li),
+            Granularity::Weight => self.settings.weight_lambda_of(li),
+        }
+    }
+
+    fn norms_by(&self, li: usize, grouping: Grouping, count: usize) -> Vec<f64> {
         let w = self.store.value(self.net.layers[li].weight);
-        let gi = group_index(w.shape(), self.is_conv(li));
-        let mut s = vec![0.0f64; self.gamma[li].len()];
+        let mut s = vec![0.0f64; count];
         for (i, &v) in w.to_vec().iter().enumerate() {
-            s[gi(i)] += (v as f64) * (v as f64);
+            s[grouping.of(i)] += (v as f64) * (v as f64);
         }
         s.into_iter().map(f64::sqrt).collect()
+    }
+
+    /// Norms `||w_g||` of layer `li` per hyperparameter pair: per group (or, in the
+    /// weight-level phase, `|w_i|` per weight).
+    pub fn group_norms(&self, li: usize) -> Vec<f64> {
+        let shape = self
+            .store
+            .value(self.net.layers[li].weight)
+            .shape()
+            .to_vec();
+        self.norms_by(li, self.grouping(li, &shape), self.gamma[li].len())
+    }
+
+    /// Norms of the structural groups (filters, input columns) of layer `li`, whatever the
+    /// granularity.
+    pub fn unit_norms(&self, li: usize) -> Vec<f64> {
+        let shape = self
+            .store
+            .value(self.net.layers[li].weight)
+            .shape()
+            .to_vec();
+        let count = self.net.group_counts()[li];
+        self.norms_by(li, self.unit_grouping(li, &shape), count)
     }
 
     /// The penalty `sum_g lambda omega_g ||w_g||`.
@@ -846,7 +963,7 @@ impl Compressor {
                 self.group_norms(li)
                     .iter()
                     .zip(&self.omega[li])
-                    .map(|(n, o)| self.settings.lambda_of(li) * o * n)
+                    .map(|(n, o)| self.lambda(li) * o * n)
                     .sum::<f64>()
             })
             .sum()
@@ -866,10 +983,10 @@ impl Compressor {
         let id = self.net.layers[li].weight;
         let w = self.store.value(id);
         let shape = w.shape().to_vec();
-        let gi = group_index(&shape, self.is_conv(li));
+        let gi = self.grouping(li, &shape);
         let mut v = w.to_vec();
         for (i, x) in v.iter_mut().enumerate() {
-            *x *= f[gi(i)];
+            *x *= f[gi.of(i)];
         }
         *self.store.value_mut(id) = Tensor::from_vec(v, &shape)?.to_device(self.device)?;
         Ok(())
@@ -882,13 +999,13 @@ impl Compressor {
             let id = self.net.layers[li].weight;
             let w = self.store.value(id).to_vec();
             let shape = self.store.value(id).shape().to_vec();
-            let gi = group_index(&shape, self.is_conv(li));
+            let gi = self.grouping(li, &shape);
             let mut g = self.store.get(id).grad.to_vec();
             for (i, gv) in g.iter_mut().enumerate() {
-                let grp = gi(i);
+                let grp = gi.of(i);
                 if norms[grp] > 0.0 {
-                    *gv += (self.settings.lambda_of(li) * self.omega[li][grp] * w[i] as f64
-                        / norms[grp]) as f32;
+                    *gv +=
+                        (self.lambda(li) * self.omega[li][grp] * w[i] as f64 / norms[grp]) as f32;
                 }
             }
             self.store.get_mut(id).grad = Tensor::from_vec(g, &shape)?.to_device(self.device)?;
@@ -949,7 +1066,7 @@ impl Compressor {
         if penalty && self.settings.penalty == PenaltyMode::Proximal {
             for li in 0..self.net.layers.len() {
                 let omega = self.omega[li].clone();
-                let t = lr as f64 * self.settings.lambda_of(li);
+                let t = lr as f64 * self.lambda(li);
                 self.scale_groups(li, &|g, n| {
                     if n <= 0.0 {
                         1.0
@@ -959,7 +1076,81 @@ impl Compressor {
                 })?;
             }
         }
+        self.apply_masks()?;
         Ok((loss, correct))
+    }
+
+    /// Holds every pruned single weight (and its momentum) at zero.
+    fn apply_masks(&mut self) -> Result<()> {
+        let Some(masks) = &self.masks else {
+            return Ok(());
+        };
+        for (layer, mask) in self.net.layers.iter().zip(masks) {
+            if mask.iter().all(|&k| k) {
+                continue;
+            }
+            let p = self.store.get_mut(layer.weight);
+            for t in [&mut p.value, &mut p.momentum] {
+                let shape = t.shape().to_vec();
+                let dev = t.device();
+                let mut v = t.to_vec();
+                if v.len() != mask.len() {
+                    return Err(Error::Invalid(format!(
+                        "weight mask of {} has {} entries for {} weights",
+                        layer.name,
+                        mask.len(),
+                        v.len()
+                    )));
+                }
+                for (x, &k) in v.iter_mut().zip(mask) {
+                    if !k {
+                        *x = 0.0;
+                    }
+                }
+                *t = Tensor::from_vec(v, &shape)?.to_device(dev)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Switches to the weight-level phase: from now on every weight has its own `gamma`
+    /// and `omega` (both 1 to start, as at the start of the group loops), the penalty is
+    /// `sum_i lambda_w omega_i |w_i|` (soft thresholding of single weights), [`update`]
+    /// is the same closed form with groups of one weight, and [`prune`] holds the weights
+    /// whose `gamma` collapses at zero, then removes the units left without any weight.
+    /// Curvature accumulated so far is dropped.
+    ///
+    /// [`update`]: Compressor::update
+    /// [`prune`]: Compressor::prune
+    pub fn begin_weight_phase(&mut self) -> Result<()> {
+        if self.granularity == Granularity::Weight {
+            return Err(Error::Invalid(
+                "the weight-level phase has already begun".into(),
+            ));
+        }
+        if self.settings.weight_lambda.is_empty() {
+            return Err(Error::Invalid(
+                "the weight-level phase needs a weight lambda".into(),
+            ));
+        }
+        let values: Vec<Vec<f32>> = self
+            .net
+            .layers
+            .iter()
+            .map(|l| self.store.value(l.weight).to_vec())
+            .collect();
+        self.gamma = values.iter().map(|v| vec![1.0; v.len()]).collect();
+        self.omega = self.gamma.clone();
+        self.masks = Some(
+            values
+                .iter()
+                .map(|v| v.iter().map(|&x| x != 0.0).collect())
+                .collect(),
+        );
+        self.granularity = Granularity::Weight;
+        self.store.zero_curvature()?;
+        self.curv_batches = 0;
+        Ok(())
     }
 
     /// Trains one epoch on `batches` with learning rate `lr`; the curvature pass runs from
@@ -1017,16 +1208,16 @@ impl Compressor {
             ));
         }
         for li in 0..self.net.layers.len() {
-            let lambda = self.settings.lambda_of(li);
+            let lambda = self.lambda(li);
             let id = self.net.layers[li].weight;
             let norms = self.group_norms(li);
             let p = self.store.get(id);
-            let gi = group_index(p.value.shape(), self.is_conv(li));
+            let gi = self.grouping(li, p.value.shape());
             let h = p.curvature.to_vec();
             let mut s = vec![0.0f64; norms.len()];
             let mut seen = vec![false; norms.len()];
             for (i, &hv) in h.iter().enumerate() {
-                let g = gi(i);
+                let g = gi.of(i);
                 let big_h = (hv as f64 / self.curv_batches as f64).max(0.0) / lambda;
                 s[g] += big_h / (1.0 + self.gamma[li][g] * big_h);
                 seen[g] |= hv > 0.0;
@@ -1050,8 +1241,12 @@ impl Compressor {
     }
 
     /// Prunes every group whose `gamma` is under the threshold (or whose weights are all
-    /// zero), propagates, and shrinks the network and the per-group state.
+    /// zero), propagates, and shrinks the network and the per-group state. In the
+    /// weight-level phase: see [`Compressor::begin_weight_phase`].
     pub fn prune(&mut self) -> Result<PruneSummary> {
+        if self.granularity == Granularity::Weight {
+            return self.prune_weights();
+        }
         let thr = self.settings.threshold;
         let flags: Vec<Vec<bool>> = (0..self.net.layers.len())
             .map(|li| {
@@ -1083,6 +1278,102 @@ impl Compressor {
             self.omega[li] = kept.iter().map(|&p| self.omega[li][p]).collect();
         }
         self.net.shrink(&mut self.store, &plan)?;
+        Ok(PruneSummary {
+            layers,
+            structure: self.net.structure(),
+        })
+    }
+
+    /// The weight-level prune: holds every free weight whose `gamma` is under the threshold
+    /// (or that is zero) at zero, then removes the units that have no weight left: a filter
+    /// or an input column all zero, and a conv filter whose channel no filter of the next
+    /// conv layer reads any more. The per-weight state is cut with the network.
+    fn prune_weights(&mut self) -> Result<PruneSummary> {
+        let thr = self.settings.threshold;
+        let n_layers = self.net.layers.len();
+        let mut masks = self
+            .masks
+            .take()
+            .ok_or_else(|| Error::Invalid("weight-level prune without weight masks".into()))?;
+        let mut layers = Vec::new();
+        for (li, mask) in masks.iter_mut().enumerate() {
+            let v = self.store.value(self.net.layers[li].weight).to_vec();
+            let free: Vec<f64> = mask
+                .iter()
+                .zip(&self.gamma[li])
+                .filter(|(&k, _)| k)
+                .map(|(_, &g)| g)
+                .collect();
+            let mut pruned = 0;
+            for (i, k) in mask.iter_mut().enumerate() {
+                if *k && (self.gamma[li][i] < thr || v[i] == 0.0) {
+                    *k = false;
+                    pruned += 1;
+                }
+            }
+            let free_omega: Vec<f64> = self.omega[li]
+                .iter()
+                .zip(mask.iter())
+                .filter(|(_, &k)| k)
+                .map(|(&o, _)| o)
+                .collect();
+            layers.push(LayerUpdate {
+                layer: self.net.layers[li].name.to_string(),
+                groups: free.len(),
+                gamma_min: free.iter().copied().fold(f64::INFINITY, f64::min),
+                gamma_median: median(&free),
+                gamma_max: free.iter().copied().fold(0.0, f64::max),
+                omega_median: median(&free_omega),
+                pruned,
+            });
+        }
+        self.masks = Some(masks);
+        self.apply_masks()?;
+
+        // Units with no weight left.
+        let norms: Vec<Vec<f64>> = (0..n_layers).map(|li| self.unit_norms(li)).collect();
+        let mut flags: Vec<Vec<bool>> = norms
+            .iter()
+            .map(|n| n.iter().map(|&x| x == 0.0).collect())
+            .collect();
+        for (li, layer_flags) in flags.iter_mut().enumerate().take(n_layers - 1) {
+            if !(self.is_conv(li) && self.is_conv(li + 1)) {
+                continue;
+            }
+            let next = self.store.value(self.net.layers[li + 1].weight);
+            let shape = next.shape().to_vec();
+            let inner: usize = shape[2..].iter().product();
+            let v = next.to_vec();
+            for (c, flag) in layer_flags.iter_mut().enumerate() {
+                let read = (0..shape[0]).any(|o| {
+                    let s = (o * shape[1] + c) * inner;
+                    v[s..s + inner].iter().any(|&x| x != 0.0)
+                });
+                *flag |= !read;
+            }
+        }
+        if flags.iter().any(|f| f.iter().any(|&x| x)) {
+            let plan = self.net.plan(&flags, &norms)?;
+            let cuts: Vec<(Vec<usize>, Vec<usize>, Vec<usize>)> = self
+                .net
+                .layers
+                .iter()
+                .map(|l| {
+                    (
+                        positions(&self.net.boundaries[l.output].alive, &plan.alive[l.output]),
+                        positions(&self.net.boundaries[l.input].alive, &plan.alive[l.input]),
+                        self.store.value(l.weight).shape().to_vec(),
+                    )
+                })
+                .collect();
+            self.net.shrink(&mut self.store, &plan)?;
+            let masks = self.masks.as_mut().expect("set above");
+            for (li, (rows, cols, shape)) in cuts.iter().enumerate() {
+                self.gamma[li] = slice_weight_vec(&self.gamma[li], shape, rows, cols);
+                self.omega[li] = slice_weight_vec(&self.omega[li], shape, rows, cols);
+                masks[li] = slice_weight_vec(&masks[li], shape, rows, cols);
+            }
+        }
         Ok(PruneSummary {
             layers,
             structure: self.net.structure(),
