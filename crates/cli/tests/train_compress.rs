@@ -321,6 +321,57 @@ fn compress_smoke_run_writes_a_report() {
     assert!(f > 0.0 && f < 1.0, "{f}");
     assert!(out.join("pruned.safetensors").is_file());
 
+    // the same run with a weight-level phase: the same group loops, then single weights go
+    let out_w = scratch("compress-weights");
+    let o = bin()
+        .args([
+            "compress",
+            "--model",
+            "lenet-300-100",
+            "--loops",
+            "1",
+            "--epochs-per-loop",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--max-batches",
+            "20",
+            "--curvature-batches",
+            "5",
+            "--lambda",
+            "1e-3",
+            "--threshold",
+            "1e-3",
+            "--weight-loops",
+            "1",
+            "--weight-lambda",
+            "0.05",
+            "--quiet",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out_w)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&o);
+    assert!(o.status.success(), "{stderr}");
+    let rw = json(&out_w.join("report.json"));
+    let loops = rw["loops"].as_array().unwrap();
+    assert_eq!(loops.len(), 3, "group loop, weight warm-up, weight loop");
+    assert_eq!(loops[2]["granularity"], "weight");
+    let (nz, nz_w) = (
+        r["nonzero_weights"].as_u64().unwrap(),
+        rw["nonzero_weights"].as_u64().unwrap(),
+    );
+    assert!(
+        nz_w < nz,
+        "the weight-level phase pruned nothing: {nz_w} vs {nz}"
+    );
+    let err_w = rw["test_error"].as_f64().unwrap();
+    assert!(err_w < 50.0, "{err_w}%");
+    std::fs::remove_dir_all(out_w).ok();
+
     // bad options
     for (args, needle) in [
         (vec!["compress", "--model", "lenet7"], "lenet7"),
@@ -356,6 +407,31 @@ fn compress_smoke_run_writes_a_report() {
                 ".",
             ],
             "lambda",
+        ),
+        (
+            vec![
+                "compress",
+                "--model",
+                "lenet5",
+                "--weight-lambda",
+                "0.1,0.2",
+                "--data-dir",
+                ".",
+            ],
+            "--weight-lambda",
+        ),
+        (
+            vec![
+                "compress",
+                "--model",
+                "lenet5",
+                "--weight-loops",
+                "2",
+                "--weight-lambda=0",
+                "--data-dir",
+                ".",
+            ],
+            "weight lambda",
         ),
     ] {
         let o = bin().args(&args).output().unwrap();
