@@ -252,7 +252,9 @@ def check_compress(out_dir, data_dir):
     report = json.load(open(os.path.join(out_dir, "report.json")))
     tensors = load_file(path)
     net = PrunedLeNet(tensors, meta["model"])
-    n_params = sum(v.numel() for k, v in tensors.items() if k.endswith(".weight"))
+    # non-zero entries: the weight-level phase holds pruned single weights at zero inside the
+    # shrunk tensors
+    n_params = sum(int((v != 0).sum()) for k, v in tensors.items() if k.endswith(".weight"))
     x, y = test_set(data_dir)  # compress feeds pixels in [0, 1], no mean shift
     accuracy = 1.0 - report["test_error"] / 100.0
     return net, x, y, accuracy, report.get("test_loss"), n_params, report.get("nonzero_weights")

@@ -25,6 +25,15 @@
 //! `omega`, and it makes groups exactly zero) or as its gradient added to the weight
 //! gradients (as the search does for switches).
 //!
+//! # Weight-level phase (optional)
+//! After the group loops, [`Compressor::begin_weight_phase`] gives every surviving weight its
+//! own `gamma` and `omega` and repeats the same loop with groups of one weight (penalty
+//! `sum_i lambda_w omega_i |w_i|`, soft thresholding of single weights, the same closed-form
+//! update): weights whose `gamma` collapses are held at zero from then on (the fine-tune
+//! included), and a unit left without any weight (a filter or input column all zero, a conv
+//! channel that no filter of the next conv layer reads) is removed as in the group loops.
+//! The surviving structure only shrinks; the non-zero count drops inside the kept tensors.
+//!
 //! # Surviving structure
 //! `lenet-300-100`: the surviving input neurons of fc1, fc2, fc3 (`784-300-100 -> a-b-c`).
 //! `lenet5`: surviving filters of conv1 and conv2 and surviving inputs of fc1 and fc2
@@ -32,7 +41,8 @@
 //!
 //! # Pruned model file
 //! F32 tensors: `{layer}.weight` (`conv1`, `conv2`: `[out, in, 5, 5]`; `fc1`.. : `[out, in]`)
-//! and `{layer}.bias` of the shrunk layers; `kept.{boundary}` the original indices of the
+//! and `{layer}.bias` of the shrunk layers (after a weight-level phase, pruned single
+//! weights are zeros inside them); `kept.{boundary}` the original indices of the
 //! surviving units of each boundary (`input`, `conv1`, `conv2`, `fc1_in`, `fc1`, ... as
 //! floats); and `{fc}.input_index` for a fully connected layer whose input must be gathered
 //! from the flattened previous output: PyTorch's `x.flatten(1)[:, input_index.long()]`.
