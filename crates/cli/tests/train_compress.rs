@@ -433,6 +433,18 @@ fn compress_smoke_run_writes_a_report() {
             ],
             "weight lambda",
         ),
+        (
+            vec![
+                "compress",
+                "--model",
+                "lenet5",
+                "--crop-padding",
+                "20",
+                "--data-dir",
+                ".",
+            ],
+            "--crop-padding",
+        ),
     ] {
         let o = bin().args(&args).output().unwrap();
         let (_, e) = text(&o);

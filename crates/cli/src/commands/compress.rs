@@ -90,6 +90,9 @@ pub struct CompressArgs {
     /// When to train on random crops (2-pixel padding) of the images [default: finetune]
     #[arg(long, value_enum, value_name = "WHEN", help_heading = "Data")]
     pub augment: Option<AugmentArg>,
+    /// Zero padding on each side before the random crop back to 28x28 (pixels of shift)
+    #[arg(long, default_value_t = 2, value_name = "P", help_heading = "Data")]
+    pub crop_padding: usize,
 
     /// Group-lasso strength: one value, or one per layer separated by commas (fc1,fc2,fc3
     /// or conv1,conv2,fc1,fc2) [default: lenet-300-100 0.185,0.0075,0.03; lenet5
@@ -284,6 +287,12 @@ impl CompressArgs {
         if self.curvature_batches == 0 {
             return usage("--curvature-batches 0: must be at least 1".into());
         }
+        if self.crop_padding > 14 {
+            return usage(format!(
+                "--crop-padding {}: at most 14 (half the image)",
+                self.crop_padding
+            ));
+        }
         if self.batch < 1 {
             return usage("--batch 0: must be at least 1".into());
         }
@@ -333,6 +342,7 @@ struct Report<'a> {
     settings: &'a CompressSettings,
     batch: usize,
     augment: AugmentArg,
+    crop_padding: usize,
     loops: &'a [serde_json::Value],
     pruned_model: &'a str,
 }
@@ -370,15 +380,19 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         p.train.sort_unstable();
         p
     };
+    let crops = Augment {
+        crop_padding: args.crop_padding,
+        ..kind.default_augment()
+    };
     let loops_augment = if args.augment() == AugmentArg::All {
-        kind.default_augment()
+        crops
     } else {
         Augment::NONE
     };
     let finetune_augment = if args.augment() == AugmentArg::None {
         Augment::NONE
     } else {
-        kind.default_augment()
+        crops
     };
     // Pixels scaled to [0, 1] (no mean shift): the blank background is exactly 0, so inputs
     // that never carry ink have zero curvature and their groups go.
@@ -478,7 +492,7 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         &mut metrics,
         "compress_start",
         serde_json::json!({ "model": model.name(), "settings": settings, "batch": args.batch,
-            "augment": args.augment(), "device": rt.device.to_string(), "threads": rt.threads }),
+            "augment": args.augment(), "crop_padding": args.crop_padding, "device": rt.device.to_string(), "threads": rt.threads }),
     )?;
 
     let start = Instant::now();
@@ -685,6 +699,7 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         settings: &settings,
         batch: args.batch,
         augment: args.augment(),
+        crop_padding: args.crop_padding,
         loops: &loop_records,
         pruned_model: "pruned.safetensors",
     };
