@@ -76,9 +76,11 @@ enum Command {
     ///
     /// Groups are input neurons of fully connected layers and filters of conv layers.
     /// Loops of training under the reweighted group lasso, curvature, closed-form update of
-    /// the group priors and pruning, then a fine-tune. Reports test error, the surviving
-    /// structure and the fraction of non-zero weights; writes report.json,
-    /// pruned.safetensors and metrics.jsonl under --out (default runs/compress).
+    /// the group priors and pruning; optionally (LeNet-5 by default) the same loops with
+    /// every weight its own group, pruning single weights; then a fine-tune. Reports test
+    /// error, the surviving structure and the fraction of non-zero weights; writes
+    /// report.json, pruned.safetensors and metrics.jsonl under --out (default
+    /// runs/compress).
     Compress(Box<compress::CompressArgs>),
     /// Benchmarks
     #[command(subcommand)]
