@@ -791,11 +791,15 @@ pub struct EpochStats {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct LayerUpdate {
     pub layer: String,
+    /// Groups before the prune; in the weight-level phase, free (not yet pruned) weights.
     pub groups: usize,
+    /// Statistics over those groups (or free weights).
     pub gamma_min: f64,
     pub gamma_median: f64,
     pub gamma_max: f64,
     pub omega_median: f64,
+    /// Groups (or single weights) this prune removed; in the weight-level phase, weights that
+    /// went with a removed unit are not counted.
     pub pruned: usize,
 }
 
