@@ -274,34 +274,39 @@ fn compress_smoke_run_writes_a_report() {
         eprintln!("skipped: no MNIST at {}", data.display());
         return;
     }
+    // a short LeNet-300-100 run, plus `extra` options
+    let short_run = |out: &Path, extra: &[&str]| {
+        bin()
+            .args([
+                "compress",
+                "--model",
+                "lenet-300-100",
+                "--loops",
+                "1",
+                "--epochs-per-loop",
+                "1",
+                "--finetune-epochs",
+                "1",
+                "--max-batches",
+                "20",
+                "--curvature-batches",
+                "5",
+                "--lambda",
+                "1e-3",
+                "--threshold",
+                "1e-3",
+                "--quiet",
+            ])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
     let out = scratch("compress");
-    let o = bin()
-        .args([
-            "compress",
-            "--model",
-            "lenet-300-100",
-            "--loops",
-            "1",
-            "--epochs-per-loop",
-            "1",
-            "--finetune-epochs",
-            "1",
-            "--max-batches",
-            "20",
-            "--curvature-batches",
-            "5",
-            "--lambda",
-            "1e-3",
-            "--threshold",
-            "1e-3",
-            "--quiet",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = short_run(&out, &[]);
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");
     assert!(stdout.contains("784-300-100 ->"), "{stdout}");
@@ -323,37 +328,7 @@ fn compress_smoke_run_writes_a_report() {
 
     // the same run with a weight-level phase: the same group loops, then single weights go
     let out_w = scratch("compress-weights");
-    let o = bin()
-        .args([
-            "compress",
-            "--model",
-            "lenet-300-100",
-            "--loops",
-            "1",
-            "--epochs-per-loop",
-            "1",
-            "--finetune-epochs",
-            "1",
-            "--max-batches",
-            "20",
-            "--curvature-batches",
-            "5",
-            "--lambda",
-            "1e-3",
-            "--threshold",
-            "1e-3",
-            "--weight-loops",
-            "1",
-            "--weight-lambda",
-            "0.05",
-            "--quiet",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .arg("--out")
-        .arg(&out_w)
-        .output()
-        .unwrap();
+    let o = short_run(&out_w, &["--weight-loops", "1", "--weight-lambda", "0.05"]);
     let (_, stderr) = text(&o);
     assert!(o.status.success(), "{stderr}");
     let rw = json(&out_w.join("report.json"));

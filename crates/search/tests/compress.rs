@@ -241,7 +241,6 @@ fn weight_phase_update_is_the_closed_form_with_groups_of_one_weight() {
     }
     assert!(checked > 10, "{checked}");
     // the penalty is sum_i lambda_w omega_i |w_i|
-    let w = c.store.value(id).to_vec();
     let want: f64 = (0..c.net.layers.len())
         .map(|li| {
             let v = c.store.value(c.net.layers[li].weight).to_vec();

@@ -240,27 +240,36 @@ fn select_columns(t: &mut Tape, x: Var, idx: Vec<usize>) -> Result<Var> {
     Ok(t.push(y, &[x], SelectColumnsOp { idx }))
 }
 
+/// The entries of `v` (laid out as a tensor of `shape`) at positions `rows` of dim 0 and
+/// `cols` of dim 1 (all of dim 1 when `None`; a rank-1 `shape` has no dim 1).
+fn slice_rows_cols_vec<T: Copy>(
+    v: &[T],
+    shape: &[usize],
+    rows: &[usize],
+    cols: Option<&[usize]>,
+) -> Vec<T> {
+    let inner: usize = shape.iter().skip(2).product::<usize>().max(1);
+    let n_in = shape.get(1).copied().unwrap_or(1);
+    let all: Vec<usize> = (0..n_in).collect();
+    let cols = cols.unwrap_or(&all);
+    let mut out = Vec::with_capacity(rows.len() * cols.len() * inner);
+    for &r in rows {
+        for &c in cols {
+            let start = (r * n_in + c) * inner;
+            out.extend_from_slice(&v[start..start + inner]);
+        }
+    }
+    out
+}
+
 /// Host copy of `t` with rows (dim 0) and columns (dim 1) picked by position.
 fn slice_rows_cols(t: &Tensor, rows: &[usize], cols: Option<&[usize]>) -> Result<Tensor> {
     let shape = t.shape().to_vec();
-    let v = t.to_vec();
-    let inner: usize = shape.iter().skip(2).product();
-    let (n_in, cols_all): (usize, Vec<usize>) = match shape.get(1) {
-        Some(&c) => (c, (0..c).collect()),
-        None => (1, vec![0]),
-    };
-    let cols = cols.map(<[usize]>::to_vec).unwrap_or(cols_all);
-    let mut out = Vec::with_capacity(rows.len() * cols.len() * inner.max(1));
-    for &r in rows {
-        for &c in &cols {
-            let start = (r * n_in + c) * inner.max(1);
-            out.extend_from_slice(&v[start..start + inner.max(1)]);
-        }
-    }
-    let mut new_shape = shape.clone();
+    let out = slice_rows_cols_vec(&t.to_vec(), &shape, rows, cols);
+    let mut new_shape = shape;
     new_shape[0] = rows.len();
-    if new_shape.len() > 1 {
-        new_shape[1] = cols.len();
+    if let (Some(n), Some(c)) = (new_shape.get_mut(1), cols) {
+        *n = c.len();
     }
     Tensor::from_vec(out, &new_shape)?.to_device(t.device())
 }
@@ -540,15 +549,7 @@ impl CompressNet {
     /// Physically removes what the plan removes: every layer's tensors (values and
     /// momenta) are cut to the surviving rows and columns. Parameter ids are kept.
     pub fn shrink(&mut self, store: &mut ParamStore, plan: &Plan) -> Result<()> {
-        for layer in &self.layers {
-            let rows = positions(
-                &self.boundaries[layer.output].alive,
-                &plan.alive[layer.output],
-            );
-            let cols = positions(
-                &self.boundaries[layer.input].alive,
-                &plan.alive[layer.input],
-            );
+        for (layer, (rows, cols)) in self.layers.iter().zip(self.cuts(plan)) {
             for id in [layer.weight, layer.bias] {
                 let is_weight = id == layer.weight;
                 let p = store.get_mut(id);
@@ -567,6 +568,19 @@ impl CompressNet {
             b.alive = a.clone();
         }
         Ok(())
+    }
+
+    /// Per layer, the positions of the output rows and input columns that `plan` keeps.
+    fn cuts(&self, plan: &Plan) -> Vec<(Vec<usize>, Vec<usize>)> {
+        self.layers
+            .iter()
+            .map(|l| {
+                (
+                    positions(&self.boundaries[l.output].alive, &plan.alive[l.output]),
+                    positions(&self.boundaries[l.input].alive, &plan.alive[l.input]),
+                )
+            })
+            .collect()
     }
 
     /// (non-zero weights, all weights of the original network); biases not counted.
@@ -717,23 +731,20 @@ impl Default for CompressSettings {
     }
 }
 
+/// Value `li` of a per-layer list whose last value repeats (0 for an empty list).
+fn per_layer(values: &[f64], li: usize) -> f64 {
+    values.get(li).or(values.last()).copied().unwrap_or(0.0)
+}
+
 impl CompressSettings {
     /// Lambda of layer `li` (the last value repeats).
     pub fn lambda_of(&self, li: usize) -> f64 {
-        self.lambda
-            .get(li)
-            .or(self.lambda.last())
-            .copied()
-            .unwrap_or(0.0)
+        per_layer(&self.lambda, li)
     }
 
     /// Lambda of layer `li` in the weight-level phase (the last value repeats).
     pub fn weight_lambda_of(&self, li: usize) -> f64 {
-        self.weight_lambda
-            .get(li)
-            .or(self.weight_lambda.last())
-            .copied()
-            .unwrap_or(0.0)
+        per_layer(&self.weight_lambda, li)
     }
 
     /// Checks values that cannot work.
@@ -862,21 +873,6 @@ impl Grouping {
     }
 }
 
-/// The entries of a per-weight vector (layout of a `[out, in, ..]` weight of `shape`) at
-/// output positions `rows` and input positions `cols`.
-fn slice_weight_vec<T: Copy>(v: &[T], shape: &[usize], rows: &[usize], cols: &[usize]) -> Vec<T> {
-    let inner: usize = shape[2..].iter().product::<usize>().max(1);
-    let n_in = shape[1];
-    let mut out = Vec::with_capacity(rows.len() * cols.len() * inner);
-    for &r in rows {
-        for &c in cols {
-            let s = (r * n_in + c) * inner;
-            out.extend_from_slice(&v[s..s + inner]);
-        }
-    }
-    out
-}
-
 fn median(v: &[f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -938,8 +934,18 @@ impl Compressor {
         }
     }
 
-    fn norms_by(&self, li: usize, grouping: Grouping, count: usize) -> Vec<f64> {
+    /// Norms of layer `li`'s weights per hyperparameter pair (`units: false`) or per
+    /// structural group (`units: true`).
+    fn norms(&self, li: usize, units: bool) -> Vec<f64> {
         let w = self.store.value(self.net.layers[li].weight);
+        let (grouping, count) = if units {
+            (
+                self.unit_grouping(li, w.shape()),
+                self.net.group_counts()[li],
+            )
+        } else {
+            (self.grouping(li, w.shape()), self.gamma[li].len())
+        };
         let mut s = vec![0.0f64; count];
         for (i, &v) in w.to_vec().iter().enumerate() {
             s[grouping.of(i)] += (v as f64) * (v as f64);
@@ -950,24 +956,13 @@ impl Compressor {
     /// Norms `||w_g||` of layer `li` per hyperparameter pair: per group (or, in the
     /// weight-level phase, `|w_i|` per weight).
     pub fn group_norms(&self, li: usize) -> Vec<f64> {
-        let shape = self
-            .store
-            .value(self.net.layers[li].weight)
-            .shape()
-            .to_vec();
-        self.norms_by(li, self.grouping(li, &shape), self.gamma[li].len())
+        self.norms(li, false)
     }
 
     /// Norms of the structural groups (filters, input columns) of layer `li`, whatever the
     /// granularity.
     pub fn unit_norms(&self, li: usize) -> Vec<f64> {
-        let shape = self
-            .store
-            .value(self.net.layers[li].weight)
-            .shape()
-            .to_vec();
-        let count = self.net.group_counts()[li];
-        self.norms_by(li, self.unit_grouping(li, &shape), count)
+        self.norms(li, true)
     }
 
     /// The penalty `sum_g lambda omega_g ||w_g||`.
@@ -1094,7 +1089,8 @@ impl Compressor {
         Ok((loss, correct))
     }
 
-    /// Holds every pruned single weight (and its momentum) at zero.
+    /// Holds every pruned single weight at zero. (Its momentum is left alone: SGD is
+    /// elementwise, so it only ever moves the weight that is zeroed here after each step.)
     fn apply_masks(&mut self) -> Result<()> {
         let Some(masks) = &self.masks else {
             return Ok(());
@@ -1103,26 +1099,22 @@ impl Compressor {
             if mask.iter().all(|&k| k) {
                 continue;
             }
-            let p = self.store.get_mut(layer.weight);
-            for t in [&mut p.value, &mut p.momentum] {
-                let shape = t.shape().to_vec();
-                let dev = t.device();
-                let mut v = t.to_vec();
-                if v.len() != mask.len() {
-                    return Err(Error::Invalid(format!(
-                        "weight mask of {} has {} entries for {} weights",
-                        layer.name,
-                        mask.len(),
-                        v.len()
-                    )));
-                }
-                for (x, &k) in v.iter_mut().zip(mask) {
-                    if !k {
-                        *x = 0.0;
-                    }
-                }
-                *t = Tensor::from_vec(v, &shape)?.to_device(dev)?;
+            let t = self.store.value_mut(layer.weight);
+            let mut v = t.to_vec();
+            if v.len() != mask.len() {
+                return Err(Error::Invalid(format!(
+                    "weight mask of {} has {} entries for {} weights",
+                    layer.name,
+                    mask.len(),
+                    v.len()
+                )));
             }
+            for (x, &k) in v.iter_mut().zip(mask) {
+                if !k {
+                    *x = 0.0;
+                }
+            }
+            *t = Tensor::from_vec(v, t.shape())?.to_device(t.device())?;
         }
         Ok(())
     }
@@ -1368,24 +1360,17 @@ impl Compressor {
         }
         if flags.iter().any(|f| f.iter().any(|&x| x)) {
             let plan = self.net.plan(&flags, &norms)?;
-            let cuts: Vec<(Vec<usize>, Vec<usize>, Vec<usize>)> = self
-                .net
-                .layers
-                .iter()
-                .map(|l| {
-                    (
-                        positions(&self.net.boundaries[l.output].alive, &plan.alive[l.output]),
-                        positions(&self.net.boundaries[l.input].alive, &plan.alive[l.input]),
-                        self.store.value(l.weight).shape().to_vec(),
-                    )
-                })
+            let shapes: Vec<Vec<usize>> = (self.net.layers.iter())
+                .map(|l| self.store.value(l.weight).shape().to_vec())
                 .collect();
+            let cuts = self.net.cuts(&plan);
             self.net.shrink(&mut self.store, &plan)?;
             let masks = self.masks.as_mut().expect("set above");
-            for (li, (rows, cols, shape)) in cuts.iter().enumerate() {
-                self.gamma[li] = slice_weight_vec(&self.gamma[li], shape, rows, cols);
-                self.omega[li] = slice_weight_vec(&self.omega[li], shape, rows, cols);
-                masks[li] = slice_weight_vec(&masks[li], shape, rows, cols);
+            for (li, ((rows, cols), shape)) in cuts.iter().zip(&shapes).enumerate() {
+                let cols = Some(cols.as_slice());
+                self.gamma[li] = slice_rows_cols_vec(&self.gamma[li], shape, rows, cols);
+                self.omega[li] = slice_rows_cols_vec(&self.omega[li], shape, rows, cols);
+                masks[li] = slice_rows_cols_vec(&masks[li], shape, rows, cols);
             }
         }
         Ok(PruneSummary {
