@@ -225,3 +225,49 @@ pub fn concat(xs: &[&T]) -> T {
     }
     T::new(n, c, h, w, d)
 }
+
+/// Per-channel biased batch statistics `(mean, var)` of `x` over N, H, W (the statistics
+/// `batch_norm` uses).
+pub fn batch_norm_stats(x: &T) -> (Vec<f64>, Vec<f64>) {
+    let m = (x.n * x.h * x.w) as f64;
+    let (mut mean, mut var) = (vec![0.0; x.c], vec![0.0; x.c]);
+    for c in 0..x.c {
+        for n in 0..x.n {
+            for i in 0..x.h {
+                for j in 0..x.w {
+                    mean[c] += x.at(n, c, i, j);
+                }
+            }
+        }
+        mean[c] /= m;
+        for n in 0..x.n {
+            for i in 0..x.h {
+                for j in 0..x.w {
+                    var[c] += (x.at(n, c, i, j) - mean[c]).powi(2);
+                }
+            }
+        }
+        var[c] /= m;
+    }
+    (mean, var)
+}
+
+/// Batch norm without affine parameters using the given per-channel `mean` and `var` (a fixed
+/// affine map of `x`, e.g. frozen statistics from another forward pass).
+pub fn batch_norm_fixed(x: &T, mean: &[f64], var: &[f64], eps: f64) -> T {
+    assert_eq!(mean.len(), x.c);
+    assert_eq!(var.len(), x.c);
+    let mut y = x.clone();
+    for n in 0..x.n {
+        for c in 0..x.c {
+            let inv = 1.0 / (var[c] + eps).sqrt();
+            for i in 0..x.h {
+                for j in 0..x.w {
+                    let id = x.idx(n, c, i, j);
+                    y.d[id] = (x.d[id] - mean[c]) * inv;
+                }
+            }
+        }
+    }
+    y
+}

@@ -108,6 +108,8 @@ pub fn bench_step_on(
                 curvature: true,
                 lr_factor: 1.0,
                 update: true,
+                param_free_dropout: 0.0,
+                dropout_rng: None,
             },
         )?;
         if i >= warmup {

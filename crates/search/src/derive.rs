@@ -161,14 +161,53 @@ impl CellRelevance {
         best
     }
 
-    fn relevance(&self, e: usize, k: usize) -> f64 {
-        let max = self.max_gamma_tilde();
+    fn relevance(&self, e: usize, k: usize, scope: OpScope) -> f64 {
+        let max = match scope {
+            OpScope::Cell => self.max_gamma_tilde(),
+            OpScope::Edge => self.gamma_tilde[e][self.best_op(e)],
+        };
         if max > 0.0 {
             self.gamma_tilde[e][k] / max
         } else {
             0.0
         }
     }
+}
+
+/// What an op's relevance is compared with by the threshold rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpScope {
+    /// The largest `gamma_tilde` of the whole cell type (method note, section 8). The op test
+    /// then also acts as a second edge test.
+    #[default]
+    Cell,
+    /// The largest `gamma_tilde` of the op's own edge: the edge test decides which edges stay,
+    /// the op test only which of the edge's ops do.
+    Edge,
+}
+
+/// What the derivation does with an intermediate node that lost every input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRepair {
+    /// Remove it with its outgoing edges and its concat slot (method note, section 8).
+    #[default]
+    Remove,
+    /// Give it back its strongest incoming edge (ranked by the edge's best `gamma_tilde`;
+    /// sources must be inputs or live nodes) with that edge's best op, so that every
+    /// intermediate node keeps at least one input. A node is removed only when every
+    /// candidate edge has relevance 0.
+    KeepBestInput,
+}
+
+/// Options of the cell rules shared by every derivation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CellRules {
+    /// Scope of the op threshold (threshold rule only).
+    pub op_scope: OpScope,
+    /// Treatment of nodes without inputs.
+    pub node_repair: NodeRepair,
 }
 
 /// Which derivation rule to apply.
@@ -207,6 +246,14 @@ pub enum Repair {
         /// Its outgoing edges that were dropped with it.
         dropped: Vec<Edge>,
     },
+    /// An intermediate node lost every input and got back its strongest incoming edge
+    /// ([`NodeRepair::KeepBestInput`]).
+    InputRestored {
+        /// The edge.
+        edge: Edge,
+        /// Its best op, the one kept.
+        op: Op,
+    },
     /// Every node died; this edge and op were kept so that the cell output is not empty.
     Fallback {
         /// The edge.
@@ -243,7 +290,8 @@ type Selection = Vec<Vec<usize>>;
 fn assemble(
     rel: &CellRelevance,
     mut sel: Selection,
-    order: Vec<usize>,
+    mut order: Vec<usize>,
+    rules: CellRules,
     repairs: &mut Vec<Repair>,
     cell: &str,
 ) -> Result<CellGenotype, DeriveError> {
@@ -259,6 +307,33 @@ fn assemble(
                     && !sel[e].is_empty()
                     && edge.from.intermediate().is_none_or(|i| alive[i])
             });
+            if !fed && rules.node_repair == NodeRepair::KeepBestInput {
+                // Strongest incoming edge from an input or a live node (ties: space order).
+                let strength = |e: usize| rel.gamma_tilde[e][rel.best_op(e)];
+                let best = (0..rel.edges.len())
+                    .filter(|&e| {
+                        rel.edges[e].to == j
+                            && rel.edges[e].from.intermediate().is_none_or(|i| alive[i])
+                            && strength(e) > 0.0
+                    })
+                    .fold(None, |b: Option<usize>, e| match b {
+                        Some(b) if strength(b) >= strength(e) => Some(b),
+                        _ => Some(e),
+                    });
+                if let Some(e) = best {
+                    let k = rel.best_op(e);
+                    sel[e] = vec![k];
+                    if !order.contains(&e) {
+                        order.push(e);
+                    }
+                    repairs.push(Repair::InputRestored {
+                        edge: rel.edges[e],
+                        op: rel.ops[k],
+                    });
+                    changed = true;
+                    continue;
+                }
+            }
             if !fed {
                 alive[j] = false;
                 changed = true;
@@ -307,20 +382,20 @@ fn assemble(
             op: rel.ops[k],
         });
         return Ok(CellGenotype {
-            edges: vec![kept_edge(rel, e, &sel[e])],
+            edges: vec![kept_edge(rel, e, &sel[e], rules.op_scope)],
             concat: vec![rel.edges[e].to],
         });
     }
     let edges = order
         .into_iter()
         .filter(|&e| !sel[e].is_empty())
-        .map(|e| kept_edge(rel, e, &sel[e]))
+        .map(|e| kept_edge(rel, e, &sel[e], rules.op_scope))
         .collect();
     let concat = (0..NUM_INTERMEDIATE).filter(|&j| alive[j]).collect();
     Ok(CellGenotype { edges, concat })
 }
 
-fn kept_edge(rel: &CellRelevance, e: usize, ops: &[usize]) -> KeptEdge {
+fn kept_edge(rel: &CellRelevance, e: usize, ops: &[usize], scope: OpScope) -> KeptEdge {
     KeptEdge {
         from: rel.edges[e].from,
         to: rel.edges[e].to,
@@ -328,7 +403,7 @@ fn kept_edge(rel: &CellRelevance, e: usize, ops: &[usize]) -> KeptEdge {
             .iter()
             .map(|&k| KeptOp {
                 op: rel.ops[k],
-                relevance: Some(rel.relevance(e, k)),
+                relevance: Some(rel.relevance(e, k, scope)),
             })
             .collect(),
     }
@@ -341,12 +416,26 @@ pub fn derive_threshold(
     tau: f64,
     cell: &str,
 ) -> Result<CellDerivation, DeriveError> {
+    derive_threshold_with(rel, tau, CellRules::default(), cell)
+}
+
+/// [`derive_threshold`] with the op scope and node repair of `rules`.
+pub fn derive_threshold_with(
+    rel: &CellRelevance,
+    tau: f64,
+    rules: CellRules,
+    cell: &str,
+) -> Result<CellDerivation, DeriveError> {
     if !(tau.is_finite() && (0.0..=1.0).contains(&tau)) {
         return Err(DeriveError::BadTau(tau));
     }
     rel.validate(cell)?;
     let passes = |x: f64, max: f64| tau == 0.0 || (x > 0.0 && x >= tau * max);
-    let (max_t, max_0) = (rel.max_gamma_tilde(), rel.max_gamma0());
+    let max_0 = rel.max_gamma0();
+    let max_t = |e: usize| match rules.op_scope {
+        OpScope::Cell => rel.max_gamma_tilde(),
+        OpScope::Edge => rel.gamma_tilde[e][rel.best_op(e)],
+    };
     let mut repairs = Vec::new();
     let mut sel: Selection = vec![Vec::new(); rel.edges.len()];
     for (e, edge) in rel.edges.iter().enumerate() {
@@ -354,7 +443,7 @@ pub fn derive_threshold(
             continue;
         }
         let mut ops: Vec<usize> = (0..rel.ops.len())
-            .filter(|&k| passes(rel.gamma_tilde[e][k], max_t))
+            .filter(|&k| passes(rel.gamma_tilde[e][k], max_t(e)))
             .collect();
         // Decreasing relevance; stable sort keeps op order on ties.
         ops.sort_by(|&a, &b| rel.gamma_tilde[e][b].total_cmp(&rel.gamma_tilde[e][a]));
@@ -374,7 +463,7 @@ pub fn derive_threshold(
     }
     let mut order: Vec<usize> = (0..rel.edges.len()).collect();
     order.sort_by_key(|&e| (rel.edges[e].to, rel.edges[e].from));
-    let genotype = assemble(rel, sel, order, &mut repairs, cell)?;
+    let genotype = assemble(rel, sel, order, rules, &mut repairs, cell)?;
     Ok(CellDerivation { genotype, repairs })
 }
 
@@ -382,6 +471,16 @@ pub fn derive_threshold(
 /// one op each (the best; ties: op order). Nodes with fewer than 2 incoming edges in the space
 /// keep what they have. Edges are listed per node in rank order, as DARTS writes them.
 pub fn derive_darts(rel: &CellRelevance, cell: &str) -> Result<CellDerivation, DeriveError> {
+    derive_darts_with(rel, CellRules::default(), cell)
+}
+
+/// [`derive_darts`] with the node repair of `rules` (the op scope does not matter: one op per
+/// edge, the edge's best).
+pub fn derive_darts_with(
+    rel: &CellRelevance,
+    rules: CellRules,
+    cell: &str,
+) -> Result<CellDerivation, DeriveError> {
     rel.validate(cell)?;
     let mut sel: Selection = vec![Vec::new(); rel.edges.len()];
     let mut order = Vec::new();
@@ -397,24 +496,49 @@ pub fn derive_darts(rel: &CellRelevance, cell: &str) -> Result<CellDerivation, D
         }
     }
     let mut repairs = Vec::new();
-    let genotype = assemble(rel, sel, order, &mut repairs, cell)?;
+    let genotype = assemble(rel, sel, order, rules, &mut repairs, cell)?;
     Ok(CellDerivation { genotype, repairs })
 }
 
-/// Derives both cell types of `prior` with `rule`.
+/// Derives both cell types of `prior` with `rule` (default [`CellRules`]: the method note's).
 pub fn derive(prior: &Prior, rule: DeriveRule) -> Result<Derivation, DeriveError> {
-    let one = |ct: CellType| {
-        let rel = prior.cell_relevance(ct);
-        match rule {
-            DeriveRule::Threshold { tau } => derive_threshold(&rel, tau, ct.name()),
-            DeriveRule::Darts => derive_darts(&rel, ct.name()),
-        }
+    derive_with(prior, rule, CellRules::default())
+}
+
+/// Derives both cell types of `prior` with `rule` and `rules`.
+pub fn derive_with(
+    prior: &Prior,
+    rule: DeriveRule,
+    rules: CellRules,
+) -> Result<Derivation, DeriveError> {
+    derive_from(
+        prior.space(),
+        &prior.cell_relevance(CellType::Normal),
+        &prior.cell_relevance(CellType::Reduce),
+        rule,
+        rules,
+    )
+}
+
+/// Derives a genotype of `space` from explicit per-cell-type scores (for example the
+/// perturbation scores of [`crate::protocol::Searcher::perturbation_scores`] in place of the
+/// prior's relevances).
+pub fn derive_from(
+    space: &str,
+    normal: &CellRelevance,
+    reduce: &CellRelevance,
+    rule: DeriveRule,
+    rules: CellRules,
+) -> Result<Derivation, DeriveError> {
+    let one = |rel: &CellRelevance, ct: CellType| match rule {
+        DeriveRule::Threshold { tau } => derive_threshold_with(rel, tau, rules, ct.name()),
+        DeriveRule::Darts => derive_darts_with(rel, rules, ct.name()),
     };
-    let normal = one(CellType::Normal)?;
-    let reduce = one(CellType::Reduce)?;
+    let normal = one(normal, CellType::Normal)?;
+    let reduce = one(reduce, CellType::Reduce)?;
     Ok(Derivation {
         genotype: Genotype {
-            space: prior.space().to_string(),
+            space: space.to_string(),
             normal: normal.genotype,
             reduce: reduce.genotype,
         },

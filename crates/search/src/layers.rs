@@ -271,6 +271,15 @@ impl OpLayers {
         })
     }
 
+    /// Whether the op has no weights (pools with their weightless search-time BN, the
+    /// identity); the stride-2 skip (factorized reduce) has weights.
+    pub(crate) fn parameter_free(&self) -> bool {
+        matches!(
+            self,
+            OpLayers::MaxPool { .. } | OpLayers::AvgPool { .. } | OpLayers::Identity
+        )
+    }
+
     /// Whether the op starts with a ReLU of its input (then it reads `relu_x`).
     pub(crate) fn needs_relu(&self) -> bool {
         matches!(

@@ -60,6 +60,7 @@ pub mod genotype;
 mod layers;
 #[allow(missing_docs)] // fields are described by their struct's documentation
 pub mod protocol;
+pub mod random_cell;
 pub mod relevance;
 pub mod space;
 #[allow(missing_docs)]

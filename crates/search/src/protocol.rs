@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bayes::{GroupId, GroupKind, Prior, UpdateConfig, UpdateSummary};
 use crate::space::CellType;
-use crate::supernet::{Supernet, SWITCHES, WEIGHTS};
+use crate::supernet::{Handicap, Supernet, SWITCHES, WEIGHTS};
 
 /// The three disjoint parts of the training data a search uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +71,32 @@ pub struct SearchSettings {
     pub grad_clip: f64,
     /// Seed of the data order.
     pub seed: u64,
+    /// Warm-up length in optimizer steps (the weight split is repeated as needed, each pass
+    /// in a new order); `None`: `warmup_epochs` epochs.
+    #[serde(default)]
+    pub warmup_steps: Option<usize>,
+    /// Scale of the curvature in the Laplace approximation.
+    #[serde(default)]
+    pub curvature_scale: CurvatureScale,
+    /// Dropout probability on the outputs of parameter-free ops during switch epochs
+    /// ([`crate::supernet::Handicap`]); 0: off.
+    #[serde(default)]
+    pub param_free_dropout: f32,
+}
+
+/// Which likelihood the Laplace approximation of the switch posterior uses: the curvature
+/// the engine measures is that of the batch-mean loss, `h`; the update receives `factor * h`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CurvatureScale {
+    /// `h` itself: the likelihood of one average image.
+    #[default]
+    Mean,
+    /// `B * h` (B the batch size): the authors' seed, a batch sum.
+    BatchSum,
+    /// `N * h` (N the images of one switch epoch): the likelihood of the whole switch split,
+    /// what a Laplace approximation of the posterior given the data uses.
+    Dataset,
 }
 
 impl Default for SearchSettings {
@@ -89,6 +115,9 @@ impl Default for SearchSettings {
             curvature_batches: 8,
             grad_clip: 5.0,
             seed: 0,
+            warmup_steps: None,
+            curvature_scale: CurvatureScale::Mean,
+            param_free_dropout: 0.0,
         }
     }
 }
@@ -105,6 +134,15 @@ impl SearchSettings {
         }
         if self.curvature_batches == 0 {
             return bad("curvature batches must be at least 1".into());
+        }
+        if self.warmup_steps == Some(0) {
+            return bad("warm-up steps must be at least 1 (or use 0 warm-up epochs)".into());
+        }
+        if !(0.0..1.0).contains(&self.param_free_dropout) {
+            return bad(format!(
+                "parameter-free dropout must be in [0, 1), got {}",
+                self.param_free_dropout
+            ));
         }
         for (n, v) in [
             ("weights lr", self.weights_lr),
@@ -128,7 +166,12 @@ impl SearchSettings {
 
     /// The epoch schedule: warm-up epochs, then per round its switch epochs.
     pub fn schedule(&self) -> Vec<EpochPlan> {
-        let mut v: Vec<EpochPlan> = (0..self.warmup_epochs)
+        let warmups = if self.warmup_steps.is_some() {
+            1
+        } else {
+            self.warmup_epochs
+        };
+        let mut v: Vec<EpochPlan> = (0..warmups)
             .map(|_| EpochPlan {
                 phase: Phase::Warmup,
                 round: 0,
@@ -418,12 +461,16 @@ impl Searcher {
         } else {
             SplitKind::Switches
         };
-        let batches = data.batches(split);
-        if batches == 0 {
+        let per_pass = data.batches(split);
+        if per_pass == 0 {
             return Err(Error::Invalid(format!(
                 "the {split:?} split has no batches"
             )));
         }
+        let batches = match (plan.phase, self.settings.warmup_steps) {
+            (Phase::Warmup, Some(n)) => n,
+            _ => per_pass,
+        };
         observe(Event::EpochStart {
             epoch,
             epochs,
@@ -443,9 +490,22 @@ impl Searcher {
         let (mut loss_sum, mut pen_sum, mut correct, mut seen) = (0.0f64, 0.0f64, 0usize, 0usize);
         let start = Instant::now();
         let seed = self.epoch_seed(epoch);
-        let it = data.epoch(split, seed)?;
         let mut step = 0usize;
-        for batch in it {
+        let mut last_batch = 0usize;
+        // One pass over the split; a warm-up sized in steps repeats it, each repeat in an
+        // order of its own (the first pass is the same as an epoch-sized warm-up's).
+        let passes = batches.div_ceil(per_pass);
+        let handicap_seed = Rng::new(self.settings.seed ^ 0x6861_6e64_6963_6170).fork(epoch as u64);
+        'passes: for pass in 0..passes {
+            let pass_seed = if pass == 0 {
+                seed
+            } else {
+                Rng::new(seed).fork(pass as u64).next_u64()
+            };
+            for batch in data.epoch(split, pass_seed)? {
+                if step >= batches {
+                    break 'passes;
+                }
             let (x, labels) = batch?;
             let in_window = step >= curv_from;
             let opts = StepOptions {
@@ -453,6 +513,12 @@ impl Searcher {
                 curvature: in_window,
                 lr_factor,
                 update: true,
+                param_free_dropout: if train_switches {
+                    self.settings.param_free_dropout
+                } else {
+                    0.0
+                },
+                dropout_rng: Some(handicap_seed.fork(step as u64)),
             };
             let (out, _) = self.step(x, &labels, opts).map_err(|e| match e {
                 Error::NonFinite(m) => Error::NonFinite(format!(
@@ -464,6 +530,7 @@ impl Searcher {
             if in_window {
                 curv_batches += 1;
             }
+            last_batch = labels.len();
             loss_sum += out.loss * labels.len() as f64;
             pen_sum += out.penalty;
             correct += out.correct;
@@ -477,6 +544,7 @@ impl Searcher {
                 accuracy: correct as f64 / seen as f64,
                 images_per_s: seen as f64 / secs,
             });
+            }
         }
         let images_per_s = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
         if plan.last_of_round {
@@ -485,7 +553,12 @@ impl Searcher {
                     "no curvature batches were accumulated".into(),
                 ));
             }
-            let summary = self.update_prior(curv_batches)?;
+            let factor = match self.settings.curvature_scale {
+                CurvatureScale::Mean => 1.0,
+                CurvatureScale::BatchSum => last_batch as f64,
+                CurvatureScale::Dataset => seen as f64,
+            };
+            let summary = self.update_prior(curv_batches, factor)?;
             observe(Event::Update {
                 round: plan.round,
                 summary: &summary,
@@ -547,7 +620,13 @@ impl Searcher {
         let t0 = Instant::now();
         let mut tape = Tape::new();
         let xv = tape.input(self.on_device(x)?);
-        let logits = self.net.forward(&mut tape, &mut self.store, xv)?;
+        let handicap = match (opts.param_free_dropout, opts.dropout_rng) {
+            (p, Some(rng)) if p > 0.0 => Some(Handicap { p, rng }),
+            _ => None,
+        };
+        let logits = self
+            .net
+            .forward_with(&mut tape, &mut self.store, xv, handicap)?;
         let ce = tape.cross_entropy(logits, labels)?;
         let loss = tape.value(ce).item()? as f64;
         let correct = count_correct(tape.value(logits), labels);
@@ -603,6 +682,121 @@ impl Searcher {
             },
             times,
         ))
+    }
+
+    /// Perturbation-based selection (Wang et al., ICLR 2021): on the trained supernet, for
+    /// every edge and op of each cell type, the rise of the held-out loss (evaluation mode,
+    /// the first `images` images of the validation split, always the same ones) when that
+    /// op's switch is set to 0 in every cell of the type. Switches are restored afterwards,
+    /// so the search state is unchanged. `observe(done, total)` reports progress.
+    pub fn perturbation_scores(
+        &mut self,
+        data: &mut dyn DataFeed,
+        images: usize,
+        observe: &mut dyn FnMut(usize, usize),
+    ) -> Result<PerturbationScores> {
+        let mut held: Vec<Batch> = Vec::new();
+        let mut n = 0usize;
+        for batch in data.epoch(SplitKind::Validation, 0)? {
+            if n >= images {
+                break;
+            }
+            let (x, labels) = batch?;
+            let take = labels.len().min(images - n);
+            let (x, labels) = if take < labels.len() {
+                let per = x.numel() / labels.len();
+                let mut shape = x.shape().to_vec();
+                shape[0] = take;
+                let v = x.to_vec()[..take * per].to_vec();
+                (Tensor::from_vec(v, &shape)?, labels[..take].to_vec())
+            } else {
+                (x, labels)
+            };
+            n += take;
+            held.push((self.on_device(x)?, labels));
+        }
+        if n == 0 {
+            return Err(Error::Invalid(
+                "perturbation scores: the validation split has no images".into(),
+            ));
+        }
+        let base_loss = self.held_out_loss(&held)?;
+        let k = self.net.n_ops();
+        let mut scores = PerturbationScores {
+            images: n,
+            base_loss,
+            normal: Vec::new(),
+            reduce: Vec::new(),
+        };
+        let total: usize = CellType::ALL
+            .iter()
+            .filter(|&&ct| !self.net.cells_of(ct).is_empty())
+            .map(|&ct| self.net.config.space.edges(ct).len() * k)
+            .sum();
+        let mut done = 0;
+        for ct in CellType::ALL {
+            if self.net.cells_of(ct).is_empty() {
+                continue;
+            }
+            let mut rows = Vec::new();
+            for e in 0..self.net.config.space.edges(ct).len() {
+                let mut row = Vec::with_capacity(k);
+                for op in 0..k {
+                    let kind = GroupKind::Child { edge: e, op };
+                    let members = self.group_members(GroupId {
+                        cell_type: ct,
+                        kind,
+                    });
+                    let saved = self.set_switches(&members, 0.0)?;
+                    let loss = self.held_out_loss(&held);
+                    for ((p, i), v) in members.iter().zip(saved) {
+                        self.set_switches(&[(*p, *i)], v)?;
+                    }
+                    row.push(loss? - base_loss);
+                    done += 1;
+                    observe(done, total);
+                }
+                rows.push(row);
+            }
+            match ct {
+                CellType::Normal => scores.normal = rows,
+                CellType::Reduce => scores.reduce = rows,
+            }
+        }
+        Ok(scores)
+    }
+
+    /// Sets the switch elements `members` to `value`; returns their previous values.
+    fn set_switches(&mut self, members: &[(ParamId, usize)], value: f32) -> Result<Vec<f32>> {
+        let mut old = Vec::with_capacity(members.len());
+        for &(p, i) in members {
+            let t = self.store.value(p);
+            let (shape, dev) = (t.shape().to_vec(), t.device());
+            let mut v = t.try_to_vec()?;
+            old.push(v[i]);
+            v[i] = value;
+            let t = Tensor::from_vec(v, &shape)?;
+            self.store.get_mut(p).value = if dev == Device::Cpu {
+                t
+            } else {
+                t.to_device(dev)?
+            };
+        }
+        Ok(old)
+    }
+
+    /// Mean cross-entropy of the network in evaluation mode over `held`.
+    fn held_out_loss(&mut self, held: &[Batch]) -> Result<f64> {
+        let (mut loss, mut seen) = (0.0f64, 0usize);
+        for (x, labels) in held {
+            let mut tape = Tape::new_eval();
+            let xv = tape.input(x.clone());
+            let logits = self.net.forward(&mut tape, &mut self.store, xv)?;
+            let l = tape.cross_entropy(logits, labels)?;
+            loss += tape.value(l).item()? as f64 * labels.len() as f64;
+            seen += labels.len();
+        }
+        Ok(loss / seen.max(1) as f64)
     }
 
     /// Members of a switch group: (param, element) per cell of the type, in depth order.
@@ -697,7 +891,9 @@ impl Searcher {
         Ok(penalty)
     }
 
-    fn update_prior(&mut self, curv_batches: usize) -> Result<UpdateSummary> {
+    /// The closed-form update from the curvature accumulated over `curv_batches` batches,
+    /// averaged and multiplied by `scale` ([`CurvatureScale`]).
+    fn update_prior(&mut self, curv_batches: usize, scale: f64) -> Result<UpdateSummary> {
         let mut stats = HashMap::new();
         // Each switch tensor is downloaded once.
         let mut values: BTreeMap<ParamId, Vec<f32>> = BTreeMap::new();
@@ -715,7 +911,8 @@ impl Searcher {
                         Entry::Occupied(o) => o.into_mut(),
                         Entry::Vacant(v) => v.insert(self.store.get(p).curvature.try_to_vec()?),
                     }[i] as f64
-                        / curv_batches as f64;
+                        / curv_batches as f64
+                        * scale;
                     st.set(id.kind, c, s, h)
                         .map_err(|e| Error::Invalid(e.to_string()))?;
                 }
@@ -740,8 +937,39 @@ impl Searcher {
     }
 }
 
+/// Output of [`Searcher::perturbation_scores`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PerturbationScores {
+    /// Held-out images used.
+    pub images: usize,
+    /// Held-out loss of the unperturbed supernet.
+    pub base_loss: f64,
+    /// Normal cells: per edge, the loss rise for each op's switch set to 0 (space op order).
+    pub normal: Vec<Vec<f64>>,
+    /// The same for the reduction cells.
+    pub reduce: Vec<Vec<f64>>,
+}
+
+impl PerturbationScores {
+    /// The rises of one cell type as derivation input: `gamma_tilde` := max(rise, 0) per op,
+    /// `gamma0` := the edge's best op rise (edges are ranked by their best op).
+    pub fn cell_relevance(&self, prior: &Prior, ct: CellType) -> crate::derive::CellRelevance {
+        let mut rel = prior.cell_relevance(ct);
+        let rows = match ct {
+            CellType::Normal => &self.normal,
+            CellType::Reduce => &self.reduce,
+        };
+        for (e, row) in rows.iter().enumerate().take(rel.edges.len()) {
+            let k = rel.ops.len();
+            rel.gamma_tilde[e] = row.iter().take(k).map(|&r| r.max(0.0)).collect();
+            rel.gamma0[e] = rel.gamma_tilde[e].iter().fold(0.0f64, |m, &g| m.max(g));
+        }
+        rel
+    }
+}
+
 /// What [`Searcher::step`] does.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StepOptions {
     /// Add the group-lasso gradient and update the switches.
     pub train_switches: bool,
@@ -751,6 +979,10 @@ pub struct StepOptions {
     pub lr_factor: f32,
     /// Clip and apply the SGD updates.
     pub update: bool,
+    /// Dropout on the outputs of parameter-free ops ([`Handicap`]); 0: off.
+    pub param_free_dropout: f32,
+    /// Source of the dropout masks (needed when `param_free_dropout > 0`).
+    pub dropout_rng: Option<Rng>,
 }
 
 /// Wall-clock milliseconds of the parts of one step.

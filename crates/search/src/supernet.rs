@@ -77,6 +77,18 @@ impl SupernetConfig {
     }
 }
 
+/// Dropout (probability `p`, inverted) on the output of every parameter-free op (pools,
+/// identity) before the switches mix it, P-DARTS style: the switches of ops that need no
+/// training then cannot win just because they are useful before the convolutions have
+/// learnt anything. Only training tapes apply it.
+#[derive(Clone, Debug)]
+pub struct Handicap {
+    /// Drop probability in `[0, 1)`.
+    pub p: f32,
+    /// Source of the masks.
+    pub rng: Rng,
+}
+
 /// An edge: every candidate op and its switches.
 #[derive(Clone, Debug)]
 pub struct MixedEdge {
@@ -185,6 +197,7 @@ impl SearchCell {
         store: &mut ParamStore,
         prev_prev: Var,
         prev: Var,
+        handicap: &mut Option<Handicap>,
     ) -> Result<Var> {
         let in1 = self.pre_in1.forward(t, store, prev_prev)?;
         let in0 = self.pre_in0.forward(t, store, prev)?;
@@ -208,11 +221,14 @@ impl SearchCell {
                         r
                     }
                 };
-                let outs = me
-                    .ops
-                    .iter()
-                    .map(|op| op.forward(t, store, x, rx))
-                    .collect::<Result<Vec<_>>>()?;
+                let mut outs = Vec::with_capacity(me.ops.len());
+                for op in &me.ops {
+                    let y = op.forward(t, store, x, rx)?;
+                    outs.push(match handicap {
+                        Some(h) if op.parameter_free() => t.dropout(y, h.p, &mut h.rng)?,
+                        _ => y,
+                    });
+                }
                 let (s, s0) = (t.param(store, me.s), t.param(store, me.s0));
                 incoming.push(t.mixed(&outs, s, s0)?);
             }
@@ -284,11 +300,22 @@ impl Supernet {
 
     /// Logits `[B, classes]` for images `[B, in_channels, image, image]`.
     pub fn forward(&self, t: &mut Tape, store: &mut ParamStore, x: Var) -> Result<Var> {
+        self.forward_with(t, store, x, None)
+    }
+
+    /// [`Supernet::forward`] with an optional [`Handicap`] on the parameter-free ops.
+    pub fn forward_with(
+        &self,
+        t: &mut Tape,
+        store: &mut ParamStore,
+        x: Var,
+        mut handicap: Option<Handicap>,
+    ) -> Result<Var> {
         let s = self.stem.forward(t, store, x)?;
         let s = self.stem_bn.forward(t, store, s)?;
         let (mut pp, mut p) = (s, s);
         for cell in &self.cells {
-            let out = cell.forward(t, store, pp, p)?;
+            let out = cell.forward(t, store, pp, p, &mut handicap)?;
             pp = p;
             p = out;
         }

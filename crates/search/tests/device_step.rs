@@ -181,8 +181,10 @@ fn supernet_step_matches_the_cpu() {
                 curvature: true,
                 lr_factor: 1.0,
                 update: true,
+                param_free_dropout: 0.0,
+                dropout_rng: None,
             };
-            let (oc, _) = c.step(x.clone(), &labels, opts).unwrap();
+            let (oc, _) = c.step(x.clone(), &labels, opts.clone()).unwrap();
             let (og, _) = g.step(x, &labels, opts).unwrap();
             let d = (og.loss - oc.loss).abs() / oc.loss.abs();
             assert!(d < 1e-4, "step {step}: loss {} vs {}", og.loss, oc.loss);

@@ -9,10 +9,13 @@ use bayesnas_data::{Augment, Dataset, Loader, LoaderConfig, SearchSplits, SplitC
 use bayesnas_engine::io::write_atomic;
 use bayesnas_engine::prelude::*;
 use bayesnas_search::protocol::{
-    Batch, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind, CHECKPOINT,
+    Batch, CurvatureScale, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind,
+    CHECKPOINT,
 };
 use bayesnas_search::supernet::{Supernet, SupernetConfig, SWITCHES, WEIGHTS};
-use bayesnas_search::{derive, draw, DeriveRule, RelevanceReport, SearchSpace};
+use bayesnas_search::derive::{derive_from, CellRelevance, CellRules, NodeRepair, OpScope};
+use bayesnas_search::space::CellType;
+use bayesnas_search::{draw, DeriveRule, RelevanceReport, SearchSpace};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
@@ -28,6 +31,40 @@ pub enum DeriveArg {
     Threshold,
     /// DARTS: the two most relevant incoming edges per node, one op each
     Darts,
+    /// Perturbation (Wang et al. 2021): on the trained supernet, each op's switch is set to 0
+    /// in turn and the rise of the held-out loss ranks the ops; then the DARTS cell rule
+    /// (two incoming edges per node ranked by their best op, one op each)
+    Perturb,
+}
+
+/// `--curvature-scale` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CurvatureScaleArg {
+    /// The curvature of the batch-mean loss (one average image)
+    Mean,
+    /// Times the batch size (the authors' batch-sum seed)
+    BatchSum,
+    /// Times the images of a switch epoch: the Laplace approximation of the posterior given
+    /// the whole switch split
+    Dataset,
+}
+
+/// `--op-scope` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OpScopeArg {
+    /// An op's relevance relative to the largest of its cell type (method note)
+    Cell,
+    /// Relative to the best op of its own edge
+    Edge,
+}
+
+/// `--node-repair` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NodeRepairArg {
+    /// A node that lost every input is removed (method note)
+    Remove,
+    /// A node that lost every input keeps its strongest incoming edge
+    KeepBestInput,
 }
 
 /// `--preset` values.
@@ -79,17 +116,25 @@ pub struct SearchArgs {
     /// Weight decay of the weights (switches get none) [default: 3e-4; paper: 1e-4]
     #[arg(long, value_name = "WD", help_heading = "Training")]
     pub weight_decay: Option<f32>,
-    /// Learning rate of the switches (constant)
-    #[arg(
-        long,
-        default_value_t = 0.01,
-        value_name = "LR",
-        help_heading = "Training"
-    )]
-    pub switch_lr: f32,
+    /// Learning rate of the switches (constant) [default: 0.01; paper: the weights' 0.1]
+    #[arg(long, value_name = "LR", help_heading = "Training")]
+    pub switch_lr: Option<f32>,
     /// Weights-only warm-up epochs on the weight split
     #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Training")]
     pub warmup_epochs: usize,
+    /// Weights-only warm-up of N optimizer steps instead of --warmup-epochs (the weight split
+    /// is repeated, each pass in a new order)
+    #[arg(long, value_name = "N", help_heading = "Training")]
+    pub warmup_steps: Option<usize>,
+    /// Dropout probability on the outputs of parameter-free ops (pools, identity) during
+    /// switch epochs, a handicap against the collapse to them (0: off)
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "P",
+        help_heading = "Training"
+    )]
+    pub param_free_dropout: f32,
     /// Switch epochs per round on the switch split
     #[arg(long, default_value_t = 1, value_name = "N", help_heading = "Training")]
     pub switch_epochs: usize,
@@ -138,6 +183,9 @@ pub struct SearchArgs {
         help_heading = "Bayesian update"
     )]
     pub curvature_batches: usize,
+    /// Scale of the curvature in the Laplace approximation
+    #[arg(long, value_enum, default_value_t = CurvatureScaleArg::Mean, help_heading = "Bayesian update")]
+    pub curvature_scale: CurvatureScaleArg,
     /// Rounds of (switch epochs, closed-form update); 1 is the paper's protocol
     #[arg(
         long,
@@ -158,6 +206,20 @@ pub struct SearchArgs {
         help_heading = "Derivation"
     )]
     pub tau: f64,
+    /// What the threshold rule compares an op's relevance with
+    #[arg(long, value_enum, default_value_t = OpScopeArg::Cell, help_heading = "Derivation")]
+    pub op_scope: OpScopeArg,
+    /// What happens to an intermediate node that lost every input
+    #[arg(long, value_enum, default_value_t = NodeRepairArg::Remove, help_heading = "Derivation")]
+    pub node_repair: NodeRepairArg,
+    /// Held-out images of --derive perturb (the first N of the validation split)
+    #[arg(
+        long,
+        default_value_t = 128,
+        value_name = "N",
+        help_heading = "Derivation"
+    )]
+    pub perturb_images: usize,
 
     /// Continue the run whose outputs and checkpoint are in DIR (same options)
     #[arg(long, value_name = "DIR", help_heading = "Runtime")]
@@ -174,6 +236,7 @@ struct Resolved {
     weight_decay: f32,
     lambda_parent: f64,
     lambda_child: f64,
+    switch_lr: f32,
 }
 
 impl SearchArgs {
@@ -191,6 +254,7 @@ impl SearchArgs {
             weight_decay: self.weight_decay.unwrap_or(if paper { 1e-4 } else { 3e-4 }),
             lambda_parent: self.lambda_parent.unwrap_or(lambda),
             lambda_child: self.lambda_child.unwrap_or(lambda),
+            switch_lr: self.switch_lr.unwrap_or(if paper { 0.1 } else { 0.01 }),
         };
         let usage = |m: String| Err(CliError::Usage(m));
         if r.channels < 2 || r.channels % 2 != 0 {
@@ -216,6 +280,21 @@ impl SearchArgs {
         }
         if self.max_batches == Some(0) {
             return usage("--max-batches 0: must be at least 1".into());
+        }
+        if !(r.switch_lr.is_finite() && r.switch_lr > 0.0) {
+            return usage(format!("--switch-lr {}: must be positive", r.switch_lr));
+        }
+        if self.warmup_steps == Some(0) {
+            return usage("--warmup-steps 0: must be at least 1 (or --warmup-epochs 0)".into());
+        }
+        if !(0.0..1.0).contains(&self.param_free_dropout) {
+            return usage(format!(
+                "--param-free-dropout {}: must be in [0, 1)",
+                self.param_free_dropout
+            ));
+        }
+        if self.perturb_images == 0 {
+            return usage("--perturb-images 0: must be at least 1".into());
         }
         if self.curvature_batches == 0 || self.rounds == 0 || self.switch_epochs == 0 {
             return usage(
@@ -280,6 +359,50 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// `rel` with its `gamma_tilde` replaced by the raw `rows` (perturbation loss rises).
+fn raw_scores(rel: &CellRelevance, rows: &[Vec<f64>]) -> CellRelevance {
+    let mut r = rel.clone();
+    for (e, row) in rows.iter().enumerate().take(r.edges.len()) {
+        r.gamma_tilde[e] = row.clone();
+        r.gamma0[e] = row.iter().fold(f64::NEG_INFINITY, |m, &g| m.max(g));
+    }
+    r
+}
+
+/// `selection.json`: the scores the derivation ranked, per cell type and edge.
+fn selection_json(
+    score: &str,
+    derive: &DeriveArg,
+    rules: CellRules,
+    cells: &[(&str, &CellRelevance)],
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "format": "bayesnas-selection",
+        "version": 1,
+        "score": score,
+        "derive": format!("{derive:?}").to_lowercase(),
+        "rules": rules,
+        "ops": cells.first().map(|(_, r)| r.ops.iter().map(|o| o.name()).collect::<Vec<_>>()),
+    });
+    for (name, rel) in cells {
+        let edges: Vec<serde_json::Value> = rel
+            .edges
+            .iter()
+            .enumerate()
+            .map(|(e, edge)| {
+                serde_json::json!({
+                    "from": edge.from.to_string(),
+                    "to": format!("n{}", edge.to),
+                    "edge_score": rel.gamma0[e],
+                    "op_scores": rel.gamma_tilde[e],
+                })
+            })
+            .collect();
+        v[*name] = serde_json::json!({ "edges": edges });
+    }
+    v
 }
 
 /// Runs `bayesnas search`.
@@ -352,7 +475,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         weights_lr: r.lr,
         weights_momentum: args.momentum,
         weights_decay: r.weight_decay,
-        switches_lr: args.switch_lr,
+        switches_lr: r.switch_lr,
         switches_momentum: args.momentum,
         lambda_parent: r.lambda_parent,
         lambda_child: r.lambda_child,
@@ -362,6 +485,13 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         curvature_batches: args.curvature_batches,
         grad_clip: 5.0,
         seed: rt.seed,
+        warmup_steps: args.warmup_steps,
+        curvature_scale: match args.curvature_scale {
+            CurvatureScaleArg::Mean => CurvatureScale::Mean,
+            CurvatureScaleArg::BatchSum => CurvatureScale::BatchSum,
+            CurvatureScaleArg::Dataset => CurvatureScale::Dataset,
+        },
+        param_free_dropout: args.param_free_dropout,
     };
     let mut searcher = Searcher::new(net, store, settings)?;
     // Parameters (and so every step) on the selected device; checkpoints load onto it.
@@ -470,17 +600,90 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
     }
 
     // outputs
-    let rule = match args.derive {
-        DeriveArg::Threshold => DeriveRule::Threshold { tau: args.tau },
-        DeriveArg::Darts => DeriveRule::Darts,
-    };
-    let derivation = derive(&searcher.prior, rule).map_err(bayesnas_search::Error::from)?;
-    let genotype = derivation.genotype;
     let write = |name: &str, text: &str| -> CliResult<PathBuf> {
         let p = out.join(name);
         write_atomic(&p, text.as_bytes())?;
         Ok(p)
     };
+    let rules = CellRules {
+        op_scope: match args.op_scope {
+            OpScopeArg::Cell => OpScope::Cell,
+            OpScopeArg::Edge => OpScope::Edge,
+        },
+        node_repair: match args.node_repair {
+            NodeRepairArg::Remove => NodeRepair::Remove,
+            NodeRepairArg::KeepBestInput => NodeRepair::KeepBestInput,
+        },
+    };
+    let (rule, score_name, normal_rel, reduce_rel) = match args.derive {
+        DeriveArg::Threshold | DeriveArg::Darts => (
+            if args.derive == DeriveArg::Darts {
+                DeriveRule::Darts
+            } else {
+                DeriveRule::Threshold { tau: args.tau }
+            },
+            "gamma_tilde",
+            searcher.prior.cell_relevance(CellType::Normal),
+            searcher.prior.cell_relevance(CellType::Reduce),
+        ),
+        DeriveArg::Perturb => {
+            let t0 = Instant::now();
+            let mut pbar: Option<Progress> = None;
+            let scores = searcher.perturbation_scores(
+                &mut feed,
+                args.perturb_images,
+                &mut |done, total| {
+                    pbar.get_or_insert_with(|| Progress::new(total as u64, "perturbation", quiet))
+                        .step(1, None, None);
+                    let _ = done;
+                },
+            )?;
+            if let Some(b) = pbar.take() {
+                b.finish();
+            }
+            if !quiet {
+                eprintln!(
+                    "perturbation scores: {} held-out images, base loss {:.4}, {:.1} s",
+                    scores.images,
+                    scores.base_loss,
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+            write(
+                "perturbation.json",
+                &serde_json::to_string_pretty(&scores).map_err(|e| CliError::Usage(e.to_string()))?,
+            )?;
+            (
+                DeriveRule::Darts,
+                "perturbation_loss_rise",
+                raw_scores(&searcher.prior.cell_relevance(CellType::Normal), &scores.normal),
+                raw_scores(&searcher.prior.cell_relevance(CellType::Reduce), &scores.reduce),
+            )
+        }
+    };
+    let clamp = |r: &CellRelevance| {
+        let mut r = r.clone();
+        for row in &mut r.gamma_tilde {
+            for g in row.iter_mut() {
+                *g = g.max(0.0);
+            }
+        }
+        for (e, row) in r.gamma_tilde.iter().enumerate() {
+            if score_name != "gamma_tilde" {
+                r.gamma0[e] = row.iter().fold(0.0f64, |m, &g| m.max(g));
+            }
+        }
+        r
+    };
+    let derivation = derive_from(
+        searcher.prior.space(),
+        &clamp(&normal_rel),
+        &clamp(&reduce_rel),
+        rule,
+        rules,
+    )
+    .map_err(bayesnas_search::Error::from)?;
+    let genotype = derivation.genotype;
     write(
         "genotype.json",
         &genotype.to_json().map_err(bayesnas_search::Error::from)?,
@@ -492,6 +695,16 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
     write(
         "relevance.json",
         &report.to_json().map_err(bayesnas_search::Error::from)?,
+    )?;
+    let selection = selection_json(
+        score_name,
+        &args.derive,
+        rules,
+        &[("normal", &normal_rel), ("reduce", &reduce_rel)],
+    );
+    write(
+        "selection.json",
+        &serde_json::to_string_pretty(&selection).map_err(|e| CliError::Usage(e.to_string()))?,
     )?;
     for (name, cell) in [("normal", &genotype.normal), ("reduce", &genotype.reduce)] {
         write(

@@ -14,7 +14,7 @@ use bayesnas_search::eval::train::{
     Batch, TrainRecord, TrainSettings, Trainer, CHECKPOINT, WEIGHTS_FILE,
 };
 use bayesnas_search::genotype::DARTS_V2;
-use bayesnas_search::Genotype;
+use bayesnas_search::{Genotype, SearchSpace};
 use clap::Args;
 use serde::Serialize;
 
@@ -30,7 +30,9 @@ pub struct TrainArgs {
     pub common: CommonOpts,
 
     /// The architecture: a genotype.json written by `bayesnas search`, a file holding a DARTS
-    /// `Genotype(...)` string, such a string itself, or `darts_v2` (DARTS' published cell)
+    /// `Genotype(...)` string, such a string itself, `darts_v2` (DARTS' published cell), or
+    /// `random:SEED[:SPACE]` (a random cell of the space, default `bayesnas`: two inputs per
+    /// node, one op each, the baseline a search must beat)
     #[arg(long, value_name = "FILE", help_heading = "Network")]
     pub genotype: String,
     /// Number of cells; reductions at 1/3 and 2/3 of the depth
@@ -135,6 +137,9 @@ pub struct TrainArgs {
     /// FILE itself); outputs go to that directory. The options must be the run's
     #[arg(long, value_name = "DIR|FILE", help_heading = "Runtime")]
     pub resume: Option<PathBuf>,
+    /// Build the network, print its parameter count as JSON and exit (no training, no files)
+    #[arg(long, help_heading = "Runtime")]
+    pub params_only: bool,
 }
 
 impl TrainArgs {
@@ -225,6 +230,15 @@ fn resume_dir(r: &Path) -> PathBuf {
 pub fn load_genotype(arg: &str) -> CliResult<Genotype> {
     let usage = |m: String| CliError::Usage(format!("--genotype {arg}: {m}"));
     let trimmed = arg.trim();
+    if let Some(rest) = trimmed.strip_prefix("random:") {
+        // random:SEED or random:SEED:SPACE
+        let (seed, space) = rest.split_once(':').unwrap_or((rest, "bayesnas"));
+        let seed: u64 = seed
+            .parse()
+            .map_err(|_| usage(format!("'{seed}' is not a seed (random:SEED[:SPACE])")))?;
+        let space = SearchSpace::by_name(space).map_err(|e| usage(e.to_string()))?;
+        return Ok(bayesnas_search::random_cell::random_genotype(&space, seed));
+    }
     let text = if trimmed.starts_with("Genotype(") {
         trimmed.to_string()
     } else if trimmed.eq_ignore_ascii_case("darts_v2") && !Path::new(arg).exists() {
@@ -452,6 +466,13 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
     })?;
     let params = EvalNetwork::param_count(&store);
     let aux_params = EvalNetwork::aux_param_count(&store);
+    if args.params_only {
+        println!(
+            "{}",
+            serde_json::json!({ "params": params, "aux_params": aux_params, "genotype": genotype.to_darts_string() })
+        );
+        return Ok(());
+    }
     let mut trainer = Trainer::new(net, store, settings.clone(), rt.device)?;
     if let Some(r) = &args.resume {
         let ck = if r.is_dir() {
