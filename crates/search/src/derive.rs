@@ -619,6 +619,95 @@ mod tests {
     }
 
     #[test]
+    fn edge_scope_compares_ops_with_their_own_edge() {
+        // Edge in1->n0 is weak overall but one of its ops clearly beats the others.
+        let r = rel(
+            vec![Edge::new(In0, 0), Edge::new(In1, 0)],
+            vec![1.0, 1.0],
+            vec![vec![1.0, 0.9, 0.2], vec![0.2, 0.05, 0.19]],
+        );
+        let cell = derive_threshold(&r, 0.5, "normal").unwrap();
+        // Cell scope: nothing of in1->n0 reaches 0.5 * 1.0, so the repair keeps its best op.
+        assert_eq!(ops_of(&cell.genotype, In1, 0), Some(vec![Op::SepConv3x3]));
+        assert!(matches!(cell.repairs[0], Repair::OpRestored { .. }));
+        let rules = CellRules {
+            op_scope: OpScope::Edge,
+            ..CellRules::default()
+        };
+        let edge = derive_threshold_with(&r, 0.5, rules, "normal").unwrap();
+        let g = &edge.genotype;
+        assert!(
+            !edge
+                .repairs
+                .iter()
+                .any(|r| matches!(r, Repair::OpRestored { .. })),
+            "{:?}",
+            edge.repairs
+        );
+        assert_eq!(
+            ops_of(g, In0, 0),
+            Some(vec![Op::SepConv3x3, Op::MaxPool3x3])
+        );
+        assert_eq!(
+            ops_of(g, In1, 0),
+            Some(vec![Op::SepConv3x3, Op::SkipConnect])
+        );
+        // Relevances are relative to the edge's best op.
+        let e1 = g.edges.iter().find(|e| e.from == In1).unwrap();
+        assert_eq!(e1.ops[0].relevance, Some(1.0));
+        assert!((e1.ops[1].relevance.unwrap() - 0.95).abs() < 1e-12);
+    }
+
+    #[test]
+    fn keep_best_input_gives_every_node_an_input() {
+        // Both inputs of n1 fail the edge test; in1->n1 is the stronger of them (best op 0.6).
+        let r = rel(
+            vec![
+                Edge::new(In0, 0),
+                Edge::new(In0, 1),
+                Edge::new(In1, 1),
+                Edge::new(In0, 2),
+                Edge::new(In0, 3),
+                Edge::new(Inter(1), 3),
+            ],
+            vec![1.0, 0.1, 0.2, 1.0, 1.0, 1.0],
+            vec![
+                vec![1.0, 0.5, 0.5],
+                vec![0.3, 0.2, 0.1],
+                vec![0.1, 0.6, 0.2],
+                vec![1.0, 1.0, 1.0],
+                vec![1.0, 1.0, 1.0],
+                vec![1.0, 1.0, 1.0],
+            ],
+        );
+        let removed = derive_threshold(&r, 0.5, "normal").unwrap();
+        assert_eq!(removed.genotype.concat, [0, 2, 3]);
+        let rules = CellRules {
+            node_repair: NodeRepair::KeepBestInput,
+            ..CellRules::default()
+        };
+        let kept = derive_threshold_with(&r, 0.5, rules, "normal").unwrap();
+        let g = &kept.genotype;
+        assert_eq!(g.concat, [0, 1, 2, 3]);
+        assert_eq!(ops_of(g, In1, 1), Some(vec![Op::MaxPool3x3]));
+        assert_eq!(ops_of(g, In0, 1), None);
+        assert!(ops_of(g, Inter(1), 3).is_some());
+        assert_eq!(
+            kept.repairs,
+            vec![Repair::InputRestored {
+                edge: Edge::new(In1, 1),
+                op: Op::MaxPool3x3
+            }]
+        );
+        g.validate("normal").unwrap();
+        // Edges stay sorted by target node, then source.
+        let keys: Vec<_> = g.edges.iter().map(|e| (e.to, e.from)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+    }
+
+    #[test]
     fn node_without_inputs_is_removed_with_outgoing_edges_and_concat_slot() {
         // n0 only fed by a dropped edge; n0->n1 and n0->n3 must go, n1 survives via in0.
         let r = rel(

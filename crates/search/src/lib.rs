@@ -57,6 +57,7 @@ pub mod draw;
 #[allow(missing_docs)] // fields are described by their struct's documentation
 pub mod eval;
 pub mod genotype;
+pub mod heatmap;
 mod layers;
 #[allow(missing_docs)] // fields are described by their struct's documentation
 pub mod protocol;

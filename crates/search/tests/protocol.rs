@@ -2,7 +2,10 @@
 //! resume gives exactly the uninterrupted result, a NaN loss stops the run cleanly.
 
 use bayesnas_engine::prelude::*;
-use bayesnas_search::protocol::{Batch, DataFeed, SearchSettings, Searcher, SplitKind, CHECKPOINT};
+use bayesnas_search::protocol::{
+    Batch, CurvatureScale, DataFeed, SearchSettings, Searcher, SplitKind, CHECKPOINT,
+};
+use bayesnas_search::space::CellType;
 use bayesnas_search::supernet::{Supernet, SupernetConfig};
 use bayesnas_search::{derive, DeriveRule, SearchSpace};
 
@@ -205,4 +208,185 @@ fn checkpoint_of_another_network_is_rejected() {
     std::fs::write(dir.join("bad.safetensors"), b"{not safetensors").unwrap();
     assert!(other.load_checkpoint(&dir.join("bad.safetensors")).is_err());
     std::fs::remove_dir_all(dir).ok();
+}
+
+fn searcher_with(change: impl FnOnce(&mut SearchSettings)) -> Searcher {
+    let mut s = searcher(1);
+    change(&mut s.settings);
+    s.settings.validate().unwrap();
+    s
+}
+
+fn values(s: &Searcher) -> Vec<Vec<f32>> {
+    s.store.iter().map(|(_, p)| p.value.to_vec()).collect()
+}
+
+#[test]
+fn perturbation_scores_are_held_out_loss_rises_and_restore_the_switches() {
+    let mut s = searcher(1);
+    let mut data = Synthetic {
+        batch: 6,
+        batches: 2,
+        poison: false,
+    };
+    s.run(&mut data, None, &mut |_| {}).unwrap();
+    let before = values(&s);
+    let mut calls = 0;
+    let scores = s
+        .perturbation_scores(&mut data, 12, &mut |_, _| calls += 1)
+        .unwrap();
+    assert_eq!(values(&s), before, "switches not restored");
+    assert_eq!(scores.images, 12);
+    // The held-out images are the whole (2-batch) validation split: the base loss is the one
+    // `evaluate` measures.
+    let (base, _) = s
+        .evaluate(&mut data, SplitKind::Validation, &mut |_| {})
+        .unwrap();
+    assert!((scores.base_loss - base).abs() < 1e-9 * base.abs().max(1.0));
+    let k = s.net.n_ops();
+    for ct in CellType::ALL {
+        let cells = s.net.cells_of(ct);
+        let rows = match ct {
+            CellType::Normal => &scores.normal,
+            CellType::Reduce => &scores.reduce,
+        };
+        if cells.is_empty() {
+            assert!(rows.is_empty());
+            continue;
+        }
+        assert_eq!(rows.len(), s.net.config.space.edges(ct).len());
+        // Independent check of two entries: zero the switch by hand in every cell of the type.
+        for (e, op) in [(1, 0), (5, 4)] {
+            let saved = values(&s);
+            for &c in &cells {
+                let id = s.net.cells[c].edges[e].s;
+                let mut v = s.store.value(id).to_vec();
+                v[op] = 0.0;
+                s.store.get_mut(id).value = Tensor::from_vec(v, &[k]).unwrap();
+            }
+            let (loss, _) = s
+                .evaluate(&mut data, SplitKind::Validation, &mut |_| {})
+                .unwrap();
+            let want = loss - base;
+            let got = rows[e][op];
+            assert!(
+                (got - want).abs() <= 1e-6 * loss.abs().max(1.0),
+                "{ct:?} edge {e} op {op}: {got} vs {want}"
+            );
+            let ids: Vec<_> = s.store.iter().map(|(i, _)| i).collect();
+            for (id, v) in ids.into_iter().zip(saved) {
+                let shape = s.store.value(id).shape().to_vec();
+                s.store.get_mut(id).value = Tensor::from_vec(v, &shape).unwrap();
+            }
+        }
+        // Not every op matters equally.
+        let flat: Vec<f64> = rows.iter().flatten().copied().collect();
+        assert!(flat.iter().all(|v| v.is_finite()));
+        assert!(flat.iter().any(|&v| v != flat[0]));
+    }
+    assert_eq!(
+        calls,
+        CellType::ALL
+            .iter()
+            .filter(|&&ct| !s.net.cells_of(ct).is_empty())
+            .map(|&ct| s.net.config.space.edges(ct).len() * k)
+            .sum::<usize>()
+    );
+}
+
+#[test]
+fn warmup_in_steps_repeats_the_weight_split_and_matches_epochs_for_one_pass() {
+    let mut data = Synthetic {
+        batch: 4,
+        batches: 3,
+        poison: false,
+    };
+    let mut steps = 0;
+    let mut s = searcher_with(|st| st.warmup_steps = Some(7));
+    assert_eq!(s.settings.schedule().len(), 2);
+    s.run_epochs(
+        &mut data,
+        None,
+        &mut |e| {
+            if let bayesnas_search::protocol::Event::Step { .. } = e {
+                steps += 1
+            }
+        },
+        1,
+    )
+    .unwrap();
+    assert_eq!(steps, 7);
+    // One pass of steps is exactly one warm-up epoch.
+    let mut a = searcher_with(|st| st.warmup_steps = Some(3));
+    let mut b = searcher(1);
+    a.run(&mut data, None, &mut |_| {}).unwrap();
+    b.run(&mut data, None, &mut |_| {}).unwrap();
+    assert_eq!(values(&a), values(&b));
+    // More steps train more.
+    assert_ne!(values(&s), values(&b));
+}
+
+#[test]
+fn curvature_scale_multiplies_the_curvature_given_to_the_update() {
+    let mut data = Synthetic {
+        batch: 6,
+        batches: 2,
+        poison: false,
+    };
+    let h_of = |s: &Searcher| -> Vec<(f64, f64)> {
+        let r = bayesnas_search::RelevanceReport::from_prior(&s.prior);
+        [r.normal, r.reduce]
+            .into_iter()
+            .flat_map(|c| c.groups)
+            .flat_map(|g| g.cells)
+            .map(|c| (c.h, c.big_h))
+            .collect()
+    };
+    let mut mean = searcher(1);
+    mean.run(&mut data, None, &mut |_| {}).unwrap();
+    for (scale, factor) in [
+        (CurvatureScale::BatchSum, 6.0),
+        (CurvatureScale::Dataset, 12.0),
+    ] {
+        let mut s = searcher_with(|st| st.curvature_scale = scale);
+        s.run(&mut data, None, &mut |_| {}).unwrap();
+        let (a, b) = (h_of(&mean), h_of(&s));
+        assert_eq!(a.len(), b.len());
+        assert!(a.iter().any(|&(h, _)| h > 0.0));
+        for ((h0, _), (h1, big1)) in a.into_iter().zip(b) {
+            assert!(
+                (h1 - factor * h0).abs() <= 1e-9 * h1.abs().max(1e-30),
+                "{scale:?}: {h1} vs {factor} x {h0}"
+            );
+            assert!((big1 - h1 / 0.01).abs() <= 1e-9 * big1.abs().max(1e-30));
+        }
+    }
+}
+
+#[test]
+fn parameter_free_dropout_is_seeded_and_only_acts_on_switch_epochs() {
+    let data = Synthetic {
+        batch: 4,
+        batches: 2,
+        poison: false,
+    };
+    let run = |p: f32, epochs: usize| {
+        let mut s = searcher_with(|st| st.param_free_dropout = p);
+        s.run_epochs(&mut data_clone(&data), None, &mut |_| {}, epochs)
+            .unwrap();
+        values(&s)
+    };
+    // warm-up only: no handicap
+    assert_eq!(run(0.5, 1), run(0.0, 1));
+    // switch epoch: seeded, and it changes the training
+    assert_eq!(run(0.5, 2), run(0.5, 2));
+    assert_ne!(run(0.5, 2), run(0.0, 2));
+}
+
+fn data_clone(d: &Synthetic) -> Synthetic {
+    Synthetic {
+        batch: d.batch,
+        batches: d.batches,
+        poison: d.poison,
+    }
 }

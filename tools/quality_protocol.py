@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""The search-quality protocol (docs/search-quality.md): train cells under ONE budget.
+
+    python3 tools/quality_protocol.py --out runs/quality \\
+        --cell found-threshold=runs/search/genotype.json --cell darts_v2=darts_v2 \\
+        --cell random1=random:1 --cell random2=random:2 --cell random3=random:3 \\
+        --seeds 0 1 [--epochs 1 --max-batches 300 --cells 5 --channels 8]
+
+Every cell is trained with `bayesnas train` on the full training set given by --data-dir
+(default: ../shared/data/fashion-mnist) with every training seed, under the same budget, and
+tested on that set's test images. Parameter bound: a cell may have at most 1.2x the
+parameters of DARTS_V2 at the base --channels; a larger cell is trained with fewer channels
+(the largest even C that fits), so a cell cannot win by being larger. Finished trainings are
+skipped when the script is run again (their result.json is read), so an interrupted protocol
+resumes. Prints and writes OUT/table.md and OUT/results.json.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+BOUND = 1.2
+
+
+def train_cmd(args, spec, channels, extra):
+    return [
+        args.bin, "train", "--genotype", spec, "--cells", str(args.cells), "--channels", str(channels),
+        "--dataset", args.dataset, "--data-dir", args.data_dir, "--threads", str(args.threads),
+    ] + extra
+
+
+def params_of(args, spec, channels):
+    out = subprocess.run(train_cmd(args, spec, channels, ["--params-only"]), capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"--cell {spec}: bayesnas train --params-only failed:\n{out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])["params"]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--cell", action="append", required=True, metavar="NAME=GENOTYPE",
+                   help="a name and a --genotype value of bayesnas train (file, DARTS string, darts_v2, random:SEED)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-batches", type=int, default=300)
+    p.add_argument("--batch", type=int, default=96)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--cells", type=int, default=5)
+    p.add_argument("--channels", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "fashion-mnist"))
+    p.add_argument("--bin", default=os.environ.get("BAYESNAS", "target/release/bayesnas"))
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+
+    cells = []
+    for c in args.cell:
+        name, sep, spec = c.partition("=")
+        if not sep or not name or not spec:
+            sys.exit(f"--cell {c}: expected NAME=GENOTYPE")
+        cells.append((name, spec))
+    bound = BOUND * params_of(args, "darts_v2", args.channels)
+
+    rows = []
+    for name, spec in cells:
+        ch = args.channels
+        n = params_of(args, spec, ch)
+        while n > bound and ch > 2:
+            ch -= 2
+            n = params_of(args, spec, ch)
+        accs, secs = [], []
+        for seed in args.seeds:
+            d = os.path.join(args.out, f"{name}-s{seed}")
+            res = os.path.join(d, "result.json")
+            if not os.path.exists(res):
+                t0 = time.time()
+                cmd = train_cmd(args, spec, ch, [
+                    "--epochs", str(args.epochs), "--max-batches", str(args.max_batches), "--batch", str(args.batch),
+                    "--lr", str(args.lr), "--seed", str(seed), "--out", d, "--quiet"])
+                with open(d + ".log", "w") as log:
+                    r = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+                if r.returncode != 0:
+                    sys.exit(f"training {name} seed {seed} failed: see {d}.log")
+                print(f"{name} seed {seed}: {time.time() - t0:.0f} s", file=sys.stderr)
+            with open(res) as f:
+                result = json.load(f)
+            accs.append(100 * result["test_accuracy"])
+            secs.append(result["seconds"])
+        rows.append({"cell": name, "genotype": spec, "channels": ch, "params": n, "accuracies": accs,
+                     "mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                     "seconds": statistics.mean(secs)})
+
+    randoms = [r["mean"] for r in rows if r["cell"].startswith("random")]
+    lines = [
+        f"Budget: {args.cells} cells, C={args.channels} (lowered for cells over {BOUND}x DARTS_V2's "
+        f"{bound / BOUND:.0f} parameters), {args.epochs} epoch(s) of at most {args.max_batches} batches of {args.batch}, "
+        f"lr {args.lr}, training seeds {args.seeds}, {args.dataset} test set.",
+        "",
+        "| cell | C | params | test accuracy % (mean +- sd) | per seed | vs random mean |",
+        "|---|---|---|---|---|---|",
+    ]
+    rmean = statistics.mean(randoms) if randoms else None
+    for r in rows:
+        diff = f"{r['mean'] - rmean:+.2f}" if rmean is not None else "-"
+        lines.append(f"| {r['cell']} | {r['channels']} | {r['params']} | {r['mean']:.2f} +- {r['std']:.2f} | "
+                     f"{', '.join(f'{a:.2f}' for a in r['accuracies'])} | {diff} |")
+    if rmean is not None:
+        lines.append(f"| random mean | | | {rmean:.2f} | | |")
+    table = "\n".join(lines)
+    print(table)
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"args": vars(args), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
