@@ -100,6 +100,13 @@ impl Gradients {
     pub fn per_sample(&self, v: Var) -> Option<&Tensor> {
         self.per_sample.get(&v)
     }
+    /// Every recorded per-sample reduction, keyed by the recording op's output var, in var
+    /// order.
+    pub fn per_sample_all(&self) -> Vec<(Var, &Tensor)> {
+        let mut v: Vec<(Var, &Tensor)> = self.per_sample.iter().map(|(k, t)| (*k, t)).collect();
+        v.sort_by_key(|(k, _)| k.0);
+        v
+    }
 }
 
 /// Which pass a reverse walk computes.
@@ -207,6 +214,31 @@ impl Tape {
         self.reverse(loss, Pass::Curvature)
     }
 
+    /// Reverse-mode gradients of `sum(seed * root)` for a var of any shape: a vector-Jacobian
+    /// product with `seed` (same shape and device as `root`'s value). With `root` the logits
+    /// and `seed` a one-hot column this gives, through [`Gradients::per_sample`], the
+    /// per-sample switch Jacobian rows of one class.
+    pub fn backward_seeded(&self, root: Var, seed: Tensor) -> Result<Gradients> {
+        let want = self.nodes[root.0].value.shape();
+        if seed.shape() != want {
+            return Err(Error::Invalid(format!(
+                "backward_seeded: seed of shape {:?} for a var of shape {want:?}",
+                seed.shape()
+            )));
+        }
+        self.reverse_from(root, seed, Pass::Gradient)
+    }
+
+    /// The vars an op node was recorded with (empty for leaves).
+    pub fn inputs_of(&self, v: Var) -> &[Var] {
+        &self.nodes[v.0].inputs
+    }
+
+    /// The parameter a leaf stands for ([`Tape::param`]), if any.
+    pub fn param_of(&self, v: Var) -> Option<ParamId> {
+        self.nodes[v.0].param
+    }
+
     fn reverse(&self, loss: Var, pass: Pass) -> Result<Gradients> {
         let root = &self.nodes[loss.0];
         if root.value.numel() != 1 {
@@ -216,8 +248,13 @@ impl Tape {
             )));
         }
         let device = root.value.device();
+        let seed = device.backend()?.upload(vec![1.0], root.value.shape())?;
+        self.reverse_from(loss, seed, pass)
+    }
+
+    fn reverse_from(&self, loss: Var, seed: Tensor, pass: Pass) -> Result<Gradients> {
         let mut acc: Vec<Option<Tensor>> = (0..=loss.0).map(|_| None).collect();
-        acc[loss.0] = Some(device.backend()?.upload(vec![1.0], root.value.shape())?);
+        acc[loss.0] = Some(seed);
         let mut out = Gradients::default();
         for i in (0..=loss.0).rev() {
             let Some(g) = acc[i].take() else { continue };

@@ -52,6 +52,7 @@
 pub mod bayes;
 #[allow(missing_docs)]
 pub mod bench;
+pub mod curvature;
 pub mod derive;
 pub mod draw;
 #[allow(missing_docs)] // fields are described by their struct's documentation

@@ -17,6 +17,7 @@ use bayesnas_engine::io::{load_store, save_store};
 use bayesnas_engine::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::curvature::{switch_curvature, CurvatureEstimator};
 use crate::bayes::{GroupId, GroupKind, Prior, UpdateConfig, UpdateSummary};
 use crate::space::CellType;
 use crate::supernet::{Handicap, Supernet, SWITCHES, WEIGHTS};
@@ -82,6 +83,9 @@ pub struct SearchSettings {
     /// ([`crate::supernet::Handicap`]); 0: off.
     #[serde(default)]
     pub param_free_dropout: f32,
+    /// How the switch curvature of the update is estimated.
+    #[serde(default)]
+    pub curvature_estimator: CurvatureEstimator,
 }
 
 /// Which likelihood the Laplace approximation of the switch posterior uses: the curvature
@@ -118,6 +122,7 @@ impl Default for SearchSettings {
             warmup_steps: None,
             curvature_scale: CurvatureScale::Mean,
             param_free_dropout: 0.0,
+            curvature_estimator: CurvatureEstimator::Recursion,
         }
     }
 }
@@ -620,7 +625,7 @@ impl Searcher {
         let t0 = Instant::now();
         let mut tape = Tape::new();
         let xv = tape.input(self.on_device(x)?);
-        let handicap = match (opts.param_free_dropout, opts.dropout_rng) {
+        let handicap = match (opts.param_free_dropout, opts.dropout_rng.clone()) {
             (p, Some(rng)) if p > 0.0 => Some(Handicap { p, rng }),
             _ => None,
         };
@@ -650,8 +655,29 @@ impl Searcher {
         let mut update_ms = ms(t0);
         if opts.curvature {
             let t0 = Instant::now();
-            let h = tape.curvature_backward(ce)?;
-            self.store.accumulate_curvature(&h)?;
+            match self.settings.curvature_estimator {
+                CurvatureEstimator::Recursion => {
+                    let h = tape.curvature_backward(ce)?;
+                    self.store.accumulate_curvature(&h)?;
+                }
+                est => {
+                    let mut rng = opts
+                        .dropout_rng
+                        .clone()
+                        .unwrap_or_else(|| Rng::new(self.settings.seed))
+                        .fork(0x4d43_4669);
+                    for (p, h) in switch_curvature(&tape, logits, est, &mut rng)? {
+                        let param = self.store.get_mut(p);
+                        let (shape, dev) = (param.value.shape().to_vec(), param.value.device());
+                        let mut t =
+                            Tensor::from_vec(h.into_iter().map(|v| v as f32).collect(), &shape)?;
+                        if dev != Device::Cpu {
+                            t = t.to_device(dev)?;
+                        }
+                        dev.backend()?.axpy(1.0, &t, &mut param.curvature)?;
+                    }
+                }
+            }
             self.sync()?;
             times.curvature_ms = ms(t0);
         }
@@ -981,7 +1007,8 @@ pub struct StepOptions {
     pub update: bool,
     /// Dropout on the outputs of parameter-free ops ([`Handicap`]); 0: off.
     pub param_free_dropout: f32,
-    /// Source of the dropout masks (needed when `param_free_dropout > 0`).
+    /// Source of the step's randomness: dropout masks (needed when `param_free_dropout > 0`)
+    /// and the MC-Fisher labels.
     pub dropout_rng: Option<Rng>,
 }
 

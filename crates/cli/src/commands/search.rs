@@ -14,6 +14,8 @@ use bayesnas_search::protocol::{
 };
 use bayesnas_search::supernet::{Supernet, SupernetConfig, SWITCHES, WEIGHTS};
 use bayesnas_search::derive::{derive_from, CellRelevance, CellRules, NodeRepair, OpScope};
+use bayesnas_search::curvature::CurvatureEstimator;
+use bayesnas_search::heatmap::{heatmap_svg, HeatScale};
 use bayesnas_search::space::CellType;
 use bayesnas_search::{draw, DeriveRule, RelevanceReport, SearchSpace};
 use clap::{Args, ValueEnum};
@@ -47,6 +49,17 @@ pub enum CurvatureScaleArg {
     /// Times the images of a switch epoch: the Laplace approximation of the posterior given
     /// the whole switch split
     Dataset,
+}
+
+/// `--curvature-estimator` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EstimatorArg {
+    /// The diagonal Gauss-Newton recursion of the engine (method note)
+    Recursion,
+    /// Monte-Carlo Fisher: labels sampled from the model, per-sample squared switch gradients
+    McFisher,
+    /// The per-switch Gauss-Newton diagonal from one backward pass per class
+    Ggn,
 }
 
 /// `--op-scope` values.
@@ -186,6 +199,9 @@ pub struct SearchArgs {
     /// Scale of the curvature in the Laplace approximation
     #[arg(long, value_enum, default_value_t = CurvatureScaleArg::Mean, help_heading = "Bayesian update")]
     pub curvature_scale: CurvatureScaleArg,
+    /// How the switch curvature is estimated
+    #[arg(long, value_enum, default_value_t = EstimatorArg::Recursion, help_heading = "Bayesian update")]
+    pub curvature_estimator: EstimatorArg,
     /// Rounds of (switch epochs, closed-form update); 1 is the paper's protocol
     #[arg(
         long,
@@ -492,6 +508,11 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
             CurvatureScaleArg::Dataset => CurvatureScale::Dataset,
         },
         param_free_dropout: args.param_free_dropout,
+        curvature_estimator: match args.curvature_estimator {
+            EstimatorArg::Recursion => CurvatureEstimator::Recursion,
+            EstimatorArg::McFisher => CurvatureEstimator::McFisher,
+            EstimatorArg::Ggn => CurvatureEstimator::Ggn,
+        },
     };
     let mut searcher = Searcher::new(net, store, settings)?;
     // Parameters (and so every step) on the selected device; checkpoints load onto it.
@@ -706,7 +727,45 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         "selection.json",
         &serde_json::to_string_pretty(&selection).map_err(|e| CliError::Usage(e.to_string()))?,
     )?;
-    for (name, cell) in [("normal", &genotype.normal), ("reduce", &genotype.reduce)] {
+    for (name, cell, rel) in [
+        ("normal", &genotype.normal, &normal_rel),
+        ("reduce", &genotype.reduce, &reduce_rel),
+    ] {
+        let rows: Vec<String> = rel
+            .edges
+            .iter()
+            .map(|e| format!("{} -> n{}", e.from, e.to))
+            .collect();
+        let cols: Vec<String> = rel.ops.iter().map(|o| o.name().to_string()).collect();
+        let kept: Vec<Vec<bool>> = rel
+            .edges
+            .iter()
+            .map(|e| {
+                rel.ops
+                    .iter()
+                    .map(|op| {
+                        cell.edges.iter().any(|k| {
+                            k.from == e.from && k.to == e.to && k.ops.iter().any(|o| o.op == *op)
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
+        let caption = match score_name {
+            "gamma_tilde" => "gamma_tilde (effective prior variance of each op's switch); framed: kept",
+            _ => "rise of the held-out loss when the op's switch is set to 0; framed: kept",
+        };
+        let svg = heatmap_svg(
+            &format!("{name} cell: {score_name}"),
+            &rows,
+            &cols,
+            &rel.gamma_tilde,
+            &kept,
+            caption,
+            HeatScale::Global,
+        )
+        .map_err(|e| CliError::Usage(format!("relevance heat map: {e}")))?;
+        write(&format!("{name}_relevance.svg"), &svg)?;
         write(
             &format!("{name}.svg"),
             &draw::to_svg(cell, &format!("{name} cell")),
@@ -764,6 +823,10 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         Some(s) => println!("DARTS genotype: {s}"),
         None => println!("(the cell keeps several ops per node: no DARTS genotype string; use --derive darts for one)"),
     }
-    println!("outputs in {}: genotype.json relevance.json normal.svg reduce.svg normal.dot reduce.dot metrics.jsonl {CHECKPOINT}", out.display());
+    println!(
+        "outputs in {}: genotype.json relevance.json selection.json{} normal.svg reduce.svg normal_relevance.svg reduce_relevance.svg normal.dot reduce.dot metrics.jsonl {CHECKPOINT}",
+        out.display(),
+        if args.derive == DeriveArg::Perturb { " perturbation.json" } else { "" }
+    );
     Ok(())
 }
