@@ -523,7 +523,8 @@ fn evaluate(ms: &[Measured], plant: &dyn Fn(u64, &mut [f64])) -> (String, Vec<St
     let mut table = format!(" seed | live BN: {head} | frozen BN: {head}\n");
     let mut bad = Vec::new();
     let mut check = |what: String, v: f64, floor: f64| {
-        if !(v >= floor) {
+        // NaN fails too
+        if v.is_nan() || v < floor {
             bad.push(format!("{what} = {v:.3} < floor {floor}"));
         }
     };
@@ -552,10 +553,10 @@ fn evaluate(ms: &[Measured], plant: &dyn Fn(u64, &mut [f64])) -> (String, Vec<St
         all[0].push(l);
         all[1].push(f);
         for (o, g) in [&m.ggn_live, &m.ggn_frozen].into_iter().enumerate() {
-            for e in 0..EDGES {
+            for (e, per_edge) in concordant[o].iter_mut().enumerate() {
                 for (p, &(a, b)) in PAIRS.iter().enumerate() {
                     let (a, b) = (e * (K + 1) + a, e * (K + 1) + b);
-                    concordant[o][e][p] += usize::from((h[a] - h[b]) * (g[a] - g[b]) > 0.0);
+                    per_edge[p] += usize::from((h[a] - h[b]) * (g[a] - g[b]) > 0.0);
                 }
             }
         }
@@ -693,7 +694,8 @@ fn planted_bugs_break_the_floors() {
     let ms = measured();
     let at = |e: usize, k: usize| e * (K + 1) + k;
     let log_uniform = |rng: &mut Rng, f: f64| f.powf(rng.uniform_range(-1.0, 1.0));
-    let plants: Vec<(&str, Box<dyn Fn(u64, &mut [f64])>)> = vec![
+    type Plant = Box<dyn Fn(u64, &mut [f64])>;
+    let plants: Vec<(&str, Plant)> = vec![
         (
             "swap children 0 and 1 in every edge",
             Box::new(move |_, h: &mut [f64]| (0..EDGES).for_each(|e| h.swap(at(e, 0), at(e, 1)))),

@@ -146,6 +146,21 @@ def figures(args):
             f.write(json.dumps(summary) + "\n")
 
 
+def table(args):
+    """Markdown table of the summaries appended to a figures.jsonl file."""
+    print("| setting (rule) | runs | ops/kept edge | separating edges | kept edges N / R | param-free share N / R | Jaccard |")
+    print("|---|---|---|---|---|---|---|")
+    with open(args.jsonl, encoding="utf-8") as f:
+        for line in f:
+            s = json.loads(line)
+            jac = "-" if s["jaccard"] is None else f"{s['jaccard']:.2f}"
+            print(
+                f"| {s['label']} | {s['runs']} | {s['ops_per_kept_edge']:.2f} | {100 * s['separating_share']:.0f}% "
+                f"| {s['normal_edges']:.1f} / {s['reduce_edges']:.1f} "
+                f"| {s['normal_param_free_share']:.2f} / {s['reduce_param_free_share']:.2f} | {jac} |"
+            )
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -153,9 +168,13 @@ def main():
     f.add_argument("runs", nargs="+", metavar="RUN_DIR")
     f.add_argument("--label", default="")
     f.add_argument("--json", help="append the summary as one JSON line to this file")
+    t = sub.add_parser("table", help="markdown table of the summaries in a figures.jsonl file")
+    t.add_argument("jsonl")
     args = p.parse_args()
     if args.cmd == "figures":
         figures(args)
+    else:
+        table(args)
 
 
 if __name__ == "__main__":

@@ -238,7 +238,11 @@ mod tests {
     ) -> (Tape, Var, ParamId, ParamId) {
         let mut store = ParamStore::new();
         let s = store
-            .add("s", "switches", Tensor::from_vec(sv.to_vec(), &[2]).unwrap())
+            .add(
+                "s",
+                "switches",
+                Tensor::from_vec(sv.to_vec(), &[2]).unwrap(),
+            )
             .unwrap();
         let s0 = store
             .add("s0", "switches", Tensor::from_vec(vec![s0v], &[1]).unwrap())
@@ -266,7 +270,10 @@ mod tests {
         let mut out = Vec::new();
         for n in 0..b {
             let xn: Vec<f64> = x[n * 3..n * 3 + 3].iter().map(|&v| v as f64).collect();
-            let y1: Vec<f64> = lin(&w[0], 4, 3, &xn).into_iter().map(|v| v.max(0.0)).collect();
+            let y1: Vec<f64> = lin(&w[0], 4, 3, &xn)
+                .into_iter()
+                .map(|v| v.max(0.0))
+                .collect();
             let y2 = lin(&w[1], 4, 3, &xn);
             let m: Vec<f64> = (0..4)
                 .map(|i| sw[2] * (sw[0] * y1[i] + sw[1] * y2[i]))
@@ -331,8 +338,8 @@ mod tests {
         let mut avg = [0.0f64; 3];
         let draws = 4000;
         for _ in 0..draws {
-            let h = switch_curvature(&tape, logits, CurvatureEstimator::McFisher, &mut rng)
-                .unwrap();
+            let h =
+                switch_curvature(&tape, logits, CurvatureEstimator::McFisher, &mut rng).unwrap();
             let (a, c) = (find(&h, s), find(&h, s0));
             for (acc, v) in avg.iter_mut().zip([a[0], a[1], c[0]]) {
                 *acc += v / draws as f64;
@@ -341,8 +348,6 @@ mod tests {
         for (g, w) in avg.iter().zip(want) {
             assert!((g - w).abs() <= 0.08 * w, "MC-Fisher mean {g} vs {w}");
         }
-        assert!(
-            switch_curvature(&tape, logits, CurvatureEstimator::Recursion, &mut rng).is_err()
-        );
+        assert!(switch_curvature(&tape, logits, CurvatureEstimator::Recursion, &mut rng).is_err());
     }
 }

@@ -17,8 +17,8 @@ use bayesnas_engine::io::{load_store, save_store};
 use bayesnas_engine::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::curvature::{switch_curvature, CurvatureEstimator};
 use crate::bayes::{GroupId, GroupKind, Prior, UpdateConfig, UpdateSummary};
+use crate::curvature::{switch_curvature, CurvatureEstimator};
 use crate::space::CellType;
 use crate::supernet::{Handicap, Supernet, SWITCHES, WEIGHTS};
 
@@ -511,44 +511,44 @@ impl Searcher {
                 if step >= batches {
                     break 'passes;
                 }
-            let (x, labels) = batch?;
-            let in_window = step >= curv_from;
-            let opts = StepOptions {
-                train_switches,
-                curvature: in_window,
-                lr_factor,
-                update: true,
-                param_free_dropout: if train_switches {
-                    self.settings.param_free_dropout
-                } else {
-                    0.0
-                },
-                dropout_rng: Some(handicap_seed.fork(step as u64)),
-            };
-            let (out, _) = self.step(x, &labels, opts).map_err(|e| match e {
-                Error::NonFinite(m) => Error::NonFinite(format!(
-                    "{m} at epoch {epoch} ({:?}), batch {step}; the last checkpoint is kept",
-                    plan.phase
-                )),
-                other => other,
-            })?;
-            if in_window {
-                curv_batches += 1;
-            }
-            last_batch = labels.len();
-            loss_sum += out.loss * labels.len() as f64;
-            pen_sum += out.penalty;
-            correct += out.correct;
-            seen += labels.len();
-            step += 1;
-            let secs = start.elapsed().as_secs_f64().max(1e-9);
-            observe(Event::Step {
-                step,
-                batches,
-                loss: loss_sum / seen as f64,
-                accuracy: correct as f64 / seen as f64,
-                images_per_s: seen as f64 / secs,
-            });
+                let (x, labels) = batch?;
+                let in_window = step >= curv_from;
+                let opts = StepOptions {
+                    train_switches,
+                    curvature: in_window,
+                    lr_factor,
+                    update: true,
+                    param_free_dropout: if train_switches {
+                        self.settings.param_free_dropout
+                    } else {
+                        0.0
+                    },
+                    dropout_rng: Some(handicap_seed.fork(step as u64)),
+                };
+                let (out, _) = self.step(x, &labels, opts).map_err(|e| match e {
+                    Error::NonFinite(m) => Error::NonFinite(format!(
+                        "{m} at epoch {epoch} ({:?}), batch {step}; the last checkpoint is kept",
+                        plan.phase
+                    )),
+                    other => other,
+                })?;
+                if in_window {
+                    curv_batches += 1;
+                }
+                last_batch = labels.len();
+                loss_sum += out.loss * labels.len() as f64;
+                pen_sum += out.penalty;
+                correct += out.correct;
+                seen += labels.len();
+                step += 1;
+                let secs = start.elapsed().as_secs_f64().max(1e-9);
+                observe(Event::Step {
+                    step,
+                    batches,
+                    loss: loss_sum / seen as f64,
+                    accuracy: correct as f64 / seen as f64,
+                    images_per_s: seen as f64 / secs,
+                });
             }
         }
         let images_per_s = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);

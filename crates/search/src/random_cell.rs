@@ -23,7 +23,10 @@ fn random_cell(space: &SearchSpace, ct: CellType, rng: &mut Rng) -> CellGenotype
             edges.push(KeptEdge {
                 from: e.from,
                 to: e.to,
-                ops: vec![KeptOp { op, relevance: None }],
+                ops: vec![KeptOp {
+                    op,
+                    relevance: None,
+                }],
             });
         }
     }

@@ -8,15 +8,14 @@ use std::time::Instant;
 use bayesnas_data::{Augment, Dataset, Loader, LoaderConfig, SearchSplits, SplitConfig};
 use bayesnas_engine::io::write_atomic;
 use bayesnas_engine::prelude::*;
-use bayesnas_search::protocol::{
-    Batch, CurvatureScale, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind,
-    CHECKPOINT,
-};
-use bayesnas_search::supernet::{Supernet, SupernetConfig, SWITCHES, WEIGHTS};
-use bayesnas_search::derive::{derive_from, CellRelevance, CellRules, NodeRepair, OpScope};
 use bayesnas_search::curvature::CurvatureEstimator;
+use bayesnas_search::derive::{derive_from, CellRelevance, CellRules, NodeRepair, OpScope};
 use bayesnas_search::heatmap::{heatmap_svg, HeatScale};
+use bayesnas_search::protocol::{
+    Batch, CurvatureScale, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind, CHECKPOINT,
+};
 use bayesnas_search::space::CellType;
+use bayesnas_search::supernet::{Supernet, SupernetConfig, SWITCHES, WEIGHTS};
 use bayesnas_search::{draw, DeriveRule, RelevanceReport, SearchSpace};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -672,13 +671,20 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
             }
             write(
                 "perturbation.json",
-                &serde_json::to_string_pretty(&scores).map_err(|e| CliError::Usage(e.to_string()))?,
+                &serde_json::to_string_pretty(&scores)
+                    .map_err(|e| CliError::Usage(e.to_string()))?,
             )?;
             (
                 DeriveRule::Darts,
                 "perturbation_loss_rise",
-                raw_scores(&searcher.prior.cell_relevance(CellType::Normal), &scores.normal),
-                raw_scores(&searcher.prior.cell_relevance(CellType::Reduce), &scores.reduce),
+                raw_scores(
+                    &searcher.prior.cell_relevance(CellType::Normal),
+                    &scores.normal,
+                ),
+                raw_scores(
+                    &searcher.prior.cell_relevance(CellType::Reduce),
+                    &scores.reduce,
+                ),
             )
         }
     };
@@ -752,7 +758,9 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
             })
             .collect();
         let caption = match score_name {
-            "gamma_tilde" => "gamma_tilde (effective prior variance of each op's switch); framed: kept",
+            "gamma_tilde" => {
+                "gamma_tilde (effective prior variance of each op's switch); framed: kept"
+            }
             _ => "rise of the held-out loss when the op's switch is set to 0; framed: kept",
         };
         let svg = heatmap_svg(
