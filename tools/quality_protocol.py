@@ -4,7 +4,7 @@
     python3 tools/quality_protocol.py --out runs/quality \\
         --cell found-threshold=runs/search/genotype.json --cell darts_v2=darts_v2 \\
         --cell random1=random:1 --cell random2=random:2 --cell random3=random:3 \\
-        --seeds 0 1 [--epochs 1 --max-batches 300 --cells 5 --channels 8]
+        --seeds 0 1 2 [--epochs 5 --max-batches 80 --cells 5 --channels 8]
 
 Every cell is trained with `bayesnas train` on the full training set given by --data-dir
 (default: ../shared/data/fashion-mnist) with every training seed, under the same budget, and
@@ -46,8 +46,8 @@ def main():
     p.add_argument("--cell", action="append", required=True, metavar="NAME=GENOTYPE",
                    help="a name and a --genotype value of bayesnas train (file, DARTS string, darts_v2, random:SEED)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--max-batches", type=int, default=300)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--max-batches", type=int, default=80)
     p.add_argument("--batch", type=int, default=96)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--cells", type=int, default=5)

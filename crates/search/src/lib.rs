@@ -1,4 +1,5 @@
-//! BayesNAS search logic that does not need the autograd engine.
+//! BayesNAS on the engine: the search space, the supernet and its training protocol, the
+//! hierarchical prior and its update, deriving, drawing and retraining cells.
 //!
 //! See the method note (`shared/notes/bayesnas-method.md`) for the method itself.
 //!
@@ -6,7 +7,14 @@
 //!   (and the mapping of our `in0`/`in1` to DARTS' input indices).
 //! * [`bayes`]: the hierarchical ARD prior (HARD) and its closed-form update on the host (the
 //!   CPU reference for the device kernel).
-//! * [`derive`](mod@derive): deriving cells from the relevances (threshold rule with repair, DARTS' top-2).
+//! * [`derive`](mod@derive): deriving cells from the relevances (threshold rule with repair, DARTS' top-2;
+//!   op scope and node repair options).
+//! * [`supernet`], [`protocol`]: the supernet and the search protocol (warm-up, switch epochs,
+//!   curvature, update; checkpoints).
+//! * [`curvature`]: switch-curvature estimators besides the engine's recursion (MC-Fisher, GGN).
+//! * [`perturb`]: perturbation-based selection on the trained supernet.
+//! * [`random_cell`]: random cells of a space, the baseline a search must beat.
+//! * [`heatmap`]: SVG heat maps of the relevances (edges by operations).
 //! * [`genotype`]: derived cells, `genotype.json` and DARTS `Genotype(...)` strings.
 //! * [`draw`]: DOT and self-drawn SVG pictures of a cell.
 //! * [`relevance`]: the `relevance.json` report.
@@ -60,6 +68,7 @@ pub mod eval;
 pub mod genotype;
 pub mod heatmap;
 mod layers;
+pub mod perturb;
 #[allow(missing_docs)] // fields are described by their struct's documentation
 pub mod protocol;
 pub mod random_cell;
