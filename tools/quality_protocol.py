@@ -8,9 +8,10 @@
 
 Every cell is trained with `bayesnas train` on the full training set given by --data-dir
 (default: ../shared/data/fashion-mnist) with every training seed, under the same budget, and
-tested on that set's test images. Parameter bound: a cell may have at most 1.2x the
-parameters of DARTS_V2 at the base --channels; a larger cell is trained with fewer channels
-(the largest even C that fits), so a cell cannot win by being larger. Finished trainings are
+tested on that set's test images. Parameter matching: every cell is trained at the largest
+even C whose parameter count is at most 1.2x DARTS_V2's at the base --channels (a larger cell
+gets fewer channels, a smaller one more; --no-grow keeps smaller cells at the base C), so a
+cell cannot win by being larger and a cheap cell is not handicapped. Finished trainings are
 skipped when the script is run again (their result.json is read), so an interrupted protocol
 resumes. Prints and writes OUT/table.md and OUT/results.json.
 """
@@ -56,6 +57,7 @@ def main():
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-dir", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "fashion-mnist"))
     p.add_argument("--bin", default=os.environ.get("BAYESNAS", "target/release/bayesnas"))
+    p.add_argument("--no-grow", action="store_true", help="never give a cell more than --channels")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -74,9 +76,14 @@ def main():
         while n > bound and ch > 2:
             ch -= 2
             n = params_of(args, spec, ch)
+        while not args.no_grow and n <= bound:
+            up = params_of(args, spec, ch + 2)
+            if up > bound:
+                break
+            ch, n = ch + 2, up
         accs, secs = [], []
         for seed in args.seeds:
-            d = os.path.join(args.out, f"{name}-s{seed}")
+            d = os.path.join(args.out, f"{name}-c{ch}-s{seed}")
             res = os.path.join(d, "result.json")
             if not os.path.exists(res):
                 t0 = time.time()
@@ -98,8 +105,8 @@ def main():
 
     randoms = [r["mean"] for r in rows if r["cell"].startswith("random")]
     lines = [
-        f"Budget: {args.cells} cells, C={args.channels} (lowered for cells over {BOUND}x DARTS_V2's "
-        f"{bound / BOUND:.0f} parameters), {args.epochs} epoch(s) of at most {args.max_batches} batches of {args.batch}, "
+        f"Budget: {args.cells} cells, C matched per cell (base {args.channels}; the largest even C within {BOUND}x DARTS_V2's "
+        f"{bound / BOUND:.0f} parameters{', never above the base' if args.no_grow else ''}), {args.epochs} epoch(s) of at most {args.max_batches} batches of {args.batch}, "
         f"lr {args.lr}, training seeds {args.seeds}, {args.dataset} test set.",
         "",
         "| cell | C | params | test accuracy % (mean +- sd) | per seed | vs random mean |",

@@ -208,6 +208,11 @@ pub struct CellRules {
     pub op_scope: OpScope,
     /// Treatment of nodes without inputs.
     pub node_repair: NodeRepair,
+    /// At most this many parameter-free ops (pools, skip) kept in the cell, P-DARTS style
+    /// (Chen et al. 2019 cap the skip connections of the normal cell); `None`: no cap.
+    /// [`derive_from`] applies it to the normal cell only.
+    #[serde(default)]
+    pub max_param_free: Option<usize>,
 }
 
 /// Which derivation rule to apply.
@@ -254,6 +259,17 @@ pub enum Repair {
         /// Its best op, the one kept.
         op: Op,
     },
+    /// The parameter-free cap ([`CellRules::max_param_free`]) removed `removed` from the edge
+    /// and, when it was the edge's only op, put the edge's best parametric op `added` in its
+    /// place.
+    ParamFreeCapped {
+        /// The edge.
+        edge: Edge,
+        /// The parameter-free op taken out.
+        removed: Op,
+        /// Its replacement, if the edge would otherwise be empty.
+        added: Option<Op>,
+    },
     /// Every node died; this edge and op were kept so that the cell output is not empty.
     Fallback {
         /// The edge.
@@ -285,6 +301,57 @@ pub struct Derivation {
 
 /// Kept ops per space edge; an empty list means the edge is not kept.
 type Selection = Vec<Vec<usize>>;
+
+/// Applies the parameter-free cap to a selection: while more than `cap` parameter-free ops
+/// are kept, the cheapest change is made, where the cost is the score given up: dropping a
+/// parameter-free op from an edge that keeps other ops costs its score; on an edge where it is
+/// the only op, replacing it with the edge's best parametric op costs the difference (edges
+/// without a parametric candidate are left alone). Ties: space order.
+fn cap_param_free(rel: &CellRelevance, sel: &mut Selection, cap: usize, repairs: &mut Vec<Repair>) {
+    loop {
+        let kept_free = sel
+            .iter()
+            .flatten()
+            .filter(|&&k| rel.ops[k].is_parameter_free())
+            .count();
+        if kept_free <= cap {
+            return;
+        }
+        let mut best: Option<(f64, usize, usize, Option<usize>)> = None;
+        for (e, ops) in sel.iter().enumerate() {
+            for &k in ops.iter().filter(|&&k| rel.ops[k].is_parameter_free()) {
+                let score = rel.gamma_tilde[e][k];
+                let (cost, add) = if ops.len() > 1 {
+                    (score, None)
+                } else {
+                    let alt = (0..rel.ops.len())
+                        .filter(|&j| !rel.ops[j].is_parameter_free())
+                        .fold(None, |b: Option<usize>, j| match b {
+                            Some(b) if rel.gamma_tilde[e][b] >= rel.gamma_tilde[e][j] => Some(b),
+                            _ => Some(j),
+                        });
+                    match alt {
+                        Some(j) => (score - rel.gamma_tilde[e][j], Some(j)),
+                        None => continue,
+                    }
+                };
+                if best.is_none_or(|(c, ..)| cost < c) {
+                    best = Some((cost, e, k, add));
+                }
+            }
+        }
+        let Some((_, e, k, add)) = best else { return };
+        sel[e].retain(|&j| j != k);
+        if let Some(j) = add {
+            sel[e].push(j);
+        }
+        repairs.push(Repair::ParamFreeCapped {
+            edge: rel.edges[e],
+            removed: rel.ops[k],
+            added: add.map(|j| rel.ops[j]),
+        });
+    }
+}
 
 /// Node repair to a fixed point, then assembly. `order` lists the kept edges' output order.
 fn assemble(
@@ -461,6 +528,9 @@ pub fn derive_threshold_with(
         }
         sel[e] = ops;
     }
+    if let Some(cap) = rules.max_param_free {
+        cap_param_free(rel, &mut sel, cap, &mut repairs);
+    }
     let mut order: Vec<usize> = (0..rel.edges.len()).collect();
     order.sort_by_key(|&e| (rel.edges[e].to, rel.edges[e].from));
     let genotype = assemble(rel, sel, order, rules, &mut repairs, cell)?;
@@ -496,6 +566,9 @@ pub fn derive_darts_with(
         }
     }
     let mut repairs = Vec::new();
+    if let Some(cap) = rules.max_param_free {
+        cap_param_free(rel, &mut sel, cap, &mut repairs);
+    }
     let genotype = assemble(rel, sel, order, rules, &mut repairs, cell)?;
     Ok(CellDerivation { genotype, repairs })
 }
@@ -530,12 +603,19 @@ pub fn derive_from(
     rule: DeriveRule,
     rules: CellRules,
 ) -> Result<Derivation, DeriveError> {
-    let one = |rel: &CellRelevance, ct: CellType| match rule {
+    let one = |rel: &CellRelevance, ct: CellType, rules: CellRules| match rule {
         DeriveRule::Threshold { tau } => derive_threshold_with(rel, tau, rules, ct.name()),
         DeriveRule::Darts => derive_darts_with(rel, rules, ct.name()),
     };
-    let normal = one(normal, CellType::Normal)?;
-    let reduce = one(reduce, CellType::Reduce)?;
+    let normal = one(normal, CellType::Normal, rules)?;
+    let reduce = one(
+        reduce,
+        CellType::Reduce,
+        CellRules {
+            max_param_free: None,
+            ..rules
+        },
+    )?;
     Ok(Derivation {
         genotype: Genotype {
             space: space.to_string(),
@@ -705,6 +785,89 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn param_free_cap_swaps_the_cheapest_edges_to_parametric_ops() {
+        // ops: [sep_conv_3x3, max_pool_3x3, skip_connect]
+        let r = rel(
+            vec![
+                Edge::new(In0, 0),
+                Edge::new(In1, 0),
+                Edge::new(In0, 1),
+                Edge::new(In1, 1),
+            ],
+            vec![1.0; 4],
+            vec![
+                vec![0.1, 0.9, 0.2],  // pool, far ahead of the conv (cost 0.8)
+                vec![0.5, 0.6, 0.1],  // pool, just ahead (cost 0.1)
+                vec![0.3, 0.1, 0.35], // skip, just ahead (cost 0.05)
+                vec![0.9, 0.1, 0.1],  // conv
+            ],
+        );
+        let capped = |cap| {
+            let rules = CellRules {
+                max_param_free: Some(cap),
+                ..CellRules::default()
+            };
+            derive_darts_with(&r, rules, "normal").unwrap()
+        };
+        let free = |d: &CellDerivation| {
+            d.genotype
+                .edges
+                .iter()
+                .flat_map(|e| &e.ops)
+                .filter(|o| o.op.is_parameter_free())
+                .count()
+        };
+        let none = derive_darts(&r, "normal").unwrap();
+        assert_eq!(free(&none), 3);
+        assert_eq!(free(&capped(3)), 3);
+        let two = capped(2);
+        assert_eq!(free(&two), 2);
+        assert_eq!(ops_of(&two.genotype, In0, 1), Some(vec![Op::SepConv3x3]));
+        let one = capped(1);
+        assert_eq!(free(&one), 1);
+        assert_eq!(ops_of(&one.genotype, In1, 0), Some(vec![Op::SepConv3x3]));
+        assert_eq!(ops_of(&one.genotype, In0, 0), Some(vec![Op::MaxPool3x3]));
+        assert_eq!(
+            one.repairs[..2],
+            [
+                Repair::ParamFreeCapped {
+                    edge: Edge::new(In0, 1),
+                    removed: Op::SkipConnect,
+                    added: Some(Op::SepConv3x3)
+                },
+                Repair::ParamFreeCapped {
+                    edge: Edge::new(In1, 0),
+                    removed: Op::MaxPool3x3,
+                    added: Some(Op::SepConv3x3)
+                },
+            ]
+        );
+        // (nodes n2 and n3 have no edges in this toy space and are removed as usual)
+        // With several ops on an edge, the cap drops the weakest parameter-free one.
+        let t = derive_threshold_with(
+            &r,
+            0.05,
+            CellRules {
+                max_param_free: Some(3),
+                ..CellRules::default()
+            },
+            "normal",
+        )
+        .unwrap();
+        // 8 parameter-free ops pass tau = 0.05; the five weakest (four at 0.1, then the skip
+        // at 0.2 of in0->n0) go.
+        assert_eq!(free(&t), 3);
+        assert_eq!(
+            ops_of(&t.genotype, In0, 0),
+            Some(vec![Op::MaxPool3x3, Op::SepConv3x3])
+        );
+        assert_eq!(
+            ops_of(&t.genotype, In0, 1),
+            Some(vec![Op::SkipConnect, Op::SepConv3x3])
+        );
     }
 
     #[test]

@@ -227,6 +227,10 @@ pub struct SearchArgs {
     /// What happens to an intermediate node that lost every input
     #[arg(long, value_enum, default_value_t = NodeRepairArg::Remove, help_heading = "Derivation")]
     pub node_repair: NodeRepairArg,
+    /// At most N parameter-free ops (pools, skip) in the normal cell, P-DARTS style; the
+    /// cheapest edges switch to their best parametric op
+    #[arg(long, value_name = "N", help_heading = "Derivation")]
+    pub max_param_free: Option<usize>,
     /// Held-out images of --derive perturb (the first N of the validation split)
     #[arg(
         long,
@@ -634,6 +638,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
             NodeRepairArg::Remove => NodeRepair::Remove,
             NodeRepairArg::KeepBestInput => NodeRepair::KeepBestInput,
         },
+        max_param_free: args.max_param_free,
     };
     let (rule, score_name, normal_rel, reduce_rel) = match args.derive {
         DeriveArg::Threshold | DeriveArg::Darts => (
