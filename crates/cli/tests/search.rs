@@ -25,6 +25,8 @@ const TINY: &[&str] = &[
     "3",
     "--curvature-batches",
     "2",
+    "--perturb-images",
+    "32",
     "--threads",
     "1",
     "--quiet",
@@ -53,9 +55,21 @@ fn tiny_search_writes_every_output_and_resume_reproduces_it() {
         "reduce.dot",
         "metrics.jsonl",
         "checkpoint.safetensors",
+        "selection.json",
+        "perturbation.json",
+        "normal_relevance.svg",
+        "reduce_relevance.svg",
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    // the default derivation ranks ops by perturbation and caps the normal cell's
+    // parameter-free ops at 4
+    let sel: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("selection.json")).unwrap())
+            .unwrap();
+    assert_eq!(sel["score"], "perturbation_loss_rise");
+    assert_eq!(sel["rules"]["max_param_free"], 4);
+    assert_eq!(sel["normal"]["edges"].as_array().unwrap().len(), 8);
     let g = std::fs::read_to_string(out.join("genotype.json")).unwrap();
     bayesnas_search::Genotype::from_json(&g)
         .unwrap()
@@ -108,6 +122,14 @@ fn bad_options_are_clear_errors() {
         (&["search", "--channels", "3"], "--channels"),
         (&["search", "--cells", "2"], "--cells"),
         (&["search", "--batch", "1"], "--batch"),
+        (&["search", "--max-param-free", "many"], "--max-param-free"),
+        (
+            &["search", "--param-free-dropout", "1"],
+            "--param-free-dropout",
+        ),
+        (&["search", "--warmup-steps", "0"], "--warmup-steps"),
+        (&["search", "--switch-lr=-1"], "--switch-lr"),
+        (&["search", "--perturb-images", "0"], "--perturb-images"),
         (
             &["search", "--resume", "/nonexistent/bayesnas-run"],
             "checkpoint",

@@ -82,8 +82,9 @@ pub enum NodeRepairArg {
 /// `--preset` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PresetArg {
-    /// The authors' CIFAR-10 settings: C=36, 8 cells, batch 18, SGD lr 0.1, momentum 0.9,
-    /// weight decay 1e-4, lambda 0.005, one warm-up and one switch epoch, one round
+    /// The authors' CIFAR-10 settings and the method note's derivation: C=36, 8 cells, batch
+    /// 18, SGD lr 0.1 for weights and switches, momentum 0.9, weight decay 1e-4, lambda 0.005,
+    /// one warm-up and one switch epoch, one round, threshold rule, no parameter-free cap
     Paper,
 }
 
@@ -210,9 +211,9 @@ pub struct SearchArgs {
     )]
     pub rounds: usize,
 
-    /// How the cell is read off the relevances
-    #[arg(long, value_enum, default_value_t = DeriveArg::Threshold, help_heading = "Derivation")]
-    pub derive: DeriveArg,
+    /// How the cell is read off the trained supernet [default: perturb; paper: threshold]
+    #[arg(long, value_enum, help_heading = "Derivation")]
+    pub derive: Option<DeriveArg>,
     /// Threshold of the threshold rule, relative to the most relevant op/edge (0..1)
     #[arg(
         long,
@@ -228,9 +229,10 @@ pub struct SearchArgs {
     #[arg(long, value_enum, default_value_t = NodeRepairArg::Remove, help_heading = "Derivation")]
     pub node_repair: NodeRepairArg,
     /// At most N parameter-free ops (pools, skip) in the normal cell, P-DARTS style; the
-    /// cheapest edges switch to their best parametric op
-    #[arg(long, value_name = "N", help_heading = "Derivation")]
-    pub max_param_free: Option<usize>,
+    /// cheapest edges switch to their best parametric op; `none`: no cap [default: 4; paper:
+    /// none]
+    #[arg(long, value_name = "N|none", value_parser = parse_cap, help_heading = "Derivation")]
+    pub max_param_free: Option<Cap>,
     /// Held-out images of --derive perturb (the first N of the validation split)
     #[arg(
         long,
@@ -245,6 +247,24 @@ pub struct SearchArgs {
     pub resume: Option<PathBuf>,
 }
 
+/// A `--max-param-free` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cap(Option<usize>);
+
+fn parse_cap(s: &str) -> std::result::Result<Cap, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Cap(None));
+    }
+    s.parse()
+        .map(|n| Cap(Some(n)))
+        .map_err(|_| format!("'{s}' is neither a count nor 'none'"))
+}
+
+/// Defaults of the derivation outside `--preset paper` (docs/search-quality.md has the
+/// measurements behind them).
+const DEFAULT_DERIVE: DeriveArg = DeriveArg::Perturb;
+const DEFAULT_MAX_PARAM_FREE: Option<usize> = Some(4);
+
 /// The resolved settings (preset + explicit options).
 #[derive(Debug, Clone, Serialize)]
 struct Resolved {
@@ -256,6 +276,10 @@ struct Resolved {
     lambda_parent: f64,
     lambda_child: f64,
     switch_lr: f32,
+    derive: &'static str,
+    max_param_free: Option<usize>,
+    #[serde(skip)]
+    derive_arg: Option<DeriveArg>,
 }
 
 impl SearchArgs {
@@ -274,6 +298,27 @@ impl SearchArgs {
             lambda_parent: self.lambda_parent.unwrap_or(lambda),
             lambda_child: self.lambda_child.unwrap_or(lambda),
             switch_lr: self.switch_lr.unwrap_or(if paper { 0.1 } else { 0.01 }),
+            derive: "",
+            max_param_free: match self.max_param_free {
+                Some(Cap(c)) => c,
+                None if paper => None,
+                None => DEFAULT_MAX_PARAM_FREE,
+            },
+            derive_arg: None,
+        };
+        let derive = self.derive.unwrap_or(if paper {
+            DeriveArg::Threshold
+        } else {
+            DEFAULT_DERIVE
+        });
+        let r = Resolved {
+            derive: match derive {
+                DeriveArg::Threshold => "threshold",
+                DeriveArg::Darts => "darts",
+                DeriveArg::Perturb => "perturb",
+            },
+            derive_arg: Some(derive),
+            ..r
         };
         let usage = |m: String| Err(CliError::Usage(m));
         if r.channels < 2 || r.channels % 2 != 0 {
@@ -638,11 +683,12 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
             NodeRepairArg::Remove => NodeRepair::Remove,
             NodeRepairArg::KeepBestInput => NodeRepair::KeepBestInput,
         },
-        max_param_free: args.max_param_free,
+        max_param_free: r.max_param_free,
     };
-    let (rule, score_name, normal_rel, reduce_rel) = match args.derive {
+    let derive_arg = r.derive_arg.unwrap_or(DEFAULT_DERIVE);
+    let (rule, score_name, normal_rel, reduce_rel) = match derive_arg {
         DeriveArg::Threshold | DeriveArg::Darts => (
-            if args.derive == DeriveArg::Darts {
+            if derive_arg == DeriveArg::Darts {
                 DeriveRule::Darts
             } else {
                 DeriveRule::Threshold { tau: args.tau }
@@ -730,7 +776,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
     )?;
     let selection = selection_json(
         score_name,
-        &args.derive,
+        &derive_arg,
         rules,
         &[("normal", &normal_rel), ("reduce", &reduce_rel)],
     );
@@ -839,7 +885,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
     println!(
         "outputs in {}: genotype.json relevance.json selection.json{} normal.svg reduce.svg normal_relevance.svg reduce_relevance.svg normal.dot reduce.dot metrics.jsonl {CHECKPOINT}",
         out.display(),
-        if args.derive == DeriveArg::Perturb { " perturbation.json" } else { "" }
+        if derive_arg == DeriveArg::Perturb { " perturbation.json" } else { "" }
     );
     Ok(())
 }
