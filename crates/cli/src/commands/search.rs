@@ -229,8 +229,7 @@ pub struct SearchArgs {
     #[arg(long, value_enum, default_value_t = NodeRepairArg::Remove, help_heading = "Derivation")]
     pub node_repair: NodeRepairArg,
     /// At most N parameter-free ops (pools, skip) in the normal cell, P-DARTS style; the
-    /// cheapest edges switch to their best parametric op; `none`: no cap [default: 4; paper:
-    /// none]
+    /// cheapest edges switch to their best parametric op; `none`: no cap [default: none]
     #[arg(long, value_name = "N|none", value_parser = parse_cap, help_heading = "Derivation")]
     pub max_param_free: Option<Cap>,
     /// Held-out images of --derive perturb (the first N of the validation split)
@@ -263,7 +262,7 @@ fn parse_cap(s: &str) -> std::result::Result<Cap, String> {
 /// Defaults of the derivation outside `--preset paper` (docs/search-quality.md has the
 /// measurements behind them).
 const DEFAULT_DERIVE: DeriveArg = DeriveArg::Perturb;
-const DEFAULT_MAX_PARAM_FREE: Option<usize> = Some(4);
+const DEFAULT_MAX_PARAM_FREE: Option<usize> = None;
 
 /// The resolved settings (preset + explicit options).
 #[derive(Debug, Clone, Serialize)]
