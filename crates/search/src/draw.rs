@@ -97,6 +97,22 @@ fn dot_escape(s: &str) -> String {
     out
 }
 
+/// The white background of a `w` x `h` picture and its bold title at `margin` (shared by the
+/// cell drawings and the heat maps).
+pub(crate) fn background_and_title(s: &mut String, w: f64, h: f64, margin: f64, title: &str) {
+    let _ = writeln!(
+        s,
+        "  <rect x=\"0\" y=\"0\" width=\"{w:.1}\" height=\"{h:.1}\" fill=\"#ffffff\"/>"
+    );
+    let _ = writeln!(
+        s,
+        "  <text x=\"{margin}\" y=\"{:.1}\" font-family=\"sans-serif\" font-size=\"16\" \
+         font-weight=\"bold\">{}</text>",
+        margin + 16.0,
+        xml_escape(title)
+    );
+}
+
 /// Escapes text for XML content and attribute values.
 pub fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -745,17 +761,7 @@ pub fn to_svg(cell: &CellGenotype, title: &str) -> String {
          L 0 10 z\" fill=\"#777777\"/></marker>\n",
     );
     s.push_str("  </defs>\n");
-    let _ = writeln!(
-        s,
-        "  <rect x=\"0\" y=\"0\" width=\"{w:.1}\" height=\"{h:.1}\" fill=\"#ffffff\"/>"
-    );
-    let _ = writeln!(
-        s,
-        "  <text x=\"{MARGIN}\" y=\"{:.1}\" font-family=\"sans-serif\" font-size=\"16\" \
-         font-weight=\"bold\">{}</text>",
-        MARGIN + 16.0,
-        xml_escape(title)
-    );
+    background_and_title(&mut s, w, h, MARGIN, title);
     // Concat links first (under everything), then kept edges, nodes and labels.
     for r in lay.routes.iter().filter(|r| r.edge.is_none()) {
         let _ = writeln!(

@@ -523,17 +523,7 @@ pub fn heatmap_svg(
         );
     }
     s.push_str("    </linearGradient>\n  </defs>\n");
-    let _ = writeln!(
-        s,
-        "  <rect x=\"0\" y=\"0\" width=\"{w:.1}\" height=\"{h:.1}\" fill=\"#ffffff\"/>"
-    );
-    let _ = writeln!(
-        s,
-        "  <text x=\"{MARGIN}\" y=\"{:.1}\" font-family=\"sans-serif\" font-size=\"16\" \
-         font-weight=\"bold\">{}</text>",
-        MARGIN + 16.0,
-        xml_escape(title)
-    );
+    crate::draw::background_and_title(&mut s, w, h, MARGIN, title);
     if !value_caption.is_empty() {
         let _ = writeln!(
             s,
