@@ -97,6 +97,18 @@ fn dot_escape(s: &str) -> String {
     out
 }
 
+/// The opening `<svg>` element of a `w` x `h` picture and its `<title>`.
+pub(crate) fn svg_open(w: f64, h: f64, title: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" \
+         viewBox=\"0 0 {w:.1} {h:.1}\">"
+    );
+    let _ = writeln!(s, "  <title>{}</title>", xml_escape(title));
+    s
+}
+
 /// The white background of a `w` x `h` picture and its bold title at `margin` (shared by the
 /// cell drawings and the heat maps).
 pub(crate) fn background_and_title(s: &mut String, w: f64, h: f64, margin: f64, title: &str) {
@@ -739,13 +751,7 @@ fn layout(cell: &CellGenotype, title: &str) -> CellLayout {
 pub fn to_svg(cell: &CellGenotype, title: &str) -> String {
     let lay = layout(cell, title);
     let (w, h) = (lay.width, lay.height);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" \
-         viewBox=\"0 0 {w:.1} {h:.1}\">"
-    );
-    let _ = writeln!(s, "  <title>{}</title>", xml_escape(title));
+    let mut s = svg_open(w, h, title);
     s.push_str("  <defs>\n");
     for (i, c) in PALETTE.iter().enumerate() {
         let _ = writeln!(

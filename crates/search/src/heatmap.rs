@@ -502,13 +502,7 @@ pub fn heatmap_svg(
     let sc = Scale::new(values, scale);
     let lay = layout(title, row_labels, col_labels, values, value_caption, &sc);
     let (w, h) = (lay.width, lay.height);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w:.0}\" height=\"{h:.0}\" \
-         viewBox=\"0 0 {w:.1} {h:.1}\">"
-    );
-    let _ = writeln!(s, "  <title>{}</title>", xml_escape(title));
+    let mut s = crate::draw::svg_open(w, h, title);
     s.push_str(
         "  <defs>\n    <linearGradient id=\"legend\" x1=\"0\" y1=\"0\" x2=\"1\" y2=\"0\">\n",
     );
