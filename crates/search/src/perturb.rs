@@ -23,18 +23,35 @@ pub struct PerturbationScores {
 }
 
 impl PerturbationScores {
-    /// The rises of one cell type as derivation input: `gamma_tilde` := max(rise, 0) per op,
-    /// `gamma0` := the edge's best op rise (edges are ranked by their best op).
-    pub fn cell_relevance(&self, prior: &Prior, ct: CellType) -> crate::derive::CellRelevance {
+    /// The raw rises of one cell type in the shape of the prior's relevances (for reports):
+    /// `gamma_tilde` := the rise per op, `gamma0` := the edge's best rise.
+    pub fn raw_relevance(&self, prior: &Prior, ct: CellType) -> crate::derive::CellRelevance {
         let mut rel = prior.cell_relevance(ct);
         let rows = match ct {
             CellType::Normal => &self.normal,
             CellType::Reduce => &self.reduce,
         };
         for (e, row) in rows.iter().enumerate().take(rel.edges.len()) {
-            let k = rel.ops.len();
-            rel.gamma_tilde[e] = row.iter().take(k).map(|&r| r.max(0.0)).collect();
-            rel.gamma0[e] = rel.gamma_tilde[e].iter().fold(0.0f64, |m, &g| m.max(g));
+            rel.gamma_tilde[e] = row.iter().take(rel.ops.len()).copied().collect();
+            rel.gamma0[e] = rel.gamma_tilde[e]
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, &g| m.max(g));
+        }
+        rel
+    }
+
+    /// The rises of one cell type as derivation input (relevances must be `>= 0`):
+    /// [`PerturbationScores::raw_relevance`] with every value clamped at 0, so edges are
+    /// ranked by their best op and ops that lowered the loss when removed tie at 0.
+    pub fn cell_relevance(&self, prior: &Prior, ct: CellType) -> crate::derive::CellRelevance {
+        let mut rel = self.raw_relevance(prior, ct);
+        for g in rel
+            .gamma_tilde
+            .iter_mut()
+            .flatten()
+            .chain(rel.gamma0.iter_mut())
+        {
+            *g = g.max(0.0);
         }
         rel
     }

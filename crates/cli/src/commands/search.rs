@@ -25,7 +25,8 @@ use crate::opts::CommonOpts;
 use crate::progress::Progress;
 
 /// `--derive` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DeriveArg {
     /// BayesNAS: keep ops whose relevance is at least tau times the largest, drop edges whose
     /// parent relevance is under tau times the largest, then repair the cell
@@ -275,10 +276,8 @@ struct Resolved {
     lambda_parent: f64,
     lambda_child: f64,
     switch_lr: f32,
-    derive: &'static str,
+    derive: DeriveArg,
     max_param_free: Option<usize>,
-    #[serde(skip)]
-    derive_arg: Option<DeriveArg>,
 }
 
 impl SearchArgs {
@@ -297,27 +296,16 @@ impl SearchArgs {
             lambda_parent: self.lambda_parent.unwrap_or(lambda),
             lambda_child: self.lambda_child.unwrap_or(lambda),
             switch_lr: self.switch_lr.unwrap_or(if paper { 0.1 } else { 0.01 }),
-            derive: "",
+            derive: self.derive.unwrap_or(if paper {
+                DeriveArg::Threshold
+            } else {
+                DEFAULT_DERIVE
+            }),
             max_param_free: match self.max_param_free {
                 Some(Cap(c)) => c,
                 None if paper => None,
                 None => DEFAULT_MAX_PARAM_FREE,
             },
-            derive_arg: None,
-        };
-        let derive = self.derive.unwrap_or(if paper {
-            DeriveArg::Threshold
-        } else {
-            DEFAULT_DERIVE
-        });
-        let r = Resolved {
-            derive: match derive {
-                DeriveArg::Threshold => "threshold",
-                DeriveArg::Darts => "darts",
-                DeriveArg::Perturb => "perturb",
-            },
-            derive_arg: Some(derive),
-            ..r
         };
         let usage = |m: String| Err(CliError::Usage(m));
         if r.channels < 2 || r.channels % 2 != 0 {
@@ -424,20 +412,10 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
     }
 }
 
-/// `rel` with its `gamma_tilde` replaced by the raw `rows` (perturbation loss rises).
-fn raw_scores(rel: &CellRelevance, rows: &[Vec<f64>]) -> CellRelevance {
-    let mut r = rel.clone();
-    for (e, row) in rows.iter().enumerate().take(r.edges.len()) {
-        r.gamma_tilde[e] = row.clone();
-        r.gamma0[e] = row.iter().fold(f64::NEG_INFINITY, |m, &g| m.max(g));
-    }
-    r
-}
-
 /// `selection.json`: the scores the derivation ranked, per cell type and edge.
 fn selection_json(
     score: &str,
-    derive: &DeriveArg,
+    derive: DeriveArg,
     rules: CellRules,
     cells: &[(&str, &CellRelevance)],
 ) -> serde_json::Value {
@@ -445,7 +423,7 @@ fn selection_json(
         "format": "bayesnas-selection",
         "version": 1,
         "score": score,
-        "derive": format!("{derive:?}").to_lowercase(),
+        "derive": derive,
         "rules": rules,
         "ops": cells.first().map(|(_, r)| r.ops.iter().map(|o| o.name()).collect::<Vec<_>>()),
     });
@@ -684,30 +662,30 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         },
         max_param_free: r.max_param_free,
     };
-    let derive_arg = r.derive_arg.unwrap_or(DEFAULT_DERIVE);
-    let (rule, score_name, normal_rel, reduce_rel) = match derive_arg {
-        DeriveArg::Threshold | DeriveArg::Darts => (
-            if derive_arg == DeriveArg::Darts {
-                DeriveRule::Darts
-            } else {
-                DeriveRule::Threshold { tau: args.tau }
-            },
-            "gamma_tilde",
-            searcher.prior.cell_relevance(CellType::Normal),
-            searcher.prior.cell_relevance(CellType::Reduce),
-        ),
+    let derive_arg = r.derive;
+    // (rule, score name, the scores as reported, the scores as the derivation reads them)
+    let (rule, score_name, [normal_rel, reduce_rel], [normal_in, reduce_in]) = match derive_arg {
+        DeriveArg::Threshold | DeriveArg::Darts => {
+            let rel = CellType::ALL.map(|ct| searcher.prior.cell_relevance(ct));
+            (
+                if derive_arg == DeriveArg::Darts {
+                    DeriveRule::Darts
+                } else {
+                    DeriveRule::Threshold { tau: args.tau }
+                },
+                "gamma_tilde",
+                rel.clone(),
+                rel,
+            )
+        }
         DeriveArg::Perturb => {
             let t0 = Instant::now();
             let mut pbar: Option<Progress> = None;
-            let scores = searcher.perturbation_scores(
-                &mut feed,
-                args.perturb_images,
-                &mut |done, total| {
+            let scores =
+                searcher.perturbation_scores(&mut feed, args.perturb_images, &mut |_, total| {
                     pbar.get_or_insert_with(|| Progress::new(total as u64, "perturbation", quiet))
                         .step(1, None, None);
-                    let _ = done;
-                },
-            )?;
+                })?;
             if let Some(b) = pbar.take() {
                 b.finish();
             }
@@ -727,39 +705,13 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
             (
                 DeriveRule::Darts,
                 "perturbation_loss_rise",
-                raw_scores(
-                    &searcher.prior.cell_relevance(CellType::Normal),
-                    &scores.normal,
-                ),
-                raw_scores(
-                    &searcher.prior.cell_relevance(CellType::Reduce),
-                    &scores.reduce,
-                ),
+                CellType::ALL.map(|ct| scores.raw_relevance(&searcher.prior, ct)),
+                CellType::ALL.map(|ct| scores.cell_relevance(&searcher.prior, ct)),
             )
         }
     };
-    let clamp = |r: &CellRelevance| {
-        let mut r = r.clone();
-        for row in &mut r.gamma_tilde {
-            for g in row.iter_mut() {
-                *g = g.max(0.0);
-            }
-        }
-        for (e, row) in r.gamma_tilde.iter().enumerate() {
-            if score_name != "gamma_tilde" {
-                r.gamma0[e] = row.iter().fold(0.0f64, |m, &g| m.max(g));
-            }
-        }
-        r
-    };
-    let derivation = derive_from(
-        searcher.prior.space(),
-        &clamp(&normal_rel),
-        &clamp(&reduce_rel),
-        rule,
-        rules,
-    )
-    .map_err(bayesnas_search::Error::from)?;
+    let derivation = derive_from(searcher.prior.space(), &normal_in, &reduce_in, rule, rules)
+        .map_err(bayesnas_search::Error::from)?;
     let genotype = derivation.genotype;
     write(
         "genotype.json",
@@ -775,7 +727,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
     )?;
     let selection = selection_json(
         score_name,
-        &derive_arg,
+        derive_arg,
         rules,
         &[("normal", &normal_rel), ("reduce", &reduce_rel)],
     );
