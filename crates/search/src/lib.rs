@@ -60,6 +60,7 @@
 pub mod bayes;
 #[allow(missing_docs)]
 pub mod bench;
+pub mod compress;
 pub mod curvature;
 pub mod derive;
 pub mod draw;

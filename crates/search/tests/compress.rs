@@ -3,9 +3,7 @@
 //! update follows the method note.
 
 use bayesnas_engine::prelude::*;
-use bayesnas_search::eval::compress::{
-    CompressNet, CompressSettings, Compressor, Model, PenaltyMode,
-};
+use bayesnas_search::compress::{CompressNet, CompressSettings, Compressor, Model, PenaltyMode};
 
 fn images(n: usize, seed: u64) -> (Tensor, Vec<u32>) {
     let mut rng = Rng::new(seed);
@@ -25,12 +23,20 @@ fn shape(store: &ParamStore, name: &str) -> Vec<usize> {
     store.value(store.find(name).unwrap()).shape().to_vec()
 }
 
+/// Small steps and a tiny threshold; no weight decay, lambda 0.01.
 fn settings() -> CompressSettings {
     CompressSettings {
+        lambda: vec![1e-2],
         threshold: 1e-12,
+        warmup_epochs: 1,
+        finetune_epochs: 4,
         lr: 0.01,
+        finetune_lr: 0.05,
+        weight_decay: 0.0,
+        finetune_weight_decay: 0.0,
         curvature_batches: 1,
-        ..CompressSettings::default()
+        weight_lambda: Vec::new(),
+        ..CompressSettings::for_model(Model::Lenet300100)
     }
 }
 

@@ -3,17 +3,18 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use bayesnas_data::{Augment, DataSource, DatasetKind, Loader, LoaderConfig, Normalization};
 use bayesnas_engine::io::write_atomic;
-use bayesnas_search::eval::compress::{
-    structure_string, CompressSettings, Compressor, Model, PenaltyMode, PruneSummary,
+use bayesnas_engine::Error;
+use bayesnas_search::compress::{
+    structure_string, AugmentPolicy, Batches, CompressData, CompressSettings, Compressor, Event,
+    Granularity, Model, PenaltyMode,
 };
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use super::train::{batches, split_parts};
+use super::train::{batches, split_parts, Parts};
 use crate::error::{CliError, CliResult};
 use crate::metrics::MetricsWriter;
 use crate::opts::RuntimeOpts;
@@ -49,8 +50,7 @@ pub enum CompressDataset {
 }
 
 /// `--augment` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AugmentArg {
     /// Never
     None,
@@ -58,6 +58,16 @@ pub enum AugmentArg {
     Finetune,
     /// In every epoch
     All,
+}
+
+impl From<AugmentArg> for AugmentPolicy {
+    fn from(a: AugmentArg) -> AugmentPolicy {
+        match a {
+            AugmentArg::None => AugmentPolicy::None,
+            AugmentArg::Finetune => AugmentPolicy::Finetune,
+            AugmentArg::All => AugmentPolicy::All,
+        }
+    }
 }
 
 /// `--penalty` values.
@@ -69,7 +79,27 @@ pub enum PenaltyArg {
     Gradient,
 }
 
-/// Options of `bayesnas compress`.
+impl From<PenaltyArg> for PenaltyMode {
+    fn from(p: PenaltyArg) -> PenaltyMode {
+        match p {
+            PenaltyArg::Prox => PenaltyMode::Proximal,
+            PenaltyArg::Gradient => PenaltyMode::Gradient,
+        }
+    }
+}
+
+impl From<PenaltyMode> for PenaltyArg {
+    fn from(p: PenaltyMode) -> PenaltyArg {
+        match p {
+            PenaltyMode::Proximal => PenaltyArg::Prox,
+            PenaltyMode::Gradient => PenaltyArg::Gradient,
+        }
+    }
+}
+
+/// Options of `bayesnas compress`. An option left out takes its value from
+/// [`CompressSettings::for_model`]; the defaults every model shares are clap defaults (from
+/// the same constants) and show as such in `--help`.
 #[derive(Args, Debug, Clone)]
 pub struct CompressArgs {
     /// Network to compress
@@ -85,7 +115,7 @@ pub struct CompressArgs {
     pub data_dir: PathBuf,
     /// Fraction of the training data held out for validation after each loop (0: none,
     /// train on all of it)
-    #[arg(long, default_value_t = 0.0, value_name = "F", help_heading = "Data")]
+    #[arg(long, default_value_t = CompressSettings::VALID_FRACTION, value_name = "F", help_heading = "Data")]
     pub valid_fraction: f64,
     /// When to train on random crops (2-pixel padding) of the images [default: finetune]
     #[arg(long, value_enum, value_name = "WHEN", help_heading = "Data")]
@@ -137,13 +167,13 @@ pub struct CompressArgs {
     /// Curvature is averaged over the last K batches of each loop
     #[arg(
         long,
-        default_value_t = 50,
+        default_value_t = CompressSettings::CURVATURE_BATCHES,
         value_name = "K",
         help_heading = "Bayesian compression"
     )]
     pub curvature_batches: usize,
     /// How the group-lasso penalty acts on the weights
-    #[arg(long, value_enum, default_value_t = PenaltyArg::Prox, help_heading = "Bayesian compression")]
+    #[arg(long, value_enum, default_value_t = CompressSettings::PENALTY.into(), help_heading = "Bayesian compression")]
     pub penalty: PenaltyArg,
 
     /// Epochs of the final fine-tune of the pruned network (no penalty) [default:
@@ -153,7 +183,7 @@ pub struct CompressArgs {
     /// Images per batch
     #[arg(
         long,
-        default_value_t = 100,
+        default_value_t = CompressSettings::BATCH,
         value_name = "B",
         help_heading = "Training"
     )]
@@ -168,7 +198,7 @@ pub struct CompressArgs {
     /// SGD momentum
     #[arg(
         long,
-        default_value_t = 0.9,
+        default_value_t = CompressSettings::MOMENTUM,
         value_name = "M",
         help_heading = "Training"
     )]
@@ -187,95 +217,40 @@ pub struct CompressArgs {
     pub runtime: RuntimeOpts,
 }
 
-/// Per-model defaults, chosen by measurement on MNIST (runs and caveats: docs/compression.md).
-struct Defaults {
-    lambda: &'static [f64],
-    crop_padding: usize,
-    weight_loops: usize,
-    weight_lambda: &'static [f64],
-    warmup_epochs: usize,
-    loops: usize,
-    epochs_per_loop: usize,
-    finetune_epochs: usize,
-    /// `None`: the loops' learning rate.
-    finetune_lr: Option<f32>,
-}
-
-/// Weight decay and augmentation default the same for both models.
-const DEFAULT_WEIGHT_DECAY: f32 = 5e-4;
-const DEFAULT_AUGMENT: AugmentArg = AugmentArg::Finetune;
-
-fn defaults(model: Model) -> Defaults {
-    match model {
-        Model::Lenet300100 => Defaults {
-            lambda: &[0.185, 7.5e-3, 3e-2],
-            crop_padding: 2,
-            weight_loops: 0,
-            weight_lambda: &[0.01],
-            warmup_epochs: 0,
-            loops: 4,
-            epochs_per_loop: 2,
-            finetune_epochs: 100,
-            finetune_lr: None,
-        },
-        Model::Lenet5 => Defaults {
-            lambda: &[0.15, 0.01, 0.018, 0.01],
-            // 1-pixel crops in the fine-tune: 0.91% against 0.95% with 2 (seed 0, the
-            // same pruned network; docs/compression.md).
-            crop_padding: 1,
-            weight_loops: 4,
-            weight_lambda: &[0.003],
-            warmup_epochs: 1,
-            loops: 16,
-            epochs_per_loop: 1,
-            finetune_epochs: 80,
-            // 1.01% test error against 1.11% from 0.05 (seed 0, same pruned network):
-            // starting lower keeps more of what the loops trained (docs/compression.md).
-            finetune_lr: Some(0.02),
-        },
-    }
-}
-
 impl CompressArgs {
-    /// `--augment`, or the model's default.
-    fn augment(&self) -> AugmentArg {
-        self.augment.unwrap_or(DEFAULT_AUGMENT)
-    }
-
-    /// `--crop-padding`, or the model's default.
-    fn crop_padding(&self) -> usize {
-        self.crop_padding
-            .unwrap_or_else(|| defaults(self.model.into()).crop_padding)
-    }
-
+    /// The settings: every option given, the rest from [`CompressSettings::for_model`]
+    /// (the fine-tune's learning rate and weight decay relative to `--lr` and
+    /// `--weight-decay` as [`CompressSettings::for_model_with`] relates them).
     fn settings(&self, seed: u64) -> CliResult<CompressSettings> {
         let model: Model = self.model.into();
-        let d = defaults(model);
-        let lr = self.lr.unwrap_or(0.05);
-        let wd = self.weight_decay.unwrap_or(DEFAULT_WEIGHT_DECAY);
+        let defaults = CompressSettings::for_model(model);
+        let lr = self.lr.unwrap_or(defaults.lr);
+        let weight_decay = self.weight_decay.unwrap_or(defaults.weight_decay);
+        let d = CompressSettings::for_model_with(model, lr, weight_decay);
         let s = CompressSettings {
-            lambda: self.lambda.clone().unwrap_or_else(|| d.lambda.to_vec()),
-            threshold: self.threshold.unwrap_or(1e-6),
+            lambda: self.lambda.clone().unwrap_or(d.lambda),
+            threshold: self.threshold.unwrap_or(d.threshold),
             loops: self.loops.unwrap_or(d.loops),
             epochs_per_loop: self.epochs_per_loop.unwrap_or(d.epochs_per_loop),
             warmup_epochs: self.warmup_epochs.unwrap_or(d.warmup_epochs),
             finetune_epochs: self.finetune_epochs.unwrap_or(d.finetune_epochs),
             lr,
-            finetune_lr: self.finetune_lr.or(d.finetune_lr).unwrap_or(lr),
+            finetune_lr: self.finetune_lr.unwrap_or(d.finetune_lr),
             momentum: self.momentum,
-            weight_decay: wd,
-            finetune_weight_decay: self.finetune_weight_decay.unwrap_or(wd),
+            weight_decay,
+            finetune_weight_decay: self
+                .finetune_weight_decay
+                .unwrap_or(d.finetune_weight_decay),
             curvature_batches: self.curvature_batches,
-            penalty: match self.penalty {
-                PenaltyArg::Prox => PenaltyMode::Proximal,
-                PenaltyArg::Gradient => PenaltyMode::Gradient,
-            },
+            penalty: self.penalty.into(),
             seed,
             weight_loops: self.weight_loops.unwrap_or(d.weight_loops),
-            weight_lambda: self
-                .weight_lambda
-                .clone()
-                .unwrap_or_else(|| d.weight_lambda.to_vec()),
+            weight_lambda: self.weight_lambda.clone().unwrap_or(d.weight_lambda),
+            batch: self.batch,
+            augment: self.augment.map_or(d.augment, AugmentPolicy::from),
+            crop_padding: self.crop_padding.unwrap_or(d.crop_padding),
+            valid_fraction: self.valid_fraction,
+            max_batches: self.max_batches.or(d.max_batches),
         };
         let usage = |m: String| Err(CliError::Usage(m));
         let layers = model.original_structure().len();
@@ -296,25 +271,25 @@ impl CompressArgs {
         if s.epochs_per_loop == 0 {
             return usage("--epochs-per-loop 0: must be at least 1".into());
         }
-        if self.curvature_batches == 0 {
+        if s.curvature_batches == 0 {
             return usage("--curvature-batches 0: must be at least 1".into());
         }
-        if self.crop_padding() > 14 {
+        if s.crop_padding > 14 {
             return usage(format!(
                 "--crop-padding {}: at most 14 (half the image)",
-                self.crop_padding()
+                s.crop_padding
             ));
         }
-        if self.batch < 1 {
+        if s.batch < 1 {
             return usage("--batch 0: must be at least 1".into());
         }
-        if self.max_batches == Some(0) {
+        if s.max_batches == Some(0) {
             return usage("--max-batches 0: must be at least 1".into());
         }
-        if !(self.valid_fraction >= 0.0 && self.valid_fraction < 1.0) {
+        if !(s.valid_fraction >= 0.0 && s.valid_fraction < 1.0) {
             return usage(format!(
                 "--valid-fraction {}: must be in [0, 1)",
-                self.valid_fraction
+                s.valid_fraction
             ));
         }
         s.validate()
@@ -328,6 +303,131 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// The loaders of a compression run: MNIST-style images as `[0, 1]` pixels.
+struct Feed {
+    /// The loops' training batches.
+    loops: Loader,
+    /// The fine-tune's training batches.
+    finetune: Loader,
+    valid: Option<Loader>,
+    test: Loader,
+    max_batches: Option<usize>,
+}
+
+impl Feed {
+    /// Loaders over `parts` as `settings` asks (augmentation, batch, cap).
+    fn new(
+        source: &DataSource,
+        kind: DatasetKind,
+        parts: &Parts,
+        settings: &CompressSettings,
+        seed: u64,
+    ) -> CliResult<Feed> {
+        let ds = &source.train;
+        let crops = Augment {
+            crop_padding: settings.crop_padding,
+            ..kind.default_augment()
+        };
+        let loops_augment = if settings.augment == AugmentPolicy::All {
+            crops
+        } else {
+            Augment::NONE
+        };
+        let finetune_augment = if settings.augment == AugmentPolicy::None {
+            Augment::NONE
+        } else {
+            crops
+        };
+        // Pixels scaled to [0, 1] (no mean shift): the blank background is exactly 0, so
+        // inputs that never carry ink have zero curvature and their groups go.
+        let unit = Normalization {
+            mean: vec![0.0],
+            std: vec![1.0],
+        };
+        let cfg = |c: LoaderConfig| LoaderConfig {
+            normalization: Some(unit.clone()),
+            ..c
+        };
+        let train_loader = |augment: Augment| {
+            Loader::new(
+                Arc::clone(ds),
+                parts.train.clone(),
+                cfg(LoaderConfig::train(
+                    settings.batch,
+                    augment,
+                    seed.wrapping_add(21),
+                )),
+            )
+        };
+        let loops = train_loader(loops_augment)?;
+        let finetune = train_loader(finetune_augment)?;
+        let valid = if parts.valid.is_empty() {
+            None
+        } else {
+            Some(Loader::new(
+                Arc::clone(ds),
+                parts.valid.clone(),
+                cfg(LoaderConfig::eval(1000)),
+            )?)
+        };
+        let test = Loader::new(
+            Arc::clone(&parts.test_set),
+            parts.test.clone(),
+            cfg(LoaderConfig::eval(1000)),
+        )?;
+        Ok(Feed {
+            loops,
+            finetune,
+            valid,
+            test,
+            max_batches: settings.max_batches,
+        })
+    }
+}
+
+/// The batches of one loader epoch, at most `cap`.
+fn epoch_batches(
+    loader: &Loader,
+    epoch: u64,
+    cap: Option<usize>,
+) -> bayesnas_engine::Result<Batches<'_>> {
+    let it = batches(loader, epoch, cap).map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(Box::new(it))
+}
+
+impl CompressData for Feed {
+    fn train_batches(&self) -> usize {
+        self.loops
+            .batches_per_epoch()
+            .min(self.max_batches.unwrap_or(usize::MAX))
+    }
+    fn train(&mut self, epoch: usize, finetune: bool) -> bayesnas_engine::Result<Batches<'_>> {
+        let loader = if finetune {
+            &self.finetune
+        } else {
+            &self.loops
+        };
+        epoch_batches(loader, epoch as u64, self.max_batches)
+    }
+    fn validation(&mut self) -> bayesnas_engine::Result<Option<Batches<'_>>> {
+        self.valid
+            .as_ref()
+            .map(|l| epoch_batches(l, 0, None))
+            .transpose()
+    }
+    fn test(&mut self) -> bayesnas_engine::Result<Batches<'_>> {
+        epoch_batches(&self.test, 0, None)
+    }
+}
+
+/// Appends one record to `metrics.jsonl`.
+fn record<T: Serialize>(m: &mut MetricsWriter, event: &str, v: &T) -> CliResult<()> {
+    m.record(event, v).map_err(|source| CliError::Io {
+        path: m.path().to_path_buf(),
+        source,
+    })
 }
 
 /// `report.json`.
@@ -353,8 +453,9 @@ struct Report<'a> {
     threads: usize,
     settings: &'a CompressSettings,
     batch: usize,
-    augment: AugmentArg,
+    augment: AugmentPolicy,
     crop_padding: usize,
+    /// The rounds' records as JSON objects (keys in sorted order, as in `metrics.jsonl`).
     loops: &'a [serde_json::Value],
     pruned_model: &'a str,
 }
@@ -382,9 +483,8 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
     std::fs::create_dir_all(&out).map_err(io_err(&out))?;
     let quiet = rt.quiet;
 
-    let ds = Arc::clone(&source.train);
-    let parts = if args.valid_fraction > 0.0 {
-        split_parts(&source, args.valid_fraction, rt.seed)?
+    let parts = if settings.valid_fraction > 0.0 {
+        split_parts(&source, settings.valid_fraction, rt.seed)?
     } else {
         // no validation: all training images train; the test set as split_parts gives it
         let mut p = split_parts(&source, 0.1, rt.seed)?;
@@ -392,70 +492,23 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         p.train.sort_unstable();
         p
     };
-    let crops = Augment {
-        crop_padding: args.crop_padding(),
-        ..kind.default_augment()
-    };
-    let loops_augment = if args.augment() == AugmentArg::All {
-        crops
-    } else {
-        Augment::NONE
-    };
-    let finetune_augment = if args.augment() == AugmentArg::None {
-        Augment::NONE
-    } else {
-        crops
-    };
-    // Pixels scaled to [0, 1] (no mean shift): the blank background is exactly 0, so inputs
-    // that never carry ink have zero curvature and their groups go.
-    let unit = Normalization {
-        mean: vec![0.0],
-        std: vec![1.0],
-    };
-    let cfg = |c: LoaderConfig| LoaderConfig {
-        normalization: Some(unit.clone()),
-        ..c
-    };
-    let train_loader = |augment: Augment| {
-        Loader::new(
-            Arc::clone(&ds),
-            parts.train.clone(),
-            cfg(LoaderConfig::train(
-                args.batch,
-                augment,
-                rt.seed.wrapping_add(21),
-            )),
-        )
-    };
-    let loops_loader = train_loader(loops_augment)?;
-    let finetune_loader = train_loader(finetune_augment)?;
-    let valid_loader = if parts.valid.is_empty() {
-        None
-    } else {
-        Some(Loader::new(
-            Arc::clone(&ds),
-            parts.valid.clone(),
-            cfg(LoaderConfig::eval(1000)),
-        )?)
-    };
-    let test_loader = Loader::new(
-        Arc::clone(&parts.test_set),
-        parts.test.clone(),
-        cfg(LoaderConfig::eval(1000)),
-    )?;
-    let steps = loops_loader
-        .batches_per_epoch()
-        .min(args.max_batches.unwrap_or(usize::MAX));
-    if steps == 0 {
+    let mut feed = Feed::new(&source, kind, &parts, &settings, rt.seed)?;
+    if feed.train_batches() == 0 {
         return Err(CliError::Usage(format!(
             "the training part ({} images) has no complete batch of {}: lower --batch",
             parts.train.len(),
-            args.batch
+            settings.batch
         )));
     }
 
     let mut comp = Compressor::new(model, settings.clone(), rt.device)?;
     let (_, total_weights) = comp.net.nonzero_weights(&comp.store);
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     if !quiet {
         eprintln!(
             "compressing {model} ({} weights, structure {}) on {} ({} train / {} validation / {} test images), {} with {} threads; lambda {}, threshold {}, {} loops x {} epochs{} + {} fine-tune epochs",
@@ -467,12 +520,7 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
             parts.test.len(),
             rt.device,
             rt.threads,
-            settings
-                .lambda
-                .iter()
-                .map(|l| l.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
+            list(&settings.lambda),
             settings.threshold,
             settings.loops,
             settings.epochs_per_loop,
@@ -480,12 +528,7 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
                 format!(
                     " + {} weight-level loops (lambda {})",
                     settings.weight_loops,
-                    settings
-                        .weight_lambda
-                        .iter()
-                        .map(|l| l.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
+                    list(&settings.weight_lambda)
                 )
             } else {
                 String::new()
@@ -494,190 +537,116 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         );
     }
     let mut metrics = MetricsWriter::create(&out).map_err(io_err(&out))?;
-    let mrec = |m: &mut MetricsWriter, event: &str, v: serde_json::Value| {
-        m.record(event, &v).map_err(|source| CliError::Io {
-            path: out.join(crate::metrics::FILE_NAME),
-            source,
-        })
-    };
-    mrec(
+    record(
         &mut metrics,
         "compress_start",
-        serde_json::json!({ "model": model.name(), "settings": settings, "batch": args.batch,
-            "augment": args.augment(), "crop_padding": args.crop_padding(), "device": rt.device.to_string(), "threads": rt.threads }),
+        &serde_json::json!({ "model": model.name(), "settings": settings, "batch": settings.batch,
+            "augment": settings.augment, "crop_padding": settings.crop_padding, "device": rt.device.to_string(), "threads": rt.threads }),
     )?;
 
-    let start = Instant::now();
-    let weight_rounds = if settings.weight_loops > 0 {
-        1 + settings.weight_loops
-    } else {
-        0
-    };
-    let first_finetune =
-        settings.warmup_epochs + (settings.loops + weight_rounds) * settings.epochs_per_loop;
-    let total_epochs = first_finetune + settings.finetune_epochs;
-    let mut epoch = 0usize;
-    let mut loop_records: Vec<serde_json::Value> = Vec::new();
-    let validate = |comp: &Compressor| -> CliResult<Option<(f64, f64)>> {
-        match &valid_loader {
-            Some(l) => {
-                let mut it = batches(l, 0, None)?;
-                Ok(Some(comp.evaluate(&mut it)?))
-            }
-            None => Ok(None),
-        }
-    };
-    let run_epoch = |comp: &mut Compressor,
-                     metrics: &mut MetricsWriter,
-                     epoch: usize,
-                     lr: f32,
-                     penalty: bool,
-                     curvature_from: usize,
-                     phase: String|
-     -> CliResult<()> {
-        let mut bar = Progress::new(
-            steps as u64,
-            &format!("{}/{} {phase}", epoch + 1, total_epochs),
-            quiet,
-        );
-        let loader = if penalty || epoch < first_finetune {
-            &loops_loader
-        } else {
-            &finetune_loader
-        };
-        let mut it = batches(loader, epoch as u64, args.max_batches)?;
-        let stats = comp.train_epoch(&mut it, lr, penalty, curvature_from, &mut |_, l, a, n| {
-            bar.step(n, Some(l), Some(a))
-        })?;
-        drop(it);
-        bar.clear();
-        let val = validate(comp)?;
-        if !quiet {
-            eprintln!(
-                "epoch {}/{total_epochs} ({phase}): lr {lr:.4}, loss {:.4}, penalty {:.4}, train acc {:.2}%{}, {:.0} img/s, structure {}, {:.0} s",
-                epoch + 1,
-                stats.loss,
-                stats.penalty,
-                100.0 * stats.accuracy,
-                val.map_or(String::new(), |(_, a)| format!(", validation acc {:.2}%", 100.0 * a)),
-                stats.images_per_s,
-                structure_string(&comp.net.structure()),
-                start.elapsed().as_secs_f64()
-            );
-        }
-        mrec(
-            metrics,
-            "epoch",
-            serde_json::json!({ "epoch": epoch, "phase": phase, "lr": lr, "train_loss": stats.loss,
-                "penalty": stats.penalty, "train_accuracy": stats.accuracy,
-                "val_loss": val.map(|v| v.0), "val_accuracy": val.map(|v| v.1),
-                "images_per_s": stats.images_per_s, "structure": comp.net.structure() }),
-        )
-    };
-
-    // Loop 0 is the warm-up (no penalty): its curvature gives the first omega and gamma, so
-    // the first penalised loop is already weighted by the data.
-    // The weight-level phase (if any) repeats the pattern with one group per weight: an
-    // epoch without penalty whose curvature gives the first per-weight omega and gamma,
-    // then its loops.
-    let epl = settings.epochs_per_loop;
-    let rounds: Vec<(usize, bool, usize, bool)> = (0..usize::from(settings.warmup_epochs > 0))
-        .map(|_| (0, false, settings.warmup_epochs, false))
-        .chain((1..=settings.loops).map(|l| (l, true, epl, false)))
-        .chain((0..weight_rounds).map(|l| (l, l > 0, epl, true)))
-        .collect();
-    for (l, penalty, epochs, weights) in rounds {
-        if weights && l == 0 {
-            comp.begin_weight_phase()?;
-        }
-        let label = match (weights, penalty) {
-            (false, true) => format!("loop {l}"),
-            (false, false) => "warm-up".to_string(),
-            (true, true) => format!("weight loop {l}"),
-            (true, false) => "weight warm-up".to_string(),
-        };
-        for e in 0..epochs {
-            let last = e + 1 == epochs;
-            let curv_from = if last {
-                steps.saturating_sub(settings.curvature_batches)
-            } else {
-                usize::MAX
-            };
-            run_epoch(
-                &mut comp,
-                &mut metrics,
+    let mut bar: Option<Progress> = None;
+    let mut observe = |event: Event| -> CliResult<()> {
+        match event {
+            Event::EpochStart {
                 epoch,
-                settings.lr,
-                penalty,
-                curv_from,
-                label.clone(),
-            )?;
-            epoch += 1;
-        }
-        comp.update()?;
-        let summary: PruneSummary = comp.prune()?;
-        let (nz, _) = comp.net.nonzero_weights(&comp.store);
-        if !quiet {
-            eprintln!(
-                "{label}: pruned {} -> structure {} ({:.2}% non-zero weights)",
-                summary
-                    .layers
-                    .iter()
-                    .map(|u| format!("{} {}", u.layer, u.pruned))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                structure_string(&summary.structure),
-                100.0 * nz as f64 / total_weights as f64
-            );
-            for u in &summary.layers {
-                eprintln!(
-                    "  {}: {} {}, gamma min {:.3e} median {:.3e} max {:.3e}, omega median {:.3e}",
-                    u.layer,
-                    u.groups,
-                    if weights { "weights" } else { "groups" },
-                    u.gamma_min,
-                    u.gamma_median,
-                    u.gamma_max,
-                    u.omega_median
-                );
+                epochs,
+                phase,
+                batches,
+            } => {
+                bar = Some(Progress::new(
+                    batches as u64,
+                    &format!("{}/{} {phase}", epoch + 1, epochs),
+                    quiet,
+                ));
+            }
+            Event::Step {
+                loss,
+                accuracy,
+                images,
+                ..
+            } => {
+                if let Some(b) = bar.as_mut() {
+                    b.step(images, Some(loss), Some(accuracy));
+                }
+            }
+            Event::TrainingDone => {
+                if let Some(b) = bar.take() {
+                    b.clear();
+                }
+            }
+            Event::EpochEnd {
+                record: r,
+                epochs,
+                seconds,
+            } => {
+                if !quiet {
+                    eprintln!(
+                        "epoch {}/{epochs} ({}): lr {:.4}, loss {:.4}, penalty {:.4}, train acc {:.2}%{}, {:.0} img/s, structure {}, {:.0} s",
+                        r.epoch + 1,
+                        r.phase,
+                        r.lr,
+                        r.train_loss,
+                        r.penalty,
+                        100.0 * r.train_accuracy,
+                        r.val_accuracy.map_or(String::new(), |a| format!(", validation acc {:.2}%", 100.0 * a)),
+                        r.images_per_s,
+                        structure_string(&r.structure),
+                        seconds
+                    );
+                }
+                record(&mut metrics, "epoch", r)?;
+            }
+            Event::RoundEnd {
+                label,
+                record: r,
+                nonzero_weights,
+                total_weights,
+            } => {
+                if !quiet {
+                    let summary = &r.summary;
+                    eprintln!(
+                        "{label}: pruned {} -> structure {} ({:.2}% non-zero weights)",
+                        summary
+                            .layers
+                            .iter()
+                            .map(|u| format!("{} {}", u.layer, u.pruned))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        structure_string(&summary.structure),
+                        100.0 * nonzero_weights as f64 / total_weights as f64
+                    );
+                    for u in &summary.layers {
+                        eprintln!(
+                            "  {}: {} {}, gamma min {:.3e} median {:.3e} max {:.3e}, omega median {:.3e}",
+                            u.layer,
+                            u.groups,
+                            if r.granularity == Granularity::Weight { "weights" } else { "groups" },
+                            u.gamma_min,
+                            u.gamma_median,
+                            u.gamma_max,
+                            u.omega_median
+                        );
+                    }
+                }
+                record(&mut metrics, "loop", r)?;
             }
         }
-        let rec = serde_json::json!({ "loop": l, "penalty": penalty,
-            "granularity": if weights { "weight" } else { "group" }, "summary": summary,
-            "nonzero_fraction": nz as f64 / total_weights as f64,
-            "seconds": start.elapsed().as_secs_f64() });
-        mrec(&mut metrics, "loop", rec.clone())?;
-        loop_records.push(rec);
+        Ok(())
+    };
+    let result = comp.run(&mut feed, &mut observe);
+    if let Some(b) = bar.take() {
+        b.clear();
     }
-    comp.settings.weight_decay = settings.finetune_weight_decay;
-    for e in 0..settings.finetune_epochs {
-        let lr = settings.finetune_lr
-            * bayesnas_engine::optim::cosine_factor(e, settings.finetune_epochs, 0.0);
-        run_epoch(
-            &mut comp,
-            &mut metrics,
-            epoch,
-            lr,
-            false,
-            usize::MAX,
-            "fine-tune".into(),
-        )?;
-        epoch += 1;
-    }
+    let outcome = result?;
 
-    let mut it = batches(&test_loader, 0, None)?;
-    let (test_loss, test_acc) = comp.evaluate(&mut it)?;
-    drop(it);
-    let seconds = start.elapsed().as_secs_f64();
-    let (nonzero, total) = comp.net.nonzero_weights(&comp.store);
-    let structure = comp.net.structure();
+    let structure = &outcome.structure;
     let original = model.original_structure();
     let (ref_name, ref_structure, ref_error, ref_nonzero) = model.reference();
     let pruned_path = out.join("pruned.safetensors");
     let metadata = HashMap::from([
         ("format".to_string(), "bayesnas-compressed".to_string()),
         ("model".to_string(), model.name().to_string()),
-        ("structure".to_string(), structure_string(&structure)),
+        ("structure".to_string(), structure_string(structure)),
         (
             "layout".to_string(),
             "{layer}.weight/.bias of the shrunk layers (conv [out, in, k, k], linear [out, in]); \
@@ -687,18 +656,28 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         ),
     ]);
     comp.save_pruned(&pruned_path, &metadata)?;
-    let test_error = 100.0 * (1.0 - test_acc);
+    let test_error = outcome.test_error();
+    let (nonzero, total, seconds) = (
+        outcome.nonzero_weights,
+        outcome.total_weights,
+        outcome.seconds,
+    );
+    let loops: Vec<serde_json::Value> = outcome
+        .loops
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or_default())
+        .collect();
     let report = Report {
         model: model.name(),
         test_error,
-        test_loss,
+        test_loss: outcome.test_loss,
         test_set: parts.test_origin,
         structure: structure.clone(),
         original_structure: original.clone(),
         structure_change: format!(
             "{} -> {}",
             structure_string(&original),
-            structure_string(&structure)
+            structure_string(structure)
         ),
         nonzero_fraction: nonzero as f64 / total as f64,
         nonzero_weights: nonzero,
@@ -709,18 +688,18 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         device: rt.device.to_string(),
         threads: rt.threads,
         settings: &settings,
-        batch: args.batch,
-        augment: args.augment(),
-        crop_padding: args.crop_padding(),
-        loops: &loop_records,
+        batch: settings.batch,
+        augment: settings.augment,
+        crop_padding: settings.crop_padding,
+        loops: &loops,
         pruned_model: "pruned.safetensors",
     };
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
     write_atomic(&out.join("report.json"), json.as_bytes())?;
-    mrec(
+    record(
         &mut metrics,
         "compress_end",
-        serde_json::json!({ "test_error": test_error, "structure": structure,
+        &serde_json::json!({ "test_error": test_error, "structure": structure,
             "nonzero_fraction": nonzero as f64 / total as f64, "seconds": seconds }),
     )?;
 
@@ -729,7 +708,7 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
     println!(
         "structure: {} -> {}",
         structure_string(&original),
-        structure_string(&structure)
+        structure_string(structure)
     );
     println!(
         "non-zero weights: {nonzero} of {total} ({:.3}%)",

@@ -13,7 +13,6 @@
 //!
 //! [`Genotype`]: crate::Genotype
 
-pub mod compress;
 pub mod network;
 pub mod train;
 
