@@ -3,7 +3,10 @@
 //! update follows the method note.
 
 use bayesnas_engine::prelude::*;
-use bayesnas_search::compress::{CompressNet, CompressSettings, Compressor, Model, PenaltyMode};
+use bayesnas_search::compress::{
+    AugmentPolicy, Batches, CompressData, CompressNet, CompressSettings, Compressor, Event,
+    Granularity, Model, PenaltyMode,
+};
 
 fn images(n: usize, seed: u64) -> (Tensor, Vec<u32>) {
     let mut rng = Rng::new(seed);
@@ -358,4 +361,182 @@ fn weight_phase_prunes_single_weights_and_units_left_without_weights() {
     assert!(after < before, "{before} -> {after}");
     assert_eq!(zero_at(&c), 0.0);
     assert_eq!(c.net.nonzero_weights(&c.store).0, nz);
+}
+
+#[test]
+fn for_model_holds_every_default() {
+    for model in Model::ALL {
+        let s = CompressSettings::for_model(model);
+        s.validate().unwrap();
+        let layers = model.original_structure().len();
+        assert_eq!(s.lambda.len(), layers, "{model}");
+        // the defaults every model shares
+        assert_eq!(s.lr, CompressSettings::LR);
+        assert_eq!(s.weight_decay, CompressSettings::WEIGHT_DECAY);
+        assert_eq!(s.finetune_weight_decay, CompressSettings::WEIGHT_DECAY);
+        assert_eq!(s.momentum, CompressSettings::MOMENTUM);
+        assert_eq!(s.curvature_batches, CompressSettings::CURVATURE_BATCHES);
+        assert_eq!(s.penalty, CompressSettings::PENALTY);
+        assert_eq!(s.batch, CompressSettings::BATCH);
+        assert_eq!(s.valid_fraction, CompressSettings::VALID_FRACTION);
+        assert_eq!(s.augment, AugmentPolicy::Finetune);
+        assert_eq!((s.threshold, s.seed, s.max_batches), (1e-6, 0, None));
+        // the fine-tune's weight decay follows the loops'
+        let w = CompressSettings::for_model_with(model, 0.1, 1e-3);
+        assert_eq!(
+            (w.lr, w.weight_decay, w.finetune_weight_decay),
+            (0.1, 1e-3, 1e-3)
+        );
+    }
+    let (a, b) = (
+        CompressSettings::for_model(Model::Lenet300100),
+        CompressSettings::for_model(Model::Lenet5),
+    );
+    assert_eq!(a.lambda, vec![0.185, 0.0075, 0.03]);
+    assert_eq!(b.lambda, vec![0.15, 0.01, 0.018, 0.01]);
+    assert_eq!((a.warmup_epochs, a.loops, a.epochs_per_loop), (0, 4, 2));
+    assert_eq!((b.warmup_epochs, b.loops, b.epochs_per_loop), (1, 16, 1));
+    assert_eq!((a.weight_loops, a.weight_lambda.clone()), (0, vec![0.01]));
+    assert_eq!((b.weight_loops, b.weight_lambda.clone()), (4, vec![0.003]));
+    assert_eq!((a.finetune_epochs, a.finetune_lr), (100, 0.05));
+    assert_eq!((b.finetune_epochs, b.finetune_lr), (80, 0.02));
+    assert_eq!((a.crop_padding, b.crop_padding), (2, 1));
+    // lenet-300-100 fine-tunes from the loops' learning rate, lenet5 from its own
+    let lr = |m| CompressSettings::for_model_with(m, 0.1, 5e-4).finetune_lr;
+    assert_eq!((lr(Model::Lenet300100), lr(Model::Lenet5)), (0.1, 0.02));
+}
+
+/// Random images: `batches` of 8 per training epoch, no validation part.
+struct RandomData {
+    batches: usize,
+    finetune_epochs: Vec<usize>,
+}
+
+impl CompressData for RandomData {
+    fn train_batches(&self) -> usize {
+        self.batches
+    }
+    fn train(&mut self, epoch: usize, finetune: bool) -> Result<Batches<'_>> {
+        if finetune {
+            self.finetune_epochs.push(epoch);
+        }
+        let seed = 100 * epoch as u64;
+        Ok(Box::new(
+            (0..self.batches).map(move |i| Ok(images(8, seed + i as u64))),
+        ))
+    }
+    fn validation(&mut self) -> Result<Option<Batches<'_>>> {
+        Ok(None)
+    }
+    fn test(&mut self) -> Result<Batches<'_>> {
+        Ok(Box::new((0..2).map(|i| Ok(images(16, 1000 + i)))))
+    }
+}
+
+#[test]
+fn run_goes_through_the_schedule_and_reports_it() {
+    let s = CompressSettings {
+        lambda: vec![1e-3],
+        lr: 0.01,
+        warmup_epochs: 1,
+        loops: 2,
+        epochs_per_loop: 1,
+        weight_loops: 1,
+        weight_lambda: vec![1e-3],
+        finetune_epochs: 2,
+        curvature_batches: 2,
+        ..CompressSettings::for_model(Model::Lenet300100)
+    };
+    let labels: Vec<String> = s.rounds().iter().map(|r| r.label()).collect();
+    assert_eq!(
+        labels,
+        [
+            "warm-up",
+            "loop 1",
+            "loop 2",
+            "weight warm-up",
+            "weight loop 1"
+        ]
+    );
+    assert_eq!((s.first_finetune_epoch(), s.total_epochs()), (5, 7));
+    let mut c = Compressor::new(Model::Lenet300100, s.clone(), Device::Cpu).unwrap();
+    let mut data = RandomData {
+        batches: 3,
+        finetune_epochs: Vec::new(),
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let outcome = c
+        .run(&mut data, &mut |e: Event| -> Result<()> {
+            seen.push(match e {
+                Event::EpochStart {
+                    epoch,
+                    epochs,
+                    phase,
+                    batches,
+                } => format!("start {epoch}/{epochs} {phase} {batches}"),
+                Event::Step { step, images, .. } => format!("step {step} {images}"),
+                Event::TrainingDone => "trained".into(),
+                Event::EpochEnd { record, .. } => format!("end {}", record.epoch),
+                Event::RoundEnd { label, record, .. } => {
+                    format!("round {label} {}", record.index)
+                }
+            });
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        seen[..7],
+        [
+            "start 0/7 warm-up 3",
+            "step 1 8",
+            "step 2 8",
+            "step 3 8",
+            "trained",
+            "end 0",
+            "round warm-up 0"
+        ]
+    );
+    let rounds: Vec<&String> = seen.iter().filter(|e| e.starts_with("round")).collect();
+    assert_eq!(
+        rounds,
+        [
+            "round warm-up 0",
+            "round loop 1 1",
+            "round loop 2 2",
+            "round weight warm-up 0",
+            "round weight loop 1 1"
+        ]
+    );
+    assert_eq!(seen.iter().filter(|e| e.starts_with("step")).count(), 21);
+    assert_eq!(seen.last().unwrap(), "end 6");
+    assert_eq!(data.finetune_epochs, [5, 6]);
+    // the outcome
+    assert_eq!(outcome.epochs.len(), 7);
+    assert_eq!(outcome.epochs[6].phase, "fine-tune");
+    assert_eq!(outcome.loops.len(), 5);
+    assert!(!outcome.loops[0].penalty && outcome.loops[1].penalty);
+    assert_eq!(outcome.loops[4].granularity, Granularity::Weight);
+    assert_eq!(outcome.structure, c.net.structure());
+    assert_eq!(outcome.nonzero_weights, c.net.nonzero_weights(&c.store).0);
+    assert_eq!(outcome.total_weights, 266_200);
+    assert!((0.0..=1.0).contains(&outcome.test_accuracy));
+    assert_eq!(outcome.test_error(), 100.0 * (1.0 - outcome.test_accuracy));
+    // the fine-tune's learning rate is cosine-annealed from finetune_lr
+    assert_eq!(outcome.epochs[5].lr, s.finetune_lr);
+    assert!(outcome.epochs[6].lr < s.finetune_lr);
+
+    // an observer's error ends the run
+    let mut c = Compressor::new(Model::Lenet300100, s, Device::Cpu).unwrap();
+    let mut ends = 0;
+    let err = c
+        .run(&mut data, &mut |e: Event| {
+            if let Event::EpochEnd { .. } = e {
+                ends += 1;
+                return Err(Error::Invalid("stop".into()));
+            }
+            Ok(())
+        })
+        .unwrap_err();
+    assert_eq!(err, Error::Invalid("stop".into()));
+    assert_eq!(ends, 1);
 }
