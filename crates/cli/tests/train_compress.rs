@@ -431,3 +431,89 @@ fn compress_smoke_run_writes_a_report() {
     }
     std::fs::remove_dir_all(out).ok();
 }
+
+/// The `[default: ...]` texts of `compress --help` name the values of
+/// `CompressSettings::for_model`.
+#[test]
+fn compress_help_names_the_for_model_defaults() {
+    use bayesnas_search::compress::{AugmentPolicy, CompressSettings, Model};
+    let o = bin().args(["compress", "--help"]).output().unwrap();
+    let (h, _) = text(&o);
+    let help = h.split_whitespace().collect::<Vec<_>>().join(" ");
+    // the text in brackets after `flag`'s `[default: `
+    let default_of = |flag: &str| -> String {
+        let at = help
+            .find(&format!("{flag} <"))
+            .unwrap_or_else(|| panic!("{flag}"));
+        let rest = &help[at..];
+        let start = rest.find("[default: ").unwrap() + "[default: ".len();
+        rest[start..start + rest[start..].find(']').unwrap()].to_string()
+    };
+    // "lenet-300-100 A, lenet5 B" (or `;`) -> (A, B)
+    let per_model = |flag: &str| -> (String, String) {
+        let d = default_of(flag);
+        let (a, b) = d
+            .strip_prefix("lenet-300-100 ")
+            .and_then(|r| r.split_once(" lenet5 "))
+            .unwrap_or_else(|| panic!("{flag}: {d}"));
+        (a.trim_end_matches([',', ';']).to_string(), b.to_string())
+    };
+    let floats = |v: &str| -> Vec<f64> { v.split(',').map(|x| x.parse().unwrap()).collect() };
+    let (a, b) = (
+        CompressSettings::for_model(Model::Lenet300100),
+        CompressSettings::for_model(Model::Lenet5),
+    );
+    let (la, lb) = per_model("--lambda");
+    assert_eq!(
+        (floats(&la), floats(&lb)),
+        (a.lambda.clone(), b.lambda.clone())
+    );
+    let (wa, wb) = per_model("--weight-lambda");
+    assert_eq!(
+        (floats(&wa), floats(&wb)),
+        (a.weight_lambda.clone(), b.weight_lambda.clone())
+    );
+    for (flag, get) in [
+        (
+            "--loops",
+            (|s: &CompressSettings| s.loops) as fn(&CompressSettings) -> usize,
+        ),
+        ("--epochs-per-loop", |s| s.epochs_per_loop),
+        ("--warmup-epochs", |s| s.warmup_epochs),
+        ("--weight-loops", |s| s.weight_loops),
+        ("--finetune-epochs", |s| s.finetune_epochs),
+        ("--crop-padding", |s| s.crop_padding),
+    ] {
+        let (x, y) = per_model(flag);
+        assert_eq!((x, y), (get(&a).to_string(), get(&b).to_string()), "{flag}");
+    }
+    let (fa, fb) = per_model("--finetune-lr");
+    assert_eq!((fa.as_str(), a.finetune_lr), ("--lr", a.lr));
+    assert_eq!(fb.parse::<f32>().unwrap(), b.finetune_lr);
+    for s in [&a, &b] {
+        assert_eq!(
+            default_of("--threshold").parse::<f64>().unwrap(),
+            s.threshold
+        );
+        assert_eq!(default_of("--lr").parse::<f32>().unwrap(), s.lr);
+        assert_eq!(
+            default_of("--weight-decay").parse::<f32>().unwrap(),
+            s.weight_decay
+        );
+        assert_eq!(default_of("--finetune-weight-decay"), "--weight-decay");
+        assert_eq!(s.finetune_weight_decay, s.weight_decay);
+        assert_eq!(default_of("--momentum").parse::<f32>().unwrap(), s.momentum);
+        assert_eq!(default_of("--batch").parse::<usize>().unwrap(), s.batch);
+        assert_eq!(
+            default_of("--curvature-batches").parse::<usize>().unwrap(),
+            s.curvature_batches
+        );
+        assert_eq!(
+            default_of("--valid-fraction").parse::<f64>().unwrap(),
+            s.valid_fraction
+        );
+        assert_eq!(default_of("--augment"), "finetune");
+        assert_eq!(s.augment, AugmentPolicy::Finetune);
+        assert_eq!(default_of("--penalty"), "prox");
+    }
+}
