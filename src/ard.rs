@@ -342,3 +342,103 @@ pub fn group_ard_update(inp: &ArdInput<'_>) -> ArdOutput {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-12 * (1.0 + b.abs())
+    }
+
+    /// One parent (w = (3, 4), h = (0.5, 0.5), lambda 0.5: H = (1, 1), omega = 1, gamma = 5)
+    /// with one child (w = (1, 1), h = (0.75, 0.75), lambda 0.25: H = (3, 3),
+    /// omega = sqrt(3/2), gamma = 2/sqrt(3), tilde = 1/(sqrt(3)/2 + 1/5)), gamma 1 in force.
+    #[test]
+    fn hierarchy_matches_hand_computation() {
+        let inp = ArdInput {
+            n_parents: 1,
+            n_children: 1,
+            n_members: 2,
+            w: &[3.0, 4.0, 1.0, 1.0],
+            h: &[0.5, 0.5, 0.75, 0.75],
+            gamma_in: &[1.0, 1.0],
+            gamma_prev: &[1.0, 1.0],
+            lambda_parent: 0.5,
+            lambda_child: 0.25,
+            clamp_negative: false,
+        };
+        let out = group_ard_update(&inp);
+        assert_eq!(out.status, vec![status::UPDATED; 2]);
+        let s3 = 3f64.sqrt();
+        for (got, want) in [
+            (out.gamma[0], 5.0),
+            (out.omega[0], 1.0),
+            (out.tilde[0], 5.0),
+            (out.gamma[1], 2.0 / s3),
+            (out.omega[1], 1.5f64.sqrt()),
+            (out.tilde[1], 1.0 / (s3 / 2.0 + 0.2)),
+            (out.c[0], 0.5),
+            (out.c[3], 0.25),
+        ] {
+            assert!(close(got, want), "{got} vs {want}");
+        }
+        assert_eq!(inp.params().n_children, 1);
+    }
+
+    /// The two rules differ only where there is no usable evidence.
+    #[test]
+    fn evidence_rules() {
+        let run = |rule, gamma: f64, h: &[f64], norm| {
+            let mut g = GroupArd::new(gamma, 0.5, rule);
+            for &x in h {
+                g.add(x);
+            }
+            g.finish(norm, 7.0)
+        };
+        for rule in [Evidence::KeepPrevious, Evidence::Vanish] {
+            let r = run(rule, 1.0, &[0.5, 0.5], 2.0);
+            assert_eq!((r.gamma, r.omega, r.status), (2.0, 1.0, status::UPDATED));
+            let r = run(rule, 1.0, &[0.5], 0.0);
+            assert_eq!((r.gamma, r.status), (0.0, status::DEAD));
+        }
+        // No curvature: kept, or gone.
+        let keep = run(Evidence::KeepPrevious, 1.0, &[0.0, 0.0], 2.0);
+        assert_eq!(
+            (keep.gamma, keep.omega, keep.status),
+            (7.0, 0.0, status::NO_CURVATURE)
+        );
+        let gone = run(Evidence::Vanish, 1.0, &[0.0, 0.0], 2.0);
+        assert_eq!((gone.gamma, gone.status), (0.0, status::NO_CURVATURE));
+        // A term that is not finite: dropped, or counted.
+        let keep = run(Evidence::KeepPrevious, 1.0, &[f64::INFINITY, 0.5], 1.0);
+        assert_eq!(
+            (keep.gamma, keep.omega),
+            (1.0 / 0.5f64.sqrt(), 0.5f64.sqrt())
+        );
+        let counted = run(Evidence::Vanish, 1.0, &[f64::INFINITY, 0.5], 1.0);
+        assert!(counted.omega.is_nan() && counted.gamma.is_nan());
+    }
+
+    #[test]
+    fn group_checks_and_norm() {
+        let mut c = [9.0; 2];
+        let (r, clamped) = update_group(1.0, 3.0, &[1.0, 1.0], &[-1.0, 0.5], 0.5, true, &mut c);
+        assert_eq!((r.status, clamped, c[0]), (status::UPDATED, 1, 1.0));
+        let (r, _) = update_group(1.0, 3.0, &[1.0, 1.0], &[-1.0, 0.5], 0.5, false, &mut c);
+        assert_eq!(
+            (r.status, r.gamma, r.omega),
+            (status::ERR_NEGATIVE, 3.0, 0.0)
+        );
+        let (r, _) = update_group(1.0, 3.0, &[f64::NAN], &[0.5], 0.5, false, &mut c);
+        assert_eq!(r.status, status::ERR_NOT_FINITE);
+        let (r, _) = update_group(-1.0, 3.0, &[1.0], &[0.5], 0.5, false, &mut c);
+        assert_eq!(r.status, status::ERR_BAD_GAMMA);
+        let (r, _) = update_group(0.0, 3.0, &[1.0], &[0.5], 0.5, false, &mut c);
+        assert_eq!((c[0], r.omega), (0.0, 1.0));
+        assert_eq!(scaled_norm(&[3e300, 4e300]), 5e300);
+        assert_eq!(scaled_norm(&[0.0, -0.0]), 0.0);
+        assert_eq!(combine(2.0, 2.0), 1.0);
+        assert_eq!(combine(0.0, 2.0), 0.0);
+    }
+}
