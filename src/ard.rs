@@ -15,6 +15,9 @@
 //! ```
 //!
 //! [`GroupArd`] is this update for one group, member by member; every caller goes through it.
+//! Its [`Evidence`] rule says what a group without usable evidence gets: the hierarchy's
+//! update keeps the previous gamma; a caller that prunes groups lets such a group go
+//! (`gamma = 0`).
 //!
 //! # Hierarchies
 //!
