@@ -33,6 +33,7 @@
 //! kernel (measured 11-20 µs per call on a 2-core VM, against about 1 µs inside the pool).
 //! Results are the same either way.
 
+pub mod ard;
 pub mod device;
 pub mod error;
 pub mod io;

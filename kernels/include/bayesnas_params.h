@@ -143,26 +143,27 @@ typedef struct SgdParams {
     float grad_scale;
 } SgdParams;
 
-/* HARD closed-form update of one cell type (method note section 5; crates/search bayes.rs).
- * Groups are laid out edge by edge, parent first: g = e * (n_ops + 1) (+ 1 + op for a child);
- * per-cell values are [group][cell]. clamp_negative: 0 rejects negative curvature (status
- * HARD_ERR_NEGATIVE), 1 clamps it to 0. */
-typedef struct HardParams {
-    int64_t n_edges;
-    int64_t n_ops;
-    int64_t n_cells;
+/* Hierarchical group-ARD update (kernels/ard.cu group_ard_update; host reference
+ * bayesnas_engine::ard). n_parents parents of n_children children each; every parent and every
+ * child is a group of n_members members. Groups are laid out parent by parent, parent first:
+ * g = p * (n_children + 1) (+ 1 + k for child k); per-member values are [group][member].
+ * clamp_negative: 0 rejects negative curvature (status ARD_ERR_NEGATIVE), 1 clamps it to 0. */
+typedef struct ArdParams {
+    int64_t n_parents;
+    int64_t n_children;
+    int64_t n_members;
     double lambda_parent;
     double lambda_child;
     int32_t clamp_negative;
     int32_t _pad;
-} HardParams;
+} ArdParams;
 
-/* hard_update status codes (status_out[g]). */
-#define HARD_UPDATED 1
-#define HARD_DEAD 2
-#define HARD_NO_CURVATURE 3
-#define HARD_ERR_NOT_FINITE (-1)
-#define HARD_ERR_NEGATIVE (-2)
-#define HARD_ERR_BAD_GAMMA (-3)
+/* group_ard_update status codes (status_out[g]). */
+#define ARD_UPDATED 1
+#define ARD_DEAD 2
+#define ARD_NO_CURVATURE 3
+#define ARD_ERR_NOT_FINITE (-1)
+#define ARD_ERR_NEGATIVE (-2)
+#define ARD_ERR_BAD_GAMMA (-3)
 
 #endif /* BAYESNAS_PARAMS_H */

@@ -88,7 +88,7 @@ WRAP(softmax_ce_bwd, (pr, l, dz, p), const float* pr, const uint32_t* l, float* 
 WRAP(softmax_ce_curv_seed, (pr, h, p), const float* pr, float* h, LossParams p)
 // optim.cu
 WRAP(sgd_momentum, (w, g, m, p), float* w, const float* g, float* m, SgdParams p)
-// bayes.cu
-WRAP(hard_update, (s, h, gi, gp, go, om, ti, st, cl, c, p), const double* s, const double* h,
-     const double* gi, const double* gp, double* go, double* om, double* ti, int32_t* st,
-     int32_t* cl, double* c, HardParams p)
+// ard.cu
+WRAP(group_ard_update, (w, h, gi, gp, go, om, ti, st, cl, c, p), const double* w,
+     const double* h, const double* gi, const double* gp, double* go, double* om, double* ti,
+     int32_t* st, int32_t* cl, double* c, ArdParams p)

@@ -287,9 +287,9 @@ extern "C" {
     );
     pub fn host_softmax_ce_curv_seed(launch: Launch, pr: *const f32, h: *mut f32, p: LossParams);
     pub fn host_sgd_momentum(launch: Launch, w: *mut f32, g: *const f32, m: *mut f32, p: SgdParams);
-    pub fn host_hard_update(
+    pub fn host_group_ard_update(
         l: Launch,
-        s: *const f64,
+        w: *const f64,
         h: *const f64,
         gi: *const f64,
         gp: *const f64,
@@ -299,6 +299,6 @@ extern "C" {
         st: *mut i32,
         cl: *mut i32,
         c: *mut f64,
-        p: HardParams,
+        p: ArdParams,
     );
 }

@@ -1,7 +1,8 @@
-//! The host-emulated `hard_update` kernel against `bayesnas_search::Prior::update` (the CPU
-//! reference of the closed-form HARD update) on random statistics, over several rounds.
+//! The host-emulated `group_ard_update` kernel against `bayesnas_search::Prior::update` (the
+//! closed-form HARD update through the engine's host function `bayesnas_engine::ard`) on
+//! random statistics, over several rounds.
 
-use bayesnas_engine::device::cuda::{HardInput, HardOutput};
+use bayesnas_engine::ard::{group_ard_update, ArdInput, ArdOutput};
 use bayesnas_engine::Rng;
 use bayesnas_kernel_host::*;
 use bayesnas_search::bayes::{GroupStatus, NegativeCurvature};
@@ -25,9 +26,9 @@ fn status_tilde(prior: &Prior, ct: CellType) -> (Vec<GroupStatus>, Vec<f64>) {
 
 fn code(s: GroupStatus) -> i32 {
     match s {
-        GroupStatus::Updated => HARD_UPDATED,
-        GroupStatus::Dead => HARD_DEAD,
-        GroupStatus::NoCurvature => HARD_NO_CURVATURE,
+        GroupStatus::Updated => ARD_UPDATED,
+        GroupStatus::Dead => ARD_DEAD,
+        GroupStatus::NoCurvature => ARD_NO_CURVATURE,
         GroupStatus::Initial => 0,
     }
 }
@@ -54,13 +55,13 @@ fn cell_cs(prior: &Prior, ct: CellType) -> Vec<f64> {
 }
 
 /// The emulated kernel on `st` against the state of `prior` (what `Prior::update_with` passes).
-fn run_kernel(prior: &Prior, ct: CellType, st: &CellTypeStats, cfg: &UpdateConfig) -> HardOutput {
+fn run_kernel(prior: &Prior, ct: CellType, st: &CellTypeStats, cfg: &UpdateConfig) -> ArdOutput {
     let (gin, gprev) = (prior.gammas_in_force(ct), prior.own_gammas(ct));
-    emulated(&HardInput {
-        n_edges: st.n_edges(),
-        n_ops: st.n_ops(),
-        n_cells: st.n_cells(),
-        s: st.s_flat(),
+    emulated(&ArdInput {
+        n_parents: st.n_edges(),
+        n_children: st.n_ops(),
+        n_members: st.n_cells(),
+        w: st.s_flat(),
         h: st.h_flat(),
         gamma_in: &gin,
         gamma_prev: &gprev,
@@ -104,7 +105,7 @@ fn random_stats(
 }
 
 #[test]
-fn hard_update_matches_prior_update_over_rounds() {
+fn group_ard_update_matches_prior_update_over_rounds() {
     let mut rng = Rng::new(11);
     for space in [SearchSpace::darts(), SearchSpace::bayesnas()] {
         let mut prior = Prior::new(&space).unwrap();
@@ -147,7 +148,7 @@ fn hard_update_matches_prior_update_over_rounds() {
 }
 
 #[test]
-fn hard_update_reports_errors() {
+fn group_ard_update_reports_errors() {
     let mut rng = Rng::new(12);
     let space = SearchSpace::darts();
     let prior = Prior::new(&space).unwrap();
@@ -163,27 +164,27 @@ fn hard_update_reports_errors() {
         .update(&st, &prior.stats_template(CellType::Reduce, 0), &cfg)
         .is_err());
     let o = run_kernel(&prior, CellType::Normal, &st, &cfg);
-    assert_eq!(o.status[1], HARD_ERR_NEGATIVE);
-    assert_eq!(o.status[no + 1], HARD_ERR_NOT_FINITE);
-    assert_eq!(o.status[0], HARD_UPDATED);
+    assert_eq!(o.status[1], ARD_ERR_NEGATIVE);
+    assert_eq!(o.status[no + 1], ARD_ERR_NOT_FINITE);
+    assert_eq!(o.status[0], ARD_UPDATED);
 }
 
 /// The host-emulated kernel behind `Prior::update_with`'s kernel seam (as
-/// `CudaBackend::hard_update` is on a GPU).
-fn emulated(inp: &HardInput<'_>) -> Result<HardOutput, BayesError> {
-    let g = inp.n_edges * (inp.n_ops + 1);
-    let mut o = HardOutput {
+/// `CudaBackend::group_ard_update` is on a GPU).
+fn emulated(inp: &ArdInput<'_>) -> Result<ArdOutput, BayesError> {
+    let g = inp.n_parents * (inp.n_children + 1);
+    let mut o = ArdOutput {
         gamma: vec![f64::NAN; g],
         omega: vec![f64::NAN; g],
         tilde: vec![f64::NAN; g],
         status: vec![99; g],
         clamped: vec![99; g],
-        c: vec![f64::NAN; g * inp.n_cells],
+        c: vec![f64::NAN; g * inp.n_members],
     };
     unsafe {
-        host_hard_update(
+        host_group_ard_update(
             Launch::d1(2, 4),
-            inp.s.as_ptr(),
+            inp.w.as_ptr(),
             inp.h.as_ptr(),
             inp.gamma_in.as_ptr(),
             inp.gamma_prev.as_ptr(),
@@ -281,5 +282,75 @@ fn update_with_the_emulated_kernel_matches_update() {
             .unwrap_err();
         assert_eq!(ed.to_string(), eh.to_string());
         assert_eq!(dev, before);
+    }
+}
+
+/// The emulated kernel and the engine's host function `ard::group_ard_update` agree bit for
+/// bit on every output (for C: on every group without an error status), errors included.
+#[test]
+fn emulated_kernel_equals_the_host_function_bit_for_bit() {
+    let mut rng = Rng::new(14);
+    for space in [SearchSpace::darts(), SearchSpace::bayesnas()] {
+        let prior = Prior::new(&space).unwrap();
+        for round in 0..6 {
+            let clamp = round % 2 == 1;
+            let mut st = random_stats(&prior, CellType::Normal, 1 + round, &mut rng, true);
+            let (ne, no, nc) = (st.n_edges(), st.n_ops(), st.n_cells());
+            let (mut s, mut h) = (st.s_flat().to_vec(), st.h_flat().to_vec());
+            let k = rng.below(h.len());
+            h[k] = -0.5;
+            if round >= 4 {
+                let (i, j) = (rng.below(s.len()), rng.below(h.len()));
+                s[i] = f64::NAN;
+                h[j] = f64::INFINITY;
+            }
+            st = CellTypeStats::from_flat(ne, no, nc, s, h).unwrap();
+            let g = st.n_groups();
+            let gamma_in: Vec<f64> = (0..g)
+                .map(|i| match i % 9 {
+                    0 => 0.0,
+                    1 if round == 5 => -1.0,
+                    _ => rng.uniform_range(0.0, 3.0),
+                })
+                .collect();
+            let gamma_prev: Vec<f64> = (0..g).map(|_| rng.uniform_range(0.0, 3.0)).collect();
+            let inp = ArdInput {
+                n_parents: st.n_edges(),
+                n_children: st.n_ops(),
+                n_members: st.n_cells(),
+                w: st.s_flat(),
+                h: st.h_flat(),
+                gamma_in: &gamma_in,
+                gamma_prev: &gamma_prev,
+                lambda_parent: rng.uniform_range(0.01, 2.0),
+                lambda_child: rng.uniform_range(0.01, 2.0),
+                clamp_negative: clamp,
+            };
+            let (dev, host) = (emulated(&inp).unwrap(), group_ard_update(&inp));
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let what = format!("{} round {round}", space.name);
+            assert_eq!(dev.status, host.status, "{what} status");
+            assert_eq!(dev.clamped, host.clamped, "{what} clamped");
+            assert_eq!(bits(&dev.gamma), bits(&host.gamma), "{what} gamma");
+            assert_eq!(bits(&dev.omega), bits(&host.omega), "{what} omega");
+            assert_eq!(bits(&dev.tilde), bits(&host.tilde), "{what} tilde");
+            let nm = inp.n_members;
+            for (gi, &s) in host.status.iter().enumerate() {
+                let r = gi * nm..(gi + 1) * nm;
+                if s > 0 {
+                    assert_eq!(bits(&dev.c[r.clone()]), bits(&host.c[r]), "{what} C");
+                }
+            }
+            if round < 4 && !clamp {
+                assert!(host.status.contains(&ARD_ERR_NEGATIVE), "{what}");
+            }
+            if round >= 4 {
+                assert!(host.status.contains(&ARD_ERR_NOT_FINITE), "{what}");
+            }
+            if round == 5 {
+                assert!(host.status.contains(&ARD_ERR_BAD_GAMMA), "{what}");
+            }
+            assert!(host.status.contains(&ARD_UPDATED), "{what}");
+        }
     }
 }

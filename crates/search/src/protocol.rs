@@ -835,7 +835,7 @@ impl Searcher {
             lambda_child: self.settings.lambda_child,
             ..UpdateConfig::new(self.settings.lambda_parent)
         };
-        // On a CUDA device the closed-form update runs in the hard_update kernel.
+        // On a CUDA device the closed-form update runs in the group_ard_update kernel.
         let device = self.device();
         self.prior
             .update_on(

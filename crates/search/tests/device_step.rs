@@ -1,5 +1,5 @@
 //! The supernet train step (forward, backward, curvature, group-lasso gradient, SGD) and the
-//! closed-form HARD update (`Prior::update_on`, the `hard_update` kernel) on CUDA against the
+//! closed-form HARD update (`Prior::update_on`, the `group_ard_update` kernel) on CUDA against the
 //! same on the CPU. Without a usable GPU it prints `skipped: <reason>` and
 //! passes, unless `BAYESNAS_REQUIRE_GPU=1`, when it fails.
 
@@ -88,8 +88,8 @@ fn random_stats(
 }
 
 #[test]
-fn hard_update_on_the_device_matches_the_host() {
-    let Some(gpu) = gpu_or_skip("hard_update_on_the_device_matches_the_host") else {
+fn group_ard_update_on_the_device_matches_the_host() {
+    let Some(gpu) = gpu_or_skip("group_ard_update_on_the_device_matches_the_host") else {
         return;
     };
     let mut rng = Rng::new(21);

@@ -15,12 +15,10 @@
 //! * Kernel modules are loaded once when the backend is created; functions are looked up once
 //!   and cached by entry name.
 
-mod hard;
+mod ard;
 mod ops;
 #[allow(clippy::all, unused)]
 pub mod params;
-
-pub use hard::{status as hard_status, HardInput, HardOutput};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -59,7 +57,7 @@ unsafe impl DeviceRepr for params::MixedParams {}
 unsafe impl DeviceRepr for params::LossParams {}
 unsafe impl DeviceRepr for params::SgdParams {}
 unsafe impl DeviceRepr for params::ShiftParams {}
-unsafe impl DeviceRepr for params::HardParams {}
+unsafe impl DeviceRepr for params::ArdParams {}
 
 /// Device memory of one tensor: a buffer shared between clones (copy-on-write) and the
 /// ordinal of its device.
@@ -667,7 +665,7 @@ mod tests {
             eprintln!("skipped: launched_kernels_exist_in_the_ptx: no PTX in this build");
             return;
         }
-        let src = [include_str!("ops.rs"), include_str!("hard.rs")].concat();
+        let src = [include_str!("ops.rs"), include_str!("ard.rs")].concat();
         let (mut missing, mut checked) = (Vec::new(), 0);
         for part in src.split("launch(").skip(1) {
             let name = part.trim_start().trim_start_matches('"');

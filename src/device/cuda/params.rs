@@ -4,12 +4,12 @@
 #![allow(non_snake_case, dead_code)]
 #![allow(clippy::all)]
 
-pub const HARD_UPDATED: i32 = 1;
-pub const HARD_DEAD: i32 = 2;
-pub const HARD_NO_CURVATURE: i32 = 3;
-pub const HARD_ERR_NOT_FINITE: i32 = -1;
-pub const HARD_ERR_NEGATIVE: i32 = -2;
-pub const HARD_ERR_BAD_GAMMA: i32 = -3;
+pub const ARD_UPDATED: i32 = 1;
+pub const ARD_DEAD: i32 = 2;
+pub const ARD_NO_CURVATURE: i32 = 3;
+pub const ARD_ERR_NOT_FINITE: i32 = -1;
+pub const ARD_ERR_NEGATIVE: i32 = -2;
+pub const ARD_ERR_BAD_GAMMA: i32 = -3;
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct EwParams {
@@ -263,10 +263,10 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
-pub struct HardParams {
-    pub n_edges: i64,
-    pub n_ops: i64,
-    pub n_cells: i64,
+pub struct ArdParams {
+    pub n_parents: i64,
+    pub n_children: i64,
+    pub n_members: i64,
     pub lambda_parent: f64,
     pub lambda_child: f64,
     pub clamp_negative: i32,
@@ -274,17 +274,19 @@ pub struct HardParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of HardParams"][::core::mem::size_of::<HardParams>() - 48usize];
-    ["Alignment of HardParams"][::core::mem::align_of::<HardParams>() - 8usize];
-    ["Offset of field: HardParams::n_edges"][::core::mem::offset_of!(HardParams, n_edges) - 0usize];
-    ["Offset of field: HardParams::n_ops"][::core::mem::offset_of!(HardParams, n_ops) - 8usize];
-    ["Offset of field: HardParams::n_cells"]
-        [::core::mem::offset_of!(HardParams, n_cells) - 16usize];
-    ["Offset of field: HardParams::lambda_parent"]
-        [::core::mem::offset_of!(HardParams, lambda_parent) - 24usize];
-    ["Offset of field: HardParams::lambda_child"]
-        [::core::mem::offset_of!(HardParams, lambda_child) - 32usize];
-    ["Offset of field: HardParams::clamp_negative"]
-        [::core::mem::offset_of!(HardParams, clamp_negative) - 40usize];
-    ["Offset of field: HardParams::_pad"][::core::mem::offset_of!(HardParams, _pad) - 44usize];
+    ["Size of ArdParams"][::core::mem::size_of::<ArdParams>() - 48usize];
+    ["Alignment of ArdParams"][::core::mem::align_of::<ArdParams>() - 8usize];
+    ["Offset of field: ArdParams::n_parents"]
+        [::core::mem::offset_of!(ArdParams, n_parents) - 0usize];
+    ["Offset of field: ArdParams::n_children"]
+        [::core::mem::offset_of!(ArdParams, n_children) - 8usize];
+    ["Offset of field: ArdParams::n_members"]
+        [::core::mem::offset_of!(ArdParams, n_members) - 16usize];
+    ["Offset of field: ArdParams::lambda_parent"]
+        [::core::mem::offset_of!(ArdParams, lambda_parent) - 24usize];
+    ["Offset of field: ArdParams::lambda_child"]
+        [::core::mem::offset_of!(ArdParams, lambda_child) - 32usize];
+    ["Offset of field: ArdParams::clamp_negative"]
+        [::core::mem::offset_of!(ArdParams, clamp_negative) - 40usize];
+    ["Offset of field: ArdParams::_pad"][::core::mem::offset_of!(ArdParams, _pad) - 44usize];
 };

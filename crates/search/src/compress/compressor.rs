@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
+use bayesnas_engine::ard;
 use bayesnas_engine::io::save_store;
 use bayesnas_engine::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -464,9 +465,11 @@ impl Compressor {
     }
 
     /// The closed-form update of every group from the curvature accumulated since the last
-    /// update (method note section 5 with `w` for `s`): `H = h / lambda`,
-    /// `omega = sqrt(sum_i H_i / (1 + gamma H_i))`, `gamma = ||w|| / omega` (0 for a zero
-    /// group, and for a group whose curvature is exactly zero: the data never reaches it).
+    /// update (method note section 5 with `w` for `s`, [`ard::GroupArd`]): `H = h / lambda`,
+    /// `omega = sqrt(sum_i H_i / (1 + gamma H_i))`, `gamma = ||w|| / omega`; under
+    /// [`ard::Evidence::Vanish`] a zero group and a group whose curvature is exactly zero (the
+    /// data never reaches it: an input that was 0 in every curvature batch, a unit whose ReLU
+    /// never fired) get `gamma = 0`: nothing holds their variance up.
     pub fn update(&mut self) -> Result<()> {
         if self.curv_batches == 0 {
             return Err(Error::Invalid(
@@ -479,26 +482,17 @@ impl Compressor {
             let norms = self.group_norms(li);
             let p = self.store.get(id);
             let gi = self.grouping(li, p.value.shape());
-            let h = p.curvature.to_vec();
-            let mut s = vec![0.0f64; norms.len()];
-            let mut seen = vec![false; norms.len()];
-            for (i, &hv) in h.iter().enumerate() {
-                let g = gi.of(i);
-                let big_h = (hv as f64 / self.curv_batches as f64).max(0.0) / lambda;
-                s[g] += big_h / (1.0 + self.gamma[li][g] * big_h);
-                seen[g] |= hv > 0.0;
+            let mut groups: Vec<ard::GroupArd> = self.gamma[li]
+                .iter()
+                .map(|&gamma| ard::GroupArd::new(gamma, lambda, ard::Evidence::Vanish))
+                .collect();
+            for (i, &hv) in p.curvature.to_vec().iter().enumerate() {
+                groups[gi.of(i)].add((hv as f64 / self.curv_batches as f64).max(0.0));
             }
-            for g in 0..norms.len() {
-                let omega = s[g].sqrt();
-                self.omega[li][g] = omega;
-                // A group the data never reaches (an input that was 0 in every curvature
-                // batch, a unit whose ReLU never fired) does not change the loss: the
-                // evidence cannot hold its variance up, so it goes (gamma = 0).
-                self.gamma[li][g] = if norms[g] == 0.0 || !seen[g] {
-                    0.0
-                } else {
-                    norms[g] / omega
-                };
+            for (g, group) in groups.into_iter().enumerate() {
+                let r = group.finish(norms[g], self.gamma[li][g]);
+                self.omega[li][g] = r.omega;
+                self.gamma[li][g] = r.gamma;
             }
         }
         self.store.zero_curvature()?;
