@@ -58,7 +58,7 @@ def test_set(data_dir):
     return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y)
 
 
-# ----- DARTS NetworkCIFAR, from the layout documented in crates/search/src/eval/network.rs -----
+# ----- DARTS NetworkCIFAR, from the layout documented in crates/search/src/retrain/network.rs -----
 
 
 class ReLUConvBN(nn.Module):

@@ -54,21 +54,11 @@ pub fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Builds the supernet, runs `warmup` untimed steps and `steps` timed steps on random
-/// images (with switches training and the curvature pass timed on every step), and returns
-/// the medians.
+/// Builds the supernet with its parameters (and so every step) on `device`, runs `warmup`
+/// untimed steps and `steps` timed steps on random images (with switches training and the
+/// curvature pass timed on every step), and returns the medians. The one step bench:
+/// `bayesnas bench step` prints its result.
 pub fn bench_step(
-    config: SupernetConfig,
-    batch: usize,
-    steps: usize,
-    warmup: usize,
-    seed: u64,
-) -> Result<StepBench> {
-    bench_step_on(config, batch, steps, warmup, seed, Device::Cpu)
-}
-
-/// [`bench_step`] with the parameters (and so every step) on `device`.
-pub fn bench_step_on(
     config: SupernetConfig,
     batch: usize,
     steps: usize,

@@ -1,7 +1,7 @@
 //! `bayesnas bench step`: timing of the supernet train step, one JSON line.
 //! `bayesnas bench kernels`: GPU timings of the backend's kernels, one JSON line each.
 
-use bayesnas_search::bench::bench_step_on;
+use bayesnas_search::bench::bench_step;
 use bayesnas_search::supernet::SupernetConfig;
 use bayesnas_search::SearchSpace;
 use clap::{Args, Subcommand};
@@ -97,7 +97,7 @@ pub fn run(cmd: &BenchCommand) -> CliResult<()> {
                 image: a.image,
                 classes: a.classes,
             };
-            let r = bench_step_on(cfg, a.batch, a.steps, a.warmup, rt.seed, rt.device)?;
+            let r = bench_step(cfg, a.batch, a.steps, a.warmup, rt.seed, rt.device)?;
             println!(
                 "{}",
                 serde_json::to_string(&r).map_err(|e| CliError::Usage(e.to_string()))?

@@ -6,7 +6,7 @@ build.rs produced (target/*/build/bayesnas-engine-*/out/depthwise.ptx; copy it i
 carried folder) with the driver API through ctypes and launches the kernels on PyTorch's
 stream, with the launch geometry documented in kernels/README.md.
 
-    python3 kernels/bench/dw_gpu_check.py path/to/depthwise.ptx [--quick]
+    python3 tools/dw_gpu_check.py path/to/depthwise.ptx [--quick]
 
 Exit status 1 on any parity failure (max |got - want| > 1e-4 * max |want|), 2 on setup errors.
 UNTESTED: written on a machine without a GPU (see kernels/README.md).
