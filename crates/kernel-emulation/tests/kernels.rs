@@ -4,7 +4,7 @@
 use bayesnas_engine::device::cpu::CpuBackend;
 use bayesnas_engine::device::{Backend, Binary, Unary};
 use bayesnas_engine::{Conv2dSpec, Pool2dSpec, Rng, Tensor};
-use bayesnas_kernel_host::*;
+use bayesnas_kernel_emulation::*;
 
 const B: u32 = 256;
 

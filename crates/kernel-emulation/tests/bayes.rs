@@ -3,7 +3,7 @@
 
 use bayesnas_engine::device::cuda::{HardInput, HardOutput};
 use bayesnas_engine::Rng;
-use bayesnas_kernel_host::*;
+use bayesnas_kernel_emulation::*;
 use bayesnas_search::bayes::{GroupStatus, NegativeCurvature};
 use bayesnas_search::BayesError;
 use bayesnas_search::{CellType, CellTypeStats, Prior, SearchSpace, UpdateConfig};
