@@ -1,5 +1,5 @@
 //! Ops recorded on the [`Tape`](crate::Tape). Each file holds one family: the tape method
-//! (forward), and an [`Op`](crate::Op) implementation with its gradient and curvature rules.
+//! (forward), and an [`TapeOp`](crate::TapeOp) implementation with its gradient and curvature rules.
 //! Kernels are called through the device's [`Backend`](crate::Backend).
 
 pub mod batchnorm;

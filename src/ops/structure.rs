@@ -2,14 +2,14 @@
 
 use super::be;
 use crate::error::Result;
-use crate::tape::{Op, OpCtx, Tape, Var};
+use crate::tape::{OpCtx, Tape, TapeOp, Var};
 use crate::tensor::Tensor;
 
 struct ConcatOp {
     sizes: Vec<usize>,
 }
 
-impl Op for ConcatOp {
+impl TapeOp for ConcatOp {
     fn name(&self) -> &'static str {
         "concat_channels"
     }
@@ -27,7 +27,7 @@ impl Op for ConcatOp {
 
 struct ShiftCropOp;
 
-impl Op for ShiftCropOp {
+impl TapeOp for ShiftCropOp {
     fn name(&self) -> &'static str {
         "shift_crop"
     }
