@@ -39,3 +39,26 @@ extern "C" __global__ void shift_crop_bwd(const float* __restrict__ dy, float* _
         dx[i] = (r >= 1 && j >= 1) ? dy[(pl * ho + r - 1) * wo + j - 1] : 0.0f;
     }
 }
+
+// y[r, j] = x[r, idx[j]]: x is [n, cols], y [n, m]. Grid-stride over y.
+extern "C" __global__ void select_columns(const float* __restrict__ x,
+                                          const int64_t* __restrict__ idx,
+                                          float* __restrict__ y, ColumnsParams p) {
+    BZ_GRID_STRIDE(i, p.n * p.m) {
+        const int64_t j = i % p.m, r = i / p.m;
+        y[i] = x[r * p.cols + idx[j]];
+    }
+}
+
+// Adjoint: dx[r, i] = 0 + dy[r, pos[i]] where pos[i] >= 0 (column i was selected), else 0
+// (the sum into zeros of the scatter, so -0 becomes +0). dx is [n, cols], dy [n, m].
+// Grid-stride over dx.
+extern "C" __global__ void select_columns_bwd(const float* __restrict__ dy,
+                                              const int64_t* __restrict__ pos,
+                                              float* __restrict__ dx, ColumnsParams p) {
+    BZ_GRID_STRIDE(i, p.n * p.cols) {
+        const int64_t c = i % p.cols, r = i / p.cols;
+        const int64_t j = pos[c];
+        dx[i] = j >= 0 ? 0.0f + dy[r * p.m + j] : 0.0f;
+    }
+}

@@ -117,6 +117,15 @@ typedef struct ShiftParams {
     int64_t w;
 } ShiftParams;
 
+/* select_columns: y [n, m] = x[:, idx] for x [n, cols] and m unique column indices idx;
+ * select_columns_bwd: dx [n, cols] from dy [n, m] through the inverse map pos [cols]
+ * (pos[i] = j where idx[j] = i, else -1). */
+typedef struct ColumnsParams {
+    int64_t n;
+    int64_t cols;
+    int64_t m;
+} ColumnsParams;
+
 /* Fused mixed op: k branches of n samples with `inner` elements each.
  * chunks: partial-sum chunks per sample in mixed_bwd / mixed_curv (gridDim.x = n * chunks). */
 typedef struct MixedParams {

@@ -882,6 +882,63 @@ fn concat_split_shift() {
     close("shift_crop_bwd", &dx, want.cpu());
 }
 
+#[test]
+fn select_columns_forward_and_backward() {
+    let mut rng = Rng::new(18);
+    for (n, cols, m) in [
+        (5usize, 12usize, 5usize),
+        (33, 300, 120),
+        (1, 1, 1),
+        (4, 9, 9),
+    ] {
+        let what = format!("select_columns n{n} cols{cols} m{m}");
+        // m distinct columns in a random order.
+        let mut all: Vec<usize> = (0..cols).collect();
+        rng.shuffle(&mut all);
+        let idx = &all[..m];
+        let p = ColumnsParams {
+            n: n as i64,
+            cols: cols as i64,
+            m: m as i64,
+        };
+        let x = rvec(n * cols, &mut rng);
+        let map: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+        let mut y = vec![f32::NAN; n * m];
+        unsafe {
+            host_select_columns(
+                Launch::d1(2, B),
+                x.as_ptr(),
+                map.as_ptr(),
+                y.as_mut_ptr(),
+                p,
+            )
+        };
+        let want = cpu().select_columns(&t(&x, &[n, cols]), idx).unwrap();
+        assert_eq!(y, want.cpu(), "{what}");
+        let mut dy = rvec(n * m, &mut rng);
+        dy[0] = -0.0;
+        let mut pos = vec![-1i64; cols];
+        for (j, &i) in idx.iter().enumerate() {
+            pos[i] = j as i64;
+        }
+        let mut dx = vec![f32::NAN; n * cols];
+        unsafe {
+            host_select_columns_bwd(
+                Launch::d1(2, B),
+                dy.as_ptr(),
+                pos.as_ptr(),
+                dx.as_mut_ptr(),
+                p,
+            )
+        };
+        let want = cpu()
+            .select_columns_backward(&t(&dy, &[n, m]), idx, cols)
+            .unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&dx), bits(want.cpu()), "{what} backward");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // mixed.cu
 // ---------------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ unsafe impl DeviceRepr for params::ConvParams {}
 unsafe impl DeviceRepr for params::BnParams {}
 unsafe impl DeviceRepr for params::PoolParams {}
 unsafe impl DeviceRepr for params::CopyParams {}
+unsafe impl DeviceRepr for params::ColumnsParams {}
 unsafe impl DeviceRepr for params::MixedParams {}
 unsafe impl DeviceRepr for params::LossParams {}
 unsafe impl DeviceRepr for params::SgdParams {}

@@ -3,14 +3,14 @@
 //! launch geometry and the layout of its reduction partials.
 
 use super::params::{
-    BnParams, ConvParams, CopyParams, DwParams, EwParams, LossParams, MixedParams, PoolParams,
-    ReduceParams, SgdParams, ShiftParams,
+    BnParams, ColumnsParams, ConvParams, CopyParams, DwParams, EwParams, LossParams, MixedParams,
+    PoolParams, ReduceParams, SgdParams, ShiftParams,
 };
 use super::CudaBackend;
 use crate::device::cpu::loss::check_rows;
 use crate::device::cpu::{conv as cpu_conv, pool as cpu_pool};
 use crate::device::{
-    nchw, same_shape, Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device,
+    nchw, same_shape, shape, Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device,
     Pool2dSpec, Unary,
 };
 use crate::error::{shape_err, Error, Result};
@@ -1273,6 +1273,54 @@ impl Backend for CudaBackend {
             };
             let p = [self.ptr("shift_crop_backward", dy)?, self.ptr("", &dx)?];
             self.launch("shift_crop_bwd", self.grid_stride(dx.numel()), &p, &prm)?;
+        }
+        Ok(dx)
+    }
+
+    fn select_columns(&self, x: &Tensor, idx: &[usize]) -> Result<Tensor> {
+        let (n, cols) = shape::select_columns(x.shape(), idx)?;
+        let m = idx.len();
+        let y = self.wrap(self.alloc(n * m)?, &[n, m]);
+        if y.numel() > 0 {
+            let map: Vec<i64> = idx.iter().map(|&i| i64c(i)).collect();
+            let map = self.htod(&map)?;
+            let prm = ColumnsParams {
+                n: i64c(n),
+                cols: i64c(cols),
+                m: i64c(m),
+            };
+            let p = [
+                self.ptr("select_columns", x)?,
+                self.raw(&map),
+                self.ptr("", &y)?,
+            ];
+            self.launch("select_columns", self.grid_stride(y.numel()), &p, &prm)?;
+        }
+        Ok(y)
+    }
+
+    fn select_columns_backward(&self, dy: &Tensor, idx: &[usize], cols: usize) -> Result<Tensor> {
+        let n = shape::select_columns_backward(dy.shape(), idx, cols)?;
+        let m = idx.len();
+        let dx = self.wrap(self.alloc(n * cols)?, &[n, cols]);
+        if dx.numel() > 0 {
+            // pos[i] = j where idx[j] = i, else -1: one thread per dx entry, no scatter.
+            let mut pos = vec![-1i64; cols];
+            for (j, &i) in idx.iter().enumerate() {
+                pos[i] = i64c(j);
+            }
+            let pos = self.htod(&pos)?;
+            let prm = ColumnsParams {
+                n: i64c(n),
+                cols: i64c(cols),
+                m: i64c(m),
+            };
+            let p = [
+                self.ptr("select_columns_backward", dy)?,
+                self.raw(&pos),
+                self.ptr("", &dx)?,
+            ];
+            self.launch("select_columns_bwd", self.grid_stride(dx.numel()), &p, &prm)?;
         }
         Ok(dx)
     }

@@ -208,6 +208,21 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct ColumnsParams {
+    pub n: i64,
+    pub cols: i64,
+    pub m: i64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of ColumnsParams"][::core::mem::size_of::<ColumnsParams>() - 24usize];
+    ["Alignment of ColumnsParams"][::core::mem::align_of::<ColumnsParams>() - 8usize];
+    ["Offset of field: ColumnsParams::n"][::core::mem::offset_of!(ColumnsParams, n) - 0usize];
+    ["Offset of field: ColumnsParams::cols"][::core::mem::offset_of!(ColumnsParams, cols) - 8usize];
+    ["Offset of field: ColumnsParams::m"][::core::mem::offset_of!(ColumnsParams, m) - 16usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct MixedParams {
     pub n: i64,
     pub inner: i64,
