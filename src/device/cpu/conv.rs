@@ -47,6 +47,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::gemm::{sgemm, sgemm_into, Mat};
+use super::simd::{isa_dispatch, Isa, Madd};
 use crate::device::Conv2dSpec;
 use crate::error::{shape_err, Error, Result};
 use crate::tensor::Tensor;
@@ -433,134 +434,17 @@ fn sum_partials_in_order(parts: &[f32], count: usize, len: usize) -> Vec<f32> {
 const MIN_TASK_ELEMS: usize = 1 << 12;
 
 // ------------------------------------------------------------------------------------------
-// Instruction-set dispatch for the direct kernels
-// ------------------------------------------------------------------------------------------
-
-/// Which compiled copy of the direct kernels runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Isa {
-    /// Portable code (whatever the build's target features allow).
-    Base,
-    /// The same code compiled with AVX2 and FMA enabled.
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
-    /// The same code compiled with AVX-512F as well (16-wide vectors; twice the rows per
-    /// block in the gather, to keep enough independent accumulators).
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-impl Isa {
-    /// The copy for kernels whose AVX-512 copy measured slower (the weight-gradient dot
-    /// products): AVX2 in its place.
-    fn at_most_avx2(self) -> Isa {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => Isa::Avx2Fma,
-            other => other,
-        }
-    }
-
-    fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            if std::is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            return Isa::Avx2Fma;
-        }
-        Isa::Base
-    }
-}
-
-/// `a * b + c`, rounded once where the copy of the kernel has fused multiply-add.
-trait Madd {
-    /// Whether the copy has 16-wide vectors (AVX-512).
-    const WIDE: bool = false;
-    fn madd(a: f32, b: f32, c: f32) -> f32;
-}
-
-/// Separate multiply and add (the portable copy: `mul_add` would be a libm call there).
-struct Separate;
-
-impl Madd for Separate {
-    #[inline(always)]
-    fn madd(a: f32, b: f32, c: f32) -> f32 {
-        a * b + c
-    }
-}
-
-/// Fused multiply-add (only in the copy compiled with FMA, where it is one instruction).
-#[cfg(target_arch = "x86_64")]
-struct Fused;
-
-#[cfg(target_arch = "x86_64")]
-impl Madd for Fused {
-    #[inline(always)]
-    fn madd(a: f32, b: f32, c: f32) -> f32 {
-        a.mul_add(b, c)
-    }
-}
-
-/// Fused multiply-add in the copy compiled with AVX-512F (the same arithmetic as [`Fused`],
-/// so both copies give bitwise the same results).
-#[cfg(target_arch = "x86_64")]
-struct Fused512;
-
-#[cfg(target_arch = "x86_64")]
-impl Madd for Fused512 {
-    const WIDE: bool = true;
-    #[inline(always)]
-    fn madd(a: f32, b: f32, c: f32) -> f32 {
-        a.mul_add(b, c)
-    }
-}
-
-/// Defines `$name(isa, args..)` running `$imp::<Separate>` or, on AVX2+FMA CPUs, the copy
-/// of `$imp::<Fused>` compiled with those features (and `$imp::<Fused512>` compiled with
-/// AVX-512F too, where the CPU has it).
-macro_rules! isa_dispatch {
-    ($(#[$meta:meta])* fn $name:ident / $avx:ident / $avx512:ident => $imp:ident($($arg:ident: $ty:ty),* $(,)?)) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        fn $avx($($arg: $ty),*) {
-            $imp::<Fused>($($arg),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma,avx512f")]
-        fn $avx512($($arg: $ty),*) {
-            $imp::<Fused512>($($arg),*)
-        }
-
-        $(#[$meta])*
-        fn $name(isa: Isa, $($arg: $ty),*) {
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `Isa::Avx2Fma` is only produced after detecting AVX2 and FMA.
-                Isa::Avx2Fma => unsafe { $avx($($arg),*) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `Isa::Avx512` is only produced after detecting AVX2, FMA and
-                // AVX-512F.
-                Isa::Avx512 => unsafe { $avx512($($arg),*) },
-                Isa::Base => $imp::<Separate>($($arg),*),
-            }
-        }
-    };
-}
-
-// ------------------------------------------------------------------------------------------
 // Direct (depthwise) kernels
 // ------------------------------------------------------------------------------------------
 
 isa_dispatch! {
     /// `out[oh * wo + ow] = sum_t w_t * src[base_t + oh * rs + ow]` over `taps = (w_t, base_t)`.
-    fn gather / gather_avx2 / gather_avx512 => gather_impl(src: &[f32], taps: &[(f32, usize)], rs: usize, out: &mut [f32], wo: usize)
+    fn gather => gather_impl::<Madd>(src: &[f32], taps: &[(f32, usize)], rs: usize, out: &mut [f32], wo: usize)
 }
 
 isa_dispatch! {
     /// `out[t] = sum_{oh, ow} dy[oh * wo + ow] * src[bases[t] + oh * rs + ow]`.
-    fn dots / dots_avx2 / dots_avx512 => dots_impl(src: &[f32], bases: &[usize], rs: usize, dy: &[f32], wo: usize, out: &mut [f32])
+    fn dots => dots_impl::<Madd>(src: &[f32], bases: &[usize], rs: usize, dy: &[f32], wo: usize, out: &mut [f32])
 }
 
 #[inline(always)]

@@ -11,7 +11,9 @@ pub mod gemm;
 pub(crate) mod loss;
 mod mixed;
 mod optim;
+mod plane;
 pub(crate) mod pool;
+mod simd;
 mod structure;
 
 use super::{

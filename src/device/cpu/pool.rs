@@ -19,15 +19,13 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::batchnorm::{
-    assume_init, isa_dispatch, plane_sum, share_bounds, static_map_init, team_size, uninit, Isa,
+use super::plane::{
+    assume_init, plane_sum, share_bounds, static_map_init, team_size, uninit, TASK_ELEMS,
 };
+use super::simd::{isa_dispatch, Isa};
 use crate::device::Pool2dSpec;
 use crate::error::{shape_err, Error, Result};
 use crate::tensor::Tensor;
-
-/// Elements a parallel task should at least cover (small planes are grouped).
-const TASK_ELEMS: usize = 1 << 14;
 
 /// Pooling geometry of one call and the layout of its polyphase planes.
 ///
@@ -385,19 +383,19 @@ fn reduce_windows(
 }
 
 isa_dispatch! {
-    fn max_forward_plane / max_forward_plane_avx2 =>
+    fn max_forward_plane =>
         max_forward_plane_impl(g: &Geom, t: &ArgTables, x: &[f32], out: &mut [MaybeUninit<f32>], arg: &mut [MaybeUninit<f32>], s: &mut Scratch)
 }
 isa_dispatch! {
-    fn avg_forward_plane / avg_forward_plane_avx2 =>
+    fn avg_forward_plane =>
         avg_forward_plane_impl(g: &Geom, t: &Taps, inv: &[f32], x: &[f32], out: &mut [f32], s: &mut Scratch)
 }
 isa_dispatch! {
-    fn max_backward_planes / max_backward_planes_avx2 =>
+    fn max_backward_planes =>
         max_backward_planes_impl(arg: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>], hw: usize, howo: usize, idx: &mut Vec<u32>) -> bool
 }
 isa_dispatch! {
-    fn avg_backward_plane / avg_backward_plane_avx2 =>
+    fn avg_backward_plane =>
         avg_backward_plane_impl(g: &Geom, inv: &[f32], dy: &[f32], dx: &mut [f32], s: &mut Scratch)
 }
 
@@ -669,7 +667,7 @@ pub(crate) fn max_forward(x: &Tensor, spec: Pool2dSpec) -> Result<(Tensor, Tenso
             g.h, g.w
         )));
     }
-    let (isa, tables) = (Isa::detect_wide(), ArgTables::new(&g));
+    let (isa, tables) = (Isa::detect(), ArgTables::new(&g));
     let len = g.n * g.c * g.ho * g.wo;
     let (mut out, mut arg) = (uninit(len), uninit(len));
     let planes: Vec<_> = out
@@ -710,7 +708,7 @@ pub(crate) fn max_backward(argmax: &Tensor, dy: &Tensor, x_shape: &[usize]) -> R
     if hw == 0 {
         return shape_err("max_pool2d_backward x", "H, W >= 1", x_shape);
     }
-    let isa = Isa::detect();
+    let isa = Isa::detect().at_most_avx2();
     let mut dx = uninit(n * c * hw);
     let ok = if howo == 0 {
         dx.iter_mut().for_each(|d| {
@@ -748,7 +746,7 @@ pub(crate) fn max_backward(argmax: &Tensor, dy: &Tensor, x_shape: &[usize]) -> R
 
 pub(crate) fn avg_forward(x: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
     let g = Geom::new("avg_pool2d", x.shape(), spec)?;
-    let (isa, taps) = (Isa::detect(), Taps::new(&g));
+    let (isa, taps) = (Isa::detect().at_most_avx2(), Taps::new(&g));
     let inv = g.inv_counts(1);
     let mut out = vec![0.0f32; g.n * g.c * g.ho * g.wo];
     out.par_chunks_mut(g.ho * g.wo)
@@ -775,7 +773,7 @@ pub(crate) fn avg_backward(
             dy.shape(),
         );
     }
-    let isa = Isa::detect();
+    let isa = Isa::detect().at_most_avx2();
     let inv = g.inv_counts(power);
     let mut dx = vec![0.0f32; g.n * g.c * g.h * g.w];
     dx.par_chunks_mut(g.h * g.w)
@@ -797,7 +795,7 @@ pub(crate) fn global_avg_forward(x: &Tensor) -> Result<Tensor> {
         return shape_err("global_avg_pool", "H, W >= 1", x.shape());
     }
     let inv = 1.0 / hw as f64;
-    let isa = Isa::detect();
+    let isa = Isa::detect().at_most_avx2();
     let mut out = vec![0.0f32; n * c];
     out.par_iter_mut()
         .zip(x.cpu().par_chunks(hw))
@@ -833,7 +831,7 @@ pub(crate) fn global_avg_backward(dy: &Tensor, x_shape: &[usize], power: i32) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::cpu::batchnorm::with_portable_kernels;
+    use crate::device::cpu::simd::with_portable_kernels;
     use crate::rng::Rng;
 
     /// The AVX2 and the portable copies give bitwise identical results (the integration tests
