@@ -1,17 +1,18 @@
 // Channel concat / split and the factorized-reduce shift, NCHW, f32. 1-D grid-stride loops.
 #include "bayesnas_common.cuh"
 
-// direction 0 (concat piece): big[n, c_off + c, :] = block[n, c, :] for c < c_src.
-// direction 1 (split piece):  block[n, c, :] = big[n, c_off + c, :].
-// Arguments: (block, big) for direction 0 as (src, dst); for direction 1 the kernel reads
-// `src` as the big [n, c_dst, hw] tensor and writes `dst` as the [n, c_src, hw] block.
+// COPY_INTO_CHANNELS (concat piece): big[n, c_off + c, :] = block[n, c, :] for c < c_src.
+// COPY_FROM_CHANNELS (split piece):  block[n, c, :] = big[n, c_off + c, :].
+// Arguments: (block, big) for COPY_INTO_CHANNELS as (src, dst); for COPY_FROM_CHANNELS the
+// kernel reads `src` as the big [n, c_dst, hw] tensor and writes `dst` as the [n, c_src, hw]
+// block.
 // Grid-stride over n * c_src * hw.
 extern "C" __global__ void copy_channels(const float* __restrict__ src, float* __restrict__ dst,
                                          CopyParams p) {
     BZ_GRID_STRIDE(i, p.n * p.c_src * p.hw) {
         const int64_t q = i % p.hw, c = (i / p.hw) % p.c_src, n = i / (p.hw * p.c_src);
         const int64_t big = (n * p.c_dst + p.c_off + c) * p.hw + q;
-        if (p.direction == 0) {
+        if (p.direction == COPY_INTO_CHANNELS) {
             dst[big] = src[i];
         } else {
             dst[i] = src[big];

@@ -8,7 +8,7 @@ pub mod cpu;
 pub mod cuda;
 pub(crate) mod shape;
 
-pub(crate) use shape::{mixed_shapes, nchw, same_shape};
+pub(crate) use shape::{nchw, same_shape};
 
 use crate::error::Result;
 use crate::tensor::Tensor;

@@ -25,25 +25,9 @@ use super::plane::{
     assume_init, plane_sum, share_bounds, static_map, team_size, uninit, TASK_ELEMS,
 };
 use super::simd::{isa_dispatch, Isa};
-use crate::device::{BatchNormForward, BatchNormGrads};
-use crate::error::{shape_err, Error, Result};
+use crate::device::{shape, BatchNormForward, BatchNormGrads};
+use crate::error::Result;
 use crate::tensor::Tensor;
-
-/// `(n, c, s)`: batch, channels and plane size (product of the dimensions after the first two).
-fn ncs(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
-    match x.shape() {
-        [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
-        _ => shape_err(op, "[N, C, ...]", x.shape()),
-    }
-}
-
-/// Checks that an optional per-channel vector has shape `[c]`.
-fn check_channel_vec(op: &'static str, t: Option<&Tensor>, c: usize) -> Result<()> {
-    match t {
-        Some(t) if t.shape() != [c] => shape_err(op, format!("[{c}]"), t.shape()),
-        _ => Ok(()),
-    }
-}
 
 /// Planes per parallel task for planes of `s` elements.
 fn planes_per_task(s: usize) -> usize {
@@ -298,15 +282,7 @@ pub(crate) fn train_forward(
     bias: Option<&Tensor>,
     eps: f32,
 ) -> Result<BatchNormForward> {
-    let (n, c, s) = ncs("batch_norm input", x)?;
-    check_channel_vec("batch_norm weight", weight, c)?;
-    check_channel_vec("batch_norm bias", bias, c)?;
-    if !(eps >= 0.0 && eps.is_finite()) {
-        return Err(Error::Invalid(format!(
-            "batch_norm: eps must be finite and >= 0, got {eps}"
-        )));
-    }
-    let m = n * s;
+    let (n, c, s) = shape::batch_norm_train(x, weight, bias, eps)?;
     if c == 0 {
         let empty = || Tensor::from_vec(Vec::new(), &[0]);
         return Ok(BatchNormForward {
@@ -315,12 +291,6 @@ pub(crate) fn train_forward(
             var: empty()?,
             invstd: empty()?,
         });
-    }
-    if m < 2 {
-        return Err(Error::Invalid(format!(
-            "batch_norm: training needs more than one value per channel, input has shape {:?}",
-            x.shape()
-        )));
     }
     let xs = x.cpu();
     let (wv, bv) = (weight.map(|t| t.cpu()), bias.map(|t| t.cpu()));
@@ -350,9 +320,7 @@ pub(crate) fn train_forward(
 }
 
 pub(crate) fn channel_affine(x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor> {
-    let (_, c, s) = ncs("channel_affine input", x)?;
-    check_channel_vec("channel_affine scale", Some(scale), c)?;
-    check_channel_vec("channel_affine shift", shift, c)?;
+    let (_, c, s) = shape::channel_affine(x, scale, shift)?;
     let xs = x.cpu();
     let mut y = vec![0.0f32; xs.len()];
     if s == 0 {
@@ -375,18 +343,7 @@ pub(crate) fn backward(
     invstd: &Tensor,
     weight: Option<&Tensor>,
 ) -> Result<BatchNormGrads> {
-    let (n, c, s) = ncs("batch_norm_backward x", x)?;
-    if dy.shape() != x.shape() {
-        return shape_err(
-            "batch_norm_backward dy",
-            format!("{:?}", x.shape()),
-            dy.shape(),
-        );
-    }
-    check_channel_vec("batch_norm_backward mean", Some(mean), c)?;
-    check_channel_vec("batch_norm_backward invstd", Some(invstd), c)?;
-    check_channel_vec("batch_norm_backward weight", weight, c)?;
-    let m = n * s;
+    let (n, c, s) = shape::batch_norm_backward(dy, x, mean, invstd, weight)?;
     if c == 0 {
         let empty = || Tensor::from_vec(Vec::new(), &[0]);
         return Ok(BatchNormGrads {
@@ -394,12 +351,6 @@ pub(crate) fn backward(
             dweight: empty()?,
             dbias: empty()?,
         });
-    }
-    if m == 0 {
-        return Err(Error::Invalid(format!(
-            "batch_norm_backward: no values per channel in shape {:?}",
-            x.shape()
-        )));
     }
     let (xs, ds) = (x.cpu(), dy.cpu());
     let (mv, iv) = (mean.cpu(), invstd.cpu());
@@ -449,12 +400,7 @@ pub(crate) fn backward(
 }
 
 pub(crate) fn channel_sums(x: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
-    let (_, c, s) = ncs("channel_sums x", x)?;
-    if let Some(y) = y {
-        if y.shape() != x.shape() {
-            return shape_err("channel_sums y", format!("{:?}", x.shape()), y.shape());
-        }
-    }
+    let (_, c, s) = shape::channel_sums(x, y)?;
     if s == 0 {
         return Tensor::from_vec(vec![0.0; c], &[c]);
     }

@@ -48,8 +48,8 @@ use rayon::prelude::*;
 
 use super::gemm::{sgemm, sgemm_into, Mat};
 use super::simd::{isa_dispatch, Isa, Madd};
-use crate::device::Conv2dSpec;
-use crate::error::{shape_err, Error, Result};
+use crate::device::{shape, Conv2dSpec};
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 // ------------------------------------------------------------------------------------------
@@ -105,109 +105,21 @@ impl Geom {
     }
 }
 
-/// The output size `(H_out, W_out)` of a valid convolution, with exactly the CPU backend's
-/// validation and errors (other backends validate through this).
-pub(crate) fn out_hw(
-    op: &'static str,
-    x: &[usize],
-    w: &[usize],
-    spec: Conv2dSpec,
-) -> Result<(usize, usize)> {
-    let g = geometry(op, x, w, spec)?;
-    Ok((g.ho, g.wo))
-}
-
 fn geometry(op: &'static str, x: &[usize], w: &[usize], spec: Conv2dSpec) -> Result<Geom> {
-    let [n, c_in, h, wd] = *x else {
-        return shape_err(op, "input [N, C_in, H, W]", x);
-    };
-    let [c_out, cig, k, k2] = *w else {
-        return shape_err(op, "weight [C_out, C_in / groups, k, k]", w);
-    };
-    if k != k2 {
-        return shape_err(
-            op,
-            "a square kernel, weight [C_out, C_in / groups, k, k]",
-            w,
-        );
-    }
-    let Conv2dSpec {
-        stride,
-        padding,
-        dilation,
-        groups,
-    } = spec;
-    if stride == 0 || dilation == 0 || groups == 0 {
-        return Err(Error::Invalid(format!(
-            "{op}: stride, dilation and groups must be positive, got {spec:?}"
-        )));
-    }
-    if [n, c_in, h, wd, c_out, k].contains(&0) {
-        return Err(Error::Invalid(format!(
-            "{op}: empty convolution (input {x:?}, weight {w:?})"
-        )));
-    }
-    if c_in % groups != 0 || c_out % groups != 0 {
-        return Err(Error::Invalid(format!(
-            "{op}: C_in = {c_in} and C_out = {c_out} must both be divisible by groups = {groups}"
-        )));
-    }
-    if cig != c_in / groups {
-        return shape_err(
-            op,
-            format!(
-                "weight [{c_out}, {}, {k}, {k}] (C_in / groups input channels)",
-                c_in / groups
-            ),
-            w,
-        );
-    }
-    let too_large = || Error::Invalid(format!("{op}: sizes overflow (input {x:?}, {spec:?})"));
-    let extent = (k - 1)
-        .checked_mul(dilation)
-        .and_then(|e| e.checked_add(1))
-        .ok_or_else(too_large)?;
-    let out_size = |len: usize| -> Result<usize> {
-        let padded = padding
-            .checked_mul(2)
-            .and_then(|p| p.checked_add(len))
-            .ok_or_else(too_large)?;
-        if padded < extent {
-            return Err(Error::Invalid(format!(
-                "{op}: kernel extent {extent} (k = {k}, dilation = {dilation}) exceeds the padded \
-                 input ({len} + 2 * {padding}); the output would be empty (input {x:?})"
-            )));
-        }
-        Ok((padded - extent) / stride + 1)
-    };
-    let (ho, wo) = (out_size(h)?, out_size(wd)?);
-    // Every buffer below is sized from these products; refuse shapes whose sizes overflow.
-    let fits = |dims: &[usize]| {
-        dims.iter()
-            .try_fold(1usize, |a, &b| a.checked_mul(b))
-            .is_some()
-    };
-    let (hp, wp) = (h + 2 * padding, wd + 2 * padding);
-    if !(fits(&[n, c_in, h, wd])
-        && fits(&[n, c_out, ho, wo])
-        && fits(&[c_in / groups, k, k, ho, wo])
-        && fits(&[stride, hp, wp]))
-    {
-        return Err(too_large());
-    }
+    let c = shape::conv2d(op, x, w, spec)?;
     Ok(Geom {
-        n,
-        c_in,
-        h,
-        w: wd,
-        c_out,
-        k,
-        ho,
-        wo,
-        s: stride,
-        p: padding,
-        d: dilation,
-        groups,
+        n: c.n,
+        c_in: c.c_in,
+        h: c.h,
+        w: c.w,
+        c_out: c.c_out,
+        k: c.k,
+        ho: c.ho,
+        wo: c.wo,
+        s: spec.stride,
+        p: spec.padding,
+        d: spec.dilation,
+        groups: spec.groups,
     })
 }
 

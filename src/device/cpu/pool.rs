@@ -23,8 +23,8 @@ use super::plane::{
     assume_init, plane_sum, share_bounds, static_map_init, team_size, uninit, TASK_ELEMS,
 };
 use super::simd::{isa_dispatch, Isa};
-use crate::device::Pool2dSpec;
-use crate::error::{shape_err, Error, Result};
+use crate::device::{shape, Pool2dSpec};
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// Pooling geometry of one call and the layout of its polyphase planes.
@@ -54,30 +54,8 @@ struct Geom {
 
 impl Geom {
     fn new(op: &'static str, shape: &[usize], spec: Pool2dSpec) -> Result<Geom> {
-        let &[n, c, h, w] = shape else {
-            return shape_err(op, "[N, C, H, W]", shape);
-        };
+        let shape::Pool2dShape { n, c, h, w, ho, wo } = shape::pool2d(op, shape, spec)?;
         let (k, s, p) = (spec.kernel, spec.stride, spec.padding);
-        if k == 0 || s == 0 {
-            return Err(Error::Invalid(format!(
-                "{op}: kernel and stride must be positive, got {spec:?}"
-            )));
-        }
-        // As PyTorch: this also guarantees that every window holds an element of the image.
-        if 2 * p > k {
-            return Err(Error::Invalid(format!(
-                "{op}: padding must be at most half the kernel, got {spec:?}"
-            )));
-        }
-        if h == 0 || w == 0 || h + 2 * p < k || w + 2 * p < k {
-            return shape_err(op, format!("H, W >= max(1, {k} - 2 * {p})"), shape);
-        }
-        if h * w > u32::MAX as usize {
-            return Err(Error::Invalid(format!(
-                "{op}: planes of {h}x{w} are too large"
-            )));
-        }
-        let (ho, wo) = (spec.out_size(h), spec.out_size(w));
         let reach = (k - 1) / s;
         Ok(Geom {
             n,
@@ -648,25 +626,9 @@ fn avg_backward_plane_impl(g: &Geom, inv: &[f32], dy: &[f32], dx: &mut [f32], s:
 // Entry points
 // ------------------------------------------------------------------------------------------
 
-/// The output size `(H_out, W_out)` of a valid pooling window, with exactly the CPU
-/// backend's validation and errors (other backends validate through this).
-pub(crate) fn out_hw(
-    op: &'static str,
-    shape: &[usize],
-    spec: Pool2dSpec,
-) -> Result<(usize, usize)> {
-    let g = Geom::new(op, shape, spec)?;
-    Ok((g.ho, g.wo))
-}
-
 pub(crate) fn max_forward(x: &Tensor, spec: Pool2dSpec) -> Result<(Tensor, Tensor)> {
     let g = Geom::new("max_pool2d", x.shape(), spec)?;
-    if g.h * g.w > 1 << 24 {
-        return Err(Error::Invalid(format!(
-            "max_pool2d: planes of {}x{} are too large (argmax offsets are f32, at most 2^24 per plane)",
-            g.h, g.w
-        )));
-    }
+    shape::max_pool2d_plane(g.h, g.w)?;
     let (isa, tables) = (Isa::detect(), ArgTables::new(&g));
     let len = g.n * g.c * g.ho * g.wo;
     let (mut out, mut arg) = (uninit(len), uninit(len));
@@ -690,24 +652,9 @@ pub(crate) fn max_forward(x: &Tensor, spec: Pool2dSpec) -> Result<(Tensor, Tenso
 }
 
 pub(crate) fn max_backward(argmax: &Tensor, dy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
-    let &[n, c, h, w] = x_shape else {
-        return shape_err("max_pool2d_backward x", "[N, C, H, W]", x_shape);
-    };
+    let [n, c, h, w] = shape::max_pool2d_backward(argmax, dy, x_shape)?;
     let ds = dy.shape();
-    if ds.len() != 4 || ds[0] != n || ds[1] != c {
-        return shape_err("max_pool2d_backward dy", format!("[{n}, {c}, Ho, Wo]"), ds);
-    }
-    if argmax.shape() != ds {
-        return shape_err(
-            "max_pool2d_backward argmax",
-            format!("{ds:?}"),
-            argmax.shape(),
-        );
-    }
     let (hw, howo) = (h * w, ds[2] * ds[3]);
-    if hw == 0 {
-        return shape_err("max_pool2d_backward x", "H, W >= 1", x_shape);
-    }
     let isa = Isa::detect().at_most_avx2();
     let mut dx = uninit(n * c * hw);
     let ok = if howo == 0 {
@@ -766,13 +713,7 @@ pub(crate) fn avg_backward(
     power: i32,
 ) -> Result<Tensor> {
     let g = Geom::new("avg_pool2d_backward", x_shape, spec)?;
-    if dy.shape() != g.out_shape() {
-        return shape_err(
-            "avg_pool2d_backward dy",
-            format!("{:?}", g.out_shape()),
-            dy.shape(),
-        );
-    }
+    shape::avg_pool2d_dy(dy, g.out_shape())?;
     let isa = Isa::detect().at_most_avx2();
     let inv = g.inv_counts(power);
     let mut dx = vec![0.0f32; g.n * g.c * g.h * g.w];
@@ -787,13 +728,8 @@ pub(crate) fn avg_backward(
 }
 
 pub(crate) fn global_avg_forward(x: &Tensor) -> Result<Tensor> {
-    let &[n, c, h, w] = x.shape() else {
-        return shape_err("global_avg_pool", "[N, C, H, W]", x.shape());
-    };
+    let [n, c, h, w] = shape::global_avg_pool(x.shape())?;
     let hw = h * w;
-    if hw == 0 {
-        return shape_err("global_avg_pool", "H, W >= 1", x.shape());
-    }
     let inv = 1.0 / hw as f64;
     let isa = Isa::detect().at_most_avx2();
     let mut out = vec![0.0f32; n * c];
@@ -805,20 +741,8 @@ pub(crate) fn global_avg_forward(x: &Tensor) -> Result<Tensor> {
 }
 
 pub(crate) fn global_avg_backward(dy: &Tensor, x_shape: &[usize], power: i32) -> Result<Tensor> {
-    let &[n, c, h, w] = x_shape else {
-        return shape_err("global_avg_pool_backward x", "[N, C, H, W]", x_shape);
-    };
+    let [n, c, h, w] = shape::global_avg_pool_backward(dy, x_shape)?;
     let hw = h * w;
-    if hw == 0 {
-        return shape_err("global_avg_pool_backward x", "H, W >= 1", x_shape);
-    }
-    if dy.shape() != [n, c] {
-        return shape_err(
-            "global_avg_pool_backward dy",
-            format!("[{n}, {c}]"),
-            dy.shape(),
-        );
-    }
     let f = (1.0 / hw as f64).powi(power);
     let mut dx = vec![0.0f32; n * c * hw];
     dx.par_chunks_mut(hw)

@@ -4,6 +4,18 @@
 #![allow(non_snake_case, dead_code)]
 #![allow(clippy::all)]
 
+pub const EW_NO_OP: i32 = 0;
+pub const EW_UNARY_RELU: i32 = 0;
+pub const EW_UNARY_SQUARE: i32 = 1;
+pub const EW_UNARY_SCALE: i32 = 2;
+pub const EW_BINARY_ADD: i32 = 0;
+pub const EW_BINARY_SUB: i32 = 1;
+pub const EW_BINARY_MUL: i32 = 2;
+pub const EW_BINARY_RELU_MASK: i32 = 3;
+pub const POOL_GRADIENT: i32 = 1;
+pub const POOL_CURVATURE: i32 = 2;
+pub const COPY_INTO_CHANNELS: i32 = 0;
+pub const COPY_FROM_CHANNELS: i32 = 1;
 pub const HARD_UPDATED: i32 = 1;
 pub const HARD_DEAD: i32 = 2;
 pub const HARD_NO_CURVATURE: i32 = 3;
