@@ -1,8 +1,9 @@
 //! The device seam: one [`Backend`] trait that every device implements.
 //!
 //! Ops in [`crate::ops`] own the autograd logic (what to save, how gradients and curvatures
-//! flow); the backend owns the kernels. The CPU backend lives in [`cpu`]; a CUDA backend plugs
-//! in behind the same trait.
+//! flow); the backend owns the kernels. The CPU backend lives in [`cpu`], the CUDA backend in
+//! [`cuda`]; both validate their operands with the same checks (`shape.rs`), so an op reports
+//! the same error on every device.
 
 pub mod cpu;
 pub mod cuda;

@@ -64,7 +64,7 @@ impl CudaBackend {
 
     /// `sum_i dot(xs[i], xs[i])` with ONE synchronisation: every tensor's partials go to one
     /// buffer, read once; each tensor's partials are added in index order, then the tensors
-    /// in order (the same f64 arithmetic as summing [`Backend::dot`]s).
+    /// in order (the same f64 arithmetic as summing [`Backend::dot`](crate::Backend::dot)s).
     pub fn sum_of_squares(&self, xs: &[&Tensor]) -> Result<f64> {
         let parts: Vec<usize> = xs
             .iter()

@@ -14,6 +14,11 @@
 //!   path. Buffers are shared copy-on-write between tensor clones.
 //! * Kernel modules are loaded once when the backend is created; functions are looked up once
 //!   and cached by entry name.
+//! * `backend.rs` implements [`crate::Backend`] by delegating to one launcher module per
+//!   kernel family, as the CPU backend: `elementwise`, `gemm`, `conv`, `batchnorm`, `pool`,
+//!   `structure`, `mixed`, `loss`, `optim`. Operands are validated by the checks every backend
+//!   shares (`device/shape.rs`); kernel parameter structs and op codes come from the generated
+//!   [`params`].
 
 mod backend;
 mod batchnorm;
