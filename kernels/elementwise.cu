@@ -1,15 +1,16 @@
 // Elementwise maps and the deterministic dot/sum partial reduction.
 #include "bayesnas_common.cuh"
 
-// y = op(x). op 0: relu (max(x, 0), NaN -> 0 as f32::max), 1: x^2, 2: alpha * x.
+// y = op(x): EW_UNARY_RELU max(x, 0) (NaN -> 0 as f32::max), EW_UNARY_SQUARE x^2,
+// EW_UNARY_SCALE alpha * x.
 extern "C" __global__ void ew_unary(const float* __restrict__ x, float* __restrict__ y,
                                     EwParams p) {
     BZ_GRID_STRIDE(i, p.n) {
         float v = x[i];
         float r;
-        if (p.op == 0) {
+        if (p.op == EW_UNARY_RELU) {
             r = v > 0.0f ? v : 0.0f;
-        } else if (p.op == 1) {
+        } else if (p.op == EW_UNARY_SQUARE) {
             r = v * v;
         } else {
             r = v * p.alpha;
@@ -18,16 +19,17 @@ extern "C" __global__ void ew_unary(const float* __restrict__ x, float* __restri
     }
 }
 
-// y = a op b. op 0: a + b, 1: a - b, 2: a * b, 3: b * 1[a > 0] (relu mask).
+// y = a op b: EW_BINARY_ADD a + b, EW_BINARY_SUB a - b, EW_BINARY_MUL a * b,
+// EW_BINARY_RELU_MASK b * 1[a > 0].
 extern "C" __global__ void ew_binary(const float* __restrict__ a, const float* __restrict__ b,
                                      float* __restrict__ y, EwParams p) {
     BZ_GRID_STRIDE(i, p.n) {
         float u = a[i], v = b[i];
         float r;
         switch (p.op) {
-            case 0: r = u + v; break;
-            case 1: r = u - v; break;
-            case 2: r = u * v; break;
+            case EW_BINARY_ADD: r = u + v; break;
+            case EW_BINARY_SUB: r = u - v; break;
+            case EW_BINARY_MUL: r = u * v; break;
             default: r = u > 0.0f ? v : 0.0f; break;
         }
         y[i] = r;

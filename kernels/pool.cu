@@ -103,7 +103,7 @@ extern "C" __global__ void avgpool_bwd(const float* __restrict__ dy, float* __re
                 int64_t c0, c1;
                 pool_clip(ow, p, p.w, c0, c1);
                 const double inv = 1.0 / (double)((r1 - r0) * (c1 - c0));
-                const float f = (float)(p.power == 2 ? inv * inv : inv);
+                const float f = (float)(p.power == POOL_CURVATURE ? inv * inv : inv);
                 acc += gp[oh * p.wo + ow] * f;
             }
         }
@@ -131,7 +131,7 @@ extern "C" __global__ void gap_bwd(const float* __restrict__ dy, float* __restri
                                    PoolParams p) {
     const int64_t hw = p.h * p.w;
     const double inv = 1.0 / (double)hw;
-    const double f = p.power == 2 ? inv * inv : inv;
+    const double f = p.power == POOL_CURVATURE ? inv * inv : inv;
     BZ_GRID_STRIDE(i, p.n * p.c * hw) { dx[i] = (float)((double)dy[i / hw] * f); }
 }
 

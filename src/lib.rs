@@ -49,7 +49,7 @@ pub use device::{Backend, Conv2dSpec, Device, Pool2dSpec};
 pub use error::{Error, Result};
 pub use params::{Param, ParamId, ParamStore};
 pub use rng::Rng;
-pub use tape::{Gradients, Op, OpCtx, Tape, Var};
+pub use tape::{Gradients, OpCtx, Tape, TapeOp, Var};
 pub use tensor::Tensor;
 
 /// Everything a typical user needs.

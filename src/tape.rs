@@ -1,7 +1,7 @@
 //! Define-by-run tape autograd with a gradient pass and a diagonal-curvature pass.
 //!
 //! Every op call appends a node holding its output value, its input [`Var`]s and a boxed
-//! [`Op`] that knows its backward and its curvature backward. [`Tape::backward`] walks the
+//! [`TapeOp`] that knows its backward and its curvature backward. [`Tape::backward`] walks the
 //! nodes in reverse propagating gradients; [`Tape::curvature_backward`] walks them in reverse
 //! propagating the diagonal Gauss-Newton curvature `h` of the method note (section 6):
 //! linear maps square their coefficients, ReLU masks, loss ops seed `h` with the diagonal of
@@ -52,7 +52,7 @@ impl OpCtx<'_> {
 
 /// An operation's backward rules. Implement this to add an op from outside the crate and
 /// record it with [`Tape::push`].
-pub trait Op: Send + Sync {
+pub trait TapeOp: Send + Sync {
     /// Short name for errors and debugging.
     fn name(&self) -> &'static str;
     /// Gradients with respect to each input given the output gradient `dy`
@@ -67,7 +67,7 @@ pub trait Op: Send + Sync {
 struct Node {
     value: Tensor,
     inputs: Vec<Var>,
-    op: Option<Box<dyn Op>>,
+    op: Option<Box<dyn TapeOp>>,
     param: Option<ParamId>,
     needs_grad: bool,
 }
@@ -188,7 +188,7 @@ impl Tape {
     }
 
     /// Record an op's output. `inputs` are the vars whose values the op's [`OpCtx`] will see.
-    pub fn push(&mut self, value: Tensor, inputs: &[Var], op: impl Op + 'static) -> Var {
+    pub fn push(&mut self, value: Tensor, inputs: &[Var], op: impl TapeOp + 'static) -> Var {
         let needs_grad = inputs.iter().any(|v| self.nodes[v.0].needs_grad);
         self.nodes.push(Node {
             value,

@@ -426,6 +426,36 @@ fn structure_ops() {
 }
 
 #[test]
+fn select_columns() {
+    let g = gpu!("select_columns");
+    let c = cpu();
+    let mut rng = Rng::new(17);
+    for (n, cols, idx) in [
+        (5usize, 12usize, vec![11usize, 0, 4, 5, 9]),
+        (64, 400, (0..400).rev().step_by(3).collect::<Vec<_>>()),
+        (1, 1, vec![0]),
+    ] {
+        let what = format!("select_columns n{n} cols{cols} m{}", idx.len());
+        // Copies: equal bit for bit.
+        let bits = |t: &Tensor| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let x = rnd(&[n, cols], &mut rng);
+        let (gy, y) = (
+            g.select_columns(&up(g, &x), &idx).unwrap(),
+            c.select_columns(&x, &idx).unwrap(),
+        );
+        same(&what, &gy, &y);
+        assert_eq!(bits(&gy), bits(&y), "{what}: bits");
+        let dy = rnd(&[n, idx.len()], &mut rng);
+        let (gdx, dx) = (
+            g.select_columns_backward(&up(g, &dy), &idx, cols).unwrap(),
+            c.select_columns_backward(&dy, &idx, cols).unwrap(),
+        );
+        same(&format!("{what} backward"), &gdx, &dx);
+        assert_eq!(bits(&gdx), bits(&dx), "{what} backward: bits");
+    }
+}
+
+#[test]
 fn fused_mixed_op() {
     let g = gpu!("fused_mixed_op");
     let c = cpu();

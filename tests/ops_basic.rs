@@ -503,6 +503,105 @@ fn concat_and_shift_crop() {
 }
 
 #[test]
+fn reshape_and_select_columns() {
+    let mut rng = Rng::new(12);
+    let (n, c, s) = (3, 4, 2);
+    let cols = c * s;
+    let idx = [5usize, 0, 7, 2, 6];
+    let m = idx.len();
+    let x = round32(&randn(n * cols, &mut rng));
+    let loss = LossSpec::new(n * m, &mut rng);
+    let mut tape = Tape::new();
+    let xv = tape.leaf(tensor(&x, &[n, c, s]));
+    let f = tape.flatten(xv).unwrap();
+    assert_eq!(tape.value(f).shape(), &[n, cols]);
+    let y = tape.select_columns(f, &idx).unwrap();
+    assert_eq!(tape.value(y).shape(), &[n, m]);
+    let l = loss.record(&mut tape, y);
+    let reference = |x: &[f64]| -> Vec<f64> {
+        let mut out = Vec::new();
+        for r in 0..n {
+            for &i in &idx {
+                out.push(x[r * cols + i]);
+            }
+        }
+        out
+    };
+    assert_close(
+        "select_columns forward",
+        &tape.value(y).to_vec(),
+        &reference(&x),
+        0.0,
+    );
+    let g = tape.backward(l).unwrap();
+    let dx = g.leaf(xv).unwrap();
+    assert_eq!(dx.shape(), &[n, c, s]);
+    let fd = fd_grad(&|x| loss.eval(&reference(x)), &x, FD_EPS);
+    assert_close("select_columns dx", &dx.to_vec(), &fd, GRAD_RTOL);
+    // curvature: the loss weights routed into the selected columns, 0 elsewhere
+    let h = tape.curvature_backward(l).unwrap();
+    let hx = h.leaf(xv).unwrap();
+    assert_eq!(hx.shape(), &[n, c, s]);
+    let mut want = vec![0.0; n * cols];
+    for r in 0..n {
+        for (j, &i) in idx.iter().enumerate() {
+            want[r * cols + i] = loss.weights[r * m + j];
+        }
+    }
+    assert_close("select_columns hx", &hx.to_vec(), &want, CURV_RTOL);
+}
+
+#[test]
+fn select_columns_backward_is_the_scatter_into_zeros() {
+    let cpu = Device::Cpu.backend().unwrap();
+    let mut rng = Rng::new(13);
+    let (n, cols) = (4, 9);
+    let idx = [8usize, 3, 0, 4];
+    let m = idx.len();
+    let mut dy: Vec<f32> = randn(n * m, &mut rng).iter().map(|&v| v as f32).collect();
+    dy[1] = -0.0;
+    let dyt = Tensor::from_vec(dy.clone(), &[n, m]).unwrap();
+    let got = cpu.select_columns_backward(&dyt, &idx, cols).unwrap();
+    assert_eq!(got.shape(), &[n, cols]);
+    // Naive loop: dx[r * cols + i] += dy[r * m + j] into zeros (so -0 becomes +0).
+    let mut want = vec![0f32; n * cols];
+    for r in 0..n {
+        for (j, &i) in idx.iter().enumerate() {
+            want[r * cols + i] += dy[r * m + j];
+        }
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got.to_vec()), bits(&want));
+    assert_eq!(got.to_vec()[3].to_bits(), 0.0f32.to_bits());
+}
+
+#[test]
+fn reshape_and_select_columns_reject_bad_arguments() {
+    let mut tape = Tape::new();
+    let x = tape.leaf(Tensor::from_vec(vec![0.5; 6], &[2, 3]).unwrap());
+    let e = tape.select_columns(x, &[0, 3]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "select_columns: expected shape [N, > 3], found [2, 3]"
+    );
+    let e = tape.select_columns(x, &[2, 0, 2]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "select_columns: column 2 is selected more than once"
+    );
+    let e = tape.reshape(x, &[4, 2]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Tensor::reshape: expected shape 6 elements, found shape [4, 2]"
+    );
+    let r = tape.reshape(x, &[3, 2]).unwrap();
+    assert_eq!(tape.value(r).shape(), &[3, 2]);
+    let s = tape.leaf(Tensor::from_vec(vec![1.0], &[]).unwrap());
+    let e = tape.flatten(s).unwrap_err();
+    assert_eq!(e.to_string(), "flatten: expected shape [N, ...], found []");
+}
+
+#[test]
 fn dropout_and_drop_path() {
     let mut rng = Rng::new(10);
     let x = round32(&randn(4 * 50, &mut rng));

@@ -1,5 +1,5 @@
-// Shared helpers of the kernels. Compiled by nvcc for the device and, in crates/kernel-host,
-// by g++ for the host through a shim header (crates/kernel-host/shim/cuda_host_shim.h) that
+// Shared helpers of the kernels. Compiled by nvcc for the device and, in crates/kernel-emulation,
+// by g++ for the host through a shim header (crates/kernel-emulation/shim/cuda_host_shim.h) that
 // defines __global__, __device__, __shared__, __syncthreads and the index variables. Hence:
 // no warp shuffles, no atomics, no early return before a __syncthreads, static shared memory.
 #ifndef BAYESNAS_COMMON_CUH

@@ -16,14 +16,27 @@
 #endif
 
 /* Elementwise maps (ew_unary, ew_binary, ew_axpy, scale_samples, fill).
- * n: elements; inner: elements per sample (scale_samples only); op: see kernels/README.md;
- * alpha: scale (ew_unary op 2), axpy factor, fill value. */
+ * n: elements; inner: elements per sample (scale_samples only); op: an EW_UNARY_* code for
+ * ew_unary, an EW_BINARY_* code for ew_binary, EW_NO_OP for the others;
+ * alpha: scale (EW_UNARY_SCALE), axpy factor, fill value. */
 typedef struct EwParams {
     int64_t n;
     int64_t inner;
     int32_t op;
     float alpha;
 } EwParams;
+
+/* EwParams.op of the kernels that take no op code. */
+#define EW_NO_OP 0
+/* ew_unary: y = max(x, 0) (NaN -> 0), x^2, alpha * x. */
+#define EW_UNARY_RELU 0
+#define EW_UNARY_SQUARE 1
+#define EW_UNARY_SCALE 2
+/* ew_binary: y = a + b, a - b, a * b, b * 1[a > 0]. */
+#define EW_BINARY_ADD 0
+#define EW_BINARY_SUB 1
+#define EW_BINARY_MUL 2
+#define EW_BINARY_RELU_MASK 3
 
 /* reduce_dot_partial: n elements, `blocks` = gridDim.x the partial buffer is sized for. */
 typedef struct ReduceParams {
@@ -82,7 +95,7 @@ typedef struct BnParams {
 } BnParams;
 
 /* Pooling over NCHW planes. Input [n, c, h, w], output [n, c, ho, wo].
- * power: 1 gradient, 2 curvature (avgpool_bwd, gap_bwd). */
+ * power: POOL_GRADIENT or POOL_CURVATURE (avgpool_bwd, gap_bwd: dy / count^power). */
 typedef struct PoolParams {
     int64_t n;
     int64_t c;
@@ -96,9 +109,14 @@ typedef struct PoolParams {
     int32_t power;
 } PoolParams;
 
+/* PoolParams.power. */
+#define POOL_GRADIENT 1
+#define POOL_CURVATURE 2
+
 /* copy_channels: the [n, c_src, hw] block <-> channels [c_off, c_off + c_src) of an
- * [n, c_dst, hw] tensor. direction 0: src block -> dst (concat); 1: dst slice -> src block
- * (split; then the first pointer is the destination block and the second the big tensor). */
+ * [n, c_dst, hw] tensor. direction COPY_INTO_CHANNELS: src block -> dst (concat);
+ * COPY_FROM_CHANNELS: the big tensor's slice -> the block (split; then the first pointer is
+ * the big tensor and the second the destination block). */
 typedef struct CopyParams {
     int64_t n;
     int64_t hw;
@@ -109,6 +127,10 @@ typedef struct CopyParams {
     int32_t _pad;
 } CopyParams;
 
+/* CopyParams.direction. */
+#define COPY_INTO_CHANNELS 0
+#define COPY_FROM_CHANNELS 1
+
 /* shift_crop: x [n, c, h, w] -> y [n, c, h - 1, w - 1] = x[:, :, 1:, 1:] (and its adjoint). */
 typedef struct ShiftParams {
     int64_t n;
@@ -116,6 +138,15 @@ typedef struct ShiftParams {
     int64_t h;
     int64_t w;
 } ShiftParams;
+
+/* select_columns: y [n, m] = x[:, idx] for x [n, cols] and m unique column indices idx;
+ * select_columns_bwd: dx [n, cols] from dy [n, m] through the inverse map pos [cols]
+ * (pos[i] = j where idx[j] = i, else -1). */
+typedef struct ColumnsParams {
+    int64_t n;
+    int64_t cols;
+    int64_t m;
+} ColumnsParams;
 
 /* Fused mixed op: k branches of n samples with `inner` elements each.
  * chunks: partial-sum chunks per sample in mixed_bwd / mixed_curv (gridDim.x = n * chunks). */

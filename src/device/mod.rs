@@ -1,13 +1,17 @@
 //! The device seam: one [`Backend`] trait that every device implements.
 //!
 //! Ops in [`crate::ops`] own the autograd logic (what to save, how gradients and curvatures
-//! flow); the backend owns the kernels. The CPU backend lives in [`cpu`]; a CUDA backend plugs
-//! in behind the same trait.
+//! flow); the backend owns the kernels. The CPU backend lives in [`cpu`], the CUDA backend in
+//! [`cuda`]; both validate their operands with the same checks (`shape.rs`), so an op reports
+//! the same error on every device.
 
 pub mod cpu;
 pub mod cuda;
+pub(crate) mod shape;
 
-use crate::error::{Error, Result};
+pub(crate) use shape::{nchw, same_shape};
+
+use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// A compute device.
@@ -267,6 +271,12 @@ pub trait Backend: Send + Sync {
     fn shift_crop(&self, x: &Tensor) -> Result<Tensor>;
     /// Adjoint of [`Backend::shift_crop`]: zero-pad `dy` at the top and left.
     fn shift_crop_backward(&self, dy: &Tensor, x_shape: &[usize]) -> Result<Tensor>;
+    /// `y = x[:, idx]` for `x` of shape `[N, cols]` and unique column indices `idx`: the
+    /// `[N, idx.len()]` copy of the selected columns, in `idx` order.
+    fn select_columns(&self, x: &Tensor, idx: &[usize]) -> Result<Tensor>;
+    /// Adjoint of [`Backend::select_columns`]: the `[N, cols]` tensor holding `0 + dy[:, j]`
+    /// in column `idx[j]` and zeros elsewhere.
+    fn select_columns_backward(&self, dy: &Tensor, idx: &[usize], cols: usize) -> Result<Tensor>;
 
     // ----- fused mixed op: y = s0 * sum_k s_k x_k -----
     fn mixed_forward(&self, xs: &[&Tensor], s0: &Tensor, s: &Tensor) -> Result<Tensor>;
@@ -313,46 +323,4 @@ pub trait Backend: Send + Sync {
         weight_decay: f32,
         grad_scale: f32,
     ) -> Result<()>;
-}
-
-/// Checks that two tensors have the same shape.
-pub(crate) fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
-    if a.shape() != b.shape() {
-        return Err(Error::Shape {
-            op,
-            expected: format!("{:?}", a.shape()),
-            found: format!("{:?}", b.shape()),
-        });
-    }
-    Ok(())
-}
-
-/// Checks that `x` is 4-D and returns `(n, c, h, w)`.
-pub(crate) fn nchw(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize, usize)> {
-    match *x.shape() {
-        [n, c, h, w] => Ok((n, c, h, w)),
-        _ => crate::error::shape_err(op, "[N, C, H, W]", x.shape()),
-    }
-}
-
-/// Validates the operands of the fused mixed op (K equal-shape branches, `s0` of one element,
-/// `s` of K) and returns `(N, elements per sample)`.
-pub(crate) fn mixed_shapes(xs: &[&Tensor], s0: &Tensor, s: &Tensor) -> Result<(usize, usize)> {
-    if xs.is_empty() {
-        return Err(Error::Invalid("mixed op: no branches".into()));
-    }
-    if s0.numel() != 1 {
-        return crate::error::shape_err("mixed op s0", "[1]", s0.shape());
-    }
-    if s.numel() != xs.len() {
-        return crate::error::shape_err("mixed op s", format!("[{}]", xs.len()), s.shape());
-    }
-    let shape = xs[0].shape();
-    for x in xs {
-        if x.shape() != shape {
-            return crate::error::shape_err("mixed op branch", format!("{shape:?}"), x.shape());
-        }
-    }
-    let n = shape.first().copied().unwrap_or(1).max(1);
-    Ok((n, xs[0].numel() / n))
 }

@@ -8,7 +8,7 @@
 use super::be;
 use crate::device::{Backend, Binary, Unary};
 use crate::error::{shape_err, Error, Result};
-use crate::tape::{Op, OpCtx, Tape, Var};
+use crate::tape::{OpCtx, Tape, TapeOp, Var};
 use crate::tensor::Tensor;
 
 /// Inputs are `[x, weight?, bias?]`.
@@ -58,7 +58,7 @@ impl BatchNormOp {
     }
 }
 
-impl Op for BatchNormOp {
+impl TapeOp for BatchNormOp {
     fn name(&self) -> &'static str {
         "batch_norm"
     }
@@ -106,7 +106,7 @@ impl Op for BatchNormOp {
 /// `y = x + b[c]`; inputs `[x, b]`.
 struct ChannelBiasOp;
 
-impl Op for ChannelBiasOp {
+impl TapeOp for ChannelBiasOp {
     fn name(&self) -> &'static str {
         "add_channel_bias"
     }

@@ -3,7 +3,7 @@
 use super::be;
 use crate::device::{Conv2dSpec, Unary};
 use crate::error::{Error, Result};
-use crate::tape::{Op, OpCtx, Tape, Var};
+use crate::tape::{OpCtx, Tape, TapeOp, Var};
 use crate::tensor::Tensor;
 
 struct Conv2dOp {
@@ -43,7 +43,7 @@ impl Conv2dOp {
     }
 }
 
-impl Op for Conv2dOp {
+impl TapeOp for Conv2dOp {
     fn name(&self) -> &'static str {
         "conv2d"
     }

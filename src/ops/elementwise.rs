@@ -3,12 +3,12 @@
 use super::be;
 use crate::device::{Binary, Unary};
 use crate::error::{Error, Result};
-use crate::tape::{Op, OpCtx, Tape, Var};
+use crate::tape::{OpCtx, Tape, TapeOp, Var};
 use crate::tensor::Tensor;
 
 struct ReluOp;
 
-impl Op for ReluOp {
+impl TapeOp for ReluOp {
     fn name(&self) -> &'static str {
         "relu"
     }
@@ -27,7 +27,7 @@ impl Op for ReluOp {
 
 struct SumOp(usize);
 
-impl Op for SumOp {
+impl TapeOp for SumOp {
     fn name(&self) -> &'static str {
         "sum"
     }
@@ -41,7 +41,7 @@ impl Op for SumOp {
 
 struct ScaleOp(f32);
 
-impl Op for ScaleOp {
+impl TapeOp for ScaleOp {
     fn name(&self) -> &'static str {
         "scale"
     }

@@ -3,7 +3,7 @@
 use super::be;
 use crate::device::Unary;
 use crate::error::{shape_err, Result};
-use crate::tape::{Op, OpCtx, Tape, Var};
+use crate::tape::{OpCtx, Tape, TapeOp, Var};
 use crate::tensor::Tensor;
 
 struct LinearOp {
@@ -37,7 +37,7 @@ impl LinearOp {
     }
 }
 
-impl Op for LinearOp {
+impl TapeOp for LinearOp {
     fn name(&self) -> &'static str {
         "linear"
     }

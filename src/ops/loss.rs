@@ -6,7 +6,7 @@
 use super::be;
 use crate::device::{Binary, Unary};
 use crate::error::{shape_err, Result};
-use crate::tape::{Op, OpCtx, Tape, Var};
+use crate::tape::{OpCtx, Tape, TapeOp, Var};
 use crate::tensor::Tensor;
 
 /// `c * t`, skipping the multiplication at the root of a pass (`c = 1`).
@@ -23,7 +23,7 @@ struct CrossEntropyOp {
     labels: Vec<u32>,
 }
 
-impl Op for CrossEntropyOp {
+impl TapeOp for CrossEntropyOp {
     fn name(&self) -> &'static str {
         "cross_entropy"
     }
@@ -46,7 +46,7 @@ struct HalfSquaredErrorOp {
     weights: Option<Tensor>,
 }
 
-impl Op for HalfSquaredErrorOp {
+impl TapeOp for HalfSquaredErrorOp {
     fn name(&self) -> &'static str {
         "half_squared_error"
     }

@@ -2,7 +2,7 @@
 
 use super::be;
 use crate::error::{shape_err, Result};
-use crate::tape::{Op, OpCtx, Tape, Var};
+use crate::tape::{OpCtx, Tape, TapeOp, Var};
 use crate::tensor::Tensor;
 
 /// Inputs are `[x_1 .. x_K, s (shape [K]), s0 (shape [1])]`.
@@ -10,7 +10,7 @@ struct MixedOp {
     k: usize,
 }
 
-impl Op for MixedOp {
+impl TapeOp for MixedOp {
     fn name(&self) -> &'static str {
         "mixed"
     }

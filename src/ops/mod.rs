@@ -1,6 +1,7 @@
 //! Ops recorded on the [`Tape`](crate::Tape). Each file holds one family: the tape method
-//! (forward), and an [`Op`](crate::Op) implementation with its gradient and curvature rules.
-//! Kernels are called through the device's [`Backend`](crate::Backend).
+//! (forward), and a [`TapeOp`](crate::TapeOp) implementation with its gradient and curvature
+//! rules.
+//! Kernels are called through the device's [`Backend`].
 
 pub mod batchnorm;
 pub mod conv;

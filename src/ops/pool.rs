@@ -3,7 +3,7 @@
 use super::be;
 use crate::device::Pool2dSpec;
 use crate::error::Result;
-use crate::tape::{Op, OpCtx, Tape, Var};
+use crate::tape::{OpCtx, Tape, TapeOp, Var};
 use crate::tensor::Tensor;
 
 /// Max pooling; keeps the argmax offsets of the forward (see
@@ -12,7 +12,7 @@ struct MaxPoolOp {
     argmax: Tensor,
 }
 
-impl Op for MaxPoolOp {
+impl TapeOp for MaxPoolOp {
     fn name(&self) -> &'static str {
         "max_pool2d"
     }
@@ -32,7 +32,7 @@ impl Op for MaxPoolOp {
 
 struct AvgPoolOp(Pool2dSpec);
 
-impl Op for AvgPoolOp {
+impl TapeOp for AvgPoolOp {
     fn name(&self) -> &'static str {
         "avg_pool2d"
     }
@@ -57,7 +57,7 @@ impl Op for AvgPoolOp {
 
 struct GlobalAvgPoolOp;
 
-impl Op for GlobalAvgPoolOp {
+impl TapeOp for GlobalAvgPoolOp {
     fn name(&self) -> &'static str {
         "global_avg_pool"
     }

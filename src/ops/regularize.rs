@@ -4,7 +4,7 @@ use super::be;
 use crate::device::{Binary, Unary};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
-use crate::tape::{Op, OpCtx, Tape, Var};
+use crate::tape::{OpCtx, Tape, TapeOp, Var};
 use crate::tensor::Tensor;
 
 /// `y = x * m` with a fixed mask `m` (dropout: `m = keep / (1 - p)`).
@@ -12,7 +12,7 @@ struct MaskOp {
     mask: Tensor,
 }
 
-impl Op for MaskOp {
+impl TapeOp for MaskOp {
     fn name(&self) -> &'static str {
         "dropout"
     }
@@ -31,7 +31,7 @@ struct SampleScaleOp {
     scale: Vec<f32>,
 }
 
-impl Op for SampleScaleOp {
+impl TapeOp for SampleScaleOp {
     fn name(&self) -> &'static str {
         "drop_path"
     }
@@ -49,7 +49,7 @@ struct GroupNormOp {
     n: usize,
 }
 
-impl Op for GroupNormOp {
+impl TapeOp for GroupNormOp {
     fn name(&self) -> &'static str {
         "group_l2_norm"
     }

@@ -15,39 +15,19 @@
 //! vectorises), then combines the plane partials of a channel in sample order; elementwise
 //! passes run over planes in parallel with the per-channel constants hoisted out of the inner
 //! loop. All kernels are compiled twice, portable and with AVX2 (same operations in the same
-//! order, so the same bits), and picked at run time; the dispatch is shared with the pooling
-//! kernels.
+//! order, so the same bits), and picked at run time (see `simd`).
 
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::device::{BatchNormForward, BatchNormGrads};
-use crate::error::{shape_err, Error, Result};
+use super::plane::{
+    assume_init, plane_sum, share_bounds, static_map, team_size, uninit, TASK_ELEMS,
+};
+use super::simd::{isa_dispatch, Isa};
+use crate::device::{shape, BatchNormForward, BatchNormGrads};
+use crate::error::Result;
 use crate::tensor::Tensor;
-
-/// Independent f64 accumulators per reduction (breaks the add dependency chain so that the
-/// loop vectorises; combined in a fixed order afterwards).
-const LANES: usize = 8;
-
-/// Elements a parallel task should at least cover (small planes are grouped).
-const TASK_ELEMS: usize = 1 << 14;
-
-/// `(n, c, s)`: batch, channels and plane size (product of the dimensions after the first two).
-fn ncs(op: &'static str, x: &Tensor) -> Result<(usize, usize, usize)> {
-    match x.shape() {
-        [n, c, rest @ ..] => Ok((*n, *c, rest.iter().product())),
-        _ => shape_err(op, "[N, C, ...]", x.shape()),
-    }
-}
-
-/// Checks that an optional per-channel vector has shape `[c]`.
-fn check_channel_vec(op: &'static str, t: Option<&Tensor>, c: usize) -> Result<()> {
-    match t {
-        Some(t) if t.shape() != [c] => shape_err(op, format!("[{c}]"), t.shape()),
-        _ => Ok(()),
-    }
-}
 
 /// Planes per parallel task for planes of `s` elements.
 fn planes_per_task(s: usize) -> usize {
@@ -55,114 +35,19 @@ fn planes_per_task(s: usize) -> usize {
 }
 
 // ------------------------------------------------------------------------------------------
-// Instruction-set dispatch (shared with the pooling kernels)
-// ------------------------------------------------------------------------------------------
-
-/// Which compiled copy of a plane kernel runs. All copies are the same code (no fused
-/// multiply-add, same operation order, reductions over explicit lanes), so their results are
-/// bitwise identical.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Isa {
-    Base,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// AVX2 and AVX-512F (16-wide vectors).
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-impl Isa {
-    pub(super) fn detect() -> Isa {
-        #[cfg(test)]
-        if FORCE_BASE.with(|f| f.get()) {
-            return Isa::Base;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            return Isa::Avx2;
-        }
-        Isa::Base
-    }
-
-    /// [`Isa::detect`], or the AVX-512F copy where the CPU has it: for the kernels whose
-    /// AVX-512 copy measured faster (the max-pool forward; the batch-norm reductions and
-    /// the others measured slower or equal).
-    pub(super) fn detect_wide() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        if Isa::detect() == Isa::Avx2 && std::is_x86_feature_detected!("avx512f") {
-            return Isa::Avx512;
-        }
-        Isa::detect()
-    }
-}
-
-#[cfg(test)]
-thread_local! {
-    /// Tests: make [`Isa::detect`] pick the portable copies (for calls from this thread).
-    static FORCE_BASE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Tests: runs `f` with the portable copies of the kernels.
-#[cfg(test)]
-pub(super) fn with_portable_kernels<R>(f: impl FnOnce() -> R) -> R {
-    FORCE_BASE.with(|b| b.set(true));
-    let r = f();
-    FORCE_BASE.with(|b| b.set(false));
-    r
-}
-
-/// Defines `$name(isa, args..)` running `$imp` or, on AVX2 (AVX-512F) CPUs, the copy of
-/// `$imp` compiled with AVX2 (and AVX-512F) enabled (`$imp` should be `#[inline(always)]`).
-/// `$avx` names the AVX2 copy.
-macro_rules! isa_dispatch {
-    ($vis:vis fn $name:ident / $avx:ident => $imp:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
-        #[allow(clippy::too_many_arguments)]
-        $vis fn $name(isa: Isa, $($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2")]
-            #[allow(clippy::too_many_arguments)]
-            fn $avx($($arg: $ty),*) $(-> $ret)? {
-                $imp($($arg),*)
-            }
-
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,avx512f")]
-            #[allow(clippy::too_many_arguments)]
-            fn avx512($($arg: $ty),*) $(-> $ret)? {
-                $imp($($arg),*)
-            }
-
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `Isa::Avx2` is only produced after detecting AVX2.
-                Isa::Avx2 => unsafe { $avx($($arg),*) },
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `Isa::Avx512` is only produced after detecting AVX2 and AVX-512F.
-                Isa::Avx512 => unsafe { avx512($($arg),*) },
-                Isa::Base => $imp($($arg),*),
-            }
-        }
-    };
-}
-pub(super) use isa_dispatch;
-
-// ------------------------------------------------------------------------------------------
 // Plane kernels
 // ------------------------------------------------------------------------------------------
 
 isa_dispatch! {
-    fn forward_channel / forward_channel_avx2 =>
+    fn forward_channel =>
         forward_channel_impl(x: &[&[f32]], y: &mut [&mut [MaybeUninit<f32>]], eps: f64, w: f32, b: f32) -> ChannelStats
 }
 isa_dispatch! {
-    fn backward_channel / backward_channel_avx2 =>
+    fn backward_channel =>
         backward_channel_impl(p: Planes, ch: usize, dy: &[f32], x: &[f32], dx: &mut [&mut [MaybeUninit<f32>]], off: usize, mu: f32, is: f64, w: f64) -> (f64, f64)
 }
 isa_dispatch! {
-    pub(super) fn plane_sum / plane_sum_avx2 => plane_sum_impl(x: &[f32], y: Option<&[f32]>) -> f64
-}
-isa_dispatch! {
-    fn affine / affine_avx2 => affine_impl(x: &[f32], out: &mut [f32], a: f32, b: Option<f32>)
+    fn affine => affine_impl(x: &[f32], out: &mut [f32], a: f32, b: Option<f32>)
 }
 
 /// f32 lanes of the blocked reductions (four AVX2 registers per sum).
@@ -358,26 +243,6 @@ fn backward_channel_impl(
     (sum_dy, sum_dy_xmu)
 }
 
-/// An output buffer of `len` elements left uninitialised (no zero fill): every element must
-/// be written before [`assume_init`].
-pub(super) fn uninit(len: usize) -> Vec<MaybeUninit<f32>> {
-    let mut v = Vec::with_capacity(len);
-    // SAFETY: `MaybeUninit` needs no initialisation and the capacity is `len`.
-    unsafe { v.set_len(len) };
-    v
-}
-
-/// The buffer of [`uninit`] as initialised values.
-///
-/// # Safety
-/// Every element of `v` has been written.
-pub(super) unsafe fn assume_init(v: Vec<MaybeUninit<f32>>) -> Vec<f32> {
-    let mut v = std::mem::ManuallyDrop::new(v);
-    // SAFETY: same allocation, layout of `MaybeUninit<f32>` is that of `f32`, and the caller
-    // guarantees that all `len` elements are initialised.
-    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<f32>(), v.len(), v.capacity()) }
-}
-
 /// The planes (chunks of `s`) of `v`, grouped by channel: plane `p` goes to channel `p % c`,
 /// in sample order.
 fn by_channel<T>(planes: impl Iterator<Item = T>, c: usize, n: usize) -> Vec<Vec<T>> {
@@ -386,129 +251,6 @@ fn by_channel<T>(planes: impl Iterator<Item = T>, c: usize, n: usize) -> Vec<Vec
         out[p % c].push(v);
     }
     out
-}
-
-/// Threads [`static_map`] uses for `len` items and `work` elements in all.
-pub(super) fn team_size(len: usize, work: usize) -> usize {
-    rayon::current_num_threads()
-        .min(len)
-        .min(work / TASK_ELEMS)
-        .max(1)
-}
-
-/// `0 = b[0] <= b[1] <= .. <= b[parts] = len`: `len` split into `parts` contiguous, equal
-/// (within one) shares.
-pub(super) fn share_bounds(len: usize, parts: usize) -> Vec<usize> {
-    (0..=parts).map(|k| k * len / parts).collect()
-}
-
-/// `f(i, items[i])` for every item, in parallel: the items are split into contiguous, equal
-/// shares, one per thread of the current pool, as an OpenMP static schedule: share `k`, and
-/// so the data it touches, goes to the same thread on every call with the same length
-/// (called from outside the pool: pool thread `k`; from inside: the caller runs share 0).
-/// With `work` (elements in all) below a couple of tasks' worth, runs on the calling thread. Which thread computes an
-/// item never changes its result. Returns the results in item order.
-pub(super) fn static_map<T: Send, R: Send>(
-    items: Vec<T>,
-    work: usize,
-    f: impl Fn(usize, T) -> R + Sync,
-) -> Vec<R> {
-    static_map_init(items, work, || (), |_, i, t| f(i, t))
-}
-
-/// [`static_map`] with per-thread scratch state made by `init` (once per thread and call).
-pub(super) fn static_map_init<T: Send, R: Send, S>(
-    items: Vec<T>,
-    work: usize,
-    init: impl Fn() -> S + Sync,
-    f: impl Fn(&mut S, usize, T) -> R + Sync,
-) -> Vec<R> {
-    let len = items.len();
-    let threads = team_size(len, work);
-    if threads == 1 {
-        let mut st = init();
-        return items
-            .into_iter()
-            .enumerate()
-            .map(|(i, t)| f(&mut st, i, t))
-            .collect();
-    }
-    let mut shares: Vec<std::sync::Mutex<Vec<(usize, T)>>> = Vec::with_capacity(threads);
-    let mut it = items.into_iter().enumerate();
-    for k in 0..threads {
-        let take = (k + 1) * len / threads - k * len / threads;
-        shares.push(std::sync::Mutex::new(it.by_ref().take(take).collect()));
-    }
-    let out: Vec<std::sync::Mutex<Vec<R>>> = (0..threads)
-        .map(|_| std::sync::Mutex::new(Vec::new()))
-        .collect();
-    let run = |k: usize| {
-        let share = std::mem::take(&mut *shares[k].lock().unwrap_or_else(|e| e.into_inner()));
-        let mut st = init();
-        let r: Vec<R> = share.into_iter().map(|(i, t)| f(&mut st, i, t)).collect();
-        *out[k].lock().unwrap_or_else(|e| e.into_inner()) = r;
-    };
-    if rayon::current_thread_index().is_none() {
-        // Called from outside the pool (the usual case: a training loop or a benchmark on
-        // the main thread): pool thread `k` runs share `k`. A thread then touches the same
-        // data on every call of the same shape, which stays in its core's cache between
-        // calls (measured: ~15% faster batch-norm backward at 1 MB per tensor than running
-        // the first share on the caller and the others on whichever pool thread steals
-        // them); the caller sleeps meanwhile, so no more threads are busy than the pool has.
-        rayon::broadcast(|ctx| {
-            if ctx.index() < threads {
-                run(ctx.index())
-            }
-        });
-    } else {
-        // Inside the pool: the calling thread runs the first share (like an OpenMP master
-        // thread) and other pool threads the rest.
-        rayon::in_place_scope(|scope| {
-            for k in 1..threads {
-                let run = &run;
-                scope.spawn(move |_| run(k));
-            }
-            run(0);
-        });
-    }
-    let out: Vec<Vec<R>> = out
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect();
-    out.into_iter().flatten().collect()
-}
-
-/// `sum(f(x[i], y[i]))` in f64 over `LANES` independent accumulators (one operation per
-/// pass: the vectoriser then maps lanes to SIMD lanes), combined in a fixed order.
-#[inline(always)]
-fn lane_sum(x: &[f32], y: &[f32], f: impl Fn(f64, f64) -> f64) -> f64 {
-    let n = x.len().min(y.len());
-    let full = n / LANES * LANES;
-    let mut acc = [0.0f64; LANES];
-    for (a, b) in x[..full]
-        .chunks_exact(LANES)
-        .zip(y[..full].chunks_exact(LANES))
-    {
-        let a: &[f32; LANES] = a.try_into().expect("LANES elements");
-        let b: &[f32; LANES] = b.try_into().expect("LANES elements");
-        for i in 0..LANES {
-            acc[i] += f(a[i] as f64, b[i] as f64);
-        }
-    }
-    let mut tot: f64 = acc.iter().sum();
-    for (&a, &b) in x[full..n].iter().zip(&y[full..n]) {
-        tot += f(a as f64, b as f64);
-    }
-    tot
-}
-
-/// `sum(x)` or `sum(x * y)` in f64.
-#[inline(always)]
-fn plane_sum_impl(x: &[f32], y: Option<&[f32]>) -> f64 {
-    match y {
-        None => lane_sum(x, x, |a, _| a),
-        Some(y) => lane_sum(x, y, |a, b| a * b),
-    }
 }
 
 /// `out = x * a (+ b)`.
@@ -540,15 +282,7 @@ pub(crate) fn train_forward(
     bias: Option<&Tensor>,
     eps: f32,
 ) -> Result<BatchNormForward> {
-    let (n, c, s) = ncs("batch_norm input", x)?;
-    check_channel_vec("batch_norm weight", weight, c)?;
-    check_channel_vec("batch_norm bias", bias, c)?;
-    if !(eps >= 0.0 && eps.is_finite()) {
-        return Err(Error::Invalid(format!(
-            "batch_norm: eps must be finite and >= 0, got {eps}"
-        )));
-    }
-    let m = n * s;
+    let (n, c, s) = shape::batch_norm_train(x, weight, bias, eps)?;
     if c == 0 {
         let empty = || Tensor::from_vec(Vec::new(), &[0]);
         return Ok(BatchNormForward {
@@ -558,15 +292,9 @@ pub(crate) fn train_forward(
             invstd: empty()?,
         });
     }
-    if m < 2 {
-        return Err(Error::Invalid(format!(
-            "batch_norm: training needs more than one value per channel, input has shape {:?}",
-            x.shape()
-        )));
-    }
     let xs = x.cpu();
     let (wv, bv) = (weight.map(|t| t.cpu()), bias.map(|t| t.cpu()));
-    let isa = Isa::detect();
+    let isa = Isa::detect().at_most_avx2();
     let mut y = uninit(xs.len());
     let xp = by_channel(xs.chunks(s), c, n);
     let mut yp = by_channel(y.chunks_mut(s), c, n);
@@ -592,16 +320,14 @@ pub(crate) fn train_forward(
 }
 
 pub(crate) fn channel_affine(x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor> {
-    let (_, c, s) = ncs("channel_affine input", x)?;
-    check_channel_vec("channel_affine scale", Some(scale), c)?;
-    check_channel_vec("channel_affine shift", shift, c)?;
+    let (_, c, s) = shape::channel_affine(x, scale, shift)?;
     let xs = x.cpu();
     let mut y = vec![0.0f32; xs.len()];
     if s == 0 {
         return Tensor::from_vec(y, x.shape());
     }
     let (a, b) = (scale.cpu(), shift.map(|t| t.cpu()));
-    let isa = Isa::detect();
+    let isa = Isa::detect().at_most_avx2();
     y.par_chunks_mut(s)
         .zip(xs.par_chunks(s))
         .enumerate()
@@ -617,18 +343,7 @@ pub(crate) fn backward(
     invstd: &Tensor,
     weight: Option<&Tensor>,
 ) -> Result<BatchNormGrads> {
-    let (n, c, s) = ncs("batch_norm_backward x", x)?;
-    if dy.shape() != x.shape() {
-        return shape_err(
-            "batch_norm_backward dy",
-            format!("{:?}", x.shape()),
-            dy.shape(),
-        );
-    }
-    check_channel_vec("batch_norm_backward mean", Some(mean), c)?;
-    check_channel_vec("batch_norm_backward invstd", Some(invstd), c)?;
-    check_channel_vec("batch_norm_backward weight", weight, c)?;
-    let m = n * s;
+    let (n, c, s) = shape::batch_norm_backward(dy, x, mean, invstd, weight)?;
     if c == 0 {
         let empty = || Tensor::from_vec(Vec::new(), &[0]);
         return Ok(BatchNormGrads {
@@ -637,16 +352,10 @@ pub(crate) fn backward(
             dbias: empty()?,
         });
     }
-    if m == 0 {
-        return Err(Error::Invalid(format!(
-            "batch_norm_backward: no values per channel in shape {:?}",
-            x.shape()
-        )));
-    }
     let (xs, ds) = (x.cpu(), dy.cpu());
     let (mv, iv) = (mean.cpu(), invstd.cpu());
     let wv = weight.map(|t| t.cpu());
-    let isa = Isa::detect();
+    let isa = Isa::detect().at_most_avx2();
     let p = Planes { n, c, s };
     let mut dx = uninit(xs.len());
     // One task per thread, each a contiguous range of channels (an OpenMP-style static
@@ -691,18 +400,13 @@ pub(crate) fn backward(
 }
 
 pub(crate) fn channel_sums(x: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
-    let (_, c, s) = ncs("channel_sums x", x)?;
-    if let Some(y) = y {
-        if y.shape() != x.shape() {
-            return shape_err("channel_sums y", format!("{:?}", x.shape()), y.shape());
-        }
-    }
+    let (_, c, s) = shape::channel_sums(x, y)?;
     if s == 0 {
         return Tensor::from_vec(vec![0.0; c], &[c]);
     }
     let xs = x.cpu();
     let ys = y.map(|t| t.cpu());
-    let isa = Isa::detect();
+    let isa = Isa::detect().at_most_avx2();
     let partials: Vec<f64> = xs
         .par_chunks(s)
         .enumerate()
@@ -716,6 +420,7 @@ pub(crate) fn channel_sums(x: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::device::cpu::simd::with_portable_kernels;
     use crate::rng::Rng;
 
     /// The AVX2 and the portable copies give bitwise identical results (the integration tests

@@ -2,34 +2,12 @@
 
 use rayon::prelude::*;
 
-use crate::error::{shape_err, Error, Result};
+use crate::device::shape;
+use crate::error::Result;
 use crate::tensor::Tensor;
 
-/// `(B, K)` of `[B, K]` logits (or probabilities) after checking `labels` against them.
-pub(crate) fn check_rows(
-    op: &'static str,
-    x: &Tensor,
-    labels: Option<&[u32]>,
-) -> Result<(usize, usize)> {
-    let (b, k) = match *x.shape() {
-        [b, k] => (b, k),
-        _ => return shape_err(op, "[B, K] logits", x.shape()),
-    };
-    if let Some(labels) = labels {
-        if labels.len() != b {
-            return shape_err(op, format!("{b} labels"), &[labels.len()]);
-        }
-        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= k) {
-            return Err(Error::Invalid(format!(
-                "{op}: label {bad} out of range for {k} classes"
-            )));
-        }
-    }
-    Ok((b, k))
-}
-
 pub(crate) fn softmax_cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)> {
-    let (b, k) = check_rows("softmax_cross_entropy", logits, Some(labels))?;
+    let (b, k) = shape::rows("softmax_cross_entropy", logits, Some(labels))?;
     let z = logits.cpu();
     let mut probs = vec![0.0f32; b * k];
     let nll: Vec<f64> = probs
@@ -57,7 +35,7 @@ pub(crate) fn softmax_cross_entropy(logits: &Tensor, labels: &[u32]) -> Result<(
 
 /// `(probs - onehot(labels)) / B`.
 pub(crate) fn softmax_cross_entropy_backward(probs: &Tensor, labels: &[u32]) -> Result<Tensor> {
-    let (b, k) = check_rows("softmax_cross_entropy_backward", probs, Some(labels))?;
+    let (b, k) = shape::rows("softmax_cross_entropy_backward", probs, Some(labels))?;
     let inv_b = 1.0f32 / b as f32;
     let mut d = probs.cpu().to_vec();
     d.par_chunks_mut(k.max(1))
@@ -73,7 +51,7 @@ pub(crate) fn softmax_cross_entropy_backward(probs: &Tensor, labels: &[u32]) -> 
 
 /// `(p - p^2) / B`.
 pub(crate) fn softmax_cross_entropy_curvature(probs: &Tensor) -> Result<Tensor> {
-    let (b, k) = check_rows("softmax_cross_entropy_curvature", probs, None)?;
+    let (b, k) = shape::rows("softmax_cross_entropy_curvature", probs, None)?;
     let inv_b = 1.0f32 / b as f32;
     let mut h = probs.cpu().to_vec();
     h.par_iter_mut().for_each(|q| *q = (*q - *q * *q) * inv_b);

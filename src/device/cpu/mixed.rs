@@ -5,11 +5,12 @@
 
 use rayon::prelude::*;
 
-use crate::error::{shape_err, Result};
+use crate::device::shape;
+use crate::error::Result;
 use crate::tensor::Tensor;
 
 pub(crate) fn forward(xs: &[&Tensor], s0: &Tensor, s: &Tensor) -> Result<Tensor> {
-    let (_, per) = crate::device::mixed_shapes(xs, s0, s)?;
+    let (_, per) = shape::mixed_shapes(xs, s0, s)?;
     let s0v = s0.cpu()[0];
     let coef: Vec<f32> = s.cpu().iter().map(|&sk| s0v * sk).collect();
     let mut out = vec![0.0f32; xs[0].numel()];
@@ -29,10 +30,7 @@ pub(crate) fn backward(
     s0: &Tensor,
     s: &Tensor,
 ) -> Result<(Vec<Tensor>, Tensor)> {
-    let (n, per) = crate::device::mixed_shapes(xs, s0, s)?;
-    if dy.shape() != xs[0].shape() {
-        return shape_err("mixed op dy", format!("{:?}", xs[0].shape()), dy.shape());
-    }
+    let (n, per) = shape::mixed_seed("mixed op dy", xs, s0, s, dy)?;
     let k = xs.len();
     let s0v = s0.cpu()[0];
     let coef: Vec<f32> = s.cpu().iter().map(|&sk| s0v * sk).collect();
@@ -78,10 +76,7 @@ pub(crate) fn curvature(
     s0: &Tensor,
     s: &Tensor,
 ) -> Result<(Vec<Tensor>, Tensor, Tensor)> {
-    let (n, per) = crate::device::mixed_shapes(xs, s0, s)?;
-    if hy.shape() != xs[0].shape() {
-        return shape_err("mixed op hy", format!("{:?}", xs[0].shape()), hy.shape());
-    }
+    let (n, per) = shape::mixed_seed("mixed op hy", xs, s0, s, hy)?;
     let k = xs.len();
     let s0v = s0.cpu()[0];
     let sv = s.cpu().to_vec();

@@ -11,7 +11,9 @@ pub mod gemm;
 pub(crate) mod loss;
 mod mixed;
 mod optim;
+mod plane;
 pub(crate) mod pool;
+mod simd;
 mod structure;
 
 use super::{
@@ -159,6 +161,12 @@ impl Backend for CpuBackend {
     }
     fn shift_crop_backward(&self, dy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
         structure::shift_crop_backward(dy, x_shape)
+    }
+    fn select_columns(&self, x: &Tensor, idx: &[usize]) -> Result<Tensor> {
+        structure::select_columns(x, idx)
+    }
+    fn select_columns_backward(&self, dy: &Tensor, idx: &[usize], cols: usize) -> Result<Tensor> {
+        structure::select_columns_backward(dy, idx, cols)
     }
     fn mixed_forward(&self, xs: &[&Tensor], s0: &Tensor, s: &Tensor) -> Result<Tensor> {
         mixed::forward(xs, s0, s)

@@ -1,8 +1,8 @@
-//! Channel concat/split and the shifted crop of factorized reduce.
+//! Channel concat/split, the shifted crop of factorized reduce and column selection.
 
 use rayon::prelude::*;
 
-use crate::device::nchw;
+use crate::device::{nchw, shape};
 use crate::error::{shape_err, Result};
 use crate::tensor::Tensor;
 
@@ -96,4 +96,27 @@ pub(crate) fn shift_crop_backward(dy: &Tensor, x_shape: &[usize]) -> Result<Tens
         }
     });
     Tensor::from_vec(out, x_shape)
+}
+
+pub(crate) fn select_columns(x: &Tensor, idx: &[usize]) -> Result<Tensor> {
+    let (n, cols) = shape::select_columns(x.shape(), idx)?;
+    let xs = x.cpu();
+    let mut out = Vec::with_capacity(n * idx.len());
+    for row in xs.chunks(cols.max(1)).take(n) {
+        out.extend(idx.iter().map(|&i| row[i]));
+    }
+    Tensor::from_vec(out, &[n, idx.len()])
+}
+
+/// `dx[r, idx[j]] = 0 + dy[r, j]`, zeros elsewhere (the sum into zeros, so -0 becomes +0).
+pub(crate) fn select_columns_backward(dy: &Tensor, idx: &[usize], cols: usize) -> Result<Tensor> {
+    let n = shape::select_columns_backward(dy.shape(), idx, cols)?;
+    let (d, m) = (dy.cpu(), idx.len());
+    let mut dx = vec![0f32; n * cols];
+    for r in 0..n {
+        for (j, &i) in idx.iter().enumerate() {
+            dx[r * cols + i] += d[r * m + j];
+        }
+    }
+    Tensor::from_vec(dx, &[n, cols])
 }

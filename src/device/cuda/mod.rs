@@ -14,11 +14,25 @@
 //!   path. Buffers are shared copy-on-write between tensor clones.
 //! * Kernel modules are loaded once when the backend is created; functions are looked up once
 //!   and cached by entry name.
+//! * `backend.rs` implements [`crate::Backend`] by delegating to one launcher module per
+//!   kernel family, as the CPU backend: `elementwise`, `gemm`, `conv`, `batchnorm`, `pool`,
+//!   `structure`, `mixed`, `loss`, `optim`. Operands are validated by the checks every backend
+//!   shares (`device/shape.rs`); kernel parameter structs and op codes come from the generated
+//!   [`params`].
 
 mod ard;
-mod ops;
+mod backend;
+mod batchnorm;
+mod conv;
+mod elementwise;
+mod gemm;
+mod loss;
+mod mixed;
+mod optim;
 #[allow(clippy::all, unused)]
 pub mod params;
+mod pool;
+mod structure;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -44,6 +58,25 @@ pub fn ptx_modules() -> &'static [(&'static str, &'static str)] {
 /// Threads per block of the 1-D grid-stride kernels (the kernel contract).
 pub(crate) const BLOCK: u32 = 256;
 
+/// Blocks the split reductions aim for (about 4 per SM of an H100/H200); used only through
+/// shape-derived split counts, so results never depend on the device.
+pub(crate) const TARGET_BLOCKS: usize = 528;
+
+/// `v` as a kernel's `int32` parameter, or an error when it does not fit.
+pub(crate) fn i32c(v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::Invalid(format!("cuda: size {v} exceeds the i32 range")))
+}
+
+/// `v` as a kernel's `int64` parameter.
+pub(crate) fn i64c(v: usize) -> i64 {
+    v as i64
+}
+
+/// Device address of element `index` of an array of `T` starting at device address `base`.
+pub(crate) fn elem_at<T>(base: u64, index: usize) -> u64 {
+    base + (index * std::mem::size_of::<T>()) as u64
+}
+
 // SAFETY: the parameter structs are `#[repr(C)]` plain data matching the C header the
 // kernels are compiled with; they are passed by value as kernel arguments.
 unsafe impl DeviceRepr for params::EwParams {}
@@ -53,6 +86,7 @@ unsafe impl DeviceRepr for params::ConvParams {}
 unsafe impl DeviceRepr for params::BnParams {}
 unsafe impl DeviceRepr for params::PoolParams {}
 unsafe impl DeviceRepr for params::CopyParams {}
+unsafe impl DeviceRepr for params::ColumnsParams {}
 unsafe impl DeviceRepr for params::MixedParams {}
 unsafe impl DeviceRepr for params::LossParams {}
 unsafe impl DeviceRepr for params::SgdParams {}
@@ -435,6 +469,12 @@ impl CudaBackend {
         }
     }
 
+    /// Device address of a device buffer.
+    pub(crate) fn raw<T>(&self, s: &CudaSlice<T>) -> u64 {
+        let (p, _sync) = cudarc::driver::DevicePtr::device_ptr(s, self.stream());
+        p
+    }
+
     /// Device address of a tensor on this device.
     pub(crate) fn ptr(&self, what: &'static str, t: &Tensor) -> Result<u64> {
         Ok(self.buf(what, t)?.ptr())
@@ -665,7 +705,18 @@ mod tests {
             eprintln!("skipped: launched_kernels_exist_in_the_ptx: no PTX in this build");
             return;
         }
-        let src = [include_str!("ops.rs"), include_str!("ard.rs")].concat();
+        let src = [
+            include_str!("batchnorm.rs"),
+            include_str!("conv.rs"),
+            include_str!("elementwise.rs"),
+            include_str!("ard.rs"),
+            include_str!("loss.rs"),
+            include_str!("mixed.rs"),
+            include_str!("optim.rs"),
+            include_str!("pool.rs"),
+            include_str!("structure.rs"),
+        ]
+        .concat();
         let (mut missing, mut checked) = (Vec::new(), 0);
         for part in src.split("launch(").skip(1) {
             let name = part.trim_start().trim_start_matches('"');

@@ -4,6 +4,18 @@
 #![allow(non_snake_case, dead_code)]
 #![allow(clippy::all)]
 
+pub const EW_NO_OP: i32 = 0;
+pub const EW_UNARY_RELU: i32 = 0;
+pub const EW_UNARY_SQUARE: i32 = 1;
+pub const EW_UNARY_SCALE: i32 = 2;
+pub const EW_BINARY_ADD: i32 = 0;
+pub const EW_BINARY_SUB: i32 = 1;
+pub const EW_BINARY_MUL: i32 = 2;
+pub const EW_BINARY_RELU_MASK: i32 = 3;
+pub const POOL_GRADIENT: i32 = 1;
+pub const POOL_CURVATURE: i32 = 2;
+pub const COPY_INTO_CHANNELS: i32 = 0;
+pub const COPY_FROM_CHANNELS: i32 = 1;
 pub const ARD_UPDATED: i32 = 1;
 pub const ARD_DEAD: i32 = 2;
 pub const ARD_NO_CURVATURE: i32 = 3;
@@ -205,6 +217,21 @@ const _: () = {
     ["Offset of field: ShiftParams::c"][::core::mem::offset_of!(ShiftParams, c) - 8usize];
     ["Offset of field: ShiftParams::h"][::core::mem::offset_of!(ShiftParams, h) - 16usize];
     ["Offset of field: ShiftParams::w"][::core::mem::offset_of!(ShiftParams, w) - 24usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct ColumnsParams {
+    pub n: i64,
+    pub cols: i64,
+    pub m: i64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of ColumnsParams"][::core::mem::size_of::<ColumnsParams>() - 24usize];
+    ["Alignment of ColumnsParams"][::core::mem::align_of::<ColumnsParams>() - 8usize];
+    ["Offset of field: ColumnsParams::n"][::core::mem::offset_of!(ColumnsParams, n) - 0usize];
+    ["Offset of field: ColumnsParams::cols"][::core::mem::offset_of!(ColumnsParams, cols) - 8usize];
+    ["Offset of field: ColumnsParams::m"][::core::mem::offset_of!(ColumnsParams, m) - 16usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

@@ -24,7 +24,7 @@ fn generate(root: &Path) -> Result<String, String> {
     let bindings = bindgen::Builder::default()
         .header(header.to_string_lossy())
         .allowlist_type(".*Params")
-        .allowlist_var("ARD_.*")
+        .allowlist_file(".*bayesnas_params[.]h")
         .derive_copy(true)
         .derive_debug(true)
         .derive_default(true)

@@ -3,7 +3,7 @@
 //! the store it is saved as.
 
 use bayesnas_engine::prelude::*;
-use bayesnas_engine::tape::{Op as TapeOp, OpCtx};
+use bayesnas_engine::tape::{OpCtx, TapeOp};
 
 use super::flatten;
 use super::model::{Kind, Link, Model};

@@ -17,7 +17,7 @@ pub mod network;
 pub mod train;
 
 use bayesnas_engine::prelude::*;
-use bayesnas_engine::tape::{Op as TapeOp, OpCtx};
+use bayesnas_engine::tape::{OpCtx, TapeOp};
 
 /// Moves every tensor of a store (values, gradients, curvatures, momenta) to `device`.
 /// Networks are built on the host; this puts them where they train.

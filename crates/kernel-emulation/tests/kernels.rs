@@ -4,7 +4,7 @@
 use bayesnas_engine::device::cpu::CpuBackend;
 use bayesnas_engine::device::{Backend, Binary, Unary};
 use bayesnas_engine::{Conv2dSpec, Pool2dSpec, Rng, Tensor};
-use bayesnas_kernel_host::*;
+use bayesnas_kernel_emulation::*;
 
 const B: u32 = 256;
 
@@ -80,9 +80,9 @@ fn elementwise_maps_and_reductions() {
         let grid = (rng.below(4) + 1) as u32;
         let alpha = 0.75f32;
         for (op, u) in [
-            (0, Unary::Relu),
-            (1, Unary::Square),
-            (2, Unary::Scale(alpha)),
+            (EW_UNARY_RELU, Unary::Relu),
+            (EW_UNARY_SQUARE, Unary::Square),
+            (EW_UNARY_SCALE, Unary::Scale(alpha)),
         ] {
             let p = EwParams {
                 n: n as i64,
@@ -97,11 +97,16 @@ fn elementwise_maps_and_reductions() {
                 cpu().unary(&ta, u).unwrap().cpu(),
             );
         }
-        let ops = [Binary::Add, Binary::Sub, Binary::Mul, Binary::ReluMask];
-        for (op, bop) in ops.into_iter().enumerate() {
+        let ops = [
+            (EW_BINARY_ADD, Binary::Add),
+            (EW_BINARY_SUB, Binary::Sub),
+            (EW_BINARY_MUL, Binary::Mul),
+            (EW_BINARY_RELU_MASK, Binary::ReluMask),
+        ];
+        for (op, bop) in ops {
             let p = EwParams {
                 n: n as i64,
-                op: op as i32,
+                op,
                 ..Default::default()
             };
             unsafe {
@@ -735,7 +740,7 @@ fn pooling_max_avg_global() {
             k: k as i32,
             stride: s as i32,
             padding: pad as i32,
-            power: 1,
+            power: POOL_GRADIENT,
         };
         let l = Launch::d1(2, B);
         let (mut y, mut arg) = (vec![0.0f32; n * c * ho * wo], vec![0.0f32; n * c * ho * wo]);
@@ -783,7 +788,7 @@ fn pooling_max_avg_global() {
             &y,
             cpu().avg_pool2d_forward(&txr, spec).unwrap().cpu(),
         );
-        for power in [1, 2] {
+        for power in [POOL_GRADIENT, POOL_CURVATURE] {
             let pp = PoolParams { power, ..p };
             unsafe { host_avgpool_bwd(l, dy.as_ptr(), dx.as_mut_ptr(), pp) };
             let want = cpu()
@@ -799,7 +804,7 @@ fn pooling_max_avg_global() {
             cpu().global_avg_pool_forward(&txr).unwrap().cpu(),
         );
         let dg = rvec(n * c, &mut rng);
-        for power in [1, 2] {
+        for power in [POOL_GRADIENT, POOL_CURVATURE] {
             let pp = PoolParams { power, ..p };
             unsafe { host_gap_bwd(l, dg.as_ptr(), dx.as_mut_ptr(), pp) };
             let want = cpu()
@@ -837,7 +842,7 @@ fn concat_split_shift() {
             c_src: c as i64,
             c_dst: ctot as i64,
             c_off: off,
-            direction: 0,
+            direction: COPY_INTO_CHANNELS,
             ..Default::default()
         };
         unsafe { host_copy_channels(Launch::d1(2, B), v.as_ptr(), big.as_mut_ptr(), p) };
@@ -854,7 +859,7 @@ fn concat_split_shift() {
             c_src: c as i64,
             c_dst: ctot as i64,
             c_off: off,
-            direction: 1,
+            direction: COPY_FROM_CHANNELS,
             ..Default::default()
         };
         unsafe { host_copy_channels(Launch::d1(2, B), big.as_ptr(), piece.as_mut_ptr(), p) };
@@ -880,6 +885,63 @@ fn concat_split_shift() {
         .shift_crop_backward(&t(&dy, &[n, c, h - 1, w - 1]), &[n, c, h, w])
         .unwrap();
     close("shift_crop_bwd", &dx, want.cpu());
+}
+
+#[test]
+fn select_columns_forward_and_backward() {
+    let mut rng = Rng::new(18);
+    for (n, cols, m) in [
+        (5usize, 12usize, 5usize),
+        (33, 300, 120),
+        (1, 1, 1),
+        (4, 9, 9),
+    ] {
+        let what = format!("select_columns n{n} cols{cols} m{m}");
+        // m distinct columns in a random order.
+        let mut all: Vec<usize> = (0..cols).collect();
+        rng.shuffle(&mut all);
+        let idx = &all[..m];
+        let p = ColumnsParams {
+            n: n as i64,
+            cols: cols as i64,
+            m: m as i64,
+        };
+        let x = rvec(n * cols, &mut rng);
+        let map: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+        let mut y = vec![f32::NAN; n * m];
+        unsafe {
+            host_select_columns(
+                Launch::d1(2, B),
+                x.as_ptr(),
+                map.as_ptr(),
+                y.as_mut_ptr(),
+                p,
+            )
+        };
+        let want = cpu().select_columns(&t(&x, &[n, cols]), idx).unwrap();
+        assert_eq!(y, want.cpu(), "{what}");
+        let mut dy = rvec(n * m, &mut rng);
+        dy[0] = -0.0;
+        let mut pos = vec![-1i64; cols];
+        for (j, &i) in idx.iter().enumerate() {
+            pos[i] = j as i64;
+        }
+        let mut dx = vec![f32::NAN; n * cols];
+        unsafe {
+            host_select_columns_bwd(
+                Launch::d1(2, B),
+                dy.as_ptr(),
+                pos.as_ptr(),
+                dx.as_mut_ptr(),
+                p,
+            )
+        };
+        let want = cpu()
+            .select_columns_backward(&t(&dy, &[n, m]), idx, cols)
+            .unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&dx), bits(want.cpu()), "{what} backward");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -228,6 +228,20 @@ extern "C" {
     pub fn host_copy_channels(launch: Launch, s: *const f32, d: *mut f32, p: CopyParams);
     pub fn host_shift_crop(launch: Launch, x: *const f32, y: *mut f32, p: ShiftParams);
     pub fn host_shift_crop_bwd(launch: Launch, dy: *const f32, dx: *mut f32, p: ShiftParams);
+    pub fn host_select_columns(
+        launch: Launch,
+        x: *const f32,
+        idx: *const i64,
+        y: *mut f32,
+        p: ColumnsParams,
+    );
+    pub fn host_select_columns_bwd(
+        launch: Launch,
+        dy: *const f32,
+        pos: *const i64,
+        dx: *mut f32,
+        p: ColumnsParams,
+    );
     pub fn host_mixed_fwd(
         l: Launch,
         xs: *const *const f32,

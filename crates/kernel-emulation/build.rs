@@ -16,7 +16,7 @@ fn main() {
     let cxx = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
     if Command::new(&cxx).arg("--version").output().is_err() {
         panic!(
-            "bayesnas-kernel-host needs a C++20 compiler to emulate the CUDA kernels on the \
+            "bayesnas-kernel-emulation needs a C++20 compiler to emulate the CUDA kernels on the \
              host: `{cxx}` was not found (install g++ >= 11, e.g. `apt-get install g++`, or \
              set CXX)"
         );

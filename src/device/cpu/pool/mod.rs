@@ -15,316 +15,20 @@
 //! (as f32, see [`crate::device::Backend::max_pool2d_forward`]); its backward zeroes each
 //! input-gradient plane and scatters `dy` through those offsets, in output order.
 
+mod geom;
+
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::batchnorm::{
-    assume_init, isa_dispatch, plane_sum, share_bounds, static_map_init, team_size, uninit, Isa,
+use super::plane::{
+    assume_init, plane_sum, share_bounds, static_map_init, team_size, uninit, TASK_ELEMS,
 };
-use crate::device::Pool2dSpec;
-use crate::error::{shape_err, Error, Result};
+use super::simd::{isa_dispatch, Isa};
+use crate::device::{shape, Pool2dSpec};
+use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-
-/// Elements a parallel task should at least cover (small planes are grouped).
-const TASK_ELEMS: usize = 1 << 14;
-
-/// Pooling geometry of one call and the layout of its polyphase planes.
-///
-/// A plane padded by `p` on every side is split by the stride `s` into `s * s` phases:
-/// padded pixel `(pr, pc)` lives in phase `(pr % s, pc % s)` at row `pr / s`, column
-/// `pc / s`, each phase being `rh` rows of `len` columns. Window element `(dr, dc)` of output
-/// `(oh, ow)`, padded pixel `(oh s + dr, ow s + dc)`, is then at flat index
-/// `tap(dr, dc) + oh * len + ow`. Outputs are therefore computed over the flat range
-/// `0..ho * len`; the `len - wo` extra columns of each row are dropped.
-#[derive(Clone, Copy)]
-struct Geom {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    ho: usize,
-    wo: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-    /// Columns of a phase row.
-    len: usize,
-    /// Rows of a phase.
-    rh: usize,
-}
-
-impl Geom {
-    fn new(op: &'static str, shape: &[usize], spec: Pool2dSpec) -> Result<Geom> {
-        let &[n, c, h, w] = shape else {
-            return shape_err(op, "[N, C, H, W]", shape);
-        };
-        let (k, s, p) = (spec.kernel, spec.stride, spec.padding);
-        if k == 0 || s == 0 {
-            return Err(Error::Invalid(format!(
-                "{op}: kernel and stride must be positive, got {spec:?}"
-            )));
-        }
-        // As PyTorch: this also guarantees that every window holds an element of the image.
-        if 2 * p > k {
-            return Err(Error::Invalid(format!(
-                "{op}: padding must be at most half the kernel, got {spec:?}"
-            )));
-        }
-        if h == 0 || w == 0 || h + 2 * p < k || w + 2 * p < k {
-            return shape_err(op, format!("H, W >= max(1, {k} - 2 * {p})"), shape);
-        }
-        if h * w > u32::MAX as usize {
-            return Err(Error::Invalid(format!(
-                "{op}: planes of {h}x{w} are too large"
-            )));
-        }
-        let (ho, wo) = (spec.out_size(h), spec.out_size(w));
-        let reach = (k - 1) / s;
-        Ok(Geom {
-            n,
-            c,
-            h,
-            w,
-            ho,
-            wo,
-            k,
-            s,
-            p,
-            // Room for the widest tap; one more row absorbs the reads of the dropped columns.
-            len: wo + reach,
-            rh: ho + reach + 1,
-        })
-    }
-
-    fn out_shape(&self) -> [usize; 4] {
-        [self.n, self.c, self.ho, self.wo]
-    }
-
-    /// Number of flat outputs `ho * len` (dropped columns included).
-    fn flat(&self) -> usize {
-        self.ho * self.len
-    }
-
-    /// Length of the flat range a vertical pass produces (the horizontal pass reads up to
-    /// `(k - 1) / s` past the outputs).
-    fn vflat(&self) -> usize {
-        self.flat() + (self.k - 1) / self.s
-    }
-
-    /// Size of a polyphase plane.
-    fn plane(&self) -> usize {
-        self.s * self.s * self.rh * self.len
-    }
-
-    /// Start of row `row` of phase `(qr, qc)`.
-    #[inline(always)]
-    fn phase_row(&self, qr: usize, qc: usize, row: usize) -> usize {
-        ((qr * self.s + qc) * self.rh + row) * self.len
-    }
-
-    /// Offset of window row `dr` within column phase `qc`: flat outputs `o` read
-    /// `tap_row(dr, qc) + o`.
-    #[inline(always)]
-    fn tap_row(&self, dr: usize, qc: usize) -> usize {
-        self.phase_row(dr % self.s, qc, dr / self.s)
-    }
-
-    /// Rows `[lo, hi)` of the image inside the window of output row `oh`.
-    #[inline(always)]
-    fn rows(&self, oh: usize) -> (usize, usize) {
-        clip(oh, self.s, self.p, self.k, self.h)
-    }
-
-    /// `1 / count^power` of every output window (count excludes padding), row-major.
-    fn inv_counts(&self, power: i32) -> Vec<f32> {
-        let mut f = Vec::with_capacity(self.ho * self.wo);
-        for oh in 0..self.ho {
-            let (r0, r1) = self.rows(oh);
-            for ow in 0..self.wo {
-                let (c0, c1) = clip(ow, self.s, self.p, self.k, self.w);
-                let count = ((r1 - r0) * (c1 - c0)) as f64;
-                f.push((1.0 / count).powi(power) as f32);
-            }
-        }
-        f
-    }
-
-    /// Planes per parallel task.
-    fn planes_per_task(&self) -> usize {
-        (TASK_ELEMS / (self.h * self.w)).max(1)
-    }
-
-    /// Phase columns `[lo, hi)` of column phase `qc` that hold image columns, and the image
-    /// column of `lo`; `s` is the stride (a constant in the specialised copies).
-    #[inline(always)]
-    fn cols(&self, qc: usize, s: usize) -> (usize, usize, usize) {
-        let p = self.p;
-        let lo = if p > qc { (p - qc).div_ceil(s) } else { 0 };
-        let hi = (if p + self.w > qc {
-            (p + self.w - qc).div_ceil(s)
-        } else {
-            0
-        })
-        .min(self.len);
-        let lo = lo.min(hi);
-        (lo, hi, (lo * s + qc).saturating_sub(p))
-    }
-
-    /// Image row of padded row `ir * s + qr`, if it is one.
-    #[inline(always)]
-    fn image_row(&self, qr: usize, ir: usize, s: usize) -> Option<usize> {
-        let pr = ir * s + qr;
-        (pr >= self.p && pr - self.p < self.h).then(|| pr - self.p)
-    }
-
-    /// Copies plane `x` into polyphase form `dst`, padding with `fill`.
-    #[inline(always)]
-    fn split(&self, x: &[f32], dst: &mut [f32], fill: f32) {
-        match self.s {
-            1 => self.split_strided::<1>(x, dst, fill),
-            2 => self.split_strided::<2>(x, dst, fill),
-            _ => self.split_strided::<0>(x, dst, fill),
-        }
-    }
-
-    /// [`Geom::split`] for stride `S` (0: the run-time stride).
-    #[inline(always)]
-    fn split_strided<const S: usize>(&self, x: &[f32], dst: &mut [f32], fill: f32) {
-        let s = if S == 0 { self.s } else { S };
-        let (rh, len) = (self.rh, self.len);
-        for qr in 0..s {
-            for ir in 0..rh {
-                let at = |qc: usize| ((qr * s + qc) * rh + ir) * len;
-                let Some(i) = self.image_row(qr, ir, s) else {
-                    for qc in 0..s {
-                        dst[at(qc)..at(qc) + len].fill(fill);
-                    }
-                    continue;
-                };
-                let src = &x[i * self.w..(i + 1) * self.w];
-                if S == 2 {
-                    // Both column phases at once from pairs of image columns (a
-                    // deinterleave the vectoriser handles): columns 2m, 2m + 1 are padded
-                    // columns 2m + p, 2m + 1 + p.
-                    let (head, tail) = dst.split_at_mut(at(1));
-                    let (ph0, ph1) = (&mut head[at(0)..at(0) + len], &mut tail[..len]);
-                    ph0.fill(fill);
-                    ph1.fill(fill);
-                    let (even, odd) = if self.p % 2 == 0 {
-                        (ph0, ph1)
-                    } else {
-                        (ph1, ph0)
-                    };
-                    let (e0, o0) = (self.p / 2, self.p.div_ceil(2));
-                    let pairs = (self.w / 2).min(len - e0).min(len - o0);
-                    let dst_pairs = even[e0..e0 + pairs]
-                        .iter_mut()
-                        .zip(&mut odd[o0..o0 + pairs]);
-                    for ((e, o), c) in dst_pairs.zip(src.chunks_exact(2)) {
-                        *e = c[0];
-                        *o = c[1];
-                    }
-                    if self.w % 2 == 1 && e0 + self.w / 2 < len {
-                        even[e0 + self.w / 2] = src[self.w - 1];
-                    }
-                    continue;
-                }
-                for qc in 0..s {
-                    let d = &mut dst[at(qc)..at(qc) + len];
-                    let (lo, hi, first) = self.cols(qc, s);
-                    d[..lo].fill(fill);
-                    d[hi..].fill(fill);
-                    if lo == hi {
-                        continue;
-                    }
-                    if s == 1 {
-                        d[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
-                        continue;
-                    }
-                    // Every s-th image column from `first` (the last one alone: its chunk may
-                    // be short).
-                    let (body, last) = d[lo..hi].split_at_mut(hi - lo - 1);
-                    for (d, c) in body.iter_mut().zip(src[first..].chunks_exact(s)) {
-                        *d = c[0];
-                    }
-                    last[0] = src[first + (hi - lo - 1) * s];
-                }
-            }
-        }
-    }
-
-    /// The image part of polyphase plane `src`, written to plane `x` (padding dropped).
-    #[inline(always)]
-    fn merge(&self, src: &[f32], x: &mut [f32]) {
-        match self.s {
-            1 => self.merge_strided::<1>(src, x),
-            2 => self.merge_strided::<2>(src, x),
-            _ => self.merge_strided::<0>(src, x),
-        }
-    }
-
-    /// [`Geom::merge`] for stride `S` (0: the run-time stride).
-    #[inline(always)]
-    fn merge_strided<const S: usize>(&self, src: &[f32], x: &mut [f32]) {
-        let s = if S == 0 { self.s } else { S };
-        let (rh, len) = (self.rh, self.len);
-        for qr in 0..s {
-            for ir in 0..rh {
-                let Some(i) = self.image_row(qr, ir, s) else {
-                    continue;
-                };
-                let dst = &mut x[i * self.w..(i + 1) * self.w];
-                let at = |qc: usize| ((qr * s + qc) * rh + ir) * len;
-                if S == 2 {
-                    // The adjoint of the pair deinterleave of `split_strided`.
-                    let (ph0, ph1) = (&src[at(0)..at(0) + len], &src[at(1)..at(1) + len]);
-                    let (even, odd) = if self.p % 2 == 0 {
-                        (ph0, ph1)
-                    } else {
-                        (ph1, ph0)
-                    };
-                    let (e0, o0) = (self.p / 2, self.p.div_ceil(2));
-                    let pairs = (self.w / 2).min(len - e0).min(len - o0);
-                    let src_pairs = even[e0..e0 + pairs].iter().zip(&odd[o0..o0 + pairs]);
-                    for ((&e, &o), c) in src_pairs.zip(dst.chunks_exact_mut(2)) {
-                        c[0] = e;
-                        c[1] = o;
-                    }
-                    if self.w % 2 == 1 && e0 + self.w / 2 < len {
-                        dst[self.w - 1] = even[e0 + self.w / 2];
-                    }
-                    continue;
-                }
-                for qc in 0..s {
-                    let (lo, hi, first) = self.cols(qc, s);
-                    if lo == hi {
-                        continue;
-                    }
-                    let from = &src[at(qc) + lo..at(qc) + hi];
-                    if s == 1 {
-                        dst[first..first + (hi - lo)].copy_from_slice(from);
-                        continue;
-                    }
-                    let (body, last) = from.split_at(hi - lo - 1);
-                    for (c, &v) in dst[first..].chunks_exact_mut(s).zip(body) {
-                        c[0] = v;
-                    }
-                    dst[first + (hi - lo - 1) * s] = last[0];
-                }
-            }
-        }
-    }
-}
-
-/// `[lo, hi)` of the image axis of length `len` covered by window `o`.
-#[inline(always)]
-fn clip(o: usize, s: usize, p: usize, k: usize, len: usize) -> (usize, usize) {
-    let start = (o * s) as isize - p as isize;
-    let lo = start.max(0) as usize;
-    let hi = ((start + k as isize).max(0) as usize).min(len);
-    (lo, hi)
-}
+use geom::*;
 
 /// `dst[i] = f(..f(src[offs[0] + i], src[offs[1] + i]).., src[offs[last] + i])`. Three taps
 /// (the 3x3 pools) are fused into one pass; other counts fold one tap per pass.
@@ -385,19 +89,19 @@ fn reduce_windows(
 }
 
 isa_dispatch! {
-    fn max_forward_plane / max_forward_plane_avx2 =>
+    fn max_forward_plane =>
         max_forward_plane_impl(g: &Geom, t: &ArgTables, x: &[f32], out: &mut [MaybeUninit<f32>], arg: &mut [MaybeUninit<f32>], s: &mut Scratch)
 }
 isa_dispatch! {
-    fn avg_forward_plane / avg_forward_plane_avx2 =>
+    fn avg_forward_plane =>
         avg_forward_plane_impl(g: &Geom, t: &Taps, inv: &[f32], x: &[f32], out: &mut [f32], s: &mut Scratch)
 }
 isa_dispatch! {
-    fn max_backward_planes / max_backward_planes_avx2 =>
+    fn max_backward_planes =>
         max_backward_planes_impl(arg: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>], hw: usize, howo: usize, idx: &mut Vec<u32>) -> bool
 }
 isa_dispatch! {
-    fn avg_backward_plane / avg_backward_plane_avx2 =>
+    fn avg_backward_plane =>
         avg_backward_plane_impl(g: &Geom, inv: &[f32], dy: &[f32], dx: &mut [f32], s: &mut Scratch)
 }
 
@@ -650,26 +354,10 @@ fn avg_backward_plane_impl(g: &Geom, inv: &[f32], dy: &[f32], dx: &mut [f32], s:
 // Entry points
 // ------------------------------------------------------------------------------------------
 
-/// The output size `(H_out, W_out)` of a valid pooling window, with exactly the CPU
-/// backend's validation and errors (other backends validate through this).
-pub(crate) fn out_hw(
-    op: &'static str,
-    shape: &[usize],
-    spec: Pool2dSpec,
-) -> Result<(usize, usize)> {
-    let g = Geom::new(op, shape, spec)?;
-    Ok((g.ho, g.wo))
-}
-
 pub(crate) fn max_forward(x: &Tensor, spec: Pool2dSpec) -> Result<(Tensor, Tensor)> {
     let g = Geom::new("max_pool2d", x.shape(), spec)?;
-    if g.h * g.w > 1 << 24 {
-        return Err(Error::Invalid(format!(
-            "max_pool2d: planes of {}x{} are too large (argmax offsets are f32, at most 2^24 per plane)",
-            g.h, g.w
-        )));
-    }
-    let (isa, tables) = (Isa::detect_wide(), ArgTables::new(&g));
+    shape::max_pool2d_plane(g.h, g.w)?;
+    let (isa, tables) = (Isa::detect(), ArgTables::new(&g));
     let len = g.n * g.c * g.ho * g.wo;
     let (mut out, mut arg) = (uninit(len), uninit(len));
     let planes: Vec<_> = out
@@ -692,25 +380,10 @@ pub(crate) fn max_forward(x: &Tensor, spec: Pool2dSpec) -> Result<(Tensor, Tenso
 }
 
 pub(crate) fn max_backward(argmax: &Tensor, dy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
-    let &[n, c, h, w] = x_shape else {
-        return shape_err("max_pool2d_backward x", "[N, C, H, W]", x_shape);
-    };
+    let [n, c, h, w] = shape::max_pool2d_backward(argmax, dy, x_shape)?;
     let ds = dy.shape();
-    if ds.len() != 4 || ds[0] != n || ds[1] != c {
-        return shape_err("max_pool2d_backward dy", format!("[{n}, {c}, Ho, Wo]"), ds);
-    }
-    if argmax.shape() != ds {
-        return shape_err(
-            "max_pool2d_backward argmax",
-            format!("{ds:?}"),
-            argmax.shape(),
-        );
-    }
     let (hw, howo) = (h * w, ds[2] * ds[3]);
-    if hw == 0 {
-        return shape_err("max_pool2d_backward x", "H, W >= 1", x_shape);
-    }
-    let isa = Isa::detect();
+    let isa = Isa::detect().at_most_avx2();
     let mut dx = uninit(n * c * hw);
     let ok = if howo == 0 {
         dx.iter_mut().for_each(|d| {
@@ -748,7 +421,7 @@ pub(crate) fn max_backward(argmax: &Tensor, dy: &Tensor, x_shape: &[usize]) -> R
 
 pub(crate) fn avg_forward(x: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
     let g = Geom::new("avg_pool2d", x.shape(), spec)?;
-    let (isa, taps) = (Isa::detect(), Taps::new(&g));
+    let (isa, taps) = (Isa::detect().at_most_avx2(), Taps::new(&g));
     let inv = g.inv_counts(1);
     let mut out = vec![0.0f32; g.n * g.c * g.ho * g.wo];
     out.par_chunks_mut(g.ho * g.wo)
@@ -768,14 +441,8 @@ pub(crate) fn avg_backward(
     power: i32,
 ) -> Result<Tensor> {
     let g = Geom::new("avg_pool2d_backward", x_shape, spec)?;
-    if dy.shape() != g.out_shape() {
-        return shape_err(
-            "avg_pool2d_backward dy",
-            format!("{:?}", g.out_shape()),
-            dy.shape(),
-        );
-    }
-    let isa = Isa::detect();
+    shape::avg_pool2d_dy(dy, g.out_shape())?;
+    let isa = Isa::detect().at_most_avx2();
     let inv = g.inv_counts(power);
     let mut dx = vec![0.0f32; g.n * g.c * g.h * g.w];
     dx.par_chunks_mut(g.h * g.w)
@@ -789,15 +456,10 @@ pub(crate) fn avg_backward(
 }
 
 pub(crate) fn global_avg_forward(x: &Tensor) -> Result<Tensor> {
-    let &[n, c, h, w] = x.shape() else {
-        return shape_err("global_avg_pool", "[N, C, H, W]", x.shape());
-    };
+    let [n, c, h, w] = shape::global_avg_pool(x.shape())?;
     let hw = h * w;
-    if hw == 0 {
-        return shape_err("global_avg_pool", "H, W >= 1", x.shape());
-    }
     let inv = 1.0 / hw as f64;
-    let isa = Isa::detect();
+    let isa = Isa::detect().at_most_avx2();
     let mut out = vec![0.0f32; n * c];
     out.par_iter_mut()
         .zip(x.cpu().par_chunks(hw))
@@ -807,20 +469,8 @@ pub(crate) fn global_avg_forward(x: &Tensor) -> Result<Tensor> {
 }
 
 pub(crate) fn global_avg_backward(dy: &Tensor, x_shape: &[usize], power: i32) -> Result<Tensor> {
-    let &[n, c, h, w] = x_shape else {
-        return shape_err("global_avg_pool_backward x", "[N, C, H, W]", x_shape);
-    };
+    let [n, c, h, w] = shape::global_avg_pool_backward(dy, x_shape)?;
     let hw = h * w;
-    if hw == 0 {
-        return shape_err("global_avg_pool_backward x", "H, W >= 1", x_shape);
-    }
-    if dy.shape() != [n, c] {
-        return shape_err(
-            "global_avg_pool_backward dy",
-            format!("[{n}, {c}]"),
-            dy.shape(),
-        );
-    }
     let f = (1.0 / hw as f64).powi(power);
     let mut dx = vec![0.0f32; n * c * hw];
     dx.par_chunks_mut(hw)
@@ -833,7 +483,7 @@ pub(crate) fn global_avg_backward(dy: &Tensor, x_shape: &[usize], power: i32) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::cpu::batchnorm::with_portable_kernels;
+    use crate::device::cpu::simd::with_portable_kernels;
     use crate::rng::Rng;
 
     /// The AVX2 and the portable copies give bitwise identical results (the integration tests

@@ -70,6 +70,10 @@ WRAP(gap_bwd, (dy, dx, p), const float* dy, float* dx, PoolParams p)
 WRAP(copy_channels, (s, d, p), const float* s, float* d, CopyParams p)
 WRAP(shift_crop, (x, y, p), const float* x, float* y, ShiftParams p)
 WRAP(shift_crop_bwd, (dy, dx, p), const float* dy, float* dx, ShiftParams p)
+WRAP(select_columns, (x, idx, y, p), const float* x, const int64_t* idx, float* y,
+     ColumnsParams p)
+WRAP(select_columns_bwd, (dy, pos, dx, p), const float* dy, const int64_t* pos, float* dx,
+     ColumnsParams p)
 // mixed.cu
 WRAP(mixed_fwd, (xs, s0, s, y, p), const float* const* xs, const float* s0, const float* s,
      float* y, MixedParams p)

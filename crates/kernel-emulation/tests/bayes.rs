@@ -4,7 +4,7 @@
 
 use bayesnas_engine::ard::{group_ard_update, ArdInput, ArdOutput};
 use bayesnas_engine::Rng;
-use bayesnas_kernel_host::*;
+use bayesnas_kernel_emulation::*;
 use bayesnas_search::bayes::{GroupStatus, NegativeCurvature};
 use bayesnas_search::BayesError;
 use bayesnas_search::{CellType, CellTypeStats, Prior, SearchSpace, UpdateConfig};

@@ -1,0 +1,238 @@
+//! [`Backend`] for [`CudaBackend`]: each method validates through
+//! [`crate::device::shape`] (the checks every backend shares) and launches its family's
+//! kernels on the device's stream; the launchers live in one module per kernel family, as the
+//! CPU backend's. See `kernels/README.md` for each kernel's launch geometry and the layout of
+//! its reduction partials.
+
+use super::CudaBackend;
+use super::{batchnorm, conv, elementwise, gemm, loss, mixed, optim, pool, structure};
+use crate::device::{
+    Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, Pool2dSpec, Unary,
+};
+use crate::error::{Error, Result};
+use crate::tensor::{numel, Tensor};
+
+impl Backend for CudaBackend {
+    fn device(&self) -> Device {
+        Device::Cuda(self.ordinal)
+    }
+
+    fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        Ok(self.wrap(self.alloc_zeros(numel(shape))?, shape))
+    }
+
+    fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        if data.len() != numel(shape) {
+            return Err(Error::Shape {
+                op: "upload",
+                expected: format!("{} elements for shape {shape:?}", numel(shape)),
+                found: format!("{} elements", data.len()),
+            });
+        }
+        Ok(self.wrap(self.htod(&data)?, shape))
+    }
+
+    fn unary(&self, x: &Tensor, op: Unary) -> Result<Tensor> {
+        elementwise::unary(self, x, op)
+    }
+
+    fn binary(&self, a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
+        elementwise::binary(self, a, b, op)
+    }
+
+    fn axpy(&self, alpha: f32, x: &Tensor, y: &mut Tensor) -> Result<()> {
+        elementwise::axpy(self, alpha, x, y)
+    }
+
+    fn sum_all(&self, x: &Tensor) -> Result<f64> {
+        elementwise::sum_all(self, x)
+    }
+
+    fn dot(&self, a: &Tensor, b: &Tensor) -> Result<f64> {
+        elementwise::dot(self, a, b)
+    }
+
+    fn scale_samples(&self, x: &Tensor, scale: &[f32]) -> Result<Tensor> {
+        elementwise::scale_samples(self, x, scale)
+    }
+
+    fn matmul(&self, a: &Tensor, trans_a: bool, b: &Tensor, trans_b: bool) -> Result<Tensor> {
+        gemm::matmul(self, a, trans_a, b, trans_b)
+    }
+
+    fn conv2d_forward(&self, x: &Tensor, w: &Tensor, spec: Conv2dSpec) -> Result<Tensor> {
+        conv::conv2d_forward(self, x, w, spec)
+    }
+
+    fn conv2d_backward_input(
+        &self,
+        dy: &Tensor,
+        w: &Tensor,
+        spec: Conv2dSpec,
+        x_shape: &[usize],
+    ) -> Result<Tensor> {
+        conv::conv2d_backward_input(self, dy, w, spec, x_shape)
+    }
+
+    fn conv2d_backward_weight(
+        &self,
+        x: &Tensor,
+        dy: &Tensor,
+        spec: Conv2dSpec,
+        w_shape: &[usize],
+    ) -> Result<Tensor> {
+        conv::conv2d_backward_weight(self, x, dy, spec, w_shape)
+    }
+
+    fn conv2d_backward_weight_sq(
+        &self,
+        x: &Tensor,
+        hy: &Tensor,
+        spec: Conv2dSpec,
+        w_shape: &[usize],
+    ) -> Result<Tensor> {
+        conv::conv2d_backward_weight_sq(self, x, hy, spec, w_shape)
+    }
+
+    fn batch_norm_train_forward(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<BatchNormForward> {
+        batchnorm::batch_norm_train_forward(self, x, weight, bias, eps)
+    }
+
+    fn channel_affine(&self, x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor> {
+        batchnorm::channel_affine(self, x, scale, shift)
+    }
+
+    fn batch_norm_backward(
+        &self,
+        dy: &Tensor,
+        x: &Tensor,
+        mean: &Tensor,
+        invstd: &Tensor,
+        weight: Option<&Tensor>,
+    ) -> Result<BatchNormGrads> {
+        batchnorm::batch_norm_backward(self, dy, x, mean, invstd, weight)
+    }
+
+    fn channel_sums(&self, x: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
+        batchnorm::channel_sums(self, x, y)
+    }
+
+    fn max_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<(Tensor, Tensor)> {
+        pool::max_pool2d_forward(self, x, spec)
+    }
+
+    fn max_pool2d_backward(
+        &self,
+        argmax: &Tensor,
+        dy: &Tensor,
+        x_shape: &[usize],
+    ) -> Result<Tensor> {
+        pool::max_pool2d_backward(self, argmax, dy, x_shape)
+    }
+
+    fn avg_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
+        pool::avg_pool2d_forward(self, x, spec)
+    }
+
+    fn avg_pool2d_backward(
+        &self,
+        dy: &Tensor,
+        spec: Pool2dSpec,
+        x_shape: &[usize],
+        power: i32,
+    ) -> Result<Tensor> {
+        pool::avg_pool2d_backward(self, dy, spec, x_shape, power)
+    }
+
+    fn global_avg_pool_forward(&self, x: &Tensor) -> Result<Tensor> {
+        pool::global_avg_pool_forward(self, x)
+    }
+
+    fn global_avg_pool_backward(
+        &self,
+        dy: &Tensor,
+        x_shape: &[usize],
+        power: i32,
+    ) -> Result<Tensor> {
+        pool::global_avg_pool_backward(self, dy, x_shape, power)
+    }
+
+    fn concat_channels(&self, xs: &[&Tensor]) -> Result<Tensor> {
+        structure::concat_channels(self, xs)
+    }
+
+    fn split_channels(&self, y: &Tensor, sizes: &[usize]) -> Result<Vec<Tensor>> {
+        structure::split_channels(self, y, sizes)
+    }
+
+    fn shift_crop(&self, x: &Tensor) -> Result<Tensor> {
+        structure::shift_crop(self, x)
+    }
+
+    fn shift_crop_backward(&self, dy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
+        structure::shift_crop_backward(self, dy, x_shape)
+    }
+
+    fn select_columns(&self, x: &Tensor, idx: &[usize]) -> Result<Tensor> {
+        structure::select_columns(self, x, idx)
+    }
+
+    fn select_columns_backward(&self, dy: &Tensor, idx: &[usize], cols: usize) -> Result<Tensor> {
+        structure::select_columns_backward(self, dy, idx, cols)
+    }
+
+    fn mixed_forward(&self, xs: &[&Tensor], s0: &Tensor, s: &Tensor) -> Result<Tensor> {
+        mixed::mixed_forward(self, xs, s0, s)
+    }
+
+    fn mixed_backward(
+        &self,
+        xs: &[&Tensor],
+        dy: &Tensor,
+        s0: &Tensor,
+        s: &Tensor,
+    ) -> Result<(Vec<Tensor>, Tensor)> {
+        mixed::mixed_backward(self, xs, dy, s0, s)
+    }
+
+    fn mixed_curvature(
+        &self,
+        xs: &[&Tensor],
+        hy: &Tensor,
+        s0: &Tensor,
+        s: &Tensor,
+    ) -> Result<(Vec<Tensor>, Tensor, Tensor)> {
+        mixed::mixed_curvature(self, xs, hy, s0, s)
+    }
+
+    fn softmax_cross_entropy(&self, logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)> {
+        loss::softmax_cross_entropy(self, logits, labels)
+    }
+
+    fn softmax_cross_entropy_backward(&self, probs: &Tensor, labels: &[u32]) -> Result<Tensor> {
+        loss::softmax_cross_entropy_backward(self, probs, labels)
+    }
+
+    fn softmax_cross_entropy_curvature(&self, probs: &Tensor) -> Result<Tensor> {
+        loss::softmax_cross_entropy_curvature(self, probs)
+    }
+
+    fn sgd_momentum(
+        &self,
+        w: &mut Tensor,
+        g: &Tensor,
+        m: &mut Tensor,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+        grad_scale: f32,
+    ) -> Result<()> {
+        optim::sgd_momentum(self, w, g, m, lr, momentum, weight_decay, grad_scale)
+    }
+}

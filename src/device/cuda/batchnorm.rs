@@ -1,0 +1,198 @@
+//! Batch norm and per-channel maps and sums (`kernels/batchnorm.cu`).
+
+use cudarc::driver::LaunchConfig;
+
+use super::params::*;
+use super::{i32c, i64c, CudaBackend, TARGET_BLOCKS};
+use crate::device::Backend;
+use crate::device::{shape, BatchNormForward, BatchNormGrads};
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Parameters of the kernels over `[n, c, s]`.
+fn bn_params((n, c, s): (usize, usize, usize), eps: f32) -> Result<BnParams> {
+    Ok(BnParams {
+        n: i64c(n),
+        c: i64c(c),
+        s: i64c(s),
+        eps,
+        // Sample splits of the split reductions, from the shape only.
+        splits: i32c(TARGET_BLOCKS.div_ceil(c.max(1)).clamp(1, n.max(1)))?,
+    })
+}
+
+impl CudaBackend {
+    /// Grid `(c, splits)` of 256-thread blocks (the split per-channel reductions).
+    fn split_grid(&self, c: usize, splits: usize) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (c as u32, splits as u32, 1),
+            block_dim: (super::BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+}
+
+pub(super) fn batch_norm_train_forward(
+    be: &CudaBackend,
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+) -> Result<BatchNormForward> {
+    let ncs = shape::batch_norm_train(x, weight, bias, eps)?;
+    let (prm, c) = (bn_params(ncs, eps)?, ncs.1);
+    if c == 0 {
+        return Ok(BatchNormForward {
+            y: be.zeros(x.shape())?,
+            mean: be.zeros(&[0])?,
+            var: be.zeros(&[0])?,
+            invstd: be.zeros(&[0])?,
+        });
+    }
+    let (mean, var, invstd) = (be.alloc(c)?, be.alloc(c)?, be.alloc(c)?);
+    let (mean, var, invstd) = (
+        be.wrap(mean, &[c]),
+        be.wrap(var, &[c]),
+        be.wrap(invstd, &[c]),
+    );
+    let p = [
+        be.ptr("batch_norm", x)?,
+        be.ptr("bn", &mean)?,
+        be.ptr("bn", &var)?,
+        be.ptr("bn", &invstd)?,
+    ];
+    if prm.splits > 1 {
+        let sp = prm.splits as usize;
+        let partials = be.alloc_f64(c * sp * 2)?;
+        let pp = be.raw(&partials);
+        be.launch("bn_stats_partial", be.split_grid(c, sp), &[p[0], pp], &prm)?;
+        let q = [p[0], pp, p[1], p[2], p[3]];
+        be.launch("bn_stats_finalize", be.grid_stride(c), &q, &prm)?;
+    } else {
+        be.launch("bn_stats", be.blocks(c), &p, &prm)?;
+    }
+    let y = be.wrap(be.alloc(x.numel())?, x.shape());
+    let opt = |t: Option<&Tensor>| t.map_or(Ok(0), |t| be.ptr("batch_norm affine", t));
+    let p = [
+        be.ptr("batch_norm", x)?,
+        be.ptr("", &mean)?,
+        be.ptr("", &invstd)?,
+        opt(weight)?,
+        opt(bias)?,
+        be.ptr("", &y)?,
+    ];
+    be.launch("bn_fwd_apply", be.grid_stride(x.numel()), &p, &prm)?;
+    Ok(BatchNormForward {
+        y,
+        mean,
+        var,
+        invstd,
+    })
+}
+
+pub(super) fn channel_affine(
+    be: &CudaBackend,
+    x: &Tensor,
+    scale: &Tensor,
+    shift: Option<&Tensor>,
+) -> Result<Tensor> {
+    let ncs = shape::channel_affine(x, scale, shift)?;
+    let prm = bn_params(ncs, 0.0)?;
+    let len = x.numel();
+    let y = be.wrap(be.alloc(len)?, x.shape());
+    if len > 0 {
+        let sp = match shift {
+            Some(t) => be.ptr("channel_affine shift", t)?,
+            None => 0,
+        };
+        let p = [
+            be.ptr("channel_affine", x)?,
+            be.ptr("channel_affine scale", scale)?,
+            sp,
+            be.ptr("y", &y)?,
+        ];
+        be.launch("channel_affine", be.grid_stride(len), &p, &prm)?;
+    }
+    Ok(y)
+}
+
+pub(super) fn batch_norm_backward(
+    be: &CudaBackend,
+    dy: &Tensor,
+    x: &Tensor,
+    mean: &Tensor,
+    invstd: &Tensor,
+    weight: Option<&Tensor>,
+) -> Result<BatchNormGrads> {
+    let ncs = shape::batch_norm_backward(dy, x, mean, invstd, weight)?;
+    let (prm, c) = (bn_params(ncs, 0.0)?, ncs.1);
+    if c == 0 {
+        return Ok(BatchNormGrads {
+            dx: be.zeros(x.shape())?,
+            dweight: be.zeros(&[0])?,
+            dbias: be.zeros(&[0])?,
+        });
+    }
+    let dbias = be.wrap(be.alloc(c)?, &[c]);
+    let dweight = be.wrap(be.alloc(c)?, &[c]);
+    let (dyp, xp) = (be.ptr("bn dy", dy)?, be.ptr("bn x", x)?);
+    let (mp, ip) = (be.ptr("bn mean", mean)?, be.ptr("bn invstd", invstd)?);
+    let (sd, sdx) = (be.ptr("", &dbias)?, be.ptr("", &dweight)?);
+    if prm.splits > 1 {
+        let sp = prm.splits as usize;
+        let partials = be.alloc_f64(c * sp * 2)?;
+        let pp = be.raw(&partials);
+        be.launch(
+            "bn_bwd_partial",
+            be.split_grid(c, sp),
+            &[dyp, xp, mp, pp],
+            &prm,
+        )?;
+        let q = [pp, ip, sd, sdx];
+        be.launch("bn_bwd_finalize", be.grid_stride(c), &q, &prm)?;
+    } else {
+        be.launch(
+            "bn_bwd_reduce",
+            be.blocks(c),
+            &[dyp, xp, mp, ip, sd, sdx],
+            &prm,
+        )?;
+    }
+    let wp = match weight {
+        Some(w) => be.ptr("bn weight", w)?,
+        None => 0,
+    };
+    let dx = be.wrap(be.alloc(x.numel())?, x.shape());
+    let p = [dyp, xp, mp, ip, wp, sd, sdx, be.ptr("", &dx)?];
+    be.launch("bn_bwd_apply", be.grid_stride(x.numel()), &p, &prm)?;
+    Ok(BatchNormGrads { dx, dweight, dbias })
+}
+
+pub(super) fn channel_sums(be: &CudaBackend, x: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
+    let ncs = shape::channel_sums(x, y)?;
+    let (prm, c) = (bn_params(ncs, 0.0)?, ncs.1);
+    let out = be.wrap(be.alloc_zeros(c)?, &[c]);
+    if x.numel() > 0 {
+        let yp = match y {
+            Some(t) => be.ptr("channel_sums y", t)?,
+            None => 0,
+        };
+        let p = [be.ptr("channel_sums x", x)?, yp, be.ptr("", &out)?];
+        if prm.splits > 1 {
+            let sp = prm.splits as usize;
+            let partials = be.alloc_f64(c * sp)?;
+            let pp = be.raw(&partials);
+            let q = [p[0], p[1], pp];
+            be.launch("channel_sums_partial", be.split_grid(c, sp), &q, &prm)?;
+            be.launch(
+                "channel_sums_finalize",
+                be.grid_stride(c),
+                &[pp, p[2]],
+                &prm,
+            )?;
+        } else {
+            be.launch("channel_sums", be.blocks(c), &p, &prm)?;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,180 @@
+//! Elementwise maps and the deterministic reductions (`kernels/elementwise.cu`).
+
+use super::params::*;
+use super::{elem_at, CudaBackend};
+use crate::device::same_shape;
+use crate::device::{Binary, Unary};
+use crate::error::{shape_err, Result};
+use crate::tensor::Tensor;
+
+/// Most f64 partials a reduction writes (fixed, so results do not depend on the GPU model).
+const REDUCE_PARTS: usize = 1024;
+
+/// Parameters of an elementwise kernel over `n` elements.
+pub(super) fn ew(n: usize, op: i32, alpha: f32) -> EwParams {
+    EwParams {
+        n: n as i64,
+        inner: 0,
+        op,
+        alpha,
+    }
+}
+
+impl CudaBackend {
+    fn ew_unary(&self, x: &Tensor, op: Unary) -> Result<Tensor> {
+        let n = x.numel();
+        let (code, alpha) = match op {
+            Unary::Relu => (EW_UNARY_RELU, 0.0),
+            Unary::Square => (EW_UNARY_SQUARE, 0.0),
+            Unary::Scale(a) => (EW_UNARY_SCALE, a),
+        };
+        let y = self.alloc(n)?;
+        let yt = self.wrap(y, x.shape());
+        if n > 0 {
+            let p = [self.ptr("unary", x)?, self.ptr("unary", &yt)?];
+            self.launch("ew_unary", self.grid_stride(n), &p, &ew(n, code, alpha))?;
+        }
+        Ok(yt)
+    }
+
+    /// Reduction of `a` (or of `a * b`) to f64 partials, summed on the host.
+    fn reduce(&self, a: &Tensor, b: Option<&Tensor>) -> Result<f64> {
+        let n = a.numel();
+        if n == 0 {
+            return Ok(0.0);
+        }
+        let parts = n.div_ceil(4096).min(REDUCE_PARTS);
+        let partials = self.alloc_f64(parts)?;
+        let pp = {
+            let (p, _s) = cudarc::driver::DevicePtr::device_ptr(&partials, self.stream());
+            p
+        };
+        let bp = match b {
+            Some(b) => self.ptr("dot", b)?,
+            None => 0,
+        };
+        let p = [self.ptr("reduce", a)?, bp, pp];
+        let prm = ReduceParams {
+            n: n as i64,
+            blocks: parts as i64,
+        };
+        self.launch("reduce_dot_partial", self.blocks(parts), &p, &prm)?;
+        self.host_sum(&partials, parts)
+    }
+
+    /// `sum_i dot(xs[i], xs[i])` with ONE synchronisation: every tensor's partials go to one
+    /// buffer, read once; each tensor's partials are added in index order, then the tensors
+    /// in order (the same f64 arithmetic as summing [`Backend::dot`](crate::Backend::dot)s).
+    pub fn sum_of_squares(&self, xs: &[&Tensor]) -> Result<f64> {
+        let parts: Vec<usize> = xs
+            .iter()
+            .map(|x| x.numel().div_ceil(4096).min(REDUCE_PARTS))
+            .collect();
+        let total: usize = parts.iter().sum();
+        if total == 0 {
+            return Ok(0.0);
+        }
+        let partials = self.alloc_f64(total)?;
+        let base = self.raw(&partials);
+        let mut off = 0;
+        for (x, &np) in xs.iter().zip(&parts) {
+            if np == 0 {
+                continue;
+            }
+            let xp = self.ptr("sum_of_squares", x)?;
+            let p = [xp, xp, elem_at::<f64>(base, off)];
+            let prm = ReduceParams {
+                n: x.numel() as i64,
+                blocks: np as i64,
+            };
+            self.launch("reduce_dot_partial", self.blocks(np), &p, &prm)?;
+            off += np;
+        }
+        let host = self
+            .stream()
+            .clone_dtoh(&partials)
+            .map_err(super::drv("copy to host"))?;
+        let mut s = 0.0f64;
+        let mut off = 0;
+        for &np in &parts {
+            s += host[off..off + np].iter().sum::<f64>();
+            off += np;
+        }
+        Ok(s)
+    }
+}
+
+pub(super) fn unary(be: &CudaBackend, x: &Tensor, op: Unary) -> Result<Tensor> {
+    be.ew_unary(x, op)
+}
+
+pub(super) fn binary(be: &CudaBackend, a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
+    same_shape("binary", a, b)?;
+    let n = a.numel();
+    let code = match op {
+        Binary::Add => EW_BINARY_ADD,
+        Binary::Sub => EW_BINARY_SUB,
+        Binary::Mul => EW_BINARY_MUL,
+        Binary::ReluMask => EW_BINARY_RELU_MASK,
+    };
+    let y = be.wrap(be.alloc(n)?, a.shape());
+    if n > 0 {
+        let p = [
+            be.ptr("binary a", a)?,
+            be.ptr("binary b", b)?,
+            be.ptr("binary", &y)?,
+        ];
+        be.launch("ew_binary", be.grid_stride(n), &p, &ew(n, code, 0.0))?;
+    }
+    Ok(y)
+}
+
+pub(super) fn axpy(be: &CudaBackend, alpha: f32, x: &Tensor, y: &mut Tensor) -> Result<()> {
+    same_shape("axpy", x, y)?;
+    let n = x.numel();
+    if n == 0 {
+        return Ok(());
+    }
+    let xp = be.ptr("axpy x", x)?;
+    let yp = be.ptr_mut("axpy y", y)?;
+    be.launch(
+        "ew_axpy",
+        be.grid_stride(n),
+        &[xp, yp],
+        &ew(n, EW_NO_OP, alpha),
+    )
+}
+
+pub(super) fn sum_all(be: &CudaBackend, x: &Tensor) -> Result<f64> {
+    be.reduce(x, None)
+}
+
+pub(super) fn dot(be: &CudaBackend, a: &Tensor, b: &Tensor) -> Result<f64> {
+    same_shape("dot", a, b)?;
+    be.reduce(a, Some(b))
+}
+
+pub(super) fn scale_samples(be: &CudaBackend, x: &Tensor, scale: &[f32]) -> Result<Tensor> {
+    let n = x.shape().first().copied().unwrap_or(0);
+    if scale.len() != n || n == 0 {
+        return shape_err(
+            "scale_samples",
+            format!("[{}, ...] for {} scales", scale.len(), scale.len()),
+            x.shape(),
+        );
+    }
+    let len = x.numel();
+    let sc = be.htod(scale)?;
+    let y = be.wrap(be.alloc(len)?, x.shape());
+    if len > 0 {
+        let p = [
+            be.ptr("scale_samples", x)?,
+            be.raw(&sc),
+            be.ptr("scale_samples", &y)?,
+        ];
+        let mut prm = ew(len, EW_NO_OP, 0.0);
+        prm.inner = (len / n) as i64;
+        be.launch("scale_samples", be.grid_stride(len), &p, &prm)?;
+    }
+    Ok(y)
+}

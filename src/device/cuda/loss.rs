@@ -1,0 +1,69 @@
+//! Softmax cross-entropy (`kernels/loss.cu`).
+
+use super::params::*;
+use super::{i64c, CudaBackend};
+use crate::device::shape;
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+pub(super) fn softmax_cross_entropy(
+    be: &CudaBackend,
+    logits: &Tensor,
+    labels: &[u32],
+) -> Result<(Tensor, f32)> {
+    let (b, k) = shape::rows("softmax_cross_entropy", logits, Some(labels))?;
+    let probs = be.wrap(be.alloc(b * k)?, &[b, k]);
+    if b == 0 {
+        return Ok((probs, f32::NAN));
+    }
+    let lab = be.htod(labels)?;
+    let rows = be.alloc_f64(b)?;
+    let prm = LossParams {
+        b: i64c(b),
+        k: i64c(k),
+    };
+    let p = [
+        be.ptr("logits", logits)?,
+        be.raw(&lab),
+        be.ptr("", &probs)?,
+        be.raw(&rows),
+    ];
+    be.launch("softmax_ce_fwd", be.grid_stride(b), &p, &prm)?;
+    let loss = be.host_sum(&rows, b)? / b as f64;
+    Ok((probs, loss as f32))
+}
+
+pub(super) fn softmax_cross_entropy_backward(
+    be: &CudaBackend,
+    probs: &Tensor,
+    labels: &[u32],
+) -> Result<Tensor> {
+    let (b, k) = shape::rows("softmax_cross_entropy_backward", probs, Some(labels))?;
+    let d = be.wrap(be.alloc(b * k)?, &[b, k]);
+    if b * k == 0 {
+        return Ok(d);
+    }
+    let lab = be.htod(labels)?;
+    let prm = LossParams {
+        b: i64c(b),
+        k: i64c(k),
+    };
+    let p = [be.ptr("probs", probs)?, be.raw(&lab), be.ptr("", &d)?];
+    be.launch("softmax_ce_bwd", be.grid_stride(b * k), &p, &prm)?;
+    Ok(d)
+}
+
+pub(super) fn softmax_cross_entropy_curvature(be: &CudaBackend, probs: &Tensor) -> Result<Tensor> {
+    let (b, k) = shape::rows("softmax_cross_entropy_curvature", probs, None)?;
+    let h = be.wrap(be.alloc(b * k)?, &[b, k]);
+    if b * k == 0 {
+        return Ok(h);
+    }
+    let prm = LossParams {
+        b: i64c(b),
+        k: i64c(k),
+    };
+    let p = [be.ptr("probs", probs)?, be.ptr("", &h)?];
+    be.launch("softmax_ce_curv_seed", be.grid_stride(b * k), &p, &prm)?;
+    Ok(h)
+}
