@@ -3,9 +3,7 @@
 //! the store it is saved as.
 
 use bayesnas_engine::prelude::*;
-use bayesnas_engine::tape::{OpCtx, TapeOp};
 
-use super::flatten;
 use super::model::{Kind, Link, Model};
 use super::prune::positions;
 
@@ -166,7 +164,7 @@ impl CompressNet {
                             Some(l) if l.features == layer.input => self.link_features(l),
                             _ => (0..self.boundaries[layer.input].size).collect(),
                         };
-                        h = flatten(t, h)?;
+                        h = t.flatten(h)?;
                         if t.value(h).shape()[1] != cols.len() {
                             return Err(Error::Shape {
                                 op: "compress net flatten",
@@ -176,7 +174,7 @@ impl CompressNet {
                         }
                         let want = &self.boundaries[layer.input].alive;
                         if cols != *want {
-                            h = select_columns(t, h, positions(&cols, want))?;
+                            h = t.select_columns(h, &positions(&cols, want))?;
                         }
                     }
                     let y = t.linear(h, w, Some(b))?;
@@ -256,60 +254,4 @@ impl CompressNet {
         }
         Ok(out)
     }
-}
-
-// The column gather on the tape. It runs on the host: the value, its gradient and its
-// curvature go device -> host -> device on every call.
-
-/// `y = x[:, idx]` for `x: [N, cols]`: gathers the surviving inputs of a pruned layer.
-struct SelectColumnsOp {
-    idx: Vec<usize>,
-}
-
-fn select_columns_host(x: &Tensor, idx: &[usize]) -> Result<Tensor> {
-    let (n, cols) = (x.shape()[0], x.shape()[1]);
-    let v = x.to_vec();
-    let mut out = Vec::with_capacity(n * idx.len());
-    for row in v.chunks(cols.max(1)).take(n) {
-        out.extend(idx.iter().map(|&i| row[i]));
-    }
-    Tensor::from_vec(out, &[n, idx.len()])?.to_device(x.device())
-}
-
-impl TapeOp for SelectColumnsOp {
-    fn name(&self) -> &'static str {
-        "select_columns"
-    }
-    fn backward(&self, ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let (n, cols) = (ctx.inputs[0].shape()[0], ctx.inputs[0].shape()[1]);
-        let d = dy.to_vec();
-        let m = self.idx.len();
-        let mut dx = vec![0f32; n * cols];
-        for r in 0..n {
-            for (j, &i) in self.idx.iter().enumerate() {
-                dx[r * cols + i] += d[r * m + j];
-            }
-        }
-        Ok(vec![Some(
-            Tensor::from_vec(dx, &[n, cols])?.to_device(dy.device())?,
-        )])
-    }
-    // Every output copies one input with coefficient 1.
-    fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        self.backward(ctx, hy)
-    }
-}
-
-/// `x[:, idx]` on the tape.
-fn select_columns(t: &mut Tape, x: Var, idx: Vec<usize>) -> Result<Var> {
-    let v = t.value(x);
-    if v.rank() != 2 || idx.iter().any(|&i| i >= v.shape()[1]) {
-        return Err(Error::Shape {
-            op: "select_columns",
-            expected: format!("[N, > {}]", idx.iter().max().copied().unwrap_or(0)),
-            found: format!("{:?}", v.shape()),
-        });
-    }
-    let y = select_columns_host(v, &idx)?;
-    Ok(t.push(y, &[x], SelectColumnsOp { idx }))
 }
