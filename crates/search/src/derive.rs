@@ -594,7 +594,7 @@ pub fn derive_with(
 }
 
 /// Derives a genotype of `space` from explicit per-cell-type scores (for example the
-/// perturbation scores of [`crate::protocol::Searcher::perturbation_scores`] in place of the
+/// perturbation scores of [`crate::searcher::Searcher::perturbation_scores`] in place of the
 /// prior's relevances).
 pub fn derive_from(
     space: &str,

@@ -6,7 +6,7 @@ use bayesnas_engine::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::bayes::{GroupId, GroupKind, Prior};
-use crate::protocol::{Batch, DataFeed, Searcher, SplitKind};
+use crate::searcher::{Batch, DataFeed, Searcher, SplitKind};
 use crate::space::CellType;
 
 /// Output of [`Searcher::perturbation_scores`].

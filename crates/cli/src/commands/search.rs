@@ -11,7 +11,7 @@ use bayesnas_engine::prelude::*;
 use bayesnas_search::curvature::CurvatureEstimator;
 use bayesnas_search::derive::{derive_from, CellRelevance, CellRules, NodeRepair, OpScope};
 use bayesnas_search::heatmap::{heatmap_svg, HeatScale};
-use bayesnas_search::protocol::{
+use bayesnas_search::searcher::{
     Batch, CurvatureScale, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind, CHECKPOINT,
 };
 use bayesnas_search::space::CellType;

@@ -9,11 +9,11 @@ use bayesnas_data::{
 };
 use bayesnas_engine::io::write_atomic;
 use bayesnas_engine::prelude::*;
-use bayesnas_search::eval::network::{EvalConfig, EvalNetwork};
-use bayesnas_search::eval::train::{
+use bayesnas_search::genotype::DARTS_V2;
+use bayesnas_search::retrain::network::{EvalConfig, EvalNetwork};
+use bayesnas_search::retrain::train::{
     Batch, TrainRecord, TrainSettings, Trainer, CHECKPOINT, WEIGHTS_FILE,
 };
-use bayesnas_search::genotype::DARTS_V2;
 use bayesnas_search::{Genotype, SearchSpace};
 use clap::Args;
 use serde::Serialize;

@@ -390,7 +390,11 @@ fn parse(text: &str) -> Result<Genotype, GenotypeError> {
         let dup = || err(key_pos, format!("field '{key}' given twice"));
         match key.as_str() {
             "normal" | "reduce" => {
-                let slot = if key == "normal" { &mut normal } else { &mut reduce };
+                let slot = if key == "normal" {
+                    &mut normal
+                } else {
+                    &mut reduce
+                };
                 if slot.is_some() {
                     return Err(dup());
                 }
@@ -407,12 +411,12 @@ fn parse(text: &str) -> Result<Genotype, GenotypeError> {
                 }
                 *slot = Some(concat_list(&mut lx)?);
             }
-            _ => {
-                return Err(err(
-                    key_pos,
-                    format!("unknown field '{key}' (expected normal, normal_concat, reduce, reduce_concat)"),
-                ))
-            }
+            _ => return Err(err(
+                key_pos,
+                format!(
+                    "unknown field '{key}' (expected normal, normal_concat, reduce, reduce_concat)"
+                ),
+            )),
         }
         if !lx.eat(',') {
             lx.expect(')')?;
