@@ -81,6 +81,7 @@ pub mod searcher;
 pub mod space;
 #[allow(missing_docs)]
 pub mod supernet;
+mod svg;
 
 /// The former name of [`retrain`], for code not yet moved to it.
 #[doc(hidden)]

@@ -411,12 +411,10 @@ fn parse(text: &str) -> Result<Genotype, GenotypeError> {
                 }
                 *slot = Some(concat_list(&mut lx)?);
             }
-            _ => return Err(err(
-                key_pos,
-                format!(
-                    "unknown field '{key}' (expected normal, normal_concat, reduce, reduce_concat)"
-                ),
-            )),
+            _ => {
+                let expected = "expected normal, normal_concat, reduce, reduce_concat";
+                return Err(err(key_pos, format!("unknown field '{key}' ({expected})")));
+            }
         }
         if !lx.eat(',') {
             lx.expect(')')?;
