@@ -316,8 +316,5 @@ impl Runtime {
 }
 
 fn open_metrics(dir: &Path) -> CliResult<MetricsWriter> {
-    MetricsWriter::create(dir).map_err(|source| CliError::Io {
-        path: dir.join(crate::metrics::FILE_NAME),
-        source,
-    })
+    MetricsWriter::create(dir).map_err(CliError::io(dir.join(crate::metrics::FILE_NAME)))
 }

@@ -1,7 +1,7 @@
 //! `bayesnas search`: BayesNAS on a supernet, from data to a derived cell.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,7 +12,7 @@ use bayesnas_search::curvature::CurvatureEstimator;
 use bayesnas_search::derive::{derive_from, CellRelevance, CellRules, NodeRepair, OpScope};
 use bayesnas_search::heatmap::{heatmap_svg, HeatScale};
 use bayesnas_search::searcher::{
-    Batch, CurvatureScale, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind, CHECKPOINT,
+    CurvatureScale, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind, CHECKPOINT,
 };
 use bayesnas_search::space::CellType;
 use bayesnas_search::supernet::{Supernet, SupernetConfig, SWITCHES, WEIGHTS};
@@ -20,6 +20,7 @@ use bayesnas_search::{draw, DeriveRule, RelevanceReport, SearchSpace};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+use crate::data::Feed;
 use crate::error::{CliError, CliResult};
 use crate::opts::CommonOpts;
 use crate::progress::Progress;
@@ -368,50 +369,6 @@ impl SearchArgs {
     }
 }
 
-/// Batches for the search from the three splits, each with its own background loader.
-struct Feed {
-    weight: Loader,
-    switch: Loader,
-    valid: Loader,
-    max_batches: Option<usize>,
-}
-
-impl Feed {
-    fn loader(&self, split: SplitKind) -> &Loader {
-        match split {
-            SplitKind::Weights => &self.weight,
-            SplitKind::Switches => &self.switch,
-            SplitKind::Validation => &self.valid,
-        }
-    }
-}
-
-impl DataFeed for Feed {
-    fn epoch(
-        &mut self,
-        split: SplitKind,
-        epoch_seed: u64,
-    ) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>> {
-        let cap = self.batches(split);
-        let epoch = self
-            .loader(split)
-            .epoch(epoch_seed)
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        Ok(Box::new(epoch.take(cap).map(|b| Ok((b.images, b.labels)))))
-    }
-    fn batches(&self, split: SplitKind) -> usize {
-        let n = self.loader(split).batches_per_epoch();
-        self.max_batches.map_or(n, |m| n.min(m))
-    }
-}
-
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
-    move |source| CliError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// `selection.json`: the scores the derivation ranked, per cell type and edge.
 fn selection_json(
     score: &str,
@@ -458,7 +415,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         .clone()
         .or_else(|| rt.out.clone())
         .unwrap_or_else(|| PathBuf::from("runs/search"));
-    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+    std::fs::create_dir_all(&out).map_err(CliError::io(&out))?;
     let quiet = rt.quiet;
 
     // data: seeded disjoint splits of the training data
@@ -567,10 +524,10 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         );
     }
 
-    let mut metrics = crate::metrics::MetricsWriter::create(&out).map_err(io_err(&out))?;
+    let mut metrics = crate::metrics::MetricsWriter::create(&out).map_err(CliError::io(&out))?;
     metrics
         .record("search_start", &serde_json::json!({ "resolved": r, "params": params, "switches": switches, "space": args.space, "seed": rt.seed, "threads": rt.threads }))
-        .map_err(io_err(&out))?;
+        .map_err(CliError::io(&out))?;
     let mut bar: Option<Progress> = None;
     let mut last_images = 0usize;
     let mut io_error: Option<CliError> = None;
@@ -628,10 +585,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         };
         if let Some((event, value)) = rec {
             if let Err(err) = metrics.record(event, &value) {
-                io_error.get_or_insert(CliError::Io {
-                    path: out.join(crate::metrics::FILE_NAME),
-                    source: err,
-                });
+                io_error.get_or_insert(CliError::io(out.join(crate::metrics::FILE_NAME))(err));
             }
         }
     };
@@ -795,7 +749,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
     ]);
     metrics
         .record("search_end", &summary)
-        .map_err(io_err(&out))?;
+        .map_err(CliError::io(&out))?;
 
     // human summary
     println!(

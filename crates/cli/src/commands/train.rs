@@ -4,20 +4,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bayesnas_data::{
-    Augment, DataSource, Dataset, DatasetKind, Loader, LoaderConfig, SearchSplits, SplitConfig,
-};
+use bayesnas_data::{Augment, DatasetKind, Loader, LoaderConfig};
 use bayesnas_engine::io::write_atomic;
 use bayesnas_engine::prelude::*;
 use bayesnas_search::genotype::DARTS_V2;
 use bayesnas_search::retrain::network::{EvalConfig, EvalNetwork};
 use bayesnas_search::retrain::train::{
-    Batch, TrainRecord, TrainSettings, Trainer, CHECKPOINT, WEIGHTS_FILE,
+    TrainRecord, TrainSettings, Trainer, CHECKPOINT, WEIGHTS_FILE,
 };
 use bayesnas_search::{Genotype, SearchSpace};
 use clap::Args;
 use serde::Serialize;
 
+pub use crate::data::{batches, hold_out, split_parts, Parts};
 use crate::error::{CliError, CliResult};
 use crate::metrics::MetricsWriter;
 use crate::opts::CommonOpts;
@@ -257,89 +256,6 @@ pub fn load_genotype(arg: &str) -> CliResult<Genotype> {
     Ok(g)
 }
 
-/// Splits `pool` (indices into `ds`) class-stratified into (rest, held out `fraction`).
-pub fn hold_out(
-    ds: &Dataset,
-    pool: &[usize],
-    fraction: f64,
-    seed: u64,
-) -> CliResult<(Vec<usize>, Vec<usize>)> {
-    let labels: Vec<u8> = pool.iter().map(|&i| ds.label(i)).collect();
-    let s = SearchSplits::new(
-        &labels,
-        ds.num_classes(),
-        SplitConfig {
-            valid_fraction: fraction,
-            weight_fraction: 0.5,
-        },
-        seed,
-    )?;
-    let mut rest: Vec<usize> = s.train().iter().map(|&p| pool[p]).collect();
-    rest.sort_unstable();
-    let held: Vec<usize> = s.valid.iter().map(|&p| pool[p]).collect();
-    Ok((rest, held))
-}
-
-/// The three parts of a training run: (train, validation, test) loaders' indices and the
-/// test data set, plus a description of where the test images come from.
-pub struct Parts {
-    pub train: Vec<usize>,
-    pub valid: Vec<usize>,
-    pub test_set: Arc<Dataset>,
-    pub test: Vec<usize>,
-    pub test_origin: &'static str,
-}
-
-/// Training and validation from the training data; the official test set when there is
-/// one, else a held-out 10% of the development set.
-pub fn split_parts(source: &DataSource, valid_fraction: f64, seed: u64) -> CliResult<Parts> {
-    let ds = &source.train;
-    let all: Vec<usize> = (0..ds.len()).collect();
-    match &source.test {
-        Some(test) => {
-            let (train, valid) = hold_out(ds, &all, valid_fraction, seed)?;
-            Ok(Parts {
-                train,
-                valid,
-                test_set: Arc::clone(test),
-                test: (0..test.len()).collect(),
-                test_origin: "official test set",
-            })
-        }
-        None => {
-            let (rest, test) = hold_out(ds, &all, 0.1, seed ^ 0x7E57)?;
-            let (train, valid) = hold_out(ds, &rest, valid_fraction, seed)?;
-            Ok(Parts {
-                train,
-                valid,
-                test_set: Arc::clone(ds),
-                test,
-                test_origin: "held-out 10% of the development set (no test set available)",
-            })
-        }
-    }
-}
-
-/// The batches of one loader epoch as the trainers take them.
-pub fn batches(
-    loader: &Loader,
-    epoch: u64,
-    cap: Option<usize>,
-) -> CliResult<impl Iterator<Item = Result<Batch>>> {
-    let n = cap.unwrap_or(usize::MAX);
-    Ok(loader
-        .epoch(epoch)?
-        .take(n)
-        .map(|b| Ok((b.images, b.labels))))
-}
-
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
-    move |source| CliError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// `result.json`.
 #[derive(Serialize)]
 struct TrainResult<'a> {
@@ -387,7 +303,7 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
         .map(resume_dir)
         .or_else(|| rt.out.clone())
         .unwrap_or_else(|| PathBuf::from("runs/train"));
-    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+    std::fs::create_dir_all(&out).map_err(CliError::io(&out))?;
     let quiet = rt.quiet;
 
     let ds = Arc::clone(&source.train);
@@ -515,12 +431,10 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
         );
     }
 
-    let mut metrics = MetricsWriter::create(&out).map_err(io_err(&out))?;
+    let mut metrics = MetricsWriter::create(&out).map_err(CliError::io(&out))?;
     let mrec = |m: &mut MetricsWriter, event: &str, v: serde_json::Value| {
-        m.record(event, &v).map_err(|source| CliError::Io {
-            path: out.join(crate::metrics::FILE_NAME),
-            source,
-        })
+        m.record(event, &v)
+            .map_err(CliError::io(out.join(crate::metrics::FILE_NAME)))
     };
     mrec(
         &mut metrics,
