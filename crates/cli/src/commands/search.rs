@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::data::Feed;
 use crate::error::{CliError, CliResult};
-use crate::opts::CommonOpts;
+use crate::opts::{CommonOpts, SgdOpts};
 use crate::progress::Progress;
 
 /// `--derive` values.
@@ -92,6 +92,12 @@ pub enum PresetArg {
 
 /// Options of `bayesnas search`.
 #[derive(Args, Debug, Clone)]
+#[command(
+    mut_arg("momentum", |a| a.help("Momentum of weights and switches")),
+    mut_arg("weight_decay", |a| a.help(
+        "Weight decay of the weights (switches get none) [default: 3e-4; paper: 1e-4]"
+    ))
+)]
 pub struct SearchArgs {
     #[command(flatten)]
     pub common: CommonOpts,
@@ -120,17 +126,9 @@ pub struct SearchArgs {
     /// Learning rate of the weights, cosine-annealed [default: 0.025; paper: 0.1]
     #[arg(long, value_name = "LR", help_heading = "Training")]
     pub lr: Option<f32>,
-    /// Momentum of weights and switches
-    #[arg(
-        long,
-        default_value_t = 0.9,
-        value_name = "M",
-        help_heading = "Training"
-    )]
-    pub momentum: f32,
-    /// Weight decay of the weights (switches get none) [default: 3e-4; paper: 1e-4]
-    #[arg(long, value_name = "WD", help_heading = "Training")]
-    pub weight_decay: Option<f32>,
+    /// `--momentum` (of weights and switches), `--weight-decay` (of the weights).
+    #[command(flatten)]
+    pub sgd: SgdOpts,
     /// Learning rate of the switches (constant) [default: 0.01; paper: the weights' 0.1]
     #[arg(long, value_name = "LR", help_heading = "Training")]
     pub switch_lr: Option<f32>,
@@ -293,7 +291,7 @@ impl SearchArgs {
             cells: self.cells.unwrap_or(if paper { 8 } else { 5 }),
             batch: self.batch.unwrap_or(if paper { 18 } else { 64 }),
             lr: self.lr.unwrap_or(if paper { 0.1 } else { 0.025 }),
-            weight_decay: self.weight_decay.unwrap_or(if paper { 1e-4 } else { 3e-4 }),
+            weight_decay: self.sgd.weight_decay_or(if paper { 1e-4 } else { 3e-4 }),
             lambda_parent: self.lambda_parent.unwrap_or(lambda),
             lambda_child: self.lambda_child.unwrap_or(lambda),
             switch_lr: self.switch_lr.unwrap_or(if paper { 0.1 } else { 0.01 }),
@@ -471,10 +469,10 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
     let (params, switches) = (store.count(Some(WEIGHTS)), store.count(Some(SWITCHES)));
     let settings = SearchSettings {
         weights_lr: r.lr,
-        weights_momentum: args.momentum,
+        weights_momentum: args.sgd.momentum,
         weights_decay: r.weight_decay,
         switches_lr: r.switch_lr,
-        switches_momentum: args.momentum,
+        switches_momentum: args.sgd.momentum,
         lambda_parent: r.lambda_parent,
         lambda_child: r.lambda_child,
         warmup_epochs: args.warmup_epochs,

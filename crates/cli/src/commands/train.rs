@@ -19,11 +19,12 @@ use serde::Serialize;
 pub use crate::data::{batches, hold_out, split_parts, Parts};
 use crate::error::{CliError, CliResult};
 use crate::metrics::MetricsWriter;
-use crate::opts::CommonOpts;
+use crate::opts::{CommonOpts, SgdOpts};
 use crate::progress::Progress;
 
 /// Options of `bayesnas train`.
 #[derive(Args, Debug, Clone)]
+#[command(mut_arg("weight_decay", |a| a.default_value(DEFAULT_WEIGHT_DECAY)))]
 pub struct TrainArgs {
     #[command(flatten)]
     pub common: CommonOpts,
@@ -85,22 +86,9 @@ pub struct TrainArgs {
         help_heading = "Training"
     )]
     pub lr_min: f32,
-    /// SGD momentum
-    #[arg(
-        long,
-        default_value_t = 0.9,
-        value_name = "M",
-        help_heading = "Training"
-    )]
-    pub momentum: f32,
-    /// Weight decay
-    #[arg(
-        long,
-        default_value_t = 3e-4,
-        value_name = "WD",
-        help_heading = "Training"
-    )]
-    pub weight_decay: f32,
+    /// `--momentum`, `--weight-decay` (every trainable tensor, as DARTS).
+    #[command(flatten)]
+    pub sgd: SgdOpts,
     /// Clip the global gradient norm to this
     #[arg(
         long,
@@ -141,7 +129,16 @@ pub struct TrainArgs {
     pub params_only: bool,
 }
 
+/// `--weight-decay` when not given (DARTS' evaluation setting).
+const DEFAULT_WEIGHT_DECAY: &str = "0.0003";
+
 impl TrainArgs {
+    /// `--weight-decay`: clap fills in [`DEFAULT_WEIGHT_DECAY`]; arguments built in code
+    /// without one get the same value.
+    fn weight_decay(&self) -> f32 {
+        self.sgd.weight_decay_or(3e-4)
+    }
+
     fn check(&self) -> CliResult<()> {
         let usage = |m: String| Err(CliError::Usage(m));
         if self.cells < 3 {
@@ -183,14 +180,15 @@ impl TrainArgs {
                 self.lr_min
             ));
         }
-        if !(0.0..1.0).contains(&self.momentum) {
-            return usage(format!("--momentum {}: must be in [0, 1)", self.momentum));
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+        if !(0.0..1.0).contains(&self.sgd.momentum) {
             return usage(format!(
-                "--weight-decay {}: must be >= 0",
-                self.weight_decay
+                "--momentum {}: must be in [0, 1)",
+                self.sgd.momentum
             ));
+        }
+        let weight_decay = self.weight_decay();
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            return usage(format!("--weight-decay {weight_decay}: must be >= 0"));
         }
         if !(self.grad_clip.is_finite() && self.grad_clip > 0.0) {
             return usage(format!("--grad-clip {}: must be positive", self.grad_clip));
@@ -362,8 +360,8 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
         epochs: args.epochs,
         lr: args.lr,
         lr_min: args.lr_min,
-        momentum: args.momentum,
-        weight_decay: args.weight_decay,
+        momentum: args.sgd.momentum,
+        weight_decay: args.weight_decay(),
         grad_clip: args.grad_clip,
         drop_path: args.drop_path,
         aux_weight: args.aux_weight,
