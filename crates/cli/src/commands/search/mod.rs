@@ -9,14 +9,13 @@ use bayesnas_data::{Augment, Dataset, Loader, LoaderConfig, SearchSplits, SplitC
 use bayesnas_engine::io::write_atomic;
 use bayesnas_engine::prelude::*;
 use bayesnas_search::curvature::CurvatureEstimator;
-use bayesnas_search::derive::{derive_from, CellRelevance, CellRules, NodeRepair, OpScope};
-use bayesnas_search::heatmap::{heatmap_svg, HeatScale};
+use bayesnas_search::derive::{derive_from, CellRules, NodeRepair, OpScope};
 use bayesnas_search::searcher::{
     CurvatureScale, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind, CHECKPOINT,
 };
 use bayesnas_search::space::CellType;
 use bayesnas_search::supernet::{Supernet, SupernetConfig, SWITCHES, WEIGHTS};
-use bayesnas_search::{draw, DeriveRule, RelevanceReport, SearchSpace};
+use bayesnas_search::{DeriveRule, RelevanceReport, SearchSpace};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
@@ -24,6 +23,10 @@ use crate::data::Feed;
 use crate::error::{CliError, CliResult};
 use crate::opts::{CommonOpts, SgdOpts};
 use crate::progress::Progress;
+
+mod outputs;
+
+use outputs::{print_summary, selection_json, write_cell_pictures};
 
 /// `--derive` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -367,40 +370,6 @@ impl SearchArgs {
     }
 }
 
-/// `selection.json`: the scores the derivation ranked, per cell type and edge.
-fn selection_json(
-    score: &str,
-    derive: DeriveArg,
-    rules: CellRules,
-    cells: &[(&str, &CellRelevance)],
-) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "format": "bayesnas-selection",
-        "version": 1,
-        "score": score,
-        "derive": derive,
-        "rules": rules,
-        "ops": cells.first().map(|(_, r)| r.ops.iter().map(|o| o.name()).collect::<Vec<_>>()),
-    });
-    for (name, rel) in cells {
-        let edges: Vec<serde_json::Value> = rel
-            .edges
-            .iter()
-            .enumerate()
-            .map(|(e, edge)| {
-                serde_json::json!({
-                    "from": edge.from.to_string(),
-                    "to": format!("n{}", edge.to),
-                    "edge_score": rel.gamma0[e],
-                    "op_scores": rel.gamma_tilde[e],
-                })
-            })
-            .collect();
-        v[*name] = serde_json::json!({ "edges": edges });
-    }
-    v
-}
-
 /// Runs `bayesnas search`.
 pub fn run(args: &SearchArgs) -> CliResult<()> {
     let r = args.resolve()?;
@@ -691,51 +660,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         ("normal", &genotype.normal, &normal_rel),
         ("reduce", &genotype.reduce, &reduce_rel),
     ] {
-        let rows: Vec<String> = rel
-            .edges
-            .iter()
-            .map(|e| format!("{} -> n{}", e.from, e.to))
-            .collect();
-        let cols: Vec<String> = rel.ops.iter().map(|o| o.name().to_string()).collect();
-        let kept: Vec<Vec<bool>> = rel
-            .edges
-            .iter()
-            .map(|e| {
-                rel.ops
-                    .iter()
-                    .map(|op| {
-                        cell.edges.iter().any(|k| {
-                            k.from == e.from && k.to == e.to && k.ops.iter().any(|o| o.op == *op)
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
-        let caption = match score_name {
-            "gamma_tilde" => {
-                "gamma_tilde (effective prior variance of each op's switch); framed: kept"
-            }
-            _ => "rise of the held-out loss when the op's switch is set to 0; framed: kept",
-        };
-        let svg = heatmap_svg(
-            &format!("{name} cell: {score_name}"),
-            &rows,
-            &cols,
-            &rel.gamma_tilde,
-            &kept,
-            caption,
-            HeatScale::Global,
-        )
-        .map_err(|e| CliError::Usage(format!("relevance heat map: {e}")))?;
-        write(&format!("{name}_relevance.svg"), &svg)?;
-        write(
-            &format!("{name}.svg"),
-            &draw::to_svg(cell, &format!("{name} cell")),
-        )?;
-        write(
-            &format!("{name}.dot"),
-            &draw::to_dot(cell, &format!("{name} cell")),
-        )?;
+        write_cell_pictures(&write, name, cell, rel, score_name)?;
     }
     let summary: HashMap<&str, serde_json::Value> = HashMap::from([
         ("seconds", serde_json::json!(start.elapsed().as_secs_f64())),
@@ -749,46 +674,12 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         .record("search_end", &summary)
         .map_err(CliError::io(&out))?;
 
-    // human summary
-    println!(
-        "BayesNAS search finished in {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    if let Some(h) = searcher.history.last() {
-        println!(
-            "validation accuracy of the supernet: {:.2}% (loss {:.4})",
-            100.0 * h.val_accuracy,
-            h.val_loss
-        );
-    }
-    for (name, cell) in [("normal", &genotype.normal), ("reduce", &genotype.reduce)] {
-        println!(
-            "{name} cell (concat {:?}):",
-            cell.concat
-                .iter()
-                .map(|i| format!("n{i}"))
-                .collect::<Vec<_>>()
-        );
-        for e in &cell.edges {
-            let ops: Vec<String> = e
-                .ops
-                .iter()
-                .map(|o| match o.relevance {
-                    Some(rel) => format!("{} ({rel:.3})", o.op.name()),
-                    None => o.op.name().to_string(),
-                })
-                .collect();
-            println!("  {} -> n{}: {}", e.from, e.to, ops.join(", "));
-        }
-    }
-    match genotype.to_darts_string() {
-        Some(s) => println!("DARTS genotype: {s}"),
-        None => println!("(the cell keeps several ops per node: no DARTS genotype string; use --derive darts for one)"),
-    }
-    println!(
-        "outputs in {}: genotype.json relevance.json selection.json{} normal.svg reduce.svg normal_relevance.svg reduce_relevance.svg normal.dot reduce.dot metrics.jsonl {CHECKPOINT}",
-        out.display(),
-        if derive_arg == DeriveArg::Perturb { " perturbation.json" } else { "" }
+    print_summary(
+        &out,
+        start,
+        searcher.history.last(),
+        &genotype,
+        derive_arg == DeriveArg::Perturb,
     );
     Ok(())
 }
