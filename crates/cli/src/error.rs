@@ -2,7 +2,7 @@
 //! process with a non-zero status: 2 for a usage problem (like clap's own errors), 1 for
 //! anything else.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bayesnas_data::DataError;
 
@@ -39,6 +39,12 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// An I/O error on `path`, for `map_err`: `std::fs::create_dir_all(&out).map_err(CliError::io(&out))?`.
+    pub fn io(path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> CliError {
+        let path = path.as_ref().to_path_buf();
+        move |source| CliError::Io { path, source }
+    }
+
     /// The process exit status for this error.
     pub fn exit_code(&self) -> u8 {
         match self {

@@ -2,6 +2,7 @@
 //!
 //! The `bayesnas` command line (binary in `src/main.rs`) and the pieces its subcommands
 //! share: [`opts::CommonOpts`] (data set, device, threads, seed, output directory, quiet),
+//! [`data`] (splits and batches of the training commands),
 //! [`progress::Progress`] (bars with ETA, loss, accuracy, images/s), [`metrics::MetricsWriter`]
 //! (JSON lines under `--out`), and [`fetch`] (resumable, verified downloads of the full data
 //! sets).
@@ -11,6 +12,7 @@
 //! `commands/mod.rs`, and add a variant to `Command` in `main.rs`.
 
 pub mod commands;
+pub mod data;
 pub mod error;
 pub mod fetch;
 pub mod metrics;

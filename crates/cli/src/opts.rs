@@ -273,6 +273,32 @@ impl RuntimeOpts {
     }
 }
 
+/// The SGD settings of the training commands: `--momentum` and `--weight-decay`, under
+/// "Training". A command flattens this block where these two options stand in its help and
+/// adjusts a help text or default of its own with `#[command(mut_arg(ID, ...))]` (ids
+/// `momentum`, `weight_decay`).
+#[derive(Args, Clone, Debug)]
+pub struct SgdOpts {
+    /// SGD momentum
+    #[arg(
+        long,
+        default_value_t = 0.9,
+        value_name = "M",
+        help_heading = "Training"
+    )]
+    pub momentum: f32,
+    /// Weight decay
+    #[arg(long, value_name = "WD", help_heading = "Training")]
+    pub weight_decay: Option<f32>,
+}
+
+impl SgdOpts {
+    /// The weight decay given, else `default`.
+    pub fn weight_decay_or(&self, default: f32) -> f32 {
+        self.weight_decay.unwrap_or(default)
+    }
+}
+
 /// Both option groups; subcommands that train or search flatten this.
 #[derive(Args, Clone, Debug, Default)]
 pub struct CommonOpts {
@@ -316,8 +342,5 @@ impl Runtime {
 }
 
 fn open_metrics(dir: &Path) -> CliResult<MetricsWriter> {
-    MetricsWriter::create(dir).map_err(|source| CliError::Io {
-        path: dir.join(crate::metrics::FILE_NAME),
-        source,
-    })
+    MetricsWriter::create(dir).map_err(CliError::io(dir.join(crate::metrics::FILE_NAME)))
 }

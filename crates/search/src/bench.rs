@@ -3,7 +3,7 @@
 use bayesnas_engine::prelude::*;
 use serde::Serialize;
 
-use crate::protocol::{SearchSettings, Searcher, StepOptions, StepTimings};
+use crate::searcher::{SearchSettings, Searcher, StepOptions, StepTimings};
 use crate::supernet::{Supernet, SupernetConfig, SWITCHES, WEIGHTS};
 
 /// The JSON line `bench step` prints.

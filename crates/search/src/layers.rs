@@ -1,6 +1,6 @@
 //! The candidate operations and cell pre-processing layers (DARTS' `OPS`, `ReLUConvBN` and
 //! `FactorizedReduce`), shared by the search supernet ([`crate::supernet`]) and the
-//! evaluation network ([`crate::eval::network`]).
+//! evaluation network ([`crate::retrain::network`]).
 //!
 //! The two networks build the same layers in two [`Flavour`]s: the supernet's batch norms
 //! have no affine parameters and every pool is followed by one (DARTS' search `MixedOp`),

@@ -1,5 +1,7 @@
-//! BayesNAS on the engine: the search space, the supernet and its training protocol, the
-//! hierarchical prior and its update, deriving, drawing and retraining cells.
+//! BayesNAS on the autograd engine (`bayesnas-engine`): the search space, the supernet and the
+//! [`Searcher`](searcher::Searcher) that trains it, the hierarchical prior and its update,
+//! deriving, drawing and retraining cells. The supernet, the evaluation network and the
+//! compressed networks are built on the engine's tape and train on its CPU or CUDA backend.
 //!
 //! See the method note (`shared/notes/bayesnas-method.md`) for the method itself.
 //!
@@ -9,17 +11,20 @@
 //!   CPU reference for the device kernel).
 //! * [`derive`](mod@derive): deriving cells from the relevances (threshold rule with repair, DARTS' top-2;
 //!   op scope and node repair options).
-//! * [`supernet`], [`protocol`]: the supernet and the search protocol (warm-up, switch epochs,
-//!   curvature, update; checkpoints).
+//! * [`supernet`], [`searcher`]: the supernet and the [`Searcher`](searcher::Searcher) running
+//!   the search protocol (warm-up, switch epochs, curvature, update; checkpoints).
 //! * [`curvature`]: switch-curvature estimators besides the engine's recursion (MC-Fisher, GGN).
 //! * [`perturb`]: perturbation-based selection on the trained supernet.
 //! * [`random_cell`]: random cells of a space, the baseline a search must beat.
 //! * [`heatmap`]: SVG heat maps of the relevances (edges by operations).
 //! * [`genotype`]: derived cells, `genotype.json` and DARTS `Genotype(...)` strings.
 //! * [`draw`]: DOT and self-drawn SVG pictures of a cell.
+//! * `svg`: the SVG opening, background, title and escaping that [`draw`] and [`heatmap`]
+//!   share.
 //! * [`relevance`]: the `relevance.json` report.
-//! * [`eval`]: training a derived cell in the evaluation network, and Bayesian compression
-//!   of LeNet-300-100 / LeNet-5 with the same machinery.
+//! * [`retrain`]: training a derived cell in the evaluation network, Bayesian compression of
+//!   LeNet-300-100 / LeNet-5 with the same machinery, and the one evaluation loop
+//!   ([`retrain::evaluate`]) that the search and both trainers use.
 //!
 //! Everything is deterministic and reports bad input through typed errors (collected in
 //! [`Error`]).
@@ -64,19 +69,20 @@ pub mod compress;
 pub mod curvature;
 pub mod derive;
 pub mod draw;
-#[allow(missing_docs)] // fields are described by their struct's documentation
-pub mod eval;
 pub mod genotype;
 pub mod heatmap;
 mod layers;
 pub mod perturb;
-#[allow(missing_docs)] // fields are described by their struct's documentation
-pub mod protocol;
 pub mod random_cell;
 pub mod relevance;
+#[allow(missing_docs)] // fields are described by their struct's documentation
+pub mod retrain;
+#[allow(missing_docs)] // fields are described by their struct's documentation
+pub mod searcher;
 pub mod space;
 #[allow(missing_docs)]
 pub mod supernet;
+mod svg;
 
 pub use bayes::{BayesError, CellTypeStats, GroupId, GroupKind, Prior, UpdateConfig};
 pub use derive::{derive, DeriveError, DeriveRule};

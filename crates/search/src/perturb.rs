@@ -6,7 +6,7 @@ use bayesnas_engine::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::bayes::{GroupId, GroupKind, Prior};
-use crate::protocol::{Batch, DataFeed, Searcher, SplitKind};
+use crate::searcher::{Batch, DataFeed, Searcher, SplitKind};
 use crate::space::CellType;
 
 /// Output of [`Searcher::perturbation_scores`].
@@ -159,17 +159,17 @@ impl Searcher {
         Ok(old)
     }
 
-    /// Mean cross-entropy of the network in evaluation mode over `held`.
+    /// Mean cross-entropy of the network in evaluation mode over `held` (through
+    /// [`crate::retrain::evaluate`]).
     fn held_out_loss(&mut self, held: &[Batch]) -> Result<f64> {
-        let (mut loss, mut seen) = (0.0f64, 0usize);
-        for (x, labels) in held {
-            let mut tape = Tape::new_eval();
-            let xv = tape.input(x.clone());
-            let logits = self.net.forward(&mut tape, &mut self.store, xv)?;
-            let l = tape.cross_entropy(logits, labels)?;
-            loss += tape.value(l).item()? as f64 * labels.len() as f64;
-            seen += labels.len();
-        }
-        Ok(loss / seen.max(1) as f64)
+        let (net, store) = (&self.net, &mut self.store);
+        let mut batches = held
+            .iter()
+            .map(|(x, labels)| Ok((x.clone(), labels.clone())));
+        let totals = crate::retrain::evaluate(&mut batches, &mut |tape, x| {
+            let xv = tape.input(x);
+            net.forward(tape, store, xv)
+        })?;
+        Ok(totals.means().0)
     }
 }

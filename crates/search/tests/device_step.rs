@@ -5,7 +5,7 @@
 
 use bayesnas_engine::prelude::*;
 use bayesnas_search::bayes::NegativeCurvature;
-use bayesnas_search::protocol::{SearchSettings, Searcher, StepOptions};
+use bayesnas_search::searcher::{SearchSettings, Searcher, StepOptions};
 use bayesnas_search::supernet::{Supernet, SupernetConfig};
 use bayesnas_search::{CellType, CellTypeStats, Prior, SearchSpace, UpdateConfig};
 

@@ -1,20 +1,18 @@
 //! `bayesnas compress`: structured Bayesian compression of LeNet-300-100 / LeNet-5 on MNIST.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use bayesnas_data::{Augment, DataSource, DatasetKind, Loader, LoaderConfig, Normalization};
+use bayesnas_data::{DataSource, DatasetKind};
 use bayesnas_engine::io::write_atomic;
-use bayesnas_engine::Error;
 use bayesnas_search::compress::{
-    structure_string, AugmentPolicy, Batches, CompressData, CompressSettings, Compressor, Event,
+    structure_string, AugmentPolicy, CompressData, CompressSettings, Compressor, Event,
     Granularity, Model, PenaltyMode,
 };
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use super::train::{batches, split_parts, Parts};
+use crate::data::{split_parts, CompressFeed};
 use crate::error::{CliError, CliResult};
 use crate::metrics::MetricsWriter;
 use crate::opts::RuntimeOpts;
@@ -298,136 +296,10 @@ impl CompressArgs {
     }
 }
 
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
-    move |source| CliError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// The loaders of a compression run: MNIST-style images as `[0, 1]` pixels.
-struct Feed {
-    /// The loops' training batches.
-    loops: Loader,
-    /// The fine-tune's training batches.
-    finetune: Loader,
-    valid: Option<Loader>,
-    test: Loader,
-    max_batches: Option<usize>,
-}
-
-impl Feed {
-    /// Loaders over `parts` as `settings` asks (augmentation, batch, cap).
-    fn new(
-        source: &DataSource,
-        kind: DatasetKind,
-        parts: &Parts,
-        settings: &CompressSettings,
-        seed: u64,
-    ) -> CliResult<Feed> {
-        let ds = &source.train;
-        let crops = Augment {
-            crop_padding: settings.crop_padding,
-            ..kind.default_augment()
-        };
-        let loops_augment = if settings.augment == AugmentPolicy::All {
-            crops
-        } else {
-            Augment::NONE
-        };
-        let finetune_augment = if settings.augment == AugmentPolicy::None {
-            Augment::NONE
-        } else {
-            crops
-        };
-        // Pixels scaled to [0, 1] (no mean shift): the blank background is exactly 0, so
-        // inputs that never carry ink have zero curvature and their groups go.
-        let unit = Normalization {
-            mean: vec![0.0],
-            std: vec![1.0],
-        };
-        let cfg = |c: LoaderConfig| LoaderConfig {
-            normalization: Some(unit.clone()),
-            ..c
-        };
-        let train_loader = |augment: Augment| {
-            Loader::new(
-                Arc::clone(ds),
-                parts.train.clone(),
-                cfg(LoaderConfig::train(
-                    settings.batch,
-                    augment,
-                    seed.wrapping_add(21),
-                )),
-            )
-        };
-        let loops = train_loader(loops_augment)?;
-        let finetune = train_loader(finetune_augment)?;
-        let valid = if parts.valid.is_empty() {
-            None
-        } else {
-            Some(Loader::new(
-                Arc::clone(ds),
-                parts.valid.clone(),
-                cfg(LoaderConfig::eval(1000)),
-            )?)
-        };
-        let test = Loader::new(
-            Arc::clone(&parts.test_set),
-            parts.test.clone(),
-            cfg(LoaderConfig::eval(1000)),
-        )?;
-        Ok(Feed {
-            loops,
-            finetune,
-            valid,
-            test,
-            max_batches: settings.max_batches,
-        })
-    }
-}
-
-/// The batches of one loader epoch, at most `cap`.
-fn epoch_batches(
-    loader: &Loader,
-    epoch: u64,
-    cap: Option<usize>,
-) -> bayesnas_engine::Result<Batches<'_>> {
-    let it = batches(loader, epoch, cap).map_err(|e| Error::Invalid(e.to_string()))?;
-    Ok(Box::new(it))
-}
-
-impl CompressData for Feed {
-    fn train_batches(&self) -> usize {
-        self.loops
-            .batches_per_epoch()
-            .min(self.max_batches.unwrap_or(usize::MAX))
-    }
-    fn train(&mut self, epoch: usize, finetune: bool) -> bayesnas_engine::Result<Batches<'_>> {
-        let loader = if finetune {
-            &self.finetune
-        } else {
-            &self.loops
-        };
-        epoch_batches(loader, epoch as u64, self.max_batches)
-    }
-    fn validation(&mut self) -> bayesnas_engine::Result<Option<Batches<'_>>> {
-        self.valid
-            .as_ref()
-            .map(|l| epoch_batches(l, 0, None))
-            .transpose()
-    }
-    fn test(&mut self) -> bayesnas_engine::Result<Batches<'_>> {
-        epoch_batches(&self.test, 0, None)
-    }
-}
-
 /// Appends one record to `metrics.jsonl`.
 fn record<T: Serialize>(m: &mut MetricsWriter, event: &str, v: &T) -> CliResult<()> {
-    m.record(event, v).map_err(|source| CliError::Io {
-        path: m.path().to_path_buf(),
-        source,
-    })
+    let path = m.path().to_path_buf();
+    m.record(event, v).map_err(CliError::io(path))
 }
 
 /// `report.json`.
@@ -480,7 +352,7 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs/compress"));
-    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+    std::fs::create_dir_all(&out).map_err(CliError::io(&out))?;
     let quiet = rt.quiet;
 
     let parts = if settings.valid_fraction > 0.0 {
@@ -492,7 +364,7 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
         p.train.sort_unstable();
         p
     };
-    let mut feed = Feed::new(&source, kind, &parts, &settings, rt.seed)?;
+    let mut feed = CompressFeed::new(&source, kind, &parts, &settings, rt.seed)?;
     if feed.train_batches() == 0 {
         return Err(CliError::Usage(format!(
             "the training part ({} images) has no complete batch of {}: lower --batch",
@@ -536,7 +408,7 @@ pub fn run(args: &CompressArgs) -> CliResult<()> {
             settings.finetune_epochs,
         );
     }
-    let mut metrics = MetricsWriter::create(&out).map_err(io_err(&out))?;
+    let mut metrics = MetricsWriter::create(&out).map_err(CliError::io(&out))?;
     record(
         &mut metrics,
         "compress_start",

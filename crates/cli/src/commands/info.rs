@@ -87,14 +87,9 @@ pub fn gather(common: &CommonOpts) -> CliResult<Info> {
 pub fn run(args: &InfoArgs) -> CliResult<()> {
     let info = gather(&args.common)?;
     if let Some(out) = &args.common.runtime.out {
-        let mut m = crate::metrics::MetricsWriter::create(out).map_err(|source| CliError::Io {
-            path: out.join(crate::metrics::FILE_NAME),
-            source,
-        })?;
-        m.record("info", &info).map_err(|source| CliError::Io {
-            path: m.path().to_path_buf(),
-            source,
-        })?;
+        let mut m = crate::metrics::MetricsWriter::create(out)
+            .map_err(CliError::io(out.join(crate::metrics::FILE_NAME)))?;
+        m.record("info", &info).map_err(CliError::io(m.path()))?;
     }
     if args.json {
         println!(

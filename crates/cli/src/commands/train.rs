@@ -4,27 +4,27 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bayesnas_data::{
-    Augment, DataSource, Dataset, DatasetKind, Loader, LoaderConfig, SearchSplits, SplitConfig,
-};
+use bayesnas_data::{Augment, DatasetKind, Loader, LoaderConfig};
 use bayesnas_engine::io::write_atomic;
 use bayesnas_engine::prelude::*;
-use bayesnas_search::eval::network::{EvalConfig, EvalNetwork};
-use bayesnas_search::eval::train::{
-    Batch, TrainRecord, TrainSettings, Trainer, CHECKPOINT, WEIGHTS_FILE,
-};
 use bayesnas_search::genotype::DARTS_V2;
+use bayesnas_search::retrain::network::{EvalConfig, EvalNetwork};
+use bayesnas_search::retrain::train::{
+    TrainRecord, TrainSettings, Trainer, CHECKPOINT, WEIGHTS_FILE,
+};
 use bayesnas_search::{Genotype, SearchSpace};
 use clap::Args;
 use serde::Serialize;
 
+use crate::data::{batches, split_parts};
 use crate::error::{CliError, CliResult};
 use crate::metrics::MetricsWriter;
-use crate::opts::CommonOpts;
+use crate::opts::{CommonOpts, SgdOpts};
 use crate::progress::Progress;
 
 /// Options of `bayesnas train`.
 #[derive(Args, Debug, Clone)]
+#[command(mut_arg("weight_decay", |a| a.default_value(DEFAULT_WEIGHT_DECAY)))]
 pub struct TrainArgs {
     #[command(flatten)]
     pub common: CommonOpts,
@@ -86,22 +86,9 @@ pub struct TrainArgs {
         help_heading = "Training"
     )]
     pub lr_min: f32,
-    /// SGD momentum
-    #[arg(
-        long,
-        default_value_t = 0.9,
-        value_name = "M",
-        help_heading = "Training"
-    )]
-    pub momentum: f32,
-    /// Weight decay
-    #[arg(
-        long,
-        default_value_t = 3e-4,
-        value_name = "WD",
-        help_heading = "Training"
-    )]
-    pub weight_decay: f32,
+    /// `--momentum`, `--weight-decay` (every trainable tensor, as DARTS).
+    #[command(flatten)]
+    pub sgd: SgdOpts,
     /// Clip the global gradient norm to this
     #[arg(
         long,
@@ -142,7 +129,16 @@ pub struct TrainArgs {
     pub params_only: bool,
 }
 
+/// `--weight-decay` when not given (DARTS' evaluation setting).
+const DEFAULT_WEIGHT_DECAY: &str = "0.0003";
+
 impl TrainArgs {
+    /// `--weight-decay`: clap fills in [`DEFAULT_WEIGHT_DECAY`]; arguments built in code
+    /// without one get the same value.
+    fn weight_decay(&self) -> f32 {
+        self.sgd.weight_decay_or(3e-4)
+    }
+
     fn check(&self) -> CliResult<()> {
         let usage = |m: String| Err(CliError::Usage(m));
         if self.cells < 3 {
@@ -184,14 +180,15 @@ impl TrainArgs {
                 self.lr_min
             ));
         }
-        if !(0.0..1.0).contains(&self.momentum) {
-            return usage(format!("--momentum {}: must be in [0, 1)", self.momentum));
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+        if !(0.0..1.0).contains(&self.sgd.momentum) {
             return usage(format!(
-                "--weight-decay {}: must be >= 0",
-                self.weight_decay
+                "--momentum {}: must be in [0, 1)",
+                self.sgd.momentum
             ));
+        }
+        let weight_decay = self.weight_decay();
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            return usage(format!("--weight-decay {weight_decay}: must be >= 0"));
         }
         if !(self.grad_clip.is_finite() && self.grad_clip > 0.0) {
             return usage(format!("--grad-clip {}: must be positive", self.grad_clip));
@@ -257,89 +254,6 @@ pub fn load_genotype(arg: &str) -> CliResult<Genotype> {
     Ok(g)
 }
 
-/// Splits `pool` (indices into `ds`) class-stratified into (rest, held out `fraction`).
-pub fn hold_out(
-    ds: &Dataset,
-    pool: &[usize],
-    fraction: f64,
-    seed: u64,
-) -> CliResult<(Vec<usize>, Vec<usize>)> {
-    let labels: Vec<u8> = pool.iter().map(|&i| ds.label(i)).collect();
-    let s = SearchSplits::new(
-        &labels,
-        ds.num_classes(),
-        SplitConfig {
-            valid_fraction: fraction,
-            weight_fraction: 0.5,
-        },
-        seed,
-    )?;
-    let mut rest: Vec<usize> = s.train().iter().map(|&p| pool[p]).collect();
-    rest.sort_unstable();
-    let held: Vec<usize> = s.valid.iter().map(|&p| pool[p]).collect();
-    Ok((rest, held))
-}
-
-/// The three parts of a training run: (train, validation, test) loaders' indices and the
-/// test data set, plus a description of where the test images come from.
-pub struct Parts {
-    pub train: Vec<usize>,
-    pub valid: Vec<usize>,
-    pub test_set: Arc<Dataset>,
-    pub test: Vec<usize>,
-    pub test_origin: &'static str,
-}
-
-/// Training and validation from the training data; the official test set when there is
-/// one, else a held-out 10% of the development set.
-pub fn split_parts(source: &DataSource, valid_fraction: f64, seed: u64) -> CliResult<Parts> {
-    let ds = &source.train;
-    let all: Vec<usize> = (0..ds.len()).collect();
-    match &source.test {
-        Some(test) => {
-            let (train, valid) = hold_out(ds, &all, valid_fraction, seed)?;
-            Ok(Parts {
-                train,
-                valid,
-                test_set: Arc::clone(test),
-                test: (0..test.len()).collect(),
-                test_origin: "official test set",
-            })
-        }
-        None => {
-            let (rest, test) = hold_out(ds, &all, 0.1, seed ^ 0x7E57)?;
-            let (train, valid) = hold_out(ds, &rest, valid_fraction, seed)?;
-            Ok(Parts {
-                train,
-                valid,
-                test_set: Arc::clone(ds),
-                test,
-                test_origin: "held-out 10% of the development set (no test set available)",
-            })
-        }
-    }
-}
-
-/// The batches of one loader epoch as the trainers take them.
-pub fn batches(
-    loader: &Loader,
-    epoch: u64,
-    cap: Option<usize>,
-) -> CliResult<impl Iterator<Item = Result<Batch>>> {
-    let n = cap.unwrap_or(usize::MAX);
-    Ok(loader
-        .epoch(epoch)?
-        .take(n)
-        .map(|b| Ok((b.images, b.labels))))
-}
-
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
-    move |source| CliError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// `result.json`.
 #[derive(Serialize)]
 struct TrainResult<'a> {
@@ -387,7 +301,7 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
         .map(resume_dir)
         .or_else(|| rt.out.clone())
         .unwrap_or_else(|| PathBuf::from("runs/train"));
-    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+    std::fs::create_dir_all(&out).map_err(CliError::io(&out))?;
     let quiet = rt.quiet;
 
     let ds = Arc::clone(&source.train);
@@ -446,8 +360,8 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
         epochs: args.epochs,
         lr: args.lr,
         lr_min: args.lr_min,
-        momentum: args.momentum,
-        weight_decay: args.weight_decay,
+        momentum: args.sgd.momentum,
+        weight_decay: args.weight_decay(),
         grad_clip: args.grad_clip,
         drop_path: args.drop_path,
         aux_weight: args.aux_weight,
@@ -515,12 +429,10 @@ pub fn run(args: &TrainArgs) -> CliResult<()> {
         );
     }
 
-    let mut metrics = MetricsWriter::create(&out).map_err(io_err(&out))?;
+    let mut metrics = MetricsWriter::create(&out).map_err(CliError::io(&out))?;
     let mrec = |m: &mut MetricsWriter, event: &str, v: serde_json::Value| {
-        m.record(event, &v).map_err(|source| CliError::Io {
-            path: out.join(crate::metrics::FILE_NAME),
-            source,
-        })
+        m.record(event, &v)
+            .map_err(CliError::io(out.join(crate::metrics::FILE_NAME)))
     };
     mrec(
         &mut metrics,

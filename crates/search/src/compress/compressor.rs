@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::net::{CompressNet, WEIGHTS};
 use super::prune::{positions, slice_rows_cols_vec};
 use super::settings::{CompressSettings, PenaltyMode};
-use super::{argmax_rows, move_store, Model};
+use super::{count_correct, evaluate, move_store, Model};
 
 /// What one epoch did.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -302,11 +302,7 @@ impl Compressor {
         if !loss.is_finite() {
             return Err(Error::NonFinite(format!("loss is {loss}")));
         }
-        let correct = argmax_rows(tape.value(logits))
-            .iter()
-            .zip(labels)
-            .filter(|(p, &l)| **p == l as usize)
-            .count();
+        let correct = count_correct(tape.value(logits), labels);
         self.store.zero_grads()?;
         let grads = tape.backward(ce)?;
         self.store.accumulate_grads(&grads)?;
@@ -638,25 +634,12 @@ impl Compressor {
         &self,
         batches: &mut dyn Iterator<Item = Result<(Tensor, Vec<u32>)>>,
     ) -> Result<(f64, f64)> {
-        let (mut loss, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for batch in batches {
-            let (x, labels) = batch?;
-            let mut tape = Tape::new_eval();
-            let xv = tape.input(x.to_device(self.device)?);
-            let logits = self.net.forward(&mut tape, &self.store, xv)?;
-            let l = tape.cross_entropy(logits, &labels)?;
-            loss += tape.value(l).item()? as f64 * labels.len() as f64;
-            correct += argmax_rows(tape.value(logits))
-                .iter()
-                .zip(&labels)
-                .filter(|(p, &l)| **p == l as usize)
-                .count();
-            seen += labels.len();
-        }
-        if seen == 0 {
-            return Err(Error::Invalid("evaluation on an empty set".into()));
-        }
-        Ok((loss / seen as f64, correct as f64 / seen as f64))
+        let (net, store, device) = (&self.net, &self.store, self.device);
+        evaluate(batches, &mut |tape, x| {
+            let xv = tape.input(x.to_device(device)?);
+            net.forward(tape, store, xv)
+        })?
+        .nonempty_means()
     }
 
     /// Saves the pruned network (see the module documentation) atomically.

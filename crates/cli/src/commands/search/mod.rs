@@ -1,7 +1,7 @@
 //! `bayesnas search`: BayesNAS on a supernet, from data to a derived cell.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,20 +9,24 @@ use bayesnas_data::{Augment, Dataset, Loader, LoaderConfig, SearchSplits, SplitC
 use bayesnas_engine::io::write_atomic;
 use bayesnas_engine::prelude::*;
 use bayesnas_search::curvature::CurvatureEstimator;
-use bayesnas_search::derive::{derive_from, CellRelevance, CellRules, NodeRepair, OpScope};
-use bayesnas_search::heatmap::{heatmap_svg, HeatScale};
-use bayesnas_search::protocol::{
-    Batch, CurvatureScale, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind, CHECKPOINT,
+use bayesnas_search::derive::{derive_from, CellRules, NodeRepair, OpScope};
+use bayesnas_search::searcher::{
+    CurvatureScale, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind, CHECKPOINT,
 };
 use bayesnas_search::space::CellType;
 use bayesnas_search::supernet::{Supernet, SupernetConfig, SWITCHES, WEIGHTS};
-use bayesnas_search::{draw, DeriveRule, RelevanceReport, SearchSpace};
+use bayesnas_search::{DeriveRule, RelevanceReport, SearchSpace};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+use crate::data::SearchFeed;
 use crate::error::{CliError, CliResult};
-use crate::opts::CommonOpts;
+use crate::opts::{CommonOpts, SgdOpts};
 use crate::progress::Progress;
+
+mod outputs;
+
+use outputs::{print_summary, selection_json, write_cell_pictures};
 
 /// `--derive` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -91,6 +95,12 @@ pub enum PresetArg {
 
 /// Options of `bayesnas search`.
 #[derive(Args, Debug, Clone)]
+#[command(
+    mut_arg("momentum", |a| a.help("Momentum of weights and switches")),
+    mut_arg("weight_decay", |a| a.help(
+        "Weight decay of the weights (switches get none) [default: 3e-4; paper: 1e-4]"
+    ))
+)]
 pub struct SearchArgs {
     #[command(flatten)]
     pub common: CommonOpts,
@@ -119,17 +129,9 @@ pub struct SearchArgs {
     /// Learning rate of the weights, cosine-annealed [default: 0.025; paper: 0.1]
     #[arg(long, value_name = "LR", help_heading = "Training")]
     pub lr: Option<f32>,
-    /// Momentum of weights and switches
-    #[arg(
-        long,
-        default_value_t = 0.9,
-        value_name = "M",
-        help_heading = "Training"
-    )]
-    pub momentum: f32,
-    /// Weight decay of the weights (switches get none) [default: 3e-4; paper: 1e-4]
-    #[arg(long, value_name = "WD", help_heading = "Training")]
-    pub weight_decay: Option<f32>,
+    /// `--momentum` (of weights and switches), `--weight-decay` (of the weights).
+    #[command(flatten)]
+    pub sgd: SgdOpts,
     /// Learning rate of the switches (constant) [default: 0.01; paper: the weights' 0.1]
     #[arg(long, value_name = "LR", help_heading = "Training")]
     pub switch_lr: Option<f32>,
@@ -292,7 +294,7 @@ impl SearchArgs {
             cells: self.cells.unwrap_or(if paper { 8 } else { 5 }),
             batch: self.batch.unwrap_or(if paper { 18 } else { 64 }),
             lr: self.lr.unwrap_or(if paper { 0.1 } else { 0.025 }),
-            weight_decay: self.weight_decay.unwrap_or(if paper { 1e-4 } else { 3e-4 }),
+            weight_decay: self.sgd.weight_decay_or(if paper { 1e-4 } else { 3e-4 }),
             lambda_parent: self.lambda_parent.unwrap_or(lambda),
             lambda_child: self.lambda_child.unwrap_or(lambda),
             switch_lr: self.switch_lr.unwrap_or(if paper { 0.1 } else { 0.01 }),
@@ -368,84 +370,6 @@ impl SearchArgs {
     }
 }
 
-/// Batches for the search from the three splits, each with its own background loader.
-struct Feed {
-    weight: Loader,
-    switch: Loader,
-    valid: Loader,
-    max_batches: Option<usize>,
-}
-
-impl Feed {
-    fn loader(&self, split: SplitKind) -> &Loader {
-        match split {
-            SplitKind::Weights => &self.weight,
-            SplitKind::Switches => &self.switch,
-            SplitKind::Validation => &self.valid,
-        }
-    }
-}
-
-impl DataFeed for Feed {
-    fn epoch(
-        &mut self,
-        split: SplitKind,
-        epoch_seed: u64,
-    ) -> Result<Box<dyn Iterator<Item = Result<Batch>> + '_>> {
-        let cap = self.batches(split);
-        let epoch = self
-            .loader(split)
-            .epoch(epoch_seed)
-            .map_err(|e| Error::Invalid(e.to_string()))?;
-        Ok(Box::new(epoch.take(cap).map(|b| Ok((b.images, b.labels)))))
-    }
-    fn batches(&self, split: SplitKind) -> usize {
-        let n = self.loader(split).batches_per_epoch();
-        self.max_batches.map_or(n, |m| n.min(m))
-    }
-}
-
-fn io_err(path: &Path) -> impl Fn(std::io::Error) -> CliError + '_ {
-    move |source| CliError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// `selection.json`: the scores the derivation ranked, per cell type and edge.
-fn selection_json(
-    score: &str,
-    derive: DeriveArg,
-    rules: CellRules,
-    cells: &[(&str, &CellRelevance)],
-) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "format": "bayesnas-selection",
-        "version": 1,
-        "score": score,
-        "derive": derive,
-        "rules": rules,
-        "ops": cells.first().map(|(_, r)| r.ops.iter().map(|o| o.name()).collect::<Vec<_>>()),
-    });
-    for (name, rel) in cells {
-        let edges: Vec<serde_json::Value> = rel
-            .edges
-            .iter()
-            .enumerate()
-            .map(|(e, edge)| {
-                serde_json::json!({
-                    "from": edge.from.to_string(),
-                    "to": format!("n{}", edge.to),
-                    "edge_score": rel.gamma0[e],
-                    "op_scores": rel.gamma_tilde[e],
-                })
-            })
-            .collect();
-        v[*name] = serde_json::json!({ "edges": edges });
-    }
-    v
-}
-
 /// Runs `bayesnas search`.
 pub fn run(args: &SearchArgs) -> CliResult<()> {
     let r = args.resolve()?;
@@ -458,7 +382,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         .clone()
         .or_else(|| rt.out.clone())
         .unwrap_or_else(|| PathBuf::from("runs/search"));
-    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+    std::fs::create_dir_all(&out).map_err(CliError::io(&out))?;
     let quiet = rt.quiet;
 
     // data: seeded disjoint splits of the training data
@@ -476,7 +400,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
     augment.cutout = args.cutout;
     let feed_cfg =
         |seed_stream: u64| LoaderConfig::train(r.batch, augment, rt.seed.wrapping_add(seed_stream));
-    let mut feed = Feed {
+    let mut feed = SearchFeed {
         weight: Loader::new(Arc::clone(&ds), splits.weight.clone(), feed_cfg(1))?,
         switch: Loader::new(Arc::clone(&ds), splits.switch.clone(), feed_cfg(2))?,
         valid: Loader::new(
@@ -514,10 +438,10 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
     let (params, switches) = (store.count(Some(WEIGHTS)), store.count(Some(SWITCHES)));
     let settings = SearchSettings {
         weights_lr: r.lr,
-        weights_momentum: args.momentum,
+        weights_momentum: args.sgd.momentum,
         weights_decay: r.weight_decay,
         switches_lr: r.switch_lr,
-        switches_momentum: args.momentum,
+        switches_momentum: args.sgd.momentum,
         lambda_parent: r.lambda_parent,
         lambda_child: r.lambda_child,
         warmup_epochs: args.warmup_epochs,
@@ -567,10 +491,10 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         );
     }
 
-    let mut metrics = crate::metrics::MetricsWriter::create(&out).map_err(io_err(&out))?;
+    let mut metrics = crate::metrics::MetricsWriter::create(&out).map_err(CliError::io(&out))?;
     metrics
         .record("search_start", &serde_json::json!({ "resolved": r, "params": params, "switches": switches, "space": args.space, "seed": rt.seed, "threads": rt.threads }))
-        .map_err(io_err(&out))?;
+        .map_err(CliError::io(&out))?;
     let mut bar: Option<Progress> = None;
     let mut last_images = 0usize;
     let mut io_error: Option<CliError> = None;
@@ -628,10 +552,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         };
         if let Some((event, value)) = rec {
             if let Err(err) = metrics.record(event, &value) {
-                io_error.get_or_insert(CliError::Io {
-                    path: out.join(crate::metrics::FILE_NAME),
-                    source: err,
-                });
+                io_error.get_or_insert(CliError::io(out.join(crate::metrics::FILE_NAME))(err));
             }
         }
     };
@@ -739,51 +660,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         ("normal", &genotype.normal, &normal_rel),
         ("reduce", &genotype.reduce, &reduce_rel),
     ] {
-        let rows: Vec<String> = rel
-            .edges
-            .iter()
-            .map(|e| format!("{} -> n{}", e.from, e.to))
-            .collect();
-        let cols: Vec<String> = rel.ops.iter().map(|o| o.name().to_string()).collect();
-        let kept: Vec<Vec<bool>> = rel
-            .edges
-            .iter()
-            .map(|e| {
-                rel.ops
-                    .iter()
-                    .map(|op| {
-                        cell.edges.iter().any(|k| {
-                            k.from == e.from && k.to == e.to && k.ops.iter().any(|o| o.op == *op)
-                        })
-                    })
-                    .collect()
-            })
-            .collect();
-        let caption = match score_name {
-            "gamma_tilde" => {
-                "gamma_tilde (effective prior variance of each op's switch); framed: kept"
-            }
-            _ => "rise of the held-out loss when the op's switch is set to 0; framed: kept",
-        };
-        let svg = heatmap_svg(
-            &format!("{name} cell: {score_name}"),
-            &rows,
-            &cols,
-            &rel.gamma_tilde,
-            &kept,
-            caption,
-            HeatScale::Global,
-        )
-        .map_err(|e| CliError::Usage(format!("relevance heat map: {e}")))?;
-        write(&format!("{name}_relevance.svg"), &svg)?;
-        write(
-            &format!("{name}.svg"),
-            &draw::to_svg(cell, &format!("{name} cell")),
-        )?;
-        write(
-            &format!("{name}.dot"),
-            &draw::to_dot(cell, &format!("{name} cell")),
-        )?;
+        write_cell_pictures(&write, name, cell, rel, score_name)?;
     }
     let summary: HashMap<&str, serde_json::Value> = HashMap::from([
         ("seconds", serde_json::json!(start.elapsed().as_secs_f64())),
@@ -795,48 +672,14 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
     ]);
     metrics
         .record("search_end", &summary)
-        .map_err(io_err(&out))?;
+        .map_err(CliError::io(&out))?;
 
-    // human summary
-    println!(
-        "BayesNAS search finished in {:.1} s",
-        start.elapsed().as_secs_f64()
-    );
-    if let Some(h) = searcher.history.last() {
-        println!(
-            "validation accuracy of the supernet: {:.2}% (loss {:.4})",
-            100.0 * h.val_accuracy,
-            h.val_loss
-        );
-    }
-    for (name, cell) in [("normal", &genotype.normal), ("reduce", &genotype.reduce)] {
-        println!(
-            "{name} cell (concat {:?}):",
-            cell.concat
-                .iter()
-                .map(|i| format!("n{i}"))
-                .collect::<Vec<_>>()
-        );
-        for e in &cell.edges {
-            let ops: Vec<String> = e
-                .ops
-                .iter()
-                .map(|o| match o.relevance {
-                    Some(rel) => format!("{} ({rel:.3})", o.op.name()),
-                    None => o.op.name().to_string(),
-                })
-                .collect();
-            println!("  {} -> n{}: {}", e.from, e.to, ops.join(", "));
-        }
-    }
-    match genotype.to_darts_string() {
-        Some(s) => println!("DARTS genotype: {s}"),
-        None => println!("(the cell keeps several ops per node: no DARTS genotype string; use --derive darts for one)"),
-    }
-    println!(
-        "outputs in {}: genotype.json relevance.json selection.json{} normal.svg reduce.svg normal_relevance.svg reduce_relevance.svg normal.dot reduce.dot metrics.jsonl {CHECKPOINT}",
-        out.display(),
-        if derive_arg == DeriveArg::Perturb { " perturbation.json" } else { "" }
+    print_summary(
+        &out,
+        start,
+        searcher.history.last(),
+        &genotype,
+        derive_arg == DeriveArg::Perturb,
     );
     Ok(())
 }

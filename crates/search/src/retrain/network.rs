@@ -401,7 +401,7 @@ impl AuxHead {
         let a = if t.value(a).shape()[2] * t.value(a).shape()[3] == 1 {
             t.global_avg_pool(a)?
         } else {
-            super::flatten(t, a)?
+            t.flatten(a)?
         };
         self.classifier.forward(t, store, a)
     }

@@ -3,9 +3,9 @@
 //! uninterrupted run; wrong shapes are clear errors).
 
 use bayesnas_engine::prelude::*;
-use bayesnas_search::eval::network::{EvalConfig, EvalNetwork};
-use bayesnas_search::eval::train::{Batch, TrainSettings, Trainer};
 use bayesnas_search::genotype::DARTS_V2;
+use bayesnas_search::retrain::network::{EvalConfig, EvalNetwork};
+use bayesnas_search::retrain::train::{Batch, TrainSettings, Trainer};
 use bayesnas_search::{CellGenotype, Genotype, KeptEdge, KeptOp, Node, Op};
 
 fn build(cfg: EvalConfig, g: &Genotype) -> (EvalNetwork, ParamStore) {
@@ -213,7 +213,7 @@ fn epoch(t: &mut Trainer) {
     assert!(loss.is_finite() && (0.0..=1.0).contains(&acc) && ips > 0.0);
     let mut v = blobs(99, 2).into_iter().map(Ok);
     let (vl, va) = t.evaluate(&mut v).unwrap();
-    t.finish_epoch(bayesnas_search::eval::train::TrainRecord {
+    t.finish_epoch(bayesnas_search::retrain::train::TrainRecord {
         epoch: e,
         lr: t.settings.lr_at(e),
         drop_path: t.settings.drop_path_at(e),
@@ -242,7 +242,7 @@ fn resume_continues_exactly_and_wrong_checkpoints_are_refused() {
     for (id, p) in a.store.iter() {
         assert_eq!(p.value.to_vec(), b.store.value(id).to_vec(), "{}", p.name);
     }
-    let strip = |h: &[bayesnas_search::eval::train::TrainRecord]| {
+    let strip = |h: &[bayesnas_search::retrain::train::TrainRecord]| {
         h.iter()
             .map(|r| (r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy))
             .collect::<Vec<_>>()

@@ -2,7 +2,7 @@
 //! resume gives exactly the uninterrupted result, a NaN loss stops the run cleanly.
 
 use bayesnas_engine::prelude::*;
-use bayesnas_search::protocol::{
+use bayesnas_search::searcher::{
     Batch, CurvatureScale, DataFeed, SearchSettings, Searcher, SplitKind, CHECKPOINT,
 };
 use bayesnas_search::space::CellType;
@@ -80,7 +80,7 @@ fn tiny_search_yields_valid_genotype_and_updates_prior() {
     };
     let mut updates = 0;
     s.run(&mut data, None, &mut |e| {
-        if let bayesnas_search::protocol::Event::Update { .. } = e {
+        if let bayesnas_search::searcher::Event::Update { .. } = e {
             updates += 1
         }
     })
@@ -308,7 +308,7 @@ fn warmup_in_steps_repeats_the_weight_split_and_matches_epochs_for_one_pass() {
         &mut data,
         None,
         &mut |e| {
-            if let bayesnas_search::protocol::Event::Step { .. } = e {
+            if let bayesnas_search::searcher::Event::Step { .. } = e {
                 steps += 1
             }
         },

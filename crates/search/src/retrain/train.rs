@@ -18,7 +18,8 @@ use bayesnas_engine::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::network::{EvalConfig, EvalNetwork, WEIGHTS};
-use super::{argmax_rows, move_store};
+pub use super::Batch;
+use super::{count_correct, evaluate, move_store};
 use crate::genotype::Genotype;
 
 /// Checkpoint file name inside the output folder.
@@ -29,9 +30,6 @@ pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const CHECKPOINT_FORMAT: &str = "bayesnas-train-checkpoint";
 /// `format` metadata of trained weights.
 pub const WEIGHTS_FORMAT: &str = "bayesnas-eval-weights";
-
-/// One mini-batch: images `[B, C, H, W]` and class labels.
-pub type Batch = (Tensor, Vec<u32>);
 
 /// Optimisation settings of a training run.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -235,11 +233,7 @@ impl Trainer {
         if !loss.is_finite() {
             return Err(Error::NonFinite(format!("loss is {loss}")));
         }
-        let correct = argmax_rows(tape.value(out.logits))
-            .iter()
-            .zip(labels)
-            .filter(|(p, &l)| **p == l as usize)
-            .count();
+        let correct = count_correct(tape.value(out.logits), labels);
         let total = match out.aux_logits {
             Some(aux) if self.settings.aux_weight > 0.0 => {
                 let a = tape.cross_entropy(aux, labels)?;
@@ -314,28 +308,13 @@ impl Trainer {
         &mut self,
         batches: &mut dyn Iterator<Item = Result<Batch>>,
     ) -> Result<(f64, f64)> {
-        let (mut loss, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let mut rng = Rng::new(0);
-        for batch in batches {
-            let (x, labels) = batch?;
-            let mut tape = Tape::new_eval();
-            let xv = tape.input(x.to_device(self.device)?);
-            let out = self
-                .net
-                .forward(&mut tape, &mut self.store, xv, 0.0, &mut rng)?;
-            let l = tape.cross_entropy(out.logits, &labels)?;
-            loss += tape.value(l).item()? as f64 * labels.len() as f64;
-            correct += argmax_rows(tape.value(out.logits))
-                .iter()
-                .zip(&labels)
-                .filter(|(p, &l)| **p == l as usize)
-                .count();
-            seen += labels.len();
-        }
-        if seen == 0 {
-            return Err(Error::Invalid("evaluation on an empty set".into()));
-        }
-        Ok((loss / seen as f64, correct as f64 / seen as f64))
+        let (net, store, device) = (&self.net, &mut self.store, self.device);
+        evaluate(batches, &mut |tape, x| {
+            let xv = tape.input(x.to_device(device)?);
+            Ok(net.forward(tape, store, xv, 0.0, &mut rng)?.logits)
+        })?
+        .nonempty_means()
     }
 
     fn metadata(&self, format: &str) -> Result<HashMap<String, String>> {

@@ -1,0 +1,113 @@
+//! Retraining after the search: train a derived cell in the evaluation network (method note,
+//! section 9). Also the
+//! pieces every training loop shares: [`evaluate`] (loss and accuracy in evaluation mode,
+//! used by the search, the trainer and the compressor), [`count_correct`], [`move_store`].
+//!
+//! * [`network`]: DARTS' evaluation network (`NetworkCIFAR`) built from a [`Genotype`]
+//!   (our `genotype.json` or a DARTS `Genotype(...)` string), with affine batch norm,
+//!   drop-path and the optional auxiliary head. Parameter names follow DARTS' `model.py`, so
+//!   the trained weights load into the PyTorch model.
+//! * [`train`]: the training loop of the evaluation protocol (SGD, cosine schedule, weight
+//!   decay, gradient clipping, drop-path ramp, auxiliary loss), checkpoints and resume.
+//!
+//! [`Genotype`]: crate::Genotype
+
+pub mod network;
+pub mod train;
+
+use bayesnas_engine::prelude::*;
+
+/// One mini-batch: images `[B, C, H, W]` and class labels.
+pub type Batch = (Tensor, Vec<u32>);
+
+/// Moves every tensor of a store (values, gradients, curvatures, momenta) to `device`.
+/// Networks are built on the host; this puts them where they train.
+pub fn move_store(store: &mut ParamStore, device: Device) -> Result<()> {
+    let ids: Vec<ParamId> = store.ids().collect();
+    for id in ids {
+        let p = store.get_mut(id);
+        if p.value.device() == device {
+            continue;
+        }
+        p.value = p.value.to_device(device)?;
+        p.grad = p.grad.to_device(device)?;
+        p.curvature = p.curvature.to_device(device)?;
+        p.momentum = p.momentum.to_device(device)?;
+    }
+    Ok(())
+}
+
+/// Index of the largest entry of each row of `[B, K]` logits.
+pub fn argmax_rows(logits: &Tensor) -> Vec<usize> {
+    let k = logits.shape().get(1).copied().unwrap_or(1).max(1);
+    logits
+        .to_vec()
+        .chunks(k)
+        .map(|row| {
+            let mut best = 0;
+            for (i, &x) in row.iter().enumerate() {
+                if x > row[best] {
+                    best = i;
+                }
+            }
+            best
+        })
+        .collect()
+}
+
+/// Number of rows of `logits` whose arg-max equals the label.
+pub fn count_correct(logits: &Tensor, labels: &[u32]) -> usize {
+    argmax_rows(logits)
+        .iter()
+        .zip(labels)
+        .filter(|(p, &l)| **p == l as usize)
+        .count()
+}
+
+/// The sums of one evaluation pass: the loss (each batch's mean cross-entropy times its
+/// size, summed in batch order in `f64`), the correct predictions and the images.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Evaluation {
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub images: usize,
+}
+
+impl Evaluation {
+    /// Mean loss and accuracy; `(0, 0)` when there were no images.
+    pub fn means(&self) -> (f64, f64) {
+        (
+            self.loss_sum / self.images.max(1) as f64,
+            self.correct as f64 / self.images.max(1) as f64,
+        )
+    }
+
+    /// Mean loss and accuracy; an [`Error::Invalid`] when there were no images.
+    pub fn nonempty_means(&self) -> Result<(f64, f64)> {
+        if self.images == 0 {
+            return Err(Error::Invalid("evaluation on an empty set".into()));
+        }
+        Ok(self.means())
+    }
+}
+
+/// Loss and accuracy in evaluation mode (running batch-norm statistics, no drop-path): for
+/// each batch, an evaluation tape, `forward(tape, images)` for the logits (it puts the images
+/// on its device), the cross-entropy and the correct predictions. The search, the trainer
+/// and the compressor evaluate through this one loop.
+pub fn evaluate(
+    batches: &mut dyn Iterator<Item = Result<Batch>>,
+    forward: &mut dyn FnMut(&mut Tape, Tensor) -> Result<Var>,
+) -> Result<Evaluation> {
+    let mut totals = Evaluation::default();
+    for batch in batches {
+        let (x, labels) = batch?;
+        let mut tape = Tape::new_eval();
+        let logits = forward(&mut tape, x)?;
+        let l = tape.cross_entropy(logits, &labels)?;
+        totals.loss_sum += tape.value(l).item()? as f64 * labels.len() as f64;
+        totals.correct += count_correct(tape.value(logits), &labels);
+        totals.images += labels.len();
+    }
+    Ok(totals)
+}

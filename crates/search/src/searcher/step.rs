@@ -1,0 +1,158 @@
+//! One supernet training step ([`Searcher::step`]): what a search runs per batch and what
+//! `bayesnas bench step` times.
+
+use std::time::Instant;
+
+use bayesnas_engine::prelude::*;
+use serde::Serialize;
+
+use super::Searcher;
+use crate::curvature::{switch_curvature, CurvatureEstimator};
+use crate::retrain::count_correct;
+use crate::supernet::{Handicap, SWITCHES, WEIGHTS};
+
+impl Searcher {
+    /// One supernet training step: forward, cross-entropy (+ group lasso when switches
+    /// train), backward, the optional curvature pass, and (with `opts.update`) gradient
+    /// clipping and the SGD updates of weights (and switches). A non-finite loss or
+    /// gradient is an [`Error::NonFinite`] raised before any parameter changes. This is
+    /// exactly what a search runs per batch and what `bayesnas bench step` times.
+    pub fn step(
+        &mut self,
+        x: Tensor,
+        labels: &[u32],
+        opts: StepOptions,
+    ) -> Result<(StepOutput, StepTimings)> {
+        let mut times = StepTimings::default();
+        let t0 = Instant::now();
+        let mut tape = Tape::new();
+        let xv = tape.input(self.on_device(x)?);
+        let handicap = match (opts.param_free_dropout, opts.dropout_rng.clone()) {
+            (p, Some(rng)) if p > 0.0 => Some(Handicap { p, rng }),
+            _ => None,
+        };
+        let logits = self
+            .net
+            .forward_with(&mut tape, &mut self.store, xv, handicap)?;
+        let ce = tape.cross_entropy(logits, labels)?;
+        let loss = tape.value(ce).item()? as f64;
+        let correct = count_correct(tape.value(logits), labels);
+        times.forward_ms = ms(t0);
+        if !loss.is_finite() {
+            return Err(Error::NonFinite(format!("loss is {loss}")));
+        }
+        let t0 = Instant::now();
+        self.store.zero_grads()?;
+        let grads = tape.backward(ce)?;
+        self.store.accumulate_grads(&grads)?;
+        drop(grads);
+        self.sync()?;
+        times.backward_ms = ms(t0);
+        let t0 = Instant::now();
+        let penalty = if opts.train_switches {
+            self.add_penalty_gradient()?
+        } else {
+            0.0
+        };
+        let mut update_ms = ms(t0);
+        if opts.curvature {
+            let t0 = Instant::now();
+            match self.settings.curvature_estimator {
+                CurvatureEstimator::Recursion => {
+                    let h = tape.curvature_backward(ce)?;
+                    self.store.accumulate_curvature(&h)?;
+                }
+                est => {
+                    let mut rng = opts
+                        .dropout_rng
+                        .clone()
+                        .unwrap_or_else(|| Rng::new(self.settings.seed))
+                        .fork(0x4d43_4669);
+                    for (p, h) in switch_curvature(&tape, logits, est, &mut rng)? {
+                        let param = self.store.get_mut(p);
+                        let (shape, dev) = (param.value.shape().to_vec(), param.value.device());
+                        let mut t =
+                            Tensor::from_vec(h.into_iter().map(|v| v as f32).collect(), &shape)?;
+                        if dev != Device::Cpu {
+                            t = t.to_device(dev)?;
+                        }
+                        dev.backend()?.axpy(1.0, &t, &mut param.curvature)?;
+                    }
+                }
+            }
+            self.sync()?;
+            times.curvature_ms = ms(t0);
+        }
+        drop(tape);
+        if opts.update {
+            let t0 = Instant::now();
+            let scale = clip_scale(grad_norm(&self.store, &[WEIGHTS])?, self.settings.grad_clip)?;
+            if opts.train_switches && !grad_norm(&self.store, &[SWITCHES])?.is_finite() {
+                return Err(Error::NonFinite(
+                    "switch gradient norm is not finite".into(),
+                ));
+            }
+            let (opt_w, opt_s) = self.optimisers();
+            opt_w.step(&mut self.store, opts.lr_factor, scale)?;
+            if opts.train_switches {
+                opt_s.step(&mut self.store, 1.0, 1.0)?;
+            }
+            self.sync()?;
+            update_ms += ms(t0);
+        }
+        times.update_ms = update_ms;
+        times.step_ms = times.forward_ms + times.backward_ms + times.update_ms;
+        Ok((
+            StepOutput {
+                loss: loss + penalty,
+                penalty,
+                correct,
+            },
+            times,
+        ))
+    }
+}
+
+/// What [`Searcher::step`] does.
+#[derive(Clone, Debug)]
+pub struct StepOptions {
+    /// Add the group-lasso gradient and update the switches.
+    pub train_switches: bool,
+    /// Run the curvature pass and accumulate it.
+    pub curvature: bool,
+    /// Learning-rate factor of the weights (schedule).
+    pub lr_factor: f32,
+    /// Clip and apply the SGD updates.
+    pub update: bool,
+    /// Dropout on the outputs of parameter-free ops ([`Handicap`]); 0: off.
+    pub param_free_dropout: f32,
+    /// Source of the step's randomness: dropout masks (needed when `param_free_dropout > 0`)
+    /// and the MC-Fisher labels.
+    pub dropout_rng: Option<Rng>,
+}
+
+/// Wall-clock milliseconds of the parts of one step.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct StepTimings {
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub curvature_ms: f64,
+    /// Group-lasso gradient, clipping and the SGD updates.
+    pub update_ms: f64,
+    /// Forward + backward + update (the step a search runs per batch; curvature, which
+    /// only the last K batches of a round run, is reported apart).
+    pub step_ms: f64,
+}
+
+fn ms(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1e3
+}
+
+/// What one training step measured.
+#[derive(Clone, Copy, Debug)]
+pub struct StepOutput {
+    /// Cross-entropy plus penalty.
+    pub loss: f64,
+    pub penalty: f64,
+    pub correct: usize,
+}
