@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use crate::device::SgdStep;
 use crate::error::{Error, Result};
 use crate::params::ParamStore;
 
@@ -48,15 +49,13 @@ impl Sgd {
                 continue;
             };
             let b = p.value.device().backend()?;
-            b.sgd_momentum(
-                &mut p.value,
-                &p.grad,
-                &mut p.momentum,
-                s.lr * lr_factor,
-                s.momentum,
-                s.weight_decay,
+            let step = SgdStep {
+                lr: s.lr * lr_factor,
+                momentum: s.momentum,
+                weight_decay: s.weight_decay,
                 grad_scale,
-            )?;
+            };
+            b.sgd_momentum(&mut p.value, &p.grad, &mut p.momentum, step)?;
         }
         Ok(())
     }

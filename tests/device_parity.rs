@@ -8,7 +8,7 @@
 
 mod common;
 
-use bayesnas_engine::device::{Binary, Unary};
+use bayesnas_engine::device::{Binary, SgdStep, Unary};
 use bayesnas_engine::prelude::*;
 use bayesnas_engine::Backend;
 use common::{assert_rel, cuda_or_skip};
@@ -531,11 +531,15 @@ fn softmax_cross_entropy_and_sgd() {
         let (mut cw, mut cm) = (w.clone(), m.clone());
         let (mut gw, mut gm) = (up(g, &w), up(g, &m));
         let ggr = up(g, &gr);
+        let step = SgdStep {
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 3e-4,
+            grad_scale: 0.7,
+        };
         for _ in 0..3 {
-            c.sgd_momentum(&mut cw, &gr, &mut cm, 0.05, 0.9, 3e-4, 0.7)
-                .unwrap();
-            g.sgd_momentum(&mut gw, &ggr, &mut gm, 0.05, 0.9, 3e-4, 0.7)
-                .unwrap();
+            c.sgd_momentum(&mut cw, &gr, &mut cm, step).unwrap();
+            g.sgd_momentum(&mut gw, &ggr, &mut gm, step).unwrap();
         }
         same("sgd weight", &gw, &cw);
         same("sgd momentum", &gm, &cm);

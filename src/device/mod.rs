@@ -145,6 +145,16 @@ pub struct BatchNormGrads {
     pub dbias: Tensor,
 }
 
+/// Settings of one [`Backend::sgd_momentum`] update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdStep {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// Multiplies every gradient before the update (clipping).
+    pub grad_scale: f32,
+}
+
 /// Kernels of one device. Every method validates shapes it relies on and returns an error
 /// (never panics) on misuse; out-of-memory on an accelerator is an error too.
 pub trait Backend: Send + Sync {
@@ -312,15 +322,6 @@ pub trait Backend: Send + Sync {
 
     // ----- optimiser -----
     /// SGD with momentum (PyTorch semantics): `g' = scale*g + wd*w; m = mu*m + g'; w -= lr*m`.
-    #[allow(clippy::too_many_arguments)]
-    fn sgd_momentum(
-        &self,
-        w: &mut Tensor,
-        g: &Tensor,
-        m: &mut Tensor,
-        lr: f32,
-        momentum: f32,
-        weight_decay: f32,
-        grad_scale: f32,
-    ) -> Result<()>;
+    fn sgd_momentum(&self, w: &mut Tensor, g: &Tensor, m: &mut Tensor, step: SgdStep)
+        -> Result<()>;
 }

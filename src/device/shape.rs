@@ -435,3 +435,9 @@ pub(crate) fn global_avg_pool_backward(dy: &Tensor, x_shape: &[usize]) -> Result
     }
     Ok([n, c, h, w])
 }
+
+/// Validates the operands of `sgd_momentum`: gradient and momentum of the weight's shape.
+pub(crate) fn sgd_momentum(w: &Tensor, g: &Tensor, m: &Tensor) -> Result<()> {
+    same_shape("sgd_momentum grad", w, g)?;
+    same_shape("sgd_momentum momentum", w, m)
+}

@@ -2,7 +2,7 @@
 //! random (never zero) values. Tolerance: max |got - want| <= 1e-4 * max |want| per tensor.
 
 use bayesnas_engine::device::cpu::CpuBackend;
-use bayesnas_engine::device::{Backend, Binary, Unary};
+use bayesnas_engine::device::{Backend, Binary, SgdStep, Unary};
 use bayesnas_engine::{Conv2dSpec, Pool2dSpec, Rng, Tensor};
 use bayesnas_kernel_emulation::*;
 
@@ -1128,9 +1128,13 @@ fn sgd_momentum_matches() {
     let (lr, mu, wd, gs) = (0.05f32, 0.9f32, 3e-4f32, 0.5f32);
     let (mut w2, mut m2) = (w.clone(), m.clone());
     for _ in 0..3 {
-        cpu()
-            .sgd_momentum(&mut tw, &tg, &mut tm, lr, mu, wd, gs)
-            .unwrap();
+        let step = SgdStep {
+            lr,
+            momentum: mu,
+            weight_decay: wd,
+            grad_scale: gs,
+        };
+        cpu().sgd_momentum(&mut tw, &tg, &mut tm, step).unwrap();
         let p = SgdParams {
             n: n as i64,
             lr,

@@ -17,7 +17,8 @@ mod simd;
 mod structure;
 
 use super::{
-    Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, Pool2dSpec, Unary,
+    Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, Pool2dSpec, SgdStep,
+    Unary,
 };
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -203,11 +204,8 @@ impl Backend for CpuBackend {
         w: &mut Tensor,
         g: &Tensor,
         m: &mut Tensor,
-        lr: f32,
-        momentum: f32,
-        weight_decay: f32,
-        grad_scale: f32,
+        step: SgdStep,
     ) -> Result<()> {
-        optim::sgd_momentum(w, g, m, lr, momentum, weight_decay, grad_scale)
+        optim::sgd_momentum(w, g, m, step)
     }
 }

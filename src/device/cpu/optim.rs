@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use crate::device::same_shape;
+use crate::device::{shape, SgdStep};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -12,13 +12,15 @@ pub(crate) fn sgd_momentum(
     w: &mut Tensor,
     g: &Tensor,
     m: &mut Tensor,
-    lr: f32,
-    momentum: f32,
-    weight_decay: f32,
-    grad_scale: f32,
+    step: SgdStep,
 ) -> Result<()> {
-    same_shape("sgd_momentum grad", w, g)?;
-    same_shape("sgd_momentum momentum", w, m)?;
+    shape::sgd_momentum(w, g, m)?;
+    let SgdStep {
+        lr,
+        momentum,
+        weight_decay,
+        grad_scale,
+    } = step;
     let gs = g.cpu();
     w.cpu_mut()
         .par_chunks_mut(CHUNK)

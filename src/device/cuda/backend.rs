@@ -7,7 +7,8 @@
 use super::CudaBackend;
 use super::{batchnorm, conv, elementwise, gemm, loss, mixed, optim, pool, structure};
 use crate::device::{
-    Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, Pool2dSpec, Unary,
+    Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, Pool2dSpec, SgdStep,
+    Unary,
 };
 use crate::error::{Error, Result};
 use crate::tensor::{numel, Tensor};
@@ -228,11 +229,8 @@ impl Backend for CudaBackend {
         w: &mut Tensor,
         g: &Tensor,
         m: &mut Tensor,
-        lr: f32,
-        momentum: f32,
-        weight_decay: f32,
-        grad_scale: f32,
+        step: SgdStep,
     ) -> Result<()> {
-        optim::sgd_momentum(self, w, g, m, lr, momentum, weight_decay, grad_scale)
+        optim::sgd_momentum(self, w, g, m, step)
     }
 }

@@ -2,23 +2,18 @@
 
 use super::params::*;
 use super::CudaBackend;
-use crate::device::same_shape;
+use crate::device::{shape, SgdStep};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn sgd_momentum(
     be: &CudaBackend,
     w: &mut Tensor,
     g: &Tensor,
     m: &mut Tensor,
-    lr: f32,
-    momentum: f32,
-    weight_decay: f32,
-    grad_scale: f32,
+    step: SgdStep,
 ) -> Result<()> {
-    same_shape("sgd_momentum grad", w, g)?;
-    same_shape("sgd_momentum momentum", w, m)?;
+    shape::sgd_momentum(w, g, m)?;
     let n = w.numel();
     if n == 0 {
         return Ok(());
@@ -28,10 +23,10 @@ pub(super) fn sgd_momentum(
     let mp = be.ptr_mut("sgd momentum", m)?;
     let prm = SgdParams {
         n: n as i64,
-        lr,
-        momentum,
-        weight_decay,
-        grad_scale,
+        lr: step.lr,
+        momentum: step.momentum,
+        weight_decay: step.weight_decay,
+        grad_scale: step.grad_scale,
     };
     be.launch("sgd_momentum", be.grid_stride(n), &[wp, gp, mp], &prm)
 }
