@@ -365,11 +365,7 @@ fn backend_supernet_shape_and_thread_determinism() {
         tensor(&b, &[c]),
     );
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        on_threads(threads, || {
             let be = Device::Cpu.backend().unwrap();
             let f = be
                 .batch_norm_train_forward(&xt, Some(&wt), Some(&bt), EPS)

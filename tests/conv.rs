@@ -369,11 +369,7 @@ fn results_do_not_depend_on_thread_count() {
         ys[0] = n;
         let dy = Tensor::randn(&ys, 1.0, &mut rng);
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            on_threads(threads, || {
                 (
                     b.conv2d_forward(&x, &w, c.spec()).unwrap().to_vec(),
                     b.conv2d_backward_input(&dy, &w, c.spec(), &xs)
@@ -434,11 +430,7 @@ fn backward_weight_sq_equals_backward_weight_of_squared_input() {
             .conv2d_backward_weight(&x2, &hy, c.spec(), &c.w_shape())
             .unwrap();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            on_threads(threads, || {
                 b.conv2d_backward_weight_sq(&x, &hy, c.spec(), &c.w_shape())
                     .unwrap()
             })

@@ -32,7 +32,7 @@ use std::cell::RefCell;
 
 use bayesnas_engine::prelude::*;
 use common::naive::{self, T};
-use common::{randn, round32, tensor};
+use common::{pool_spec, randn, round32, tensor};
 
 const B: usize = 8;
 const CIN: usize = 2;
@@ -188,11 +188,7 @@ fn engine_switch_curvature(x: &T, w: &Weights, sw: &[f64], labels: &[u32]) -> (V
     let mut tape = Tape::new();
     let t = &mut tape;
     let xv = t.input(tensor(&x.d, &[B, CIN, HW, HW]));
-    let pool = |stride| Pool2dSpec {
-        kernel: 3,
-        stride,
-        padding: 1,
-    };
+    let pool = |stride| pool_spec(3, stride, 1);
     let conv = |t: &mut Tape, x: Var, id: ParamId, spec: Conv2dSpec| {
         let wv = t.param(&store, id);
         t.conv2d(x, wv, spec).unwrap()

@@ -1,7 +1,10 @@
 //! Same seed, same thread count => bit-identical parameters after a few SGD steps.
 
+mod common;
+
 use bayesnas_engine::nn::{BatchNorm2d, Conv2d, Linear};
 use bayesnas_engine::prelude::*;
+use common::pool_spec;
 
 fn train(seed: u64) -> Vec<Vec<f32>> {
     let mut rng = Rng::new(seed);
@@ -77,16 +80,7 @@ fn train(seed: u64) -> Vec<Vec<f32>> {
         let a = dw.forward(&mut tape, &store, h).unwrap();
         let a = pw.forward(&mut tape, &store, a).unwrap();
         let a = bn2.forward(&mut tape, &mut store, a).unwrap();
-        let b = tape
-            .avg_pool2d(
-                h,
-                Pool2dSpec {
-                    kernel: 3,
-                    stride: 1,
-                    padding: 1,
-                },
-            )
-            .unwrap();
+        let b = tape.avg_pool2d(h, pool_spec(3, 1, 1)).unwrap();
         let (sv, s0v) = (tape.param(&store, s), tape.param(&store, s0));
         let e = tape.mixed(&[a, b], sv, s0v).unwrap();
         let e = tape.drop_path(e, 0.2, &mut drng).unwrap();

@@ -11,7 +11,7 @@ mod common;
 use bayesnas_engine::device::{Binary, SgdStep, Unary};
 use bayesnas_engine::prelude::*;
 use bayesnas_engine::Backend;
-use common::{assert_rel, cuda_or_skip};
+use common::{assert_rel, cuda_or_skip, pool_spec};
 
 const TOL: f64 = 1e-4;
 
@@ -332,23 +332,7 @@ fn pooling_forward_and_backward() {
     let g = gpu!("pooling_forward_and_backward");
     let c = cpu();
     let mut rng = Rng::new(6);
-    let specs = [
-        Pool2dSpec {
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-        },
-        Pool2dSpec {
-            kernel: 3,
-            stride: 2,
-            padding: 1,
-        },
-        Pool2dSpec {
-            kernel: 2,
-            stride: 2,
-            padding: 0,
-        },
-    ];
+    let specs = [pool_spec(3, 1, 1), pool_spec(3, 2, 1), pool_spec(2, 2, 0)];
     for shape in [[4usize, 16, 32, 32], [3, 5, 7, 9], [2, 3, 16, 15]] {
         let x = rnd(&shape, &mut rng);
         let dx = up(g, &x);
@@ -588,29 +572,11 @@ fn run_net(tape: &mut Tape, net: &Net, x: Tensor, labels: &[u32]) -> Var {
     let h = tape.relu(h).unwrap();
     let a = tape.conv2d(h, p[3], s().padding(1).groups(8)).unwrap();
     let a = tape.conv2d(a, p[4], s()).unwrap();
-    let a = tape
-        .max_pool2d(
-            a,
-            Pool2dSpec {
-                kernel: 3,
-                stride: 2,
-                padding: 1,
-            },
-        )
-        .unwrap();
+    let a = tape.max_pool2d(a, pool_spec(3, 2, 1)).unwrap();
     let b = tape
         .conv2d(a, p[5], s().padding(2).dilation(2).groups(16))
         .unwrap();
-    let c = tape
-        .avg_pool2d(
-            a,
-            Pool2dSpec {
-                kernel: 3,
-                stride: 1,
-                padding: 1,
-            },
-        )
-        .unwrap();
+    let c = tape.avg_pool2d(a, pool_spec(3, 1, 1)).unwrap();
     let d = tape.relu(b).unwrap();
     let m = tape.mixed(&[a, b, c, d], p[6], p[7]).unwrap();
     let m = tape.batch_norm(m, None, None, None, 0.1, 1e-5).unwrap();

@@ -7,14 +7,6 @@ use bayesnas_engine::prelude::*;
 use bayesnas_engine::Backend;
 use common::*;
 
-fn spec(kernel: usize, stride: usize, padding: usize) -> Pool2dSpec {
-    Pool2dSpec {
-        kernel,
-        stride,
-        padding,
-    }
-}
-
 /// Max-pool backward through the backend: the forward's argmax, then the scatter of `dy`.
 fn max_backward(be: &dyn Backend, x: &Tensor, dy: &Tensor, sp: Pool2dSpec) -> Result<Tensor> {
     let (_, argmax) = be.max_pool2d_forward(x, sp)?;
@@ -211,20 +203,20 @@ const CASES: &[(usize, usize, usize, [usize; 4])] = &[
 #[test]
 fn max_pool_geometries() {
     for (i, &(k, s, p, shape)) in CASES.iter().enumerate() {
-        check_pool(Kind::Max, &shape, spec(k, s, p), 0.0, 100 + i as u64);
+        check_pool(Kind::Max, &shape, pool_spec(k, s, p), 0.0, 100 + i as u64);
     }
 }
 
 #[test]
 fn max_pool_all_negative_padding_never_wins() {
     for (i, &(k, s, p, shape)) in CASES.iter().enumerate().take(5) {
-        check_pool(Kind::Max, &shape, spec(k, s, p), -10.0, 200 + i as u64);
+        check_pool(Kind::Max, &shape, pool_spec(k, s, p), -10.0, 200 + i as u64);
     }
     // And explicitly: a corner window of negative values is their maximum, not the padding.
     let mut tape = Tape::new();
     let x = tape
         .input(Tensor::from_vec((1..=25).map(|v| -(v as f32)).collect(), &[1, 1, 5, 5]).unwrap());
-    let y = tape.max_pool2d(x, spec(3, 2, 1)).unwrap();
+    let y = tape.max_pool2d(x, pool_spec(3, 2, 1)).unwrap();
     let y = tape.value(y).to_vec();
     assert_eq!(y[0], -1.0);
     assert_eq!(y[2], -4.0);
@@ -234,7 +226,7 @@ fn max_pool_all_negative_padding_never_wins() {
 #[test]
 fn avg_pool_geometries() {
     for (i, &(k, s, p, shape)) in CASES.iter().enumerate() {
-        check_pool(Kind::Avg, &shape, spec(k, s, p), 0.5, 300 + i as u64);
+        check_pool(Kind::Avg, &shape, pool_spec(k, s, p), 0.5, 300 + i as u64);
     }
 }
 
@@ -248,9 +240,9 @@ fn avg_pool_border_counts_exclude_padding() {
     for s in [1, 2] {
         let mut tape = Tape::new();
         let xv = tape.input(tensor(&x, &[1, 1, h, w]));
-        let y = tape.avg_pool2d(xv, spec(3, s, 1)).unwrap();
+        let y = tape.avg_pool2d(xv, pool_spec(3, s, 1)).unwrap();
         let y = tape.value(y).to_vec();
-        let wo = out_len(w, spec(3, s, 1));
+        let wo = out_len(w, pool_spec(3, s, 1));
         // Top-left corner: 4 elements, not 9.
         let corner = mean(&[at(0, 0), at(0, 1), at(1, 0), at(1, 1)]);
         assert!(
@@ -299,7 +291,7 @@ fn avg_pool_border_counts_exclude_padding() {
 #[test]
 fn max_pool_ties_go_to_the_first_maximum() {
     let be = Device::Cpu.backend().unwrap();
-    let sp = spec(3, 1, 1);
+    let sp = pool_spec(3, 1, 1);
     let ones = Tensor::full(&[1, 1, 4, 4], 1.0);
     // A constant plane (and a plane of -inf): every window's first in-image element wins.
     // Window rows start at max(oh - 1, 0) = 0, 0, 1, 2, so rows 0..3 win 2, 1, 1, 0 times.
@@ -315,10 +307,14 @@ fn max_pool_ties_go_to_the_first_maximum() {
     // Two equal maxima in one window: row-major order picks the upper-left one.
     let x = Tensor::from_vec(vec![0.0, 2.0, 1.0, 2.0], &[1, 1, 2, 2]).unwrap();
     let dy = Tensor::full(&[1, 1, 1, 1], 1.0);
-    let dx = max_backward(be, &x, &dy, spec(2, 1, 0)).unwrap().to_vec();
+    let dx = max_backward(be, &x, &dy, pool_spec(2, 1, 0))
+        .unwrap()
+        .to_vec();
     assert_eq!(dx, vec![0.0, 1.0, 0.0, 0.0]);
     let x = Tensor::from_vec(vec![0.0, 1.0, 2.0, 2.0], &[1, 1, 2, 2]).unwrap();
-    let dx = max_backward(be, &x, &dy, spec(2, 1, 0)).unwrap().to_vec();
+    let dx = max_backward(be, &x, &dy, pool_spec(2, 1, 0))
+        .unwrap()
+        .to_vec();
     assert_eq!(dx, vec![0.0, 0.0, 1.0, 0.0]);
 }
 
@@ -328,7 +324,7 @@ fn max_pool_propagates_nan() {
     let mut v: Vec<f32> = (0..9).map(|i| i as f32).collect();
     v[4] = f32::NAN;
     let x = Tensor::from_vec(v, &[1, 1, 3, 3]).unwrap();
-    let sp = spec(3, 1, 1);
+    let sp = pool_spec(3, 1, 1);
     let y = be.max_pool2d_forward(&x, sp).unwrap().0.to_vec();
     assert!(y.iter().all(|v| v.is_nan()), "{y:?}");
     let dx = max_backward(be, &x, &Tensor::full(&[1, 1, 3, 3], 1.0), sp)
@@ -385,16 +381,12 @@ fn backend_supernet_shape_and_thread_determinism() {
     let mut rng = Rng::new(600);
     let x = round32(&randn(shape.iter().product(), &mut rng));
     let xt = tensor(&x, &shape);
-    for sp in [spec(3, 1, 1), spec(3, 2, 1)] {
+    for sp in [pool_spec(3, 1, 1), pool_spec(3, 2, 1)] {
         let ys = out_shape(&shape, sp);
         let dy = round32(&randn(ys.iter().product(), &mut rng));
         let dyt = tensor(&dy, &ys);
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            on_threads(threads, || {
                 let be = Device::Cpu.backend().unwrap();
                 let (ymax, argmax) = be.max_pool2d_forward(&xt, sp).unwrap();
                 [
@@ -451,22 +443,22 @@ fn shape_and_argument_errors() {
     let tiny = tape.leaf(Tensor::randn(&[1, 1, 1, 2], 1.0, &mut rng));
     let is_shape = |r: Result<Var>| matches!(r, Err(Error::Shape { .. }));
     let is_invalid = |r: Result<Var>| matches!(r, Err(Error::Invalid(_)));
-    assert!(is_shape(tape.max_pool2d(x3, spec(3, 1, 1))));
-    assert!(is_shape(tape.avg_pool2d(x3, spec(3, 1, 1))));
+    assert!(is_shape(tape.max_pool2d(x3, pool_spec(3, 1, 1))));
+    assert!(is_shape(tape.avg_pool2d(x3, pool_spec(3, 1, 1))));
     assert!(is_shape(tape.global_avg_pool(x3)));
-    assert!(is_invalid(tape.max_pool2d(x, spec(0, 1, 0))));
-    assert!(is_invalid(tape.avg_pool2d(x, spec(3, 0, 1))));
-    assert!(is_invalid(tape.max_pool2d(x, spec(3, 1, 2))));
-    assert!(is_invalid(tape.avg_pool2d(x, spec(3, 1, 2))));
-    assert!(is_shape(tape.max_pool2d(tiny, spec(3, 1, 0))));
-    assert!(is_shape(tape.avg_pool2d(tiny, spec(3, 1, 0))));
-    assert!(tape.max_pool2d(tiny, spec(3, 1, 1)).is_ok());
+    assert!(is_invalid(tape.max_pool2d(x, pool_spec(0, 1, 0))));
+    assert!(is_invalid(tape.avg_pool2d(x, pool_spec(3, 0, 1))));
+    assert!(is_invalid(tape.max_pool2d(x, pool_spec(3, 1, 2))));
+    assert!(is_invalid(tape.avg_pool2d(x, pool_spec(3, 1, 2))));
+    assert!(is_shape(tape.max_pool2d(tiny, pool_spec(3, 1, 0))));
+    assert!(is_shape(tape.avg_pool2d(tiny, pool_spec(3, 1, 0))));
+    assert!(tape.max_pool2d(tiny, pool_spec(3, 1, 1)).is_ok());
 
     let be = Device::Cpu.backend().unwrap();
     let xt = Tensor::randn(&[2, 3, 6, 6], 1.0, &mut rng);
     let good = Tensor::randn(&[2, 3, 3, 3], 1.0, &mut rng);
     let bad = Tensor::randn(&[2, 3, 3, 4], 1.0, &mut rng);
-    let sp = spec(3, 2, 1);
+    let sp = pool_spec(3, 2, 1);
     let shape_e = |e: Error| matches!(e, Error::Shape { .. });
     assert!(max_backward(be, &xt, &good, sp).is_ok());
     assert!(shape_e(max_backward(be, &xt, &bad, sp).unwrap_err()));
@@ -502,7 +494,7 @@ fn max_pool_argmax_offsets_match_reference() {
     let be = Device::Cpu.backend().unwrap();
     for (i, &(k, s, p, shape)) in CASES.iter().enumerate() {
         for offset in [0.0, -10.0] {
-            let sp = spec(k, s, p);
+            let sp = pool_spec(k, s, p);
             let mut rng = Rng::new(800 + i as u64);
             let x = distinct(shape.iter().product(), offset, &mut rng);
             let (y, argmax) = be.max_pool2d_forward(&tensor(&x, &shape), sp).unwrap();
@@ -532,7 +524,7 @@ fn max_pool_argmax_offsets_match_reference() {
 fn max_pool_argmax_special_values() {
     let be = Device::Cpu.backend().unwrap();
     let x = Tensor::full(&[1, 1, 4, 4], f32::NEG_INFINITY);
-    let (_, a) = be.max_pool2d_forward(&x, spec(3, 1, 1)).unwrap();
+    let (_, a) = be.max_pool2d_forward(&x, pool_spec(3, 1, 1)).unwrap();
     // Window (oh, ow) starts at image row max(oh - 1, 0) and column max(ow - 1, 0).
     let first: Vec<f32> = (0..16)
         .map(|o| ((o / 4).max(1) - 1) * 4 + (o % 4).max(1) - 1)
@@ -540,10 +532,10 @@ fn max_pool_argmax_special_values() {
         .collect();
     assert_eq!(a.to_vec(), first);
     let x = Tensor::from_vec(vec![0.0, 2.0, 1.0, 2.0], &[1, 1, 2, 2]).unwrap();
-    let (_, a) = be.max_pool2d_forward(&x, spec(2, 1, 0)).unwrap();
+    let (_, a) = be.max_pool2d_forward(&x, pool_spec(2, 1, 0)).unwrap();
     assert_eq!(a.to_vec(), vec![1.0]);
     let x = Tensor::from_vec(vec![f32::NAN, 2.0, f32::NAN, 9.0], &[1, 1, 2, 2]).unwrap();
-    let (y, a) = be.max_pool2d_forward(&x, spec(2, 1, 0)).unwrap();
+    let (y, a) = be.max_pool2d_forward(&x, pool_spec(2, 1, 0)).unwrap();
     assert!(y.to_vec()[0].is_nan());
     assert_eq!(a.to_vec(), vec![2.0]);
 }

@@ -212,3 +212,22 @@ pub fn assert_rel(what: &str, got: &[f32], want: &[f32], tol: f64) {
         want[worst.0]
     );
 }
+
+/// A square pooling window of `kernel` with `stride` and `padding`.
+pub fn pool_spec(kernel: usize, stride: usize, padding: usize) -> Pool2dSpec {
+    Pool2dSpec {
+        kernel,
+        stride,
+        padding,
+    }
+}
+
+/// Runs `f` on a fresh CPU pool of `threads` threads (to check that results do not depend on
+/// the thread count).
+pub fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(f)
+}
