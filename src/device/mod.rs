@@ -9,7 +9,7 @@ pub mod cpu;
 pub mod cuda;
 pub(crate) mod shape;
 
-pub(crate) use shape::{nchw, same_shape};
+pub(crate) use shape::same_shape;
 
 use crate::error::Result;
 use crate::tensor::Tensor;

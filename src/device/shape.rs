@@ -441,3 +441,61 @@ pub(crate) fn sgd_momentum(w: &Tensor, g: &Tensor, m: &Tensor) -> Result<()> {
     same_shape("sgd_momentum grad", w, g)?;
     same_shape("sgd_momentum momentum", w, m)
 }
+
+/// Validates the inputs of `concat_channels` (NCHW tensors of equal N, H, W); returns
+/// `(N, H, W)` and the channel count of each input.
+pub(crate) fn concat_channels(xs: &[&Tensor]) -> Result<((usize, usize, usize), Vec<usize>)> {
+    if xs.is_empty() {
+        return Err(Error::Invalid("concat_channels: no inputs".into()));
+    }
+    let (n, _, h, w) = nchw("concat_channels", xs[0])?;
+    let mut cs = Vec::with_capacity(xs.len());
+    for x in xs {
+        let (n2, c, h2, w2) = nchw("concat_channels", x)?;
+        if (n2, h2, w2) != (n, h, w) {
+            return shape_err("concat_channels", format!("[{n}, _, {h}, {w}]"), x.shape());
+        }
+        cs.push(c);
+    }
+    Ok(((n, h, w), cs))
+}
+
+/// Validates the operands of `split_channels` (an NCHW `y` of `sum(sizes)` channels);
+/// returns `y`'s `(N, C, H, W)`.
+pub(crate) fn split_channels(y: &Tensor, sizes: &[usize]) -> Result<(usize, usize, usize, usize)> {
+    let (n, c, h, w) = nchw("split_channels", y)?;
+    if sizes.iter().sum::<usize>() != c {
+        return shape_err(
+            "split_channels",
+            format!("{} channels", sizes.iter().sum::<usize>()),
+            y.shape(),
+        );
+    }
+    Ok((n, c, h, w))
+}
+
+/// Validates the input of `shift_crop` (NCHW, H and W at least 2); returns its `(N, C, H, W)`.
+pub(crate) fn shift_crop(x: &Tensor) -> Result<(usize, usize, usize, usize)> {
+    let (n, c, h, w) = nchw("shift_crop", x)?;
+    if h < 2 || w < 2 {
+        return shape_err("shift_crop", "H >= 2 and W >= 2", x.shape());
+    }
+    Ok((n, c, h, w))
+}
+
+/// Validates the operands of `shift_crop_backward` (`x_shape` one row and one column larger
+/// than `dy`); returns the input's `(N, C, H, W)`.
+pub(crate) fn shift_crop_backward(
+    dy: &Tensor,
+    x_shape: &[usize],
+) -> Result<(usize, usize, usize, usize)> {
+    let (n, c, ho, wo) = nchw("shift_crop_backward", dy)?;
+    if x_shape != [n, c, ho + 1, wo + 1] {
+        return shape_err(
+            "shift_crop_backward",
+            format!("x of [{n}, {c}, {}, {}]", ho + 1, wo + 1),
+            x_shape,
+        );
+    }
+    Ok((n, c, ho + 1, wo + 1))
+}

@@ -15,12 +15,6 @@ pub(crate) fn sgd_momentum(
     step: SgdStep,
 ) -> Result<()> {
     shape::sgd_momentum(w, g, m)?;
-    let SgdStep {
-        lr,
-        momentum,
-        weight_decay,
-        grad_scale,
-    } = step;
     let gs = g.cpu();
     w.cpu_mut()
         .par_chunks_mut(CHUNK)
@@ -28,9 +22,9 @@ pub(crate) fn sgd_momentum(
         .zip(gs.par_chunks(CHUNK))
         .for_each(|((w, m), g)| {
             for ((w, m), &g) in w.iter_mut().zip(m.iter_mut()).zip(g) {
-                let d = grad_scale * g + weight_decay * *w;
-                *m = momentum * *m + d;
-                *w -= lr * *m;
+                let d = step.grad_scale * g + step.weight_decay * *w;
+                *m = step.momentum * *m + d;
+                *w -= step.lr * *m;
             }
         });
     Ok(())

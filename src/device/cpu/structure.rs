@@ -2,23 +2,12 @@
 
 use rayon::prelude::*;
 
-use crate::device::{nchw, shape};
-use crate::error::{shape_err, Result};
+use crate::device::shape;
+use crate::error::Result;
 use crate::tensor::Tensor;
 
 pub(crate) fn concat_channels(xs: &[&Tensor]) -> Result<Tensor> {
-    if xs.is_empty() {
-        return Err(crate::Error::Invalid("concat_channels: no inputs".into()));
-    }
-    let (n, _, h, w) = nchw("concat_channels", xs[0])?;
-    let mut cs = Vec::with_capacity(xs.len());
-    for x in xs {
-        let (n2, c, h2, w2) = nchw("concat_channels", x)?;
-        if (n2, h2, w2) != (n, h, w) {
-            return shape_err("concat_channels", format!("[{n}, _, {h}, {w}]"), x.shape());
-        }
-        cs.push(c);
-    }
+    let ((n, h, w), cs) = shape::concat_channels(xs)?;
     let ctot: usize = cs.iter().sum();
     let hw = h * w;
     let mut out = vec![0.0f32; n * ctot * hw];
@@ -36,14 +25,7 @@ pub(crate) fn concat_channels(xs: &[&Tensor]) -> Result<Tensor> {
 }
 
 pub(crate) fn split_channels(y: &Tensor, sizes: &[usize]) -> Result<Vec<Tensor>> {
-    let (n, c, h, w) = nchw("split_channels", y)?;
-    if sizes.iter().sum::<usize>() != c {
-        return shape_err(
-            "split_channels",
-            format!("{} channels", sizes.iter().sum::<usize>()),
-            y.shape(),
-        );
-    }
+    let (n, c, h, w) = shape::split_channels(y, sizes)?;
     let hw = h * w;
     let ys = y.cpu();
     let mut off = 0;
@@ -61,10 +43,7 @@ pub(crate) fn split_channels(y: &Tensor, sizes: &[usize]) -> Result<Vec<Tensor>>
 }
 
 pub(crate) fn shift_crop(x: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = nchw("shift_crop", x)?;
-    if h < 2 || w < 2 {
-        return shape_err("shift_crop", "H >= 2 and W >= 2", x.shape());
-    }
+    let (n, c, h, w) = shape::shift_crop(x)?;
     let (ho, wo) = (h - 1, w - 1);
     let xs = x.cpu();
     let mut out = vec![0.0f32; n * c * ho * wo];
@@ -78,15 +57,8 @@ pub(crate) fn shift_crop(x: &Tensor) -> Result<Tensor> {
 }
 
 pub(crate) fn shift_crop_backward(dy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
-    let (n, c, ho, wo) = nchw("shift_crop_backward", dy)?;
-    if x_shape != [n, c, ho + 1, wo + 1] {
-        return shape_err(
-            "shift_crop_backward",
-            format!("x of [{n}, {c}, {}, {}]", ho + 1, wo + 1),
-            x_shape,
-        );
-    }
-    let (h, w) = (ho + 1, wo + 1);
+    let (n, c, h, w) = shape::shift_crop_backward(dy, x_shape)?;
+    let (ho, wo) = (h - 1, w - 1);
     let ds = dy.cpu();
     let mut out = vec![0.0f32; n * c * h * w];
     out.par_chunks_mut(h * w).enumerate().for_each(|(p, o)| {

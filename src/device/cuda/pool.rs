@@ -28,6 +28,21 @@ fn pool_geom(
     Ok((p, [shape[0], shape[1], ho, wo]))
 }
 
+/// Parameters of the global average pooling of `[n, c, h, w]` (gradient `power` 1 or
+/// curvature 2).
+fn global_pool_params([n, c, h, w]: [usize; 4], power: i32) -> PoolParams {
+    PoolParams {
+        n: i64c(n),
+        c: i64c(c),
+        h: i64c(h),
+        w: i64c(w),
+        ho: 1,
+        wo: 1,
+        power,
+        ..Default::default()
+    }
+}
+
 impl CudaBackend {
     /// `max_pool2d_backward` for an argmax whose window is unknown: one thread per plane
     /// scatters in output order (the CPU's exact sums) and flags offsets outside the plane,
@@ -147,16 +162,7 @@ pub(super) fn avg_pool2d_backward(
 
 pub(super) fn global_avg_pool_forward(be: &CudaBackend, x: &Tensor) -> Result<Tensor> {
     let [n, c, h, w] = shape::global_avg_pool(x.shape())?;
-    let prm = PoolParams {
-        n: i64c(n),
-        c: i64c(c),
-        h: i64c(h),
-        w: i64c(w),
-        ho: 1,
-        wo: 1,
-        power: POOL_GRADIENT,
-        ..Default::default()
-    };
+    let prm = global_pool_params([n, c, h, w], POOL_GRADIENT);
     let y = be.wrap(be.alloc(n * c)?, &[n, c]);
     if n * c > 0 {
         let p = [be.ptr("global_avg_pool", x)?, be.ptr("", &y)?];
@@ -174,16 +180,7 @@ pub(super) fn global_avg_pool_backward(
     power: i32,
 ) -> Result<Tensor> {
     let [n, c, h, w] = shape::global_avg_pool_backward(dy, x_shape)?;
-    let prm = PoolParams {
-        n: i64c(n),
-        c: i64c(c),
-        h: i64c(h),
-        w: i64c(w),
-        ho: 1,
-        wo: 1,
-        power,
-        ..Default::default()
-    };
+    let prm = global_pool_params([n, c, h, w], power);
     let dx = be.wrap(be.alloc(numel(x_shape))?, x_shape);
     if dx.numel() > 0 {
         let p = [be.ptr("global_avg_pool_backward", dy)?, be.ptr("", &dx)?];

@@ -2,8 +2,8 @@
 
 use super::params::*;
 use super::{i64c, CudaBackend};
-use crate::device::{nchw, shape};
-use crate::error::{shape_err, Error, Result};
+use crate::device::shape;
+use crate::error::Result;
 use crate::tensor::{numel, Tensor};
 
 impl CudaBackend {
@@ -30,19 +30,27 @@ impl CudaBackend {
     }
 }
 
+/// Parameters of the shifted crop of an `[n, c, h, w]` input and of its adjoint.
+fn shift_params(n: usize, c: usize, h: usize, w: usize) -> ShiftParams {
+    ShiftParams {
+        n: i64c(n),
+        c: i64c(c),
+        h: i64c(h),
+        w: i64c(w),
+    }
+}
+
+/// Parameters of the selection of `m` of the `cols` columns of `[n, cols]` and its adjoint.
+fn columns_params(n: usize, cols: usize, m: usize) -> ColumnsParams {
+    ColumnsParams {
+        n: i64c(n),
+        cols: i64c(cols),
+        m: i64c(m),
+    }
+}
+
 pub(super) fn concat_channels(be: &CudaBackend, xs: &[&Tensor]) -> Result<Tensor> {
-    if xs.is_empty() {
-        return Err(Error::Invalid("concat_channels: no inputs".into()));
-    }
-    let (n, _, h, w) = nchw("concat_channels", xs[0])?;
-    let mut cs = Vec::with_capacity(xs.len());
-    for x in xs {
-        let (n2, c, h2, w2) = nchw("concat_channels", x)?;
-        if (n2, h2, w2) != (n, h, w) {
-            return shape_err("concat_channels", format!("[{n}, _, {h}, {w}]"), x.shape());
-        }
-        cs.push(c);
-    }
+    let ((n, h, w), cs) = shape::concat_channels(xs)?;
     let ctot: usize = cs.iter().sum();
     let y = be.wrap(be.alloc(n * ctot * h * w)?, &[n, ctot, h, w]);
     let yp = be.ptr("", &y)?;
@@ -59,14 +67,7 @@ pub(super) fn concat_channels(be: &CudaBackend, xs: &[&Tensor]) -> Result<Tensor
 }
 
 pub(super) fn split_channels(be: &CudaBackend, y: &Tensor, sizes: &[usize]) -> Result<Vec<Tensor>> {
-    let (n, c, h, w) = nchw("split_channels", y)?;
-    if sizes.iter().sum::<usize>() != c {
-        return shape_err(
-            "split_channels",
-            format!("{} channels", sizes.iter().sum::<usize>()),
-            y.shape(),
-        );
-    }
+    let (n, c, h, w) = shape::split_channels(y, sizes)?;
     let yp = be.ptr("split_channels", y)?;
     let mut off = 0;
     let mut outs = Vec::with_capacity(sizes.len());
@@ -84,19 +85,11 @@ pub(super) fn split_channels(be: &CudaBackend, y: &Tensor, sizes: &[usize]) -> R
 }
 
 pub(super) fn shift_crop(be: &CudaBackend, x: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = nchw("shift_crop", x)?;
-    if h < 2 || w < 2 {
-        return shape_err("shift_crop", "H >= 2 and W >= 2", x.shape());
-    }
+    let (n, c, h, w) = shape::shift_crop(x)?;
     let ys = [n, c, h - 1, w - 1];
     let y = be.wrap(be.alloc(numel(&ys))?, &ys);
     if y.numel() > 0 {
-        let prm = ShiftParams {
-            n: i64c(n),
-            c: i64c(c),
-            h: i64c(h),
-            w: i64c(w),
-        };
+        let prm = shift_params(n, c, h, w);
         let p = [be.ptr("shift_crop", x)?, be.ptr("", &y)?];
         be.launch("shift_crop", be.grid_stride(y.numel()), &p, &prm)?;
     }
@@ -108,23 +101,10 @@ pub(super) fn shift_crop_backward(
     dy: &Tensor,
     x_shape: &[usize],
 ) -> Result<Tensor> {
-    let (n, c, ho, wo) = nchw("shift_crop_backward", dy)?;
-    if x_shape != [n, c, ho + 1, wo + 1] {
-        return shape_err(
-            "shift_crop_backward",
-            format!("x of [{n}, {c}, {}, {}]", ho + 1, wo + 1),
-            x_shape,
-        );
-    }
-    let (h, w) = (ho + 1, wo + 1);
+    let (n, c, h, w) = shape::shift_crop_backward(dy, x_shape)?;
     let dx = be.wrap(be.alloc(numel(x_shape))?, x_shape);
     if dx.numel() > 0 {
-        let prm = ShiftParams {
-            n: i64c(n),
-            c: i64c(c),
-            h: i64c(h),
-            w: i64c(w),
-        };
+        let prm = shift_params(n, c, h, w);
         let p = [be.ptr("shift_crop_backward", dy)?, be.ptr("", &dx)?];
         be.launch("shift_crop_bwd", be.grid_stride(dx.numel()), &p, &prm)?;
     }
@@ -138,11 +118,7 @@ pub(super) fn select_columns(be: &CudaBackend, x: &Tensor, idx: &[usize]) -> Res
     if y.numel() > 0 {
         let map: Vec<i64> = idx.iter().map(|&i| i64c(i)).collect();
         let map = be.htod(&map)?;
-        let prm = ColumnsParams {
-            n: i64c(n),
-            cols: i64c(cols),
-            m: i64c(m),
-        };
+        let prm = columns_params(n, cols, m);
         let p = [be.ptr("select_columns", x)?, be.raw(&map), be.ptr("", &y)?];
         be.launch("select_columns", be.grid_stride(y.numel()), &p, &prm)?;
     }
@@ -165,11 +141,7 @@ pub(super) fn select_columns_backward(
             pos[i] = i64c(j);
         }
         let pos = be.htod(&pos)?;
-        let prm = ColumnsParams {
-            n: i64c(n),
-            cols: i64c(cols),
-            m: i64c(m),
-        };
+        let prm = columns_params(n, cols, m);
         let p = [
             be.ptr("select_columns_backward", dy)?,
             be.raw(&pos),
