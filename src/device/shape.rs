@@ -499,3 +499,17 @@ pub(crate) fn shift_crop_backward(
     }
     Ok((n, c, ho + 1, wo + 1))
 }
+
+/// Validates the operands of `scale_samples` (one scale per sample of a non-empty batch);
+/// returns `N`.
+pub(crate) fn scale_samples(x: &Tensor, scale: &[f32]) -> Result<usize> {
+    let n = x.shape().first().copied().unwrap_or(0);
+    if scale.len() != n || n == 0 {
+        return shape_err(
+            "scale_samples",
+            format!("[{}, ...] for {} scales", scale.len(), scale.len()),
+            x.shape(),
+        );
+    }
+    Ok(n)
+}

@@ -3,8 +3,8 @@
 use rayon::prelude::*;
 
 use super::REDUCE_CHUNK;
-use crate::device::{same_shape, Binary, Unary};
-use crate::error::{shape_err, Result};
+use crate::device::{same_shape, shape, Binary, Unary};
+use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// Elements per parallel piece of an elementwise map: small arrays stay on one thread.
@@ -77,14 +77,7 @@ pub(crate) fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
 }
 
 pub(crate) fn scale_samples(x: &Tensor, scale: &[f32]) -> Result<Tensor> {
-    let n = x.shape().first().copied().unwrap_or(0);
-    if scale.len() != n || n == 0 {
-        return shape_err(
-            "scale_samples",
-            format!("[{}, ...] for {} scales", scale.len(), scale.len()),
-            x.shape(),
-        );
-    }
+    let n = shape::scale_samples(x, scale)?;
     let per = x.numel() / n;
     let mut out = x.cpu().to_vec();
     out.par_chunks_mut(per)

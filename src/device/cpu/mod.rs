@@ -81,7 +81,7 @@ impl Backend for CpuBackend {
         spec: Conv2dSpec,
         w_shape: &[usize],
     ) -> Result<Tensor> {
-        conv::backward_weight(x, dy, spec, w_shape)
+        conv::weight_correlation("conv2d_backward_weight", x, dy, spec, w_shape, false)
     }
     fn conv2d_backward_weight_sq(
         &self,
@@ -90,7 +90,7 @@ impl Backend for CpuBackend {
         spec: Conv2dSpec,
         w_shape: &[usize],
     ) -> Result<Tensor> {
-        conv::backward_weight_sq(x, hy, spec, w_shape)
+        conv::weight_correlation("conv2d_backward_weight_sq", x, hy, spec, w_shape, true)
     }
     fn batch_norm_train_forward(
         &self,

@@ -82,7 +82,7 @@ impl Backend for CudaBackend {
         spec: Conv2dSpec,
         w_shape: &[usize],
     ) -> Result<Tensor> {
-        conv::conv2d_backward_weight(self, x, dy, spec, w_shape)
+        self.weight_correlation("conv2d_backward_weight", x, dy, spec, w_shape, false)
     }
 
     fn conv2d_backward_weight_sq(
@@ -92,7 +92,7 @@ impl Backend for CudaBackend {
         spec: Conv2dSpec,
         w_shape: &[usize],
     ) -> Result<Tensor> {
-        conv::conv2d_backward_weight_sq(self, x, hy, spec, w_shape)
+        self.weight_correlation("conv2d_backward_weight_sq", x, hy, spec, w_shape, true)
     }
 
     fn batch_norm_train_forward(

@@ -293,7 +293,9 @@ impl CudaBackend {
         Ok(())
     }
 
-    fn weight_correlation(
+    /// The correlation of `x` (squared elementwise when `square`: the weight curvature) with
+    /// `dy`, summed over the batch.
+    pub(super) fn weight_correlation(
         &self,
         op: &'static str,
         x: &Tensor,
@@ -407,24 +409,4 @@ pub(super) fn conv2d_backward_input(
         )?;
     }
     Ok(be.wrap(dx, x_shape))
-}
-
-pub(super) fn conv2d_backward_weight(
-    be: &CudaBackend,
-    x: &Tensor,
-    dy: &Tensor,
-    spec: Conv2dSpec,
-    w_shape: &[usize],
-) -> Result<Tensor> {
-    be.weight_correlation("conv2d_backward_weight", x, dy, spec, w_shape, false)
-}
-
-pub(super) fn conv2d_backward_weight_sq(
-    be: &CudaBackend,
-    x: &Tensor,
-    hy: &Tensor,
-    spec: Conv2dSpec,
-    w_shape: &[usize],
-) -> Result<Tensor> {
-    be.weight_correlation("conv2d_backward_weight_sq", x, hy, spec, w_shape, true)
 }

@@ -2,9 +2,9 @@
 
 use super::params::*;
 use super::{elem_at, CudaBackend};
-use crate::device::same_shape;
+use crate::device::{same_shape, shape};
 use crate::device::{Binary, Unary};
-use crate::error::{shape_err, Result};
+use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// Most f64 partials a reduction writes (fixed, so results do not depend on the GPU model).
@@ -155,14 +155,7 @@ pub(super) fn dot(be: &CudaBackend, a: &Tensor, b: &Tensor) -> Result<f64> {
 }
 
 pub(super) fn scale_samples(be: &CudaBackend, x: &Tensor, scale: &[f32]) -> Result<Tensor> {
-    let n = x.shape().first().copied().unwrap_or(0);
-    if scale.len() != n || n == 0 {
-        return shape_err(
-            "scale_samples",
-            format!("[{}, ...] for {} scales", scale.len(), scale.len()),
-            x.shape(),
-        );
-    }
+    let n = shape::scale_samples(x, scale)?;
     let len = x.numel();
     let sc = be.htod(scale)?;
     let y = be.wrap(be.alloc(len)?, x.shape());

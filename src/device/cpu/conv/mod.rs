@@ -98,30 +98,12 @@ pub(crate) fn backward_input(
     Tensor::from_vec(dx, x_shape)
 }
 
-pub(crate) fn backward_weight(
-    x: &Tensor,
-    dy: &Tensor,
-    spec: Conv2dSpec,
-    w_shape: &[usize],
-) -> Result<Tensor> {
-    weight_correlation("conv2d_backward_weight", x, dy, spec, w_shape, false)
-}
-
-/// The weight curvature: [`backward_weight`] of `x (.) x`, squaring each value as the
-/// kernels copy it into their scratch (the padded plane or `col(X)`), so no squared copy
-/// of `x` is ever made. Bit-identical to `backward_weight` on a squared input.
-pub(crate) fn backward_weight_sq(
-    x: &Tensor,
-    hy: &Tensor,
-    spec: Conv2dSpec,
-    w_shape: &[usize],
-) -> Result<Tensor> {
-    weight_correlation("conv2d_backward_weight_sq", x, hy, spec, w_shape, true)
-}
-
 /// The correlation of `x` (squared elementwise when `square`) with `dy`, summed over the
-/// batch.
-fn weight_correlation(
+/// batch: the weight gradient, or with `square` the weight curvature (`x (.) x` correlated
+/// with `hy`), squaring each value as the kernels copy it into their scratch (the padded
+/// plane or `col(X)`), so no squared copy of `x` is ever made. Bit-identical to the gradient
+/// of a squared input.
+pub(crate) fn weight_correlation(
     op: &'static str,
     x: &Tensor,
     dy: &Tensor,
