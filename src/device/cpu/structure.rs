@@ -44,30 +44,39 @@ pub(crate) fn split_channels(y: &Tensor, sizes: &[usize]) -> Result<Vec<Tensor>>
 
 pub(crate) fn shift_crop(x: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = shape::shift_crop(x)?;
-    let (ho, wo) = (h - 1, w - 1);
-    let xs = x.cpu();
-    let mut out = vec![0.0f32; n * c * ho * wo];
-    out.par_chunks_mut(ho * wo).enumerate().for_each(|(p, o)| {
-        let src = &xs[p * h * w..(p + 1) * h * w];
-        for i in 0..ho {
-            o[i * wo..(i + 1) * wo].copy_from_slice(&src[(i + 1) * w + 1..(i + 1) * w + w]);
-        }
-    });
-    Tensor::from_vec(out, &[n, c, ho, wo])
+    let out = shift_planes(x.cpu(), n * c, h, w, true);
+    Tensor::from_vec(out, &[n, c, h - 1, w - 1])
 }
 
 pub(crate) fn shift_crop_backward(dy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
     let (n, c, h, w) = shape::shift_crop_backward(dy, x_shape)?;
+    let out = shift_planes(dy.cpu(), n * c, h, w, false);
+    Tensor::from_vec(out, x_shape)
+}
+
+/// Copies, for each of `planes` planes, the bottom-right `(h - 1) x (w - 1)` corner of an
+/// `h x w` plane: out of it into a plane of its own (`crop`), or back into a zero `h x w`
+/// plane (the adjoint).
+fn shift_planes(src: &[f32], planes: usize, h: usize, w: usize, crop: bool) -> Vec<f32> {
     let (ho, wo) = (h - 1, w - 1);
-    let ds = dy.cpu();
-    let mut out = vec![0.0f32; n * c * h * w];
-    out.par_chunks_mut(h * w).enumerate().for_each(|(p, o)| {
-        let src = &ds[p * ho * wo..(p + 1) * ho * wo];
+    let (src_len, out_len) = if crop {
+        (h * w, ho * wo)
+    } else {
+        (ho * wo, h * w)
+    };
+    let mut out = vec![0.0f32; planes * out_len];
+    out.par_chunks_mut(out_len).enumerate().for_each(|(p, o)| {
+        let src = &src[p * src_len..(p + 1) * src_len];
         for i in 0..ho {
-            o[(i + 1) * w + 1..(i + 1) * w + w].copy_from_slice(&src[i * wo..(i + 1) * wo]);
+            let (corner, row) = (i * wo..(i + 1) * wo, (i + 1) * w + 1..(i + 1) * w + w);
+            if crop {
+                o[corner].copy_from_slice(&src[row]);
+            } else {
+                o[row].copy_from_slice(&src[corner]);
+            }
         }
     });
-    Tensor::from_vec(out, x_shape)
+    out
 }
 
 pub(crate) fn select_columns(x: &Tensor, idx: &[usize]) -> Result<Tensor> {

@@ -23,6 +23,13 @@ impl CudaBackend {
         })
     }
 
+    /// One output of the branches' shape per branch (the kernels write each one whole).
+    fn branch_outputs(&self, xs: &[&Tensor]) -> Result<Vec<Tensor>> {
+        xs.iter()
+            .map(|_| Ok(self.wrap(self.alloc(xs[0].numel())?, xs[0].shape())))
+            .collect()
+    }
+
     fn ptr_array(
         &self,
         what: &'static str,
@@ -70,9 +77,7 @@ pub(super) fn mixed_backward(
     let k = xs.len();
     let prm = be.mixed_params(n, k, per)?;
     let parts = prm.chunks as usize;
-    let dxs: Vec<Tensor> = (0..k)
-        .map(|_| Ok(be.wrap(be.alloc(xs[0].numel())?, xs[0].shape())))
-        .collect::<Result<_>>()?;
+    let dxs = be.branch_outputs(xs)?;
     let r = be.wrap(be.alloc_zeros(n * k)?, &[n, k]);
     if per > 0 {
         let xa = be.ptr_array("mixed_backward", xs)?;
@@ -110,9 +115,7 @@ pub(super) fn mixed_curvature(
     let k = xs.len();
     let prm = be.mixed_params(n, k, per)?;
     let parts = prm.chunks as usize;
-    let hxs: Vec<Tensor> = (0..k)
-        .map(|_| Ok(be.wrap(be.alloc(xs[0].numel())?, xs[0].shape())))
-        .collect::<Result<_>>()?;
+    let hxs = be.branch_outputs(xs)?;
     let hs = be.wrap(be.alloc_zeros(k)?, &[k]);
     let hs0 = be.wrap(be.alloc_zeros(1)?, &[1]);
     if xs[0].numel() > 0 {
