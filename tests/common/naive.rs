@@ -115,54 +115,41 @@ pub fn relu(x: &T) -> T {
 
 /// Max pool (k, stride, pad); padding never wins.
 pub fn max_pool(x: &T, k: usize, stride: usize, pad: usize) -> T {
-    let ho = (x.h + 2 * pad - k) / stride + 1;
-    let wo = (x.w + 2 * pad - k) / stride + 1;
-    let mut y = T::zeros(x.n, x.c, ho, wo);
-    for n in 0..x.n {
-        for c in 0..x.c {
-            for i in 0..ho {
-                for j in 0..wo {
-                    let mut m = f64::NEG_INFINITY;
-                    for a in 0..k {
-                        for b in 0..k {
-                            let ii = (i * stride + a) as isize - pad as isize;
-                            let jj = (j * stride + b) as isize - pad as isize;
-                            if ii >= 0 && jj >= 0 && (ii as usize) < x.h && (jj as usize) < x.w {
-                                m = m.max(x.at(n, c, ii as usize, jj as usize));
-                            }
-                        }
-                    }
-                    let id = y.idx(n, c, i, j);
-                    y.d[id] = m;
-                }
-            }
-        }
-    }
-    y
+    pool(x, k, stride, pad, |win| {
+        win.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v))
+    })
 }
 
 /// Average pool excluding padding from the count.
 pub fn avg_pool(x: &T, k: usize, stride: usize, pad: usize) -> T {
+    pool(x, k, stride, pad, |win| {
+        win.iter().fold(0.0, |s, &v| s + v) / win.len() as f64
+    })
+}
+
+/// Pooling (k, stride, pad): `reduce` of the in-image values of each window, in row-major
+/// window order.
+fn pool(x: &T, k: usize, stride: usize, pad: usize, reduce: impl Fn(&[f64]) -> f64) -> T {
     let ho = (x.h + 2 * pad - k) / stride + 1;
     let wo = (x.w + 2 * pad - k) / stride + 1;
     let mut y = T::zeros(x.n, x.c, ho, wo);
+    let mut win = Vec::with_capacity(k * k);
     for n in 0..x.n {
         for c in 0..x.c {
             for i in 0..ho {
                 for j in 0..wo {
-                    let (mut s, mut cnt) = (0.0, 0.0);
+                    win.clear();
                     for a in 0..k {
                         for b in 0..k {
                             let ii = (i * stride + a) as isize - pad as isize;
                             let jj = (j * stride + b) as isize - pad as isize;
                             if ii >= 0 && jj >= 0 && (ii as usize) < x.h && (jj as usize) < x.w {
-                                s += x.at(n, c, ii as usize, jj as usize);
-                                cnt += 1.0;
+                                win.push(x.at(n, c, ii as usize, jj as usize));
                             }
                         }
                     }
                     let id = y.idx(n, c, i, j);
-                    y.d[id] = s / cnt;
+                    y.d[id] = reduce(&win);
                 }
             }
         }

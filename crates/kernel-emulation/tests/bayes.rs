@@ -104,6 +104,20 @@ fn random_stats(
     CellTypeStats::from_flat(ne, no, cells, s, h).unwrap()
 }
 
+/// Random prior strengths; negative curvatures are clamped to zero when `clamp`, else
+/// rejected.
+fn random_config(rng: &mut Rng, clamp: bool) -> UpdateConfig {
+    UpdateConfig {
+        lambda_parent: rng.uniform_range(0.01, 2.0),
+        lambda_child: rng.uniform_range(0.01, 2.0),
+        negative_curvature: if clamp {
+            NegativeCurvature::ClampToZero
+        } else {
+            NegativeCurvature::Reject
+        },
+    }
+}
+
 #[test]
 fn group_ard_update_matches_prior_update_over_rounds() {
     let mut rng = Rng::new(11);
@@ -111,15 +125,7 @@ fn group_ard_update_matches_prior_update_over_rounds() {
         let mut prior = Prior::new(&space).unwrap();
         for round in 0..4 {
             let clamp = round >= 2;
-            let cfg = UpdateConfig {
-                lambda_parent: rng.uniform_range(0.01, 2.0),
-                lambda_child: rng.uniform_range(0.01, 2.0),
-                negative_curvature: if clamp {
-                    NegativeCurvature::ClampToZero
-                } else {
-                    NegativeCurvature::Reject
-                },
-            };
+            let cfg = random_config(&mut rng, clamp);
             let normal = random_stats(&prior, CellType::Normal, 3 + round, &mut rng, clamp);
             let reduce = random_stats(&prior, CellType::Reduce, 2, &mut rng, clamp);
             let outs = [
@@ -210,15 +216,7 @@ fn update_with_the_emulated_kernel_matches_update() {
         let (mut host, mut dev) = (Prior::new(&space).unwrap(), Prior::new(&space).unwrap());
         for round in 0..5 {
             let clamp = round >= 2;
-            let cfg = UpdateConfig {
-                lambda_parent: rng.uniform_range(0.01, 2.0),
-                lambda_child: rng.uniform_range(0.01, 2.0),
-                negative_curvature: if clamp {
-                    NegativeCurvature::ClampToZero
-                } else {
-                    NegativeCurvature::Reject
-                },
-            };
+            let cfg = random_config(&mut rng, clamp);
             let n = random_stats(&host, CellType::Normal, 2 + round, &mut rng, clamp);
             // Round 4 has no reduction cells (skipped cell type).
             let r = random_stats(
