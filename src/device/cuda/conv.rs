@@ -154,27 +154,60 @@ impl CudaBackend {
         )
     }
 
-    fn dense_forward(&self, g: &ConvGeom, x: &Tensor, w: &Tensor, y: u64) -> Result<()> {
-        let (xp, wp) = (self.ptr("conv2d x", x)?, self.ptr("conv2d w", w)?);
+    /// A 1x1 stride-1 unpadded convolution as one strided-batched GEMM over the images:
+    /// `dst[n] = W src[n]` (`C_out x HW` from `C_in x HW`), or with `trans_w`
+    /// `dst[n] = W^T src[n]` (`C_in x HW` from `C_out x HW`).
+    fn pointwise_gemm(
+        &self,
+        g: &ConvGeom,
+        trans_w: bool,
+        w: u64,
+        src: u64,
+        dst: u64,
+    ) -> Result<()> {
+        let p = g.ho * g.wo;
+        let (c_dst, c_src) = if trans_w {
+            (g.cin, g.cout)
+        } else {
+            (g.cout, g.cin)
+        };
+        self.gemm(
+            trans_w,
+            false,
+            (c_dst, p, c_src),
+            w,
+            src,
+            dst,
+            0.0,
+            Some((g.n, 0, c_src * p, c_dst * p)),
+        )
+    }
+
+    /// Runs `f(n0, cnt, col)` over the chunks `[n0, n0 + cnt)` of the batch in order, with
+    /// `col` the device address of a `col(X)` scratch buffer sized for one chunk.
+    fn col_chunks(
+        &self,
+        g: &ConvGeom,
+        mut f: impl FnMut(usize, usize, u64) -> Result<()>,
+    ) -> Result<()> {
         let (r, p) = g.col_dims();
-        if g.is_pointwise() {
-            // y[n] (C_out x HW) = W (C_out x C_in) x[n] (C_in x HW), all images in one call.
-            return self.gemm(
-                false,
-                false,
-                (g.cout, p, g.cin),
-                wp,
-                xp,
-                y,
-                0.0,
-                Some((g.n, 0, g.cin * p, g.cout * p)),
-            );
-        }
         let chunk = g.col_chunk();
         let col = self.alloc(chunk * r * p)?;
         let cp = self.raw(&col);
         for n0 in (0..g.n).step_by(chunk) {
-            let cnt = chunk.min(g.n - n0);
+            f(n0, chunk.min(g.n - n0), cp)?;
+        }
+        Ok(())
+    }
+
+    fn dense_forward(&self, g: &ConvGeom, x: &Tensor, w: &Tensor, y: u64) -> Result<()> {
+        let (xp, wp) = (self.ptr("conv2d x", x)?, self.ptr("conv2d w", w)?);
+        if g.is_pointwise() {
+            // y[n] (C_out x HW) = W (C_out x C_in) x[n] (C_in x HW), all images in one call.
+            return self.pointwise_gemm(g, false, wp, xp, y);
+        }
+        let (r, p) = g.col_dims();
+        self.col_chunks(g, |n0, cnt, cp| {
             self.im2col(g, xp, n0, cnt, cp, false)?;
             let yo = elem_at::<f32>(y, n0 * g.cout * p);
             self.gemm(
@@ -186,32 +219,18 @@ impl CudaBackend {
                 yo,
                 0.0,
                 Some((cnt, 0, r * p, g.cout * p)),
-            )?;
-        }
-        Ok(())
+            )
+        })
     }
 
     fn dense_backward_input(&self, g: &ConvGeom, dy: &Tensor, w: &Tensor, dx: u64) -> Result<()> {
         let (dp, wp) = (self.ptr("conv2d dy", dy)?, self.ptr("conv2d w", w)?);
-        let (r, p) = g.col_dims();
         if g.is_pointwise() {
             // dx[n] (C_in x HW) = W^T dy[n].
-            return self.gemm(
-                true,
-                false,
-                (g.cin, p, g.cout),
-                wp,
-                dp,
-                dx,
-                0.0,
-                Some((g.n, 0, g.cout * p, g.cin * p)),
-            );
+            return self.pointwise_gemm(g, true, wp, dp, dx);
         }
-        let chunk = g.col_chunk();
-        let col = self.alloc(chunk * r * p)?;
-        let cp = self.raw(&col);
-        for n0 in (0..g.n).step_by(chunk) {
-            let cnt = chunk.min(g.n - n0);
+        let (r, p) = g.col_dims();
+        self.col_chunks(g, |n0, cnt, cp| {
             let dyo = elem_at::<f32>(dp, n0 * g.cout * p);
             self.gemm(
                 true,
@@ -229,9 +248,8 @@ impl CudaBackend {
                 self.grid_stride(cnt * g.cin * g.h * g.w),
                 &[cp, dxo],
                 &g.conv(cnt, false)?,
-            )?;
-        }
-        Ok(())
+            )
+        })
     }
 
     /// `dW = sum_n dy[n] col(x[n])^T`: per-image products in one strided-batched GEMM, then
