@@ -37,7 +37,7 @@
 //!
 //! Outputs are allocated uninitialised and zeroed by the task that fills each part (not by a
 //! single-threaded `calloc` of the whole tensor). The weight curvature
-//! ([`backward_weight_sq`]) squares `x` while copying it into the scratch.
+//! ([`weight_correlation`] with `square`) squares `x` while copying it into the scratch.
 //!
 //! Determinism: every output element is computed by one task in a fixed order. Weight
 //! gradients are reduced over the batch through per-plane (depthwise) or per-image-chunk
