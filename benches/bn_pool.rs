@@ -63,12 +63,7 @@ fn pooling(c: &mut Criterion) {
         };
         for shape in &SHAPES {
             let x = Tensor::randn(shape, 1.0, &mut rng);
-            let y_shape = [
-                shape[0],
-                shape[1],
-                spec.out_size(shape[2]),
-                spec.out_size(shape[3]),
-            ];
+            let y_shape = spec.out_shape(*shape);
             let dy = Tensor::randn(&y_shape, 1.0, &mut rng);
             let id = name(shape);
             // Forward with the argmax output; backward scatters `dy` through the stored

@@ -102,6 +102,10 @@ impl Pool2dSpec {
     pub fn out_size(&self, input: usize) -> usize {
         (input + 2 * self.padding - self.kernel) / self.stride + 1
     }
+    /// Output shape `[N, C, Ho, Wo]` of an `[N, C, H, W]` input.
+    pub fn out_shape(&self, [n, c, h, w]: [usize; 4]) -> [usize; 4] {
+        [n, c, self.out_size(h), self.out_size(w)]
+    }
 }
 
 /// Elementwise unary maps.

@@ -506,12 +506,7 @@ mod tests {
                     stride: s,
                     padding: p,
                 };
-                let out = [
-                    shape[0],
-                    shape[1],
-                    spec.out_size(shape[2]),
-                    spec.out_size(shape[3]),
-                ];
+                let out = spec.out_shape(shape);
                 let dy = Tensor::randn(&out, 1.0, &mut rng);
                 let run = || {
                     let (y, arg) = max_forward(&x, spec).unwrap();
