@@ -152,38 +152,24 @@ fn bench_gemm(c: &mut Criterion) {
         for &(name, which) in &crates {
             // Forward: Y[n] = W X[n].
             let mut y = vec![0.0f32; BATCH * co * hw];
-            g.bench_function(format!("{name}_fwd_1img/{shape}"), |bch| {
-                iter_in_pool(bch, || {
-                    product(
-                        which,
-                        false,
-                        (co, ci, hw),
-                        &w,
-                        row_major(ci),
-                        &x,
-                        row_major(hw),
-                        &mut y,
-                        false,
-                    );
-                    black_box(&y);
-                })
-            });
-            g.bench_function(format!("{name}_fwd_1img_par/{shape}"), |bch| {
-                iter_in_pool(bch, || {
-                    product(
-                        which,
-                        true,
-                        (co, ci, hw),
-                        &w,
-                        row_major(ci),
-                        &x,
-                        row_major(hw),
-                        &mut y,
-                        false,
-                    );
-                    black_box(&y);
-                })
-            });
+            for (variant, parallel) in [("fwd_1img", false), ("fwd_1img_par", true)] {
+                g.bench_function(format!("{name}_{variant}/{shape}"), |bch| {
+                    iter_in_pool(bch, || {
+                        product(
+                            which,
+                            parallel,
+                            (co, ci, hw),
+                            &w,
+                            row_major(ci),
+                            &x,
+                            row_major(hw),
+                            &mut y,
+                            false,
+                        );
+                        black_box(&y);
+                    })
+                });
+            }
             g.bench_function(format!("{name}_fwd_b32/{shape}"), |bch| {
                 iter_in_pool(bch, || {
                     y.par_chunks_mut(co * hw)
