@@ -278,17 +278,13 @@ impl RuntimeOpts {
 /// adjusts a help text or default of its own with `#[command(mut_arg(ID, ...))]` (ids
 /// `momentum`, `weight_decay`).
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Training")]
 pub struct SgdOpts {
     /// SGD momentum
-    #[arg(
-        long,
-        default_value_t = 0.9,
-        value_name = "M",
-        help_heading = "Training"
-    )]
+    #[arg(long, default_value_t = 0.9, value_name = "M")]
     pub momentum: f32,
     /// Weight decay
-    #[arg(long, value_name = "WD", help_heading = "Training")]
+    #[arg(long, value_name = "WD")]
     pub weight_decay: Option<f32>,
 }
 
@@ -343,4 +339,87 @@ impl Runtime {
 
 fn open_metrics(dir: &Path) -> CliResult<MetricsWriter> {
     MetricsWriter::create(dir).map_err(CliError::io(dir.join(crate::metrics::FILE_NAME)))
+}
+
+/// A usage error (exit status 2) saying `message`.
+pub fn usage<T>(message: String) -> CliResult<T> {
+    Err(CliError::Usage(message))
+}
+
+/// `--cells N` of a network with normal cells and two reductions.
+pub fn check_cells(cells: usize) -> CliResult<()> {
+    if cells < 3 {
+        return usage(format!(
+            "--cells {cells}: at least 3 cells are needed (normal cells and two reductions)"
+        ));
+    }
+    Ok(())
+}
+
+/// `--channels C` of a network whose reductions halve the channels.
+pub fn check_channels(channels: usize) -> CliResult<()> {
+    if channels < 2 || channels % 2 != 0 {
+        return usage(format!(
+            "--channels {channels}: must be an even number of at least 2"
+        ));
+    }
+    Ok(())
+}
+
+/// `--batch B` of a network with batch norm.
+pub fn check_batch_norm_batch(batch: usize) -> CliResult<()> {
+    if batch < 2 {
+        return usage(format!(
+            "--batch {batch}: batch norm needs at least 2 images per batch"
+        ));
+    }
+    Ok(())
+}
+
+/// A count option `flag` that must be at least 1.
+pub fn check_at_least_one(flag: &str, n: usize) -> CliResult<()> {
+    if n == 0 {
+        return usage(format!("{flag} 0: must be at least 1"));
+    }
+    Ok(())
+}
+
+/// `--max-batches N`, when given, must be at least 1.
+pub fn check_max_batches(max_batches: Option<usize>) -> CliResult<()> {
+    max_batches.map_or(Ok(()), |n| check_at_least_one("--max-batches", n))
+}
+
+/// A real value of `flag` that `ok` accepts (an f32 compares exactly as its f64), else a
+/// usage error "{flag} {v}: {rule}".
+fn check_real<T: Into<f64> + Copy + std::fmt::Display>(
+    flag: &str,
+    v: T,
+    ok: fn(f64) -> bool,
+    rule: &str,
+) -> CliResult<()> {
+    if !ok(v.into()) {
+        return usage(format!("{flag} {v}: {rule}"));
+    }
+    Ok(())
+}
+
+/// A finite value of `flag` greater than 0.
+pub fn check_positive<T: Into<f64> + Copy + std::fmt::Display>(flag: &str, v: T) -> CliResult<()> {
+    check_real(flag, v, |x| x.is_finite() && x > 0.0, "must be positive")
+}
+
+/// A finite value of `flag` of at least 0.
+pub fn check_non_negative<T: Into<f64> + Copy + std::fmt::Display>(
+    flag: &str,
+    v: T,
+) -> CliResult<()> {
+    check_real(flag, v, |x| x.is_finite() && x >= 0.0, "must be >= 0")
+}
+
+/// A value of `flag` in [0, 1) (a probability that must leave something, a momentum).
+pub fn check_unit_interval<T: Into<f64> + Copy + std::fmt::Display>(
+    flag: &str,
+    v: T,
+) -> CliResult<()> {
+    check_real(flag, v, |x| (0.0..1.0).contains(&x), "must be in [0, 1)")
 }

@@ -121,24 +121,19 @@ fn info_writes_a_metrics_line_under_out() {
 
 #[test]
 fn info_reads_a_data_directory() {
-    let vendored = common::vendored_dir();
-    let out = ok(&[
-        "info",
-        "--dataset",
-        "fashion-mnist",
-        "--data-dir",
-        vendored.to_str().unwrap(),
-    ]);
-    assert!(out.contains("10000 training images"), "{out}");
-    if let Some(shared) = common::shared_data() {
-        let mnist = shared.join("mnist");
-        let out = ok(&[
+    let info = |dataset: &str, dir: &std::path::Path| {
+        ok(&[
             "info",
             "--dataset",
-            "mnist",
+            dataset,
             "--data-dir",
-            mnist.to_str().unwrap(),
-        ]);
+            dir.to_str().unwrap(),
+        ])
+    };
+    let out = info("fashion-mnist", &common::vendored_dir());
+    assert!(out.contains("10000 training images"), "{out}");
+    if let Some(shared) = common::shared_data() {
+        let out = info("mnist", &shared.join("mnist"));
         assert!(
             out.contains("60000 training images, 10000 test images"),
             "{out}"
@@ -215,18 +210,16 @@ fn fetch_through_the_binary() {
     let vendored = common::vendored_dir();
     let labels = std::fs::read(vendored.join("t10k-labels-idx1-ubyte.gz")).unwrap();
     server.route("train-images-idx3-ubyte.gz", Route::new(labels.clone()));
-    let e = fails(
-        &[
-            "fetch",
-            "fashion-mnist",
-            "--dir",
-            target.to_str().unwrap(),
-            "--mirror",
-            &server.base,
-            "-q",
-        ],
-        1,
-    );
+    let args = [
+        "fetch",
+        "fashion-mnist",
+        "--dir",
+        target.to_str().unwrap(),
+        "--mirror",
+        &server.base,
+        "-q",
+    ];
+    let e = fails(&args, 1);
     assert!(
         e.contains("checksum mismatch") && e.contains("train-images-idx3-ubyte.gz"),
         "{e}"
@@ -247,15 +240,6 @@ fn fetch_through_the_binary() {
         let body = std::fs::read(shared.join("fashion-mnist").join(name)).unwrap();
         server.route(name, Route::new(body));
     }
-    let args = [
-        "fetch",
-        "fashion-mnist",
-        "--dir",
-        target.to_str().unwrap(),
-        "--mirror",
-        &server.base,
-        "-q",
-    ];
     let out = ok(&args);
     assert!(
         out.contains("train-images-idx3-ubyte.gz: downloaded"),

@@ -46,6 +46,20 @@ fn fixture(server: &Server, name: &str, len: usize) -> (RemoteFile, Vec<u8>) {
     (file, body)
 }
 
+/// `Outcome::Downloaded { bytes, resumed_from }`.
+fn downloaded(bytes: u64, resumed_from: u64) -> Outcome {
+    Outcome::Downloaded {
+        bytes,
+        resumed_from,
+    }
+}
+
+/// Fetches `file` into `dir`, where a partial download `NAME.part` holding `part` waits.
+fn fetch_over_part(file: &RemoteFile, dir: &Scratch, part: &[u8]) -> Outcome {
+    std::fs::write(dir.path().join(format!("{}.part", file.name)), part).unwrap();
+    Fetcher::new(true).fetch_file(file, dir.path()).unwrap()
+}
+
 #[test]
 fn canonical_fashion_mnist_digests_accept_the_vendored_files() {
     let server = Server::start();
@@ -230,13 +244,7 @@ fn interrupted_download_resumes_with_range() {
     server.route("big.bin", Route::new(body.clone()));
     server.clear_log();
     let outcome = fetcher.fetch_file(&file, dir.path()).unwrap();
-    assert_eq!(
-        outcome,
-        Outcome::Downloaded {
-            bytes: 180_000,
-            resumed_from: 120_000
-        }
-    );
+    assert_eq!(outcome, downloaded(180_000, 120_000));
     assert_eq!(server.seen().len(), 1);
     assert_eq!(server.seen()[0].range.as_deref(), Some("bytes=120000-"));
     assert_eq!(std::fs::read(dir.path().join("big.bin")).unwrap(), body);
@@ -255,15 +263,8 @@ fn server_ignoring_range_restarts_cleanly() {
         },
     );
     let dir = Scratch::new("norange");
-    std::fs::write(dir.path().join("f.bin.part"), &body[..10_000]).unwrap();
-    let outcome = Fetcher::new(true).fetch_file(&file, dir.path()).unwrap();
-    assert_eq!(
-        outcome,
-        Outcome::Downloaded {
-            bytes: 50_000,
-            resumed_from: 0
-        }
-    );
+    let outcome = fetch_over_part(&file, &dir, &body[..10_000]);
+    assert_eq!(outcome, downloaded(50_000, 0));
     assert_eq!(server.seen()[0].range.as_deref(), Some("bytes=10000-"));
     assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
 }
@@ -273,15 +274,8 @@ fn corrupt_partial_file_is_discarded_and_downloaded_again() {
     let server = Server::start();
     let (file, body) = fixture(&server, "f.bin", 40_000);
     let dir = Scratch::new("badpart");
-    std::fs::write(dir.path().join("f.bin.part"), vec![0u8; 15_000]).unwrap();
-    let outcome = Fetcher::new(true).fetch_file(&file, dir.path()).unwrap();
-    assert_eq!(
-        outcome,
-        Outcome::Downloaded {
-            bytes: 40_000,
-            resumed_from: 0
-        }
-    );
+    let outcome = fetch_over_part(&file, &dir, &[0u8; 15_000]);
+    assert_eq!(outcome, downloaded(40_000, 0));
     let seen: Vec<Option<String>> = server.seen().into_iter().map(|s| s.range).collect();
     assert_eq!(seen, [Some("bytes=15000-".to_string()), None]);
     assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
@@ -293,15 +287,8 @@ fn complete_partial_file_is_finished_after_416() {
     let server = Server::start();
     let (file, body) = fixture(&server, "f.bin", 20_000);
     let dir = Scratch::new("416");
-    std::fs::write(dir.path().join("f.bin.part"), &body).unwrap();
-    let outcome = Fetcher::new(true).fetch_file(&file, dir.path()).unwrap();
-    assert_eq!(
-        outcome,
-        Outcome::Downloaded {
-            bytes: 0,
-            resumed_from: 20_000
-        }
-    );
+    let outcome = fetch_over_part(&file, &dir, &body);
+    assert_eq!(outcome, downloaded(0, 20_000));
     assert_eq!(std::fs::read(dir.path().join("f.bin")).unwrap(), body);
 }
 

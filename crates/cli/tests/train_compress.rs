@@ -96,6 +96,11 @@ const TINY: &[&str] = &[
     "--quiet",
 ];
 
+/// Runs `bayesnas` with [`TINY`], then `args`, then `last` (a path).
+fn tiny_train(args: &[&str], last: impl AsRef<std::ffi::OsStr>) -> Output {
+    bin().args(TINY).args(args).arg(last).output().unwrap()
+}
+
 #[test]
 fn bad_genotypes_options_and_checkpoints_are_clear_errors() {
     let dir = scratch("bad");
@@ -180,36 +185,30 @@ fn bad_genotypes_options_and_checkpoints_are_clear_errors() {
     // our own genotype.json (a search's output format) trains
     let own = dir.join("genotype.json");
     std::fs::write(&own, &g).unwrap();
-    let o = bin()
-        .args(TINY)
-        .args([
+    let o = tiny_train(
+        &[
             "--channels",
             "4",
             "--genotype",
             own.to_str().unwrap(),
             "--out",
-        ])
-        .arg(dir.join("own"))
-        .output()
-        .unwrap();
+        ],
+        dir.join("own"),
+    );
     assert!(o.status.success(), "{}", text(&o).1);
 
     // a checkpoint of a C=4 network cannot continue a C=6 run
     let run = dir.join("run");
-    let o = bin()
-        .args(TINY)
-        .args(["--channels", "4", "--genotype", "darts_v2", "--out"])
-        .arg(&run)
-        .output()
-        .unwrap();
+    let o = tiny_train(
+        &["--channels", "4", "--genotype", "darts_v2", "--out"],
+        &run,
+    );
     assert!(o.status.success(), "{}", text(&o).1);
     let ck = run.join("checkpoint.safetensors");
-    let o = bin()
-        .args(TINY)
-        .args(["--genotype", "darts_v2", "--channels", "6", "--resume"])
-        .arg(&ck)
-        .output()
-        .unwrap();
+    let o = tiny_train(
+        &["--genotype", "darts_v2", "--channels", "6", "--resume"],
+        &ck,
+    );
     let (_, err) = text(&o);
     assert!(!o.status.success());
     assert!(
@@ -219,12 +218,10 @@ fn bad_genotypes_options_and_checkpoints_are_clear_errors() {
         "{err}"
     );
     // resuming a finished run with the same options re-reports it
-    let o = bin()
-        .args(TINY)
-        .args(["--channels", "4", "--genotype", "darts_v2", "--resume"])
-        .arg(&run)
-        .output()
-        .unwrap();
+    let o = tiny_train(
+        &["--channels", "4", "--genotype", "darts_v2", "--resume"],
+        &run,
+    );
     assert!(o.status.success(), "{}", text(&o).1);
     assert!(json(&run.join("result.json"))["test_accuracy"].is_number());
     std::fs::remove_dir_all(dir).ok();
@@ -232,9 +229,7 @@ fn bad_genotypes_options_and_checkpoints_are_clear_errors() {
 
 #[test]
 fn help_lists_the_options() {
-    let o = bin().args(["train", "--help"]).output().unwrap();
-    let (h, _) = text(&o);
-    for want in [
+    let train: &[&str] = &[
         "--genotype",
         "--cells",
         "--channels",
@@ -244,12 +239,8 @@ fn help_lists_the_options() {
         "--epochs",
         "--resume",
         "--device",
-    ] {
-        assert!(h.contains(want), "train --help lacks {want}:\n{h}");
-    }
-    let o = bin().args(["compress", "--help"]).output().unwrap();
-    let (h, _) = text(&o);
-    for want in [
+    ];
+    let compress: &[&str] = &[
         "--model",
         "lenet-300-100",
         "lenet5",
@@ -258,8 +249,13 @@ fn help_lists_the_options() {
         "--lambda",
         "--threshold",
         "--device",
-    ] {
-        assert!(h.contains(want), "compress --help lacks {want}:\n{h}");
+    ];
+    for (command, wants) in [("train", train), ("compress", compress)] {
+        let o = bin().args([command, "--help"]).output().unwrap();
+        let (h, _) = text(&o);
+        for want in wants {
+            assert!(h.contains(want), "{command} --help lacks {want}:\n{h}");
+        }
     }
 }
 

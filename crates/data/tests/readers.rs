@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bayesnas_data::{cifar, idx, DataError, DataSource, Dataset, DatasetKind};
 use common::{cifar_batch, gzip, idx_pair, Scratch};
@@ -16,6 +16,20 @@ fn assert_names(err: &DataError, path: &Path) {
         "message {msg:?} does not name {}",
         path.display()
     );
+}
+
+/// Writes `images` and `labels` to the files `images` and `labels` of `dir` and loads them
+/// as `kind`, which must fail: the error and the two paths.
+fn idx_error(
+    dir: &Scratch,
+    kind: DatasetKind,
+    images: &[u8],
+    labels: &[u8],
+) -> (DataError, PathBuf, PathBuf) {
+    let i = dir.write("images", images);
+    let l = dir.write("labels", labels);
+    let err = Dataset::load_idx(kind, &i, &l).unwrap_err();
+    (err, i, l)
 }
 
 #[test]
@@ -41,9 +55,7 @@ fn idx_valid_raw_and_gzip_load_identically() {
 fn idx_truncated_images() {
     let dir = Scratch::new("idx-trunc");
     let (img, lab, ..) = idx_pair(10, 2);
-    let i = dir.write("images", &img[..img.len() - 1]);
-    let l = dir.write("labels", &lab);
-    let err = Dataset::load_idx(DatasetKind::Mnist, &i, &l).unwrap_err();
+    let (err, i, _) = idx_error(&dir, DatasetKind::Mnist, &img[..img.len() - 1], &lab);
     match &err {
         DataError::Truncated {
             expected, found, ..
@@ -83,9 +95,7 @@ fn idx_trailing_data() {
     let dir = Scratch::new("idx-trailing");
     let (img, mut lab, ..) = idx_pair(4, 4);
     lab.push(0);
-    let i = dir.write("images", &img);
-    let l = dir.write("labels", &lab);
-    let err = Dataset::load_idx(DatasetKind::Mnist, &i, &l).unwrap_err();
+    let (err, _, l) = idx_error(&dir, DatasetKind::Mnist, &img, &lab);
     assert!(matches!(err, DataError::TrailingData { .. }), "{err:?}");
     assert_names(&err, &l);
 }
@@ -95,9 +105,7 @@ fn idx_wrong_magic() {
     let dir = Scratch::new("idx-magic");
     let (img, lab, ..) = idx_pair(5, 5);
     // Files swapped: the labels file where images are expected and vice versa.
-    let i = dir.write("images", &lab);
-    let l = dir.write("labels", &img);
-    let err = Dataset::load_idx(DatasetKind::FashionMnist, &i, &l).unwrap_err();
+    let (err, i, l) = idx_error(&dir, DatasetKind::FashionMnist, &lab, &img);
     match &err {
         DataError::BadMagic {
             expected, found, ..
@@ -133,9 +141,7 @@ fn idx_count_mismatch() {
     let dir = Scratch::new("idx-count");
     let (img, ..) = idx_pair(6, 6);
     let (_, lab, ..) = idx_pair(7, 6);
-    let i = dir.write("images", &img);
-    let l = dir.write("labels", &lab);
-    let err = Dataset::load_idx(DatasetKind::Mnist, &i, &l).unwrap_err();
+    let (err, i, l) = idx_error(&dir, DatasetKind::Mnist, &img, &lab);
     match &err {
         DataError::CountMismatch { images, labels, .. } => assert_eq!((*images, *labels), (6, 7)),
         other => panic!("expected CountMismatch, got {other:?}"),
@@ -149,9 +155,7 @@ fn idx_label_out_of_range() {
     let dir = Scratch::new("idx-label");
     let (img, mut lab, ..) = idx_pair(12, 7);
     lab[8 + 11] = 10;
-    let i = dir.write("images", &img);
-    let l = dir.write("labels", &lab);
-    let err = Dataset::load_idx(DatasetKind::Mnist, &i, &l).unwrap_err();
+    let (err, _, l) = idx_error(&dir, DatasetKind::Mnist, &img, &lab);
     match &err {
         DataError::LabelOutOfRange {
             index,
@@ -167,9 +171,12 @@ fn idx_label_out_of_range() {
 #[test]
 fn idx_wrong_image_size_and_empty() {
     let dir = Scratch::new("idx-dims");
-    let i = dir.write("images", &idx::encode_images(2, 32, 32, &[0; 2 * 32 * 32]));
-    let l = dir.write("labels", &idx::encode_labels(&[1, 2]));
-    let err = Dataset::load_idx(DatasetKind::FashionMnist, &i, &l).unwrap_err();
+    let (err, i, _) = idx_error(
+        &dir,
+        DatasetKind::FashionMnist,
+        &idx::encode_images(2, 32, 32, &[0; 2 * 32 * 32]),
+        &idx::encode_labels(&[1, 2]),
+    );
     assert!(matches!(err, DataError::Dimensions { .. }), "{err:?}");
     assert_names(&err, &i);
 

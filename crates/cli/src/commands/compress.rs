@@ -15,7 +15,9 @@ use serde::Serialize;
 use crate::data::{split_parts, CompressFeed};
 use crate::error::{CliError, CliResult};
 use crate::metrics::MetricsWriter;
-use crate::opts::RuntimeOpts;
+use crate::opts::{
+    check_at_least_one, check_max_batches, check_unit_interval, usage, RuntimeOpts, SgdOpts,
+};
 use crate::progress::Progress;
 
 /// `--model` values.
@@ -99,6 +101,7 @@ impl From<PenaltyMode> for PenaltyArg {
 /// [`CompressSettings::for_model`]; the defaults every model shares are clap defaults (from
 /// the same constants) and show as such in `--help`.
 #[derive(Args, Debug, Clone)]
+#[command(mut_arg("weight_decay", |a| a.help("Weight decay [default: 5e-4]")))]
 pub struct CompressArgs {
     /// Network to compress
     #[arg(long, value_enum, help_heading = "Model")]
@@ -193,17 +196,9 @@ pub struct CompressArgs {
     /// --lr, lenet5 0.02]
     #[arg(long, value_name = "LR", help_heading = "Training")]
     pub finetune_lr: Option<f32>,
-    /// SGD momentum
-    #[arg(
-        long,
-        default_value_t = CompressSettings::MOMENTUM,
-        value_name = "M",
-        help_heading = "Training"
-    )]
-    pub momentum: f32,
-    /// Weight decay [default: 5e-4]
-    #[arg(long, value_name = "WD", help_heading = "Training")]
-    pub weight_decay: Option<f32>,
+    /// `--momentum` (its default, 0.9, is [`CompressSettings::MOMENTUM`]), `--weight-decay`.
+    #[command(flatten)]
+    pub sgd: SgdOpts,
     /// Weight decay of the fine-tune [default: --weight-decay]
     #[arg(long, value_name = "WD", help_heading = "Training")]
     pub finetune_weight_decay: Option<f32>,
@@ -223,7 +218,7 @@ impl CompressArgs {
         let model: Model = self.model.into();
         let defaults = CompressSettings::for_model(model);
         let lr = self.lr.unwrap_or(defaults.lr);
-        let weight_decay = self.weight_decay.unwrap_or(defaults.weight_decay);
+        let weight_decay = self.sgd.weight_decay_or(defaults.weight_decay);
         let d = CompressSettings::for_model_with(model, lr, weight_decay);
         let s = CompressSettings {
             lambda: self.lambda.clone().unwrap_or(d.lambda),
@@ -234,7 +229,7 @@ impl CompressArgs {
             finetune_epochs: self.finetune_epochs.unwrap_or(d.finetune_epochs),
             lr,
             finetune_lr: self.finetune_lr.unwrap_or(d.finetune_lr),
-            momentum: self.momentum,
+            momentum: self.sgd.momentum,
             weight_decay,
             finetune_weight_decay: self
                 .finetune_weight_decay
@@ -250,7 +245,6 @@ impl CompressArgs {
             valid_fraction: self.valid_fraction,
             max_batches: self.max_batches.or(d.max_batches),
         };
-        let usage = |m: String| Err(CliError::Usage(m));
         let layers = model.original_structure().len();
         for (flag, v) in [
             ("--lambda", &s.lambda),
@@ -263,33 +257,18 @@ impl CompressArgs {
                 ));
             }
         }
-        if s.loops == 0 {
-            return usage("--loops 0: must be at least 1".into());
-        }
-        if s.epochs_per_loop == 0 {
-            return usage("--epochs-per-loop 0: must be at least 1".into());
-        }
-        if s.curvature_batches == 0 {
-            return usage("--curvature-batches 0: must be at least 1".into());
-        }
+        check_at_least_one("--loops", s.loops)?;
+        check_at_least_one("--epochs-per-loop", s.epochs_per_loop)?;
+        check_at_least_one("--curvature-batches", s.curvature_batches)?;
         if s.crop_padding > 14 {
             return usage(format!(
                 "--crop-padding {}: at most 14 (half the image)",
                 s.crop_padding
             ));
         }
-        if s.batch < 1 {
-            return usage("--batch 0: must be at least 1".into());
-        }
-        if s.max_batches == Some(0) {
-            return usage("--max-batches 0: must be at least 1".into());
-        }
-        if !(s.valid_fraction >= 0.0 && s.valid_fraction < 1.0) {
-            return usage(format!(
-                "--valid-fraction {}: must be in [0, 1)",
-                s.valid_fraction
-            ));
-        }
+        check_at_least_one("--batch", s.batch)?;
+        check_max_batches(s.max_batches)?;
+        check_unit_interval("--valid-fraction", s.valid_fraction)?;
         s.validate()
             .map_err(|e| CliError::Usage(format!("invalid settings: {e}")))?;
         Ok(s)

@@ -19,7 +19,10 @@ use serde::Serialize;
 use crate::data::{batches, split_parts};
 use crate::error::{CliError, CliResult};
 use crate::metrics::MetricsWriter;
-use crate::opts::{CommonOpts, SgdOpts};
+use crate::opts::{
+    check_at_least_one, check_batch_norm_batch, check_cells, check_channels, check_max_batches,
+    check_non_negative, check_positive, check_unit_interval, usage, CommonOpts, SgdOpts,
+};
 use crate::progress::Progress;
 
 /// Options of `bayesnas train`.
@@ -140,65 +143,29 @@ impl TrainArgs {
     }
 
     fn check(&self) -> CliResult<()> {
-        let usage = |m: String| Err(CliError::Usage(m));
-        if self.cells < 3 {
-            return usage(format!(
-                "--cells {}: at least 3 cells are needed (normal cells and two reductions)",
-                self.cells
-            ));
-        }
-        if self.channels < 2 || self.channels % 2 != 0 {
-            return usage(format!(
-                "--channels {}: must be an even number of at least 2",
-                self.channels
-            ));
-        }
-        if self.batch < 2 {
-            return usage(format!(
-                "--batch {}: batch norm needs at least 2 images per batch",
-                self.batch
-            ));
-        }
-        if self.epochs == 0 {
-            return usage("--epochs 0: must be at least 1".into());
-        }
-        if self.max_batches == Some(0) {
-            return usage("--max-batches 0: must be at least 1".into());
-        }
+        check_cells(self.cells)?;
+        check_channels(self.channels)?;
+        check_batch_norm_batch(self.batch)?;
+        check_at_least_one("--epochs", self.epochs)?;
+        check_max_batches(self.max_batches)?;
         if !(self.valid_fraction > 0.0 && self.valid_fraction < 1.0) {
             return usage(format!(
                 "--valid-fraction {}: must be strictly between 0 and 1",
                 self.valid_fraction
             ));
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return usage(format!("--lr {}: must be positive", self.lr));
-        }
+        check_positive("--lr", self.lr)?;
         if !(self.lr_min >= 0.0 && self.lr_min <= self.lr) {
             return usage(format!(
                 "--lr-min {}: must be between 0 and --lr",
                 self.lr_min
             ));
         }
-        if !(0.0..1.0).contains(&self.sgd.momentum) {
-            return usage(format!(
-                "--momentum {}: must be in [0, 1)",
-                self.sgd.momentum
-            ));
-        }
-        let weight_decay = self.weight_decay();
-        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
-            return usage(format!("--weight-decay {weight_decay}: must be >= 0"));
-        }
-        if !(self.grad_clip.is_finite() && self.grad_clip > 0.0) {
-            return usage(format!("--grad-clip {}: must be positive", self.grad_clip));
-        }
-        if !(0.0..1.0).contains(&self.drop_path) {
-            return usage(format!("--drop-path {}: must be in [0, 1)", self.drop_path));
-        }
-        if !(self.aux_weight.is_finite() && self.aux_weight >= 0.0) {
-            return usage(format!("--aux-weight {}: must be >= 0", self.aux_weight));
-        }
+        check_unit_interval("--momentum", self.sgd.momentum)?;
+        check_non_negative("--weight-decay", self.weight_decay())?;
+        check_positive("--grad-clip", self.grad_clip)?;
+        check_unit_interval("--drop-path", self.drop_path)?;
+        check_non_negative("--aux-weight", self.aux_weight)?;
         if let (Some(r), Some(o)) = (&self.resume, &self.common.runtime.out) {
             if resume_dir(r) != *o {
                 return usage(

@@ -21,7 +21,10 @@ use serde::Serialize;
 
 use crate::data::SearchFeed;
 use crate::error::{CliError, CliResult};
-use crate::opts::{CommonOpts, SgdOpts};
+use crate::opts::{
+    check_at_least_one, check_batch_norm_batch, check_cells, check_channels, check_max_batches,
+    check_positive, check_unit_interval, usage, CommonOpts, SgdOpts,
+};
 use crate::progress::Progress;
 
 mod outputs;
@@ -309,46 +312,19 @@ impl SearchArgs {
                 None => DEFAULT_MAX_PARAM_FREE,
             },
         };
-        let usage = |m: String| Err(CliError::Usage(m));
-        if r.channels < 2 || r.channels % 2 != 0 {
-            return usage(format!(
-                "--channels {}: must be an even number of at least 2",
-                r.channels
-            ));
-        }
-        if r.cells < 3 {
-            return usage(format!(
-                "--cells {}: at least 3 cells are needed (normal cells and two reductions)",
-                r.cells
-            ));
-        }
-        if r.batch < 2 {
-            return usage(format!(
-                "--batch {}: batch norm needs at least 2 images per batch",
-                r.batch
-            ));
-        }
+        check_channels(r.channels)?;
+        check_cells(r.cells)?;
+        check_batch_norm_batch(r.batch)?;
         if !(0.0..=1.0).contains(&self.tau) {
             return usage(format!("--tau {}: must be between 0 and 1", self.tau));
         }
-        if self.max_batches == Some(0) {
-            return usage("--max-batches 0: must be at least 1".into());
-        }
-        if !(r.switch_lr.is_finite() && r.switch_lr > 0.0) {
-            return usage(format!("--switch-lr {}: must be positive", r.switch_lr));
-        }
+        check_max_batches(self.max_batches)?;
+        check_positive("--switch-lr", r.switch_lr)?;
         if self.warmup_steps == Some(0) {
             return usage("--warmup-steps 0: must be at least 1 (or --warmup-epochs 0)".into());
         }
-        if !(0.0..1.0).contains(&self.param_free_dropout) {
-            return usage(format!(
-                "--param-free-dropout {}: must be in [0, 1)",
-                self.param_free_dropout
-            ));
-        }
-        if self.perturb_images == 0 {
-            return usage("--perturb-images 0: must be at least 1".into());
-        }
+        check_unit_interval("--param-free-dropout", self.param_free_dropout)?;
+        check_at_least_one("--perturb-images", self.perturb_images)?;
         if self.curvature_batches == 0 || self.rounds == 0 || self.switch_epochs == 0 {
             return usage(
                 "--curvature-batches, --rounds and --switch-epochs must be at least 1".into(),
