@@ -71,14 +71,16 @@ fn tiny(channels: usize) -> SupernetConfig {
 }
 
 fn searcher(rounds: usize) -> Searcher {
-    let settings = SearchSettings {
-        rounds,
-        curvature_batches: 2,
-        seed: 9,
-        switches_lr: 0.05,
-        ..SearchSettings::default()
-    };
-    common::searcher(tiny(4), settings)
+    common::searcher(
+        tiny(4),
+        SearchSettings {
+            rounds,
+            curvature_batches: 2,
+            seed: 9,
+            switches_lr: 0.05,
+            ..SearchSettings::default()
+        },
+    )
 }
 
 fn tmpdir(tag: &str) -> std::path::PathBuf {
