@@ -115,6 +115,10 @@ pub fn evaluate(
     Ok(totals)
 }
 
+/// A step of [`train_pass`]: `(step, images, labels)` to the batch's mean loss and correct
+/// predictions.
+pub type TrainStep<'a> = dyn FnMut(usize, Tensor, &[u32]) -> Result<(f64, usize)> + 'a;
+
 /// One training pass over `batches`: `step(step, images, labels)` trains on each batch and
 /// returns its mean loss and correct predictions; `on_step(step + 1, mean loss, accuracy,
 /// images)` after each batch, with the running means. Returns the sums (the loss summed as in
@@ -122,7 +126,7 @@ pub fn evaluate(
 /// epochs through this one loop.
 pub fn train_pass(
     batches: &mut dyn Iterator<Item = Result<Batch>>,
-    step: &mut dyn FnMut(usize, Tensor, &[u32]) -> Result<(f64, usize)>,
+    step: &mut TrainStep<'_>,
     on_step: &mut dyn FnMut(usize, f64, f64, usize),
 ) -> Result<(Evaluation, f64)> {
     let mut totals = Evaluation::default();
