@@ -90,18 +90,7 @@ pub fn bench_step(
     for i in 0..warmup + steps {
         let x = Tensor::randn(&[batch, k, image, image], 1.0, &mut rng);
         let labels: Vec<u32> = (0..batch).map(|_| rng.below(classes) as u32).collect();
-        let (_, t) = s.step(
-            x,
-            &labels,
-            StepOptions {
-                train_switches: true,
-                curvature: true,
-                lr_factor: 1.0,
-                update: true,
-                param_free_dropout: 0.0,
-                dropout_rng: None,
-            },
-        )?;
+        let (_, t) = s.step(x, &labels, StepOptions::full())?;
         if i >= warmup {
             all.push(t);
         }

@@ -7,10 +7,12 @@
 //! while the evaluation network has affine batch norms, bare pools, and DARTS' `model.py`
 //! parameter names (so its trained weights load into the PyTorch model).
 
+use std::collections::HashMap;
+
 use bayesnas_engine::nn::{BatchNorm2d, Conv2d};
 use bayesnas_engine::prelude::*;
 
-use crate::space::Op;
+use crate::space::{reduction_cells, CellType, Node, Op};
 use crate::supernet::WEIGHTS;
 
 /// Which network the layers belong to.
@@ -49,6 +51,148 @@ impl Flavour {
             Flavour::Search => format!("{prefix}.{ours}"),
             Flavour::Eval => format!("{prefix}.{darts}"),
         }
+    }
+}
+
+/// The stem: 3x3 conv from the image channels, then an affine BN (in both flavours).
+#[derive(Clone, Debug)]
+pub(crate) struct Stem {
+    conv: Conv2d,
+    bn: BatchNorm2d,
+}
+
+impl Stem {
+    pub(crate) fn new(
+        f: Flavour,
+        store: &mut ParamStore,
+        in_channels: usize,
+        stem_c: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let conv_name = f.name("stem", "conv", "0");
+        let spec = Conv2dSpec::new().padding(1);
+        let conv = f.conv(store, &conv_name, in_channels, stem_c, 3, spec, rng)?;
+        let bn = BatchNorm2d::new(store, &f.name("stem", "bn", "1"), WEIGHTS, stem_c, true)?;
+        Ok(Stem { conv, bn })
+    }
+
+    pub(crate) fn forward(&self, t: &mut Tape, store: &mut ParamStore, x: Var) -> Result<Var> {
+        let s = self.conv.forward(t, store, x)?;
+        self.bn.forward(t, store, s)
+    }
+}
+
+/// Where a cell stands in its network (see [`build_cells`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CellSlot {
+    /// Position in depth order; the cell's parameters are named `cells.{index}.*`.
+    pub(crate) index: usize,
+    pub(crate) cell_type: CellType,
+    /// Channels per node of this cell.
+    pub(crate) c: usize,
+}
+
+impl CellSlot {
+    /// The name prefix of the cell's parameters.
+    pub(crate) fn name(&self) -> String {
+        format!("cells.{}", self.index)
+    }
+}
+
+/// Builds the cells of a network of `cells` cells (reductions at 1/3 and 2/3 of the depth)
+/// after a stem of `stem_c` channels, DARTS' channel bookkeeping: `c` channels per node in
+/// the first stage, doubled at each reduction cell; `c_{k-2}` is factorized-reduced after a
+/// reduction cell. For each cell, the pre-processing of its inputs is built, then
+/// `build(store, slot, inputs, rng)` builds the rest and returns the cell with its output
+/// width.
+/// Returns the cells in depth order and the output width of the last one.
+pub(crate) fn build_cells<C>(
+    f: Flavour,
+    store: &mut ParamStore,
+    cells: usize,
+    stem_c: usize,
+    c: usize,
+    rng: &mut Rng,
+    mut build: impl FnMut(&mut ParamStore, CellSlot, CellInputs, &mut Rng) -> Result<(C, usize)>,
+) -> Result<(Vec<C>, usize)> {
+    let (mut c_pp, mut c_p, mut c_cur) = (stem_c, stem_c, c);
+    let mut built = Vec::new();
+    let mut reduction_prev = false;
+    for (index, &red) in reduction_cells(cells).iter().enumerate() {
+        if red {
+            c_cur *= 2;
+        }
+        let cell_type = if red {
+            CellType::Reduce
+        } else {
+            CellType::Normal
+        };
+        let name = format!("cells.{index}");
+        let in1_name = f.name(&name, "pre_in1", "preprocess0");
+        let in0_name = f.name(&name, "pre_in0", "preprocess1");
+        let inputs = CellInputs {
+            in1: Pre::new(f, store, &in1_name, reduction_prev, c_pp, c_cur, rng)?,
+            in0: ReluConvBn::new(f, store, &in0_name, c_p, c_cur, rng)?,
+        };
+        let slot = CellSlot {
+            index,
+            cell_type,
+            c: c_cur,
+        };
+        let (cell, width) = build(store, slot, inputs, rng)?;
+        built.push(cell);
+        reduction_prev = red;
+        c_pp = c_p;
+        c_p = width;
+    }
+    Ok((built, c_p))
+}
+
+/// The pre-processing of a cell's inputs: `c_{k-2}` (our `in1`, DARTS `preprocess0`) by
+/// [`Pre`], `c_{k-1}` (our `in0`, DARTS `preprocess1`) by ReLU-conv-BN.
+#[derive(Clone, Debug)]
+pub(crate) struct CellInputs {
+    in1: Pre,
+    in0: ReluConvBn,
+}
+
+impl CellInputs {
+    /// The states of the input nodes: `in1` from `prev_prev`, then `in0` from `prev`.
+    pub(crate) fn forward(
+        &self,
+        t: &mut Tape,
+        store: &mut ParamStore,
+        prev_prev: Var,
+        prev: Var,
+    ) -> Result<HashMap<Node, Var>> {
+        let in1 = self.in1.forward(t, store, prev_prev)?;
+        let in0 = self.in0.forward(t, store, prev)?;
+        Ok(HashMap::from([(Node::In0, in0), (Node::In1, in1)]))
+    }
+}
+
+/// `relu(x)` of the state `x` of `node`, taken once per cell (cached in `relus`): every op of
+/// the cell that starts with a ReLU reads the same one.
+pub(crate) fn relu_once(
+    t: &mut Tape,
+    relus: &mut HashMap<Node, Var>,
+    node: Node,
+    x: Var,
+) -> Result<Var> {
+    if let Some(&r) = relus.get(&node) {
+        return Ok(r);
+    }
+    let r = t.relu(x)?;
+    relus.insert(node, r);
+    Ok(r)
+}
+
+/// The state of a node: the sum of its terms (the term itself when there is one).
+pub(crate) fn sum_terms(t: &mut Tape, terms: &[Var]) -> Result<Var> {
+    if terms.len() == 1 {
+        Ok(terms[0])
+    } else {
+        t.sum(terms)
     }
 }
 

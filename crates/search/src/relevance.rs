@@ -305,26 +305,15 @@ impl RelevanceReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bayes::UpdateConfig;
+    use crate::bayes::updated_bayesnas_prior;
     use crate::space::SearchSpace;
 
     fn updated_prior() -> Prior {
-        let space = SearchSpace::bayesnas();
-        let mut prior = Prior::new(&space).unwrap();
-        let mut n = prior.stats_template(CellType::Normal, 6);
-        let mut r = prior.stats_template(CellType::Reduce, 2);
-        for st in [&mut n, &mut r] {
-            for g in 0..st.n_groups() {
-                for c in 0..st.n_cells() {
-                    let kind = GroupKind::from_index(g, 7);
-                    let s = ((g * 7 + c * 3) % 11) as f64 / 10.0;
-                    let h = ((g + c) % 5) as f64 * 1e-3;
-                    st.set(kind, c, s, h).unwrap();
-                }
-            }
-        }
-        prior.update(&n, &r, &UpdateConfig::new(0.005)).unwrap();
-        prior
+        updated_bayesnas_prior(|_, g, _, c| {
+            let s = ((g * 7 + c * 3) % 11) as f64 / 10.0;
+            let h = ((g + c) % 5) as f64 * 1e-3;
+            (s, h)
+        })
     }
 
     #[test]

@@ -7,10 +7,12 @@
 
 use std::collections::HashMap;
 
-use bayesnas_engine::nn::{BatchNorm2d, Conv2d, Linear};
+use bayesnas_engine::nn::Linear;
 use bayesnas_engine::prelude::*;
 
-use crate::layers::{Flavour, OpLayers, Pre, ReluConvBn};
+use crate::layers::{
+    build_cells, relu_once, sum_terms, CellInputs, CellSlot, Flavour, OpLayers, Stem,
+};
 use crate::space::{reduction_cells, CellType, Edge, Node, SearchSpace};
 
 /// Optimiser group of network weights.
@@ -106,10 +108,8 @@ pub struct MixedEdge {
 pub struct SearchCell {
     /// Normal or reduction.
     pub cell_type: CellType,
-    /// For `in1` (`c_{k-2}`).
-    pre_in1: Pre,
-    /// For `in0` (`c_{k-1}`).
-    pre_in0: ReluConvBn,
+    /// For `in1` (`c_{k-2}`) and `in0` (`c_{k-1}`).
+    inputs: CellInputs,
     /// The edges in the space's order.
     pub edges: Vec<MixedEdge>,
 }
@@ -119,38 +119,22 @@ pub struct SearchCell {
 pub struct Supernet {
     /// The shape it was built with.
     pub config: SupernetConfig,
-    stem: Conv2d,
-    stem_bn: BatchNorm2d,
+    stem: Stem,
     /// The cells in depth order.
     pub cells: Vec<SearchCell>,
     classifier: Linear,
 }
 
 impl SearchCell {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         store: &mut ParamStore,
-        index: usize,
+        slot: CellSlot,
+        inputs: CellInputs,
         space: &SearchSpace,
-        cell_type: CellType,
-        reduction_prev: bool,
-        c_pp: usize,
-        c_p: usize,
-        c: usize,
         rng: &mut Rng,
     ) -> Result<Self> {
-        let name = format!("cells.{index}");
+        let (name, cell_type, c) = (slot.name(), slot.cell_type, slot.c);
         let f = Flavour::Search;
-        let pre_in1 = Pre::new(
-            f,
-            store,
-            &format!("{name}.pre_in1"),
-            reduction_prev,
-            c_pp,
-            c,
-            rng,
-        )?;
-        let pre_in0 = ReluConvBn::new(f, store, &format!("{name}.pre_in0"), c_p, c, rng)?;
         let mut edges = Vec::new();
         for (e, &edge) in space.edges(cell_type).iter().enumerate() {
             let stride = edge.stride(cell_type);
@@ -184,8 +168,7 @@ impl SearchCell {
         }
         Ok(SearchCell {
             cell_type,
-            pre_in1,
-            pre_in0,
+            inputs,
             edges,
         })
     }
@@ -199,10 +182,8 @@ impl SearchCell {
         prev: Var,
         handicap: &mut Option<Handicap>,
     ) -> Result<Var> {
-        let in1 = self.pre_in1.forward(t, store, prev_prev)?;
-        let in0 = self.pre_in0.forward(t, store, prev)?;
+        let mut states = self.inputs.forward(t, store, prev_prev, prev)?;
         let n = crate::space::NUM_INTERMEDIATE;
-        let mut states: HashMap<Node, Var> = HashMap::from([(Node::In0, in0), (Node::In1, in1)]);
         let mut relus: HashMap<Node, Var> = HashMap::new();
         for node in 0..n {
             let mut incoming = Vec::new();
@@ -213,14 +194,7 @@ impl SearchCell {
                         me.edge
                     ))
                 })?;
-                let rx = match relus.get(&me.edge.from) {
-                    Some(&r) => r,
-                    None => {
-                        let r = t.relu(x)?;
-                        relus.insert(me.edge.from, r);
-                        r
-                    }
-                };
+                let rx = relu_once(t, &mut relus, me.edge.from, x)?;
                 let mut outs = Vec::with_capacity(me.ops.len());
                 for op in &me.ops {
                     let y = op.forward(t, store, x, rx)?;
@@ -232,11 +206,7 @@ impl SearchCell {
                 let (s, s0) = (t.param(store, me.s), t.param(store, me.s0));
                 incoming.push(t.mixed(&outs, s, s0)?);
             }
-            let state = if incoming.len() == 1 {
-                incoming[0]
-            } else {
-                t.sum(&incoming)?
-            };
+            let state = sum_terms(t, &incoming)?;
             states.insert(Node::Inter(node), state);
         }
         let outs: Vec<Var> = (0..n).map(|i| states[&Node::Inter(i)]).collect();
@@ -249,50 +219,27 @@ impl Supernet {
     /// (group [`SWITCHES`], initialised to 1) in `store`.
     pub fn new(config: SupernetConfig, store: &mut ParamStore, rng: &mut Rng) -> Result<Supernet> {
         config.validate()?;
-        let c = config.channels;
-        let stem_c = 3 * c;
-        let stem = Flavour::Search.conv(
+        let stem_c = 3 * config.channels;
+        let stem = Stem::new(Flavour::Search, store, config.in_channels, stem_c, rng)?;
+        let (cells, c_p) = build_cells(
+            Flavour::Search,
             store,
-            "stem.conv",
-            config.in_channels,
+            config.cells,
             stem_c,
-            3,
-            Conv2dSpec::new().padding(1),
+            config.channels,
             rng,
+            |store, slot, inputs, rng| {
+                let width = crate::space::NUM_INTERMEDIATE * slot.c;
+                Ok((
+                    SearchCell::new(store, slot, inputs, &config.space, rng)?,
+                    width,
+                ))
+            },
         )?;
-        let stem_bn = BatchNorm2d::new(store, "stem.bn", WEIGHTS, stem_c, true)?;
-        let (mut c_pp, mut c_p, mut c_cur) = (stem_c, stem_c, c);
-        let mut cells = Vec::new();
-        let mut reduction_prev = false;
-        for (i, &red) in reduction_cells(config.cells).iter().enumerate() {
-            if red {
-                c_cur *= 2;
-            }
-            let ct = if red {
-                CellType::Reduce
-            } else {
-                CellType::Normal
-            };
-            cells.push(SearchCell::new(
-                store,
-                i,
-                &config.space,
-                ct,
-                reduction_prev,
-                c_pp,
-                c_p,
-                c_cur,
-                rng,
-            )?);
-            reduction_prev = red;
-            c_pp = c_p;
-            c_p = crate::space::NUM_INTERMEDIATE * c_cur;
-        }
         let classifier = Linear::new(store, "classifier", WEIGHTS, c_p, config.classes, true, rng)?;
         Ok(Supernet {
             config,
             stem,
-            stem_bn,
             cells,
             classifier,
         })
@@ -312,7 +259,6 @@ impl Supernet {
         mut handicap: Option<Handicap>,
     ) -> Result<Var> {
         let s = self.stem.forward(t, store, x)?;
-        let s = self.stem_bn.forward(t, store, s)?;
         let (mut pp, mut p) = (s, s);
         for cell in &self.cells {
             let out = cell.forward(t, store, pp, p, &mut handicap)?;

@@ -1,6 +1,6 @@
 //! What the SVG pictures of this crate share ([`crate::draw`]'s cell drawings and
 //! [`crate::heatmap`]'s heat maps): the opening element, the white background with the bold
-//! title, text escaping, and the outer margin and text metrics their layouts size text with.
+//! title, text escaping (also of the DOT labels), and the outer margin and text metrics their layouts size text with.
 
 use std::fmt::Write as _;
 
@@ -40,16 +40,25 @@ pub(crate) fn background_and_title(s: &mut String, w: f64, h: f64, margin: f64, 
 
 /// Escapes text for XML content and attribute values.
 pub fn xml_escape(s: &str) -> String {
+    escape_chars(s, |c| match c {
+        '&' => Some("&amp;"),
+        '<' => Some("&lt;"),
+        '>' => Some("&gt;"),
+        '"' => Some("&quot;"),
+        '\'' => Some("&apos;"),
+        c if (c as u32) < 0x20 && c != '\n' && c != '\t' => Some(" "),
+        _ => None,
+    })
+}
+
+/// `s` with every character that `replace` maps to a replacement replaced by it (the
+/// escaping of the SVG text and of the DOT labels).
+pub(crate) fn escape_chars(s: &str, replace: impl Fn(char) -> Option<&'static str>) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => out.push(' '),
-            c => out.push(c),
+        match replace(c) {
+            Some(r) => out.push_str(r),
+            None => out.push(c),
         }
     }
     out

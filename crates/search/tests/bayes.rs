@@ -3,8 +3,8 @@
 //! prior unchanged, the penalty and the serialised prior.
 
 use bayesnas_search::bayes::{
-    update_group, BayesError, CellTypeStats, GroupId, GroupKind, GroupStatus, NegativeCurvature,
-    Prior, UpdateConfig, UpdateSummary,
+    update_group, BayesError, CellTypeStats, GroupId, GroupKind, GroupStatus, GroupUpdate,
+    NegativeCurvature, Prior, UpdateConfig, UpdateSummary,
 };
 use bayesnas_search::{CellType, Edge, Node, Op, SearchSpace};
 
@@ -28,6 +28,22 @@ fn tiny_space() -> SearchSpace {
         reduce: edges,
         ops: vec![Op::SepConv3x3, Op::SkipConnect],
     }
+}
+
+/// Sets group `g` of a 2-cell template: switches `s` and curvatures `h`, cell by cell.
+fn set_two_cells(st: &mut CellTypeStats, g: GroupKind, s: (f64, f64), h: (f64, f64)) {
+    st.set(g, 0, s.0, h.0).unwrap();
+    st.set(g, 1, s.1, h.1).unwrap();
+}
+
+/// [`update_group`] with negative curvature rejected.
+fn update_rejecting(
+    gamma: f64,
+    s: &[f64],
+    h: &[f64],
+    lambda: f64,
+) -> Result<GroupUpdate, BayesError> {
+    update_group(gamma, s, h, lambda, NegativeCurvature::Reject)
 }
 
 const P0: GroupKind = GroupKind::Parent { edge: 0 };
@@ -59,32 +75,26 @@ fn update_matches_hand_computation() {
     //   C = 1/(1/1 + 1) = 1/2 for both cells
     //   omega = sqrt(1/(1+1) + 1/(1+1)) = sqrt(1) = 1
     //   gamma0 = ||(3,4)|| / 1 = 5
-    st.set(P0, 0, 3.0, 0.5).unwrap();
-    st.set(P0, 1, 4.0, 0.5).unwrap();
+    set_two_cells(&mut st, P0, (3.0, 4.0), (0.5, 0.5));
     // Parent, edge 1: s = (0.6, 0.8), h = (1.5, 0) -> H = (3, 0)
     //   C = (1/(1+3), 1/(1+0)) = (1/4, 1)
     //   omega = sqrt(3/(1+3) + 0) = sqrt(3)/2
     //   gamma0 = 1 / (sqrt(3)/2) = 2/sqrt(3)
-    st.set(P1, 0, 0.6, 1.5).unwrap();
-    st.set(P1, 1, 0.8, 0.0).unwrap();
+    set_two_cells(&mut st, P1, (0.6, 0.8), (1.5, 0.0));
     // Child edge 0 op 0: s = (1, 1), h = (0.75, 0.75) -> H = h/0.25 = (3, 3)
     //   C = (1/4, 1/4); omega = sqrt(3/4 + 3/4) = sqrt(3/2)
     //   gamma_k = sqrt(2) / sqrt(3/2) = 2/sqrt(3)
     //   gamma_tilde = 1/(sqrt(3)/2 + 1/5)
-    st.set(C00, 0, 1.0, 0.75).unwrap();
-    st.set(C00, 1, 1.0, 0.75).unwrap();
+    set_two_cells(&mut st, C00, (1.0, 1.0), (0.75, 0.75));
     // Child edge 0 op 1: s = (0, 0) -> dead: gamma_k = 0, gamma_tilde = 0
     //   h = (0.25, 0.5) -> H = (1, 2); C = (1/2, 1/3); omega = sqrt(1/2 + 2/3) = sqrt(7/6)
-    st.set(C01, 0, 0.0, 0.25).unwrap();
-    st.set(C01, 1, 0.0, 0.5).unwrap();
+    set_two_cells(&mut st, C01, (0.0, 0.0), (0.25, 0.5));
     // Child edge 1 op 0: s = (2, 0), h = (0.25, 0.25) -> H = (1, 1)
     //   omega = 1, gamma_k = 2, gamma_tilde = 1/(1/2 + sqrt(3)/2) = 2/(1 + sqrt(3))
-    st.set(C10, 0, 2.0, 0.25).unwrap();
-    st.set(C10, 1, 0.0, 0.25).unwrap();
+    set_two_cells(&mut st, C10, (2.0, 0.0), (0.25, 0.25));
     // Child edge 1 op 1: s = (0.5, 0.5), h = (0, 0) -> omega = 0: no curvature,
     //   gamma_k stays 1, C = (1, 1), gamma_tilde = 1/(1 + sqrt(3)/2) = 2/(2 + sqrt(3))
-    st.set(C11, 0, 0.5, 0.0).unwrap();
-    st.set(C11, 1, 0.5, 0.0).unwrap();
+    set_two_cells(&mut st, C11, (0.5, 0.5), (0.0, 0.0));
 
     let reduce = prior.stats_template(CellType::Reduce, 0);
     let cfg = UpdateConfig {
@@ -168,27 +178,13 @@ fn update_matches_hand_computation() {
 /// correct omega^2 = 3/4 + 1/2 + 0 = 5/4; last-cell-only would give 3 * 0 = 0.
 #[test]
 fn omega_uses_each_cells_own_term() {
-    let up = update_group(
-        1.0,
-        &[1.0, 1.0, 1.0],
-        &[3.0, 1.0, 0.0],
-        1.0,
-        NegativeCurvature::Reject,
-    )
-    .unwrap();
+    let up = update_rejecting(1.0, &[1.0, 1.0, 1.0], &[3.0, 1.0, 0.0], 1.0).unwrap();
     assert_close!(up.omega, 1.25f64.sqrt());
     assert_close!(up.gamma.unwrap(), 3f64.sqrt() / 1.25f64.sqrt());
     let last_cell_only = (3.0f64 * 0.0).sqrt();
     assert!((up.omega - last_cell_only).abs() > 0.5);
     // And with a non-unit gamma (gamma = 2): terms 3/7, 1/3, 0.
-    let up = update_group(
-        2.0,
-        &[1.0, 0.0, 0.0],
-        &[3.0, 1.0, 0.0],
-        1.0,
-        NegativeCurvature::Reject,
-    )
-    .unwrap();
+    let up = update_rejecting(2.0, &[1.0, 0.0, 0.0], &[3.0, 1.0, 0.0], 1.0).unwrap();
     assert_close!(up.omega, (3.0f64 / 7.0 + 1.0 / 3.0).sqrt());
     assert_close!(up.cells[0].c, 1.0 / (0.5 + 3.0));
 }
@@ -227,63 +223,35 @@ fn parent_collapse_zeroes_all_children() {
 #[test]
 fn edge_cases_stay_finite() {
     // Zero curvature everywhere: gamma kept, omega 0.
-    let up = update_group(
-        0.3,
-        &[1.0, 2.0],
-        &[0.0, 0.0],
-        0.01,
-        NegativeCurvature::Reject,
-    )
-    .unwrap();
+    let up = update_rejecting(0.3, &[1.0, 2.0], &[0.0, 0.0], 0.01).unwrap();
     assert_eq!(up.status, GroupStatus::NoCurvature);
     assert_eq!(up.gamma, None);
     assert_eq!(up.omega, 0.0);
     // Zero switches and zero curvature: dead wins over no curvature.
-    let up = update_group(
-        0.3,
-        &[0.0, 0.0],
-        &[0.0, 0.0],
-        0.01,
-        NegativeCurvature::Reject,
-    )
-    .unwrap();
+    let up = update_rejecting(0.3, &[0.0, 0.0], &[0.0, 0.0], 0.01).unwrap();
     assert_eq!(up.status, GroupStatus::Dead);
     assert_eq!(up.gamma, Some(0.0));
     // Prior gamma 0.
-    let up = update_group(0.0, &[1.0], &[2.0], 1.0, NegativeCurvature::Reject).unwrap();
+    let up = update_rejecting(0.0, &[1.0], &[2.0], 1.0).unwrap();
     assert_eq!(up.cells[0].c, 0.0);
     assert_close!(up.omega, 2f64.sqrt());
     // Huge and tiny values.
-    let up = update_group(
-        1e300,
-        &[1e200, 1e200],
-        &[1e-300, 1e300],
-        1e-3,
-        NegativeCurvature::Reject,
-    )
-    .unwrap();
+    let up = update_rejecting(1e300, &[1e200, 1e200], &[1e-300, 1e300], 1e-3).unwrap();
     assert!(up.omega.is_finite());
     assert!(up.gamma.is_none_or(f64::is_finite));
     for c in &up.cells {
         assert!(c.c.is_finite() && c.big_h.is_finite());
     }
     // Empty group (no cells): dead, finite.
-    let up = update_group(1.0, &[], &[], 1.0, NegativeCurvature::Reject).unwrap();
+    let up = update_rejecting(1.0, &[], &[], 1.0).unwrap();
     assert_eq!(up.status, GroupStatus::Dead);
     // Bad inputs are errors, not panics.
-    assert!(update_group(1.0, &[f64::NAN], &[1.0], 1.0, NegativeCurvature::Reject).is_err());
-    assert!(update_group(
-        1.0,
-        &[1.0],
-        &[f64::INFINITY],
-        1.0,
-        NegativeCurvature::Reject
-    )
-    .is_err());
-    assert!(update_group(1.0, &[1.0], &[1.0], 0.0, NegativeCurvature::Reject).is_err());
-    assert!(update_group(1.0, &[1.0], &[1.0, 2.0], 1.0, NegativeCurvature::Reject).is_err());
+    assert!(update_rejecting(1.0, &[f64::NAN], &[1.0], 1.0).is_err());
+    assert!(update_rejecting(1.0, &[1.0], &[f64::INFINITY], 1.0).is_err());
+    assert!(update_rejecting(1.0, &[1.0], &[1.0], 0.0).is_err());
+    assert!(update_rejecting(1.0, &[1.0], &[1.0, 2.0], 1.0).is_err());
     assert!(matches!(
-        update_group(1.0, &[1.0], &[-1e-9], 1.0, NegativeCurvature::Reject),
+        update_rejecting(1.0, &[1.0], &[-1e-9], 1.0),
         Err(BayesError::NegativeCurvature { .. })
     ));
     let up = update_group(1.0, &[1.0], &[-1e-9], 1.0, NegativeCurvature::ClampToZero).unwrap();

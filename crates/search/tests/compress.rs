@@ -22,6 +22,27 @@ fn logits(net: &CompressNet, store: &ParamStore, x: &Tensor) -> Vec<f32> {
     t.value(y).to_vec()
 }
 
+/// The largest `|a_i - b_i|`.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max)
+}
+
+/// Two steps with the curvature pass on the same 16 images (`seed`) at learning rate 1e-4;
+/// the curvature and the weights of layer 1 (fc2) after them.
+fn two_curvature_steps(c: &mut Compressor, seed: u64, penalty: bool) -> (Vec<f32>, Vec<f32>) {
+    let (x, y) = images(16, seed);
+    c.step(x.clone(), &y, 0.0001, penalty, true).unwrap();
+    c.step(x, &y, 0.0001, penalty, true).unwrap();
+    let id = c.net.layers[1].weight;
+    (
+        c.store.get(id).curvature.to_vec(),
+        c.store.value(id).to_vec(),
+    )
+}
+
 fn shape(store: &ParamStore, name: &str) -> Vec<usize> {
     store.value(store.find(name).unwrap()).shape().to_vec()
 }
@@ -155,11 +176,7 @@ fn pruned_network_computes_the_masked_network() {
         let (x, _) = images(5, 3);
         let full = logits(&masked_net, &masked, &x);
         let small = logits(&net, &store, &x);
-        let diff = full
-            .iter()
-            .zip(&small)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let diff = max_abs_diff(&full, &small);
         assert!(diff < 1e-4, "{model}: {diff}");
         // same non-zero weights
         assert_eq!(
@@ -183,12 +200,7 @@ fn closed_form_update_follows_the_method_note() {
         ..settings()
     };
     let mut c = Compressor::new(Model::Lenet300100, s, Device::Cpu).unwrap();
-    let (x, y) = images(16, 5);
-    c.step(x.clone(), &y, 0.0001, true, true).unwrap();
-    c.step(x, &y, 0.0001, true, true).unwrap();
-    let id = c.net.layers[1].weight;
-    let h = c.store.get(id).curvature.to_vec();
-    let w = c.store.value(id).to_vec();
+    let (h, w) = two_curvature_steps(&mut c, 5, true);
     assert!(h.iter().all(|&v| v >= 0.0) && h.iter().any(|&v| v > 0.0));
     c.update().unwrap();
     // group 5 of fc2 is column 5 of its [100, 300] weight; gamma was 1
@@ -225,12 +237,7 @@ fn weight_phase_update_is_the_closed_form_with_groups_of_one_weight() {
     c.begin_weight_phase().unwrap();
     assert!(c.begin_weight_phase().is_err(), "a second begin is refused");
     assert_eq!(c.gamma[1].len(), 100 * 300);
-    let (x, y) = images(16, 6);
-    c.step(x.clone(), &y, 0.0001, false, true).unwrap();
-    c.step(x, &y, 0.0001, false, true).unwrap();
-    let id = c.net.layers[1].weight;
-    let h = c.store.get(id).curvature.to_vec();
-    let w = c.store.value(id).to_vec();
+    let (h, w) = two_curvature_steps(&mut c, 6, false);
     c.update().unwrap();
     let mut checked = 0;
     for i in (0..h.len()).step_by(997) {
@@ -335,11 +342,7 @@ fn weight_phase_prunes_single_weights_and_units_left_without_weights() {
     // the same function as the network with those weights zeroed: conv1 filter 4 is read
     // by nobody, fc1 unit 42 by nobody
     let small = logits(&c.net, &c.store, &x);
-    let diff = full
-        .iter()
-        .zip(&small)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let diff = max_abs_diff(&full, &small);
     assert!(diff < 1e-4, "{diff}");
     let (nz, _) = c.net.nonzero_weights(&c.store);
     // removed: conv1 filter 4 (25), conv2 channel 4 (1250), fc1 row 42 (800) and column

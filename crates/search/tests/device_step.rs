@@ -6,8 +6,10 @@
 use bayesnas_engine::prelude::*;
 use bayesnas_search::bayes::NegativeCurvature;
 use bayesnas_search::searcher::{SearchSettings, Searcher, StepOptions};
-use bayesnas_search::supernet::{Supernet, SupernetConfig};
+use bayesnas_search::supernet::SupernetConfig;
 use bayesnas_search::{CellType, CellTypeStats, Prior, SearchSpace, UpdateConfig};
+
+mod common;
 
 fn searcher(space: SearchSpace) -> Searcher {
     let cfg = SupernetConfig {
@@ -18,13 +20,11 @@ fn searcher(space: SearchSpace) -> Searcher {
         image: 16,
         classes: 10,
     };
-    let mut store = ParamStore::new();
-    let net = Supernet::new(cfg, &mut store, &mut Rng::new(5)).unwrap();
     let settings = SearchSettings {
         seed: 9,
         ..SearchSettings::default()
     };
-    Searcher::new(net, store, settings).unwrap()
+    common::searcher(cfg, settings)
 }
 
 /// Norm-relative error `||a - b|| / ||b||`.
@@ -176,14 +176,7 @@ fn supernet_step_matches_the_cpu() {
         for step in 0..2 {
             let x = Tensor::randn(&[6, 3, 16, 16], 1.0, &mut rng);
             let labels: Vec<u32> = (0..6).map(|_| rng.below(10) as u32).collect();
-            let opts = StepOptions {
-                train_switches: true,
-                curvature: true,
-                lr_factor: 1.0,
-                update: true,
-                param_free_dropout: 0.0,
-                dropout_rng: None,
-            };
+            let opts = StepOptions::full();
             let (oc, _) = c.step(x.clone(), &labels, opts.clone()).unwrap();
             let (og, _) = g.step(x, &labels, opts).unwrap();
             let d = (og.loss - oc.loss).abs() / oc.loss.abs();

@@ -6,14 +6,26 @@ use bayesnas_search::searcher::{
     Batch, CurvatureScale, DataFeed, SearchSettings, Searcher, SplitKind, CHECKPOINT,
 };
 use bayesnas_search::space::CellType;
-use bayesnas_search::supernet::{Supernet, SupernetConfig};
+use bayesnas_search::supernet::SupernetConfig;
 use bayesnas_search::{derive, DeriveRule, SearchSpace};
 
 /// Class-dependent blobs: learnable, deterministic given (split, epoch seed).
+#[derive(Clone)]
 struct Synthetic {
     batch: usize,
     batches: usize,
     poison: bool,
+}
+
+impl Synthetic {
+    /// `batches` batches of `batch` images per split, all finite.
+    fn clean(batch: usize, batches: usize) -> Synthetic {
+        Synthetic {
+            batch,
+            batches,
+            poison: false,
+        }
+    }
 }
 
 impl DataFeed for Synthetic {
@@ -43,25 +55,32 @@ impl DataFeed for Synthetic {
     }
 }
 
-fn searcher(rounds: usize) -> Searcher {
-    let cfg = SupernetConfig {
+mod common;
+
+/// The tiny supernet of these tests: 2 cells of `channels` channels on 1x8x8 images, 3
+/// classes.
+fn tiny(channels: usize) -> SupernetConfig {
+    SupernetConfig {
         space: SearchSpace::bayesnas(),
-        channels: 4,
+        channels,
         cells: 2,
         in_channels: 1,
         image: 8,
         classes: 3,
-    };
-    let mut store = ParamStore::new();
-    let net = Supernet::new(cfg, &mut store, &mut Rng::new(5)).unwrap();
-    let settings = SearchSettings {
-        rounds,
-        curvature_batches: 2,
-        seed: 9,
-        switches_lr: 0.05,
-        ..SearchSettings::default()
-    };
-    Searcher::new(net, store, settings).unwrap()
+    }
+}
+
+fn searcher(rounds: usize) -> Searcher {
+    common::searcher(
+        tiny(4),
+        SearchSettings {
+            rounds,
+            curvature_batches: 2,
+            seed: 9,
+            switches_lr: 0.05,
+            ..SearchSettings::default()
+        },
+    )
 }
 
 fn tmpdir(tag: &str) -> std::path::PathBuf {
@@ -73,11 +92,7 @@ fn tmpdir(tag: &str) -> std::path::PathBuf {
 #[test]
 fn tiny_search_yields_valid_genotype_and_updates_prior() {
     let mut s = searcher(1);
-    let mut data = Synthetic {
-        batch: 6,
-        batches: 4,
-        poison: false,
-    };
+    let mut data = Synthetic::clean(6, 4);
     let mut updates = 0;
     s.run(&mut data, None, &mut |e| {
         if let bayesnas_search::searcher::Event::Update { .. } = e {
@@ -99,11 +114,7 @@ fn tiny_search_yields_valid_genotype_and_updates_prior() {
 
 #[test]
 fn resume_ends_exactly_like_an_uninterrupted_run() {
-    let mut data = Synthetic {
-        batch: 6,
-        batches: 3,
-        poison: false,
-    };
+    let mut data = Synthetic::clean(6, 3);
     let mut full = searcher(2);
     full.run(&mut data, None, &mut |_| {}).unwrap();
 
@@ -155,11 +166,7 @@ fn resume_ends_exactly_like_an_uninterrupted_run() {
 fn nan_loss_stops_with_clear_error_and_keeps_checkpoint() {
     let dir = tmpdir("nan");
     let mut s = searcher(1);
-    let mut good = Synthetic {
-        batch: 4,
-        batches: 2,
-        poison: false,
-    };
+    let mut good = Synthetic::clean(4, 2);
     // the warm-up epoch completes and is checkpointed
     s.run_epochs(&mut good, Some(&dir), &mut |_| {}, 1).unwrap();
     let before = std::fs::read(dir.join(CHECKPOINT)).unwrap();
@@ -186,17 +193,7 @@ fn checkpoint_of_another_network_is_rejected() {
     let dir = tmpdir("mismatch");
     let s = searcher(1);
     s.save_checkpoint(&dir).unwrap();
-    let cfg = SupernetConfig {
-        space: SearchSpace::bayesnas(),
-        channels: 6,
-        cells: 2,
-        in_channels: 1,
-        image: 8,
-        classes: 3,
-    };
-    let mut store = ParamStore::new();
-    let net = Supernet::new(cfg, &mut store, &mut Rng::new(5)).unwrap();
-    let mut other = Searcher::new(net, store, SearchSettings::default()).unwrap();
+    let mut other = common::searcher(tiny(6), SearchSettings::default());
     let e = other
         .load_checkpoint(&dir.join(CHECKPOINT))
         .unwrap_err()
@@ -224,11 +221,7 @@ fn values(s: &Searcher) -> Vec<Vec<f32>> {
 #[test]
 fn perturbation_scores_are_held_out_loss_rises_and_restore_the_switches() {
     let mut s = searcher(1);
-    let mut data = Synthetic {
-        batch: 6,
-        batches: 2,
-        poison: false,
-    };
+    let mut data = Synthetic::clean(6, 2);
     s.run(&mut data, None, &mut |_| {}).unwrap();
     let before = values(&s);
     let mut calls = 0;
@@ -296,11 +289,7 @@ fn perturbation_scores_are_held_out_loss_rises_and_restore_the_switches() {
 
 #[test]
 fn warmup_in_steps_repeats_the_weight_split_and_matches_epochs_for_one_pass() {
-    let mut data = Synthetic {
-        batch: 4,
-        batches: 3,
-        poison: false,
-    };
+    let mut data = Synthetic::clean(4, 3);
     let mut steps = 0;
     let mut s = searcher_with(|st| st.warmup_steps = Some(7));
     assert_eq!(s.settings.schedule().len(), 2);
@@ -328,11 +317,7 @@ fn warmup_in_steps_repeats_the_weight_split_and_matches_epochs_for_one_pass() {
 
 #[test]
 fn curvature_scale_multiplies_the_curvature_given_to_the_update() {
-    let mut data = Synthetic {
-        batch: 6,
-        batches: 2,
-        poison: false,
-    };
+    let mut data = Synthetic::clean(6, 2);
     let h_of = |s: &Searcher| -> Vec<(f64, f64)> {
         let r = bayesnas_search::RelevanceReport::from_prior(&s.prior);
         [r.normal, r.reduce]
@@ -365,14 +350,10 @@ fn curvature_scale_multiplies_the_curvature_given_to_the_update() {
 
 #[test]
 fn parameter_free_dropout_is_seeded_and_only_acts_on_switch_epochs() {
-    let data = Synthetic {
-        batch: 4,
-        batches: 2,
-        poison: false,
-    };
+    let data = Synthetic::clean(4, 2);
     let run = |p: f32, epochs: usize| {
         let mut s = searcher_with(|st| st.param_free_dropout = p);
-        s.run_epochs(&mut data_clone(&data), None, &mut |_| {}, epochs)
+        s.run_epochs(&mut data.clone(), None, &mut |_| {}, epochs)
             .unwrap();
         values(&s)
     };
@@ -381,12 +362,4 @@ fn parameter_free_dropout_is_seeded_and_only_acts_on_switch_epochs() {
     // switch epoch: seeded, and it changes the training
     assert_eq!(run(0.5, 2), run(0.5, 2));
     assert_ne!(run(0.5, 2), run(0.0, 2));
-}
-
-fn data_clone(d: &Synthetic) -> Synthetic {
-    Synthetic {
-        batch: d.batch,
-        batches: d.batches,
-        poison: d.poison,
-    }
 }

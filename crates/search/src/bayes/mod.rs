@@ -625,3 +625,27 @@ impl Prior {
         }
     }
 }
+
+/// A prior of the BayesNAS space after one update (`lambda` 0.005) from statistics of 6
+/// normal and 2 reduction cells: group `g` (of kind `kind`) in cell `c` of a cell type with
+/// `n_cells` cells gets `(switch, curvature) = stats(kind, g, n_cells, c)`.
+#[cfg(test)]
+pub(crate) fn updated_bayesnas_prior(
+    stats: impl Fn(GroupKind, usize, usize, usize) -> (f64, f64),
+) -> Prior {
+    let space = SearchSpace::bayesnas();
+    let mut prior = Prior::new(&space).unwrap();
+    let mut n = prior.stats_template(CellType::Normal, 6);
+    let mut r = prior.stats_template(CellType::Reduce, 2);
+    for st in [&mut n, &mut r] {
+        for g in 0..st.n_groups() {
+            let kind = GroupKind::from_index(g, 7);
+            for c in 0..st.n_cells() {
+                let (s, h) = stats(kind, g, st.n_cells(), c);
+                st.set(kind, c, s, h).unwrap();
+            }
+        }
+    }
+    prior.update(&n, &r, &UpdateConfig::new(0.005)).unwrap();
+    prior
+}

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
 
 use bayesnas_engine::ard;
 use bayesnas_engine::io::save_store;
@@ -14,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::net::{CompressNet, WEIGHTS};
 use super::prune::{positions, slice_rows_cols_vec};
 use super::settings::{CompressSettings, PenaltyMode};
-use super::{count_correct, evaluate, move_store, Model};
+use super::{count_correct, evaluate, move_store, train_pass, Model};
 
 /// What one epoch did.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -49,6 +48,22 @@ pub struct LayerUpdate {
     /// Groups (or single weights) this prune removed; in the weight-level phase, weights that
     /// went with a removed unit are not counted.
     pub pruned: usize,
+}
+
+impl LayerUpdate {
+    /// The summary of layer `layer`: `groups` groups (or free weights), the smallest,
+    /// median and largest of `gammas` and the median of `omegas` over them.
+    fn of(layer: &str, groups: usize, gammas: &[f64], omegas: &[f64], pruned: usize) -> Self {
+        LayerUpdate {
+            layer: layer.to_string(),
+            groups,
+            gamma_min: gammas.iter().copied().fold(f64::INFINITY, f64::min),
+            gamma_median: median(gammas),
+            gamma_max: gammas.iter().copied().fold(0.0, f64::max),
+            omega_median: median(omegas),
+            pruned,
+        }
+    }
 }
 
 /// What an update-and-prune step did.
@@ -426,36 +441,31 @@ impl Compressor {
         curvature_from: usize,
         on_step: &mut dyn FnMut(usize, f64, f64, usize),
     ) -> Result<EpochStats> {
-        let (mut loss_sum, mut correct, mut seen, mut curv) = (0.0f64, 0usize, 0usize, 0usize);
-        let start = Instant::now();
-        for (step, batch) in batches.enumerate() {
-            let (x, labels) = batch?;
-            let with_curv = step >= curvature_from;
-            let (loss, c) = self
-                .step(x, &labels, lr, penalty, with_curv)
-                .map_err(|e| match e {
-                    Error::NonFinite(m) => Error::NonFinite(format!("{m} at batch {step}")),
-                    other => other,
-                })?;
-            curv += usize::from(with_curv);
-            loss_sum += loss * labels.len() as f64;
-            correct += c;
-            seen += labels.len();
-            on_step(
-                step + 1,
-                loss_sum / seen as f64,
-                correct as f64 / seen as f64,
-                labels.len(),
-            );
-        }
-        if seen == 0 {
+        let mut curv = 0usize;
+        let (totals, images_per_s) = train_pass(
+            batches,
+            &mut |step, x, labels| {
+                let with_curv = step >= curvature_from;
+                let out = self
+                    .step(x, labels, lr, penalty, with_curv)
+                    .map_err(|e| match e {
+                        Error::NonFinite(m) => Error::NonFinite(format!("{m} at batch {step}")),
+                        other => other,
+                    })?;
+                curv += usize::from(with_curv);
+                Ok(out)
+            },
+            on_step,
+        )?;
+        if totals.images == 0 {
             return Err(Error::Invalid("an epoch had no batches".into()));
         }
+        let (loss, accuracy) = totals.means();
         Ok(EpochStats {
-            loss: loss_sum / seen as f64,
+            loss,
             penalty: if penalty { self.penalty() } else { 0.0 },
-            accuracy: correct as f64 / seen as f64,
-            images_per_s: seen as f64 / start.elapsed().as_secs_f64().max(1e-9),
+            accuracy,
+            images_per_s,
             curvature_batches: curv,
         })
     }
@@ -521,15 +531,13 @@ impl Compressor {
             let finite: Vec<f64> = g.iter().copied().filter(|v| v.is_finite()).collect();
             let units = self.net.group_units(li).to_vec();
             let kept = positions(&units, &plan.alive[self.net.grouped(li)]);
-            layers.push(LayerUpdate {
-                layer: self.net.layers[li].name.to_string(),
-                groups: g.len(),
-                gamma_min: finite.iter().copied().fold(f64::INFINITY, f64::min),
-                gamma_median: median(&finite),
-                gamma_max: finite.iter().copied().fold(0.0, f64::max),
-                omega_median: median(&self.omega[li]),
-                pruned: g.len() - kept.len(),
-            });
+            layers.push(LayerUpdate::of(
+                self.net.layers[li].name,
+                g.len(),
+                &finite,
+                &self.omega[li],
+                g.len() - kept.len(),
+            ));
             self.gamma[li] = kept.iter().map(|&p| self.gamma[li][p]).collect();
             self.omega[li] = kept.iter().map(|&p| self.omega[li][p]).collect();
         }
@@ -573,15 +581,13 @@ impl Compressor {
                 .filter(|(_, &k)| k)
                 .map(|(&o, _)| o)
                 .collect();
-            layers.push(LayerUpdate {
-                layer: self.net.layers[li].name.to_string(),
-                groups: free.len(),
-                gamma_min: free.iter().copied().fold(f64::INFINITY, f64::min),
-                gamma_median: median(&free),
-                gamma_max: free.iter().copied().fold(0.0, f64::max),
-                omega_median: median(&free_omega),
+            layers.push(LayerUpdate::of(
+                self.net.layers[li].name,
+                free.len(),
+                &free,
+                &free_omega,
                 pruned,
-            });
+            ));
         }
         self.masks = Some(masks);
         self.apply_masks()?;

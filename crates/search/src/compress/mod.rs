@@ -73,4 +73,4 @@ pub use prune::Plan;
 pub use run::{Batches, CompressData, CompressOutcome, EpochRecord, Event, LoopRecord};
 pub use settings::{AugmentPolicy, CompressSettings, PenaltyMode, Round};
 
-use crate::retrain::{count_correct, evaluate, move_store};
+use crate::retrain::{count_correct, evaluate, move_store, train_pass};

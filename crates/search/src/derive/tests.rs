@@ -1,5 +1,5 @@
 use super::*;
-use crate::bayes::{GroupKind, UpdateConfig};
+use crate::bayes::{updated_bayesnas_prior, GroupKind};
 use crate::space::SearchSpace;
 use Node::{In0, In1, Inter};
 
@@ -333,26 +333,16 @@ fn everything_dead_falls_back_to_one_input_edge() {
 
 #[test]
 fn collapsed_parent_removes_edge() {
-    let space = SearchSpace::bayesnas();
-    let mut prior = Prior::new(&space).unwrap();
-    let mut n = prior.stats_template(CellType::Normal, 6);
-    let mut r = prior.stats_template(CellType::Reduce, 2);
-    for st in [&mut n, &mut r] {
-        for g in 0..st.n_groups() {
-            let kind = GroupKind::from_index(g, 7);
-            for c in 0..st.n_cells() {
-                // Edge 7 of the normal cell (n0->n3) has a zero parent switch.
-                let dead = kind == GroupKind::Parent { edge: 7 } && st.n_cells() == 6;
-                let s = if dead {
-                    0.0
-                } else {
-                    1.0 + 0.1 * (g % 5) as f64
-                };
-                st.set(kind, c, s, 0.01 * (1 + g % 3) as f64).unwrap();
-            }
-        }
-    }
-    prior.update(&n, &r, &UpdateConfig::new(0.005)).unwrap();
+    let prior = updated_bayesnas_prior(|kind, g, n_cells, _| {
+        // Edge 7 of the normal cell (n0->n3) has a zero parent switch.
+        let dead = kind == GroupKind::Parent { edge: 7 } && n_cells == 6;
+        let s = if dead {
+            0.0
+        } else {
+            1.0 + 0.1 * (g % 5) as f64
+        };
+        (s, 0.01 * (1 + g % 3) as f64)
+    });
     let d = derive(&prior, DeriveRule::Threshold { tau: 0.1 }).unwrap();
     let g = &d.genotype;
     assert!(ops_of(&g.normal, Inter(0), 3).is_none());

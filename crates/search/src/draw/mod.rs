@@ -33,7 +33,7 @@ use std::fmt::Write as _;
 use crate::genotype::{CellGenotype, KeptEdge};
 use crate::space::Node;
 pub use crate::svg::xml_escape;
-use crate::svg::{background_and_title, svg_open, MARGIN, MONO_CHAR_W, TITLE_CHAR_W};
+use crate::svg::{background_and_title, escape_chars, svg_open, MARGIN, MONO_CHAR_W, TITLE_CHAR_W};
 
 mod layout;
 
@@ -90,16 +90,12 @@ fn op_lines(e: &KeptEdge) -> Vec<String> {
 }
 
 fn dot_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
+    escape_chars(s, |c| match c {
+        '"' => Some("\\\""),
+        '\\' => Some("\\\\"),
+        '\n' => Some("\\n"),
+        _ => None,
+    })
 }
 
 /// Nodes drawn: both inputs plus every intermediate node that an edge or concat names.

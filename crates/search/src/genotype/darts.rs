@@ -352,6 +352,20 @@ fn build_cell(
     Ok(cell)
 }
 
+/// Fills a field that may be given once: the `dup` error when it already is, else `value()`
+/// (read only then).
+fn set_once<T>(
+    slot: &mut Option<T>,
+    dup: impl FnOnce() -> GenotypeError,
+    value: impl FnOnce() -> Result<T, GenotypeError>,
+) -> Result<(), GenotypeError> {
+    if slot.is_some() {
+        return Err(dup());
+    }
+    *slot = Some(value()?);
+    Ok(())
+}
+
 fn parse(text: &str) -> Result<Genotype, GenotypeError> {
     let mut lx = Lexer {
         toks: lex(text)?,
@@ -388,29 +402,14 @@ fn parse(text: &str) -> Result<Genotype, GenotypeError> {
         lx.expect('=')?;
         let value_pos = lx.peek().1;
         let dup = || err(key_pos, format!("field '{key}' given twice"));
+        let pairs = |lx: &mut Lexer| -> Result<Pairs, GenotypeError> {
+            Ok((pair_list(lx, &key)?, value_pos))
+        };
         match key.as_str() {
-            "normal" | "reduce" => {
-                let slot = if key == "normal" {
-                    &mut normal
-                } else {
-                    &mut reduce
-                };
-                if slot.is_some() {
-                    return Err(dup());
-                }
-                *slot = Some((pair_list(&mut lx, &key)?, value_pos));
-            }
-            "normal_concat" | "reduce_concat" => {
-                let slot = if key == "normal_concat" {
-                    &mut normal_concat
-                } else {
-                    &mut reduce_concat
-                };
-                if slot.is_some() {
-                    return Err(dup());
-                }
-                *slot = Some(concat_list(&mut lx)?);
-            }
+            "normal" => set_once(&mut normal, dup, || pairs(&mut lx))?,
+            "reduce" => set_once(&mut reduce, dup, || pairs(&mut lx))?,
+            "normal_concat" => set_once(&mut normal_concat, dup, || concat_list(&mut lx))?,
+            "reduce_concat" => set_once(&mut reduce_concat, dup, || concat_list(&mut lx))?,
             _ => {
                 let expected = "expected normal, normal_concat, reduce, reduce_concat";
                 return Err(err(key_pos, format!("unknown field '{key}' ({expected})")));

@@ -1,7 +1,8 @@
 //! Retraining after the search: train a derived cell in the evaluation network (method note,
 //! section 9). Also the
 //! pieces every training loop shares: [`evaluate`] (loss and accuracy in evaluation mode,
-//! used by the search, the trainer and the compressor), [`count_correct`], [`move_store`].
+//! used by the search, the trainer and the compressor), [`train_pass`] (the trainer's and the
+//! compressor's epoch), [`count_correct`], [`move_store`].
 //!
 //! * [`network`]: DARTS' evaluation network (`NetworkCIFAR`) built from a [`Genotype`]
 //!   (our `genotype.json` or a DARTS `Genotype(...)` string), with affine batch norm,
@@ -14,6 +15,8 @@
 
 pub mod network;
 pub mod train;
+
+use std::time::Instant;
 
 use bayesnas_engine::prelude::*;
 
@@ -110,4 +113,37 @@ pub fn evaluate(
         totals.images += labels.len();
     }
     Ok(totals)
+}
+
+/// A step of [`train_pass`]: `(step, images, labels)` to the batch's mean loss and correct
+/// predictions.
+pub type TrainStep<'a> = dyn FnMut(usize, Tensor, &[u32]) -> Result<(f64, usize)> + 'a;
+
+/// One training pass over `batches`: `step(step, images, labels)` trains on each batch and
+/// returns its mean loss and correct predictions; `on_step(step + 1, mean loss, accuracy,
+/// images)` after each batch, with the running means. Returns the sums (the loss summed as in
+/// [`Evaluation`]) and the images per second. The trainer and the compressor train their
+/// epochs through this one loop.
+pub fn train_pass(
+    batches: &mut dyn Iterator<Item = Result<Batch>>,
+    step: &mut TrainStep<'_>,
+    on_step: &mut dyn FnMut(usize, f64, f64, usize),
+) -> Result<(Evaluation, f64)> {
+    let mut totals = Evaluation::default();
+    let start = Instant::now();
+    for (i, batch) in batches.enumerate() {
+        let (x, labels) = batch?;
+        let (loss, correct) = step(i, x, &labels)?;
+        totals.loss_sum += loss * labels.len() as f64;
+        totals.correct += correct;
+        totals.images += labels.len();
+        on_step(
+            i + 1,
+            totals.loss_sum / totals.images as f64,
+            totals.correct as f64 / totals.images as f64,
+            labels.len(),
+        );
+    }
+    let images_per_s = totals.images as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    Ok((totals, images_per_s))
 }

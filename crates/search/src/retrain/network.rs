@@ -80,7 +80,9 @@ use bayesnas_engine::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::genotype::Genotype;
-use crate::layers::{Flavour, OpLayers, Pre, ReluConvBn};
+use crate::layers::{
+    build_cells, relu_once, sum_terms, CellInputs, CellSlot, Flavour, OpLayers, Stem,
+};
 use crate::space::{reduction_cells, CellType, Node};
 
 /// Optimiser group of every trainable tensor of the evaluation network.
@@ -187,10 +189,9 @@ struct Term {
 pub struct EvalCell {
     /// Normal or reduction.
     pub cell_type: CellType,
-    /// DARTS `preprocess0`, for `c_{k-2}` (our `in1`).
-    pre0: Pre,
-    /// DARTS `preprocess1`, for `c_{k-1}` (our `in0`).
-    pre1: ReluConvBn,
+    /// DARTS `preprocess0` and `preprocess1`, for `c_{k-2}` (our `in1`) and `c_{k-1}` (our
+    /// `in0`).
+    inputs: CellInputs,
     /// Live intermediate nodes in order, with their terms.
     nodes: Vec<(usize, Vec<Term>)>,
     concat: Vec<usize>,
@@ -199,30 +200,15 @@ pub struct EvalCell {
 }
 
 impl EvalCell {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         store: &mut ParamStore,
-        index: usize,
+        slot: CellSlot,
+        inputs: CellInputs,
         genotype: &Genotype,
-        cell_type: CellType,
-        reduction_prev: bool,
-        c_pp: usize,
-        c_p: usize,
-        c: usize,
         rng: &mut Rng,
     ) -> Result<Self> {
-        let name = format!("cells.{index}");
+        let (name, cell_type, c) = (slot.name(), slot.cell_type, slot.c);
         let f = Flavour::Eval;
-        let pre0 = Pre::new(
-            f,
-            store,
-            &format!("{name}.preprocess0"),
-            reduction_prev,
-            c_pp,
-            c,
-            rng,
-        )?;
-        let pre1 = ReluConvBn::new(f, store, &format!("{name}.preprocess1"), c_p, c, rng)?;
         let cell = genotype.cell(cell_type);
         let mut nodes = Vec::new();
         let mut j = 0usize;
@@ -255,8 +241,7 @@ impl EvalCell {
         }
         Ok(EvalCell {
             cell_type,
-            pre0,
-            pre1,
+            inputs,
             nodes,
             concat: cell.concat.clone(),
             channels: c,
@@ -272,9 +257,7 @@ impl EvalCell {
         drop_prob: f32,
         rng: &mut Rng,
     ) -> Result<Var> {
-        let in1 = self.pre0.forward(t, store, s0)?;
-        let in0 = self.pre1.forward(t, store, s1)?;
-        let mut states: HashMap<Node, Var> = HashMap::from([(Node::In0, in0), (Node::In1, in1)]);
+        let mut states = self.inputs.forward(t, store, s0, s1)?;
         let mut relus: HashMap<Node, Var> = HashMap::new();
         for (node, terms) in &self.nodes {
             let mut outs = Vec::with_capacity(terms.len());
@@ -286,14 +269,7 @@ impl EvalCell {
                     ))
                 })?;
                 let rx = if term.module.needs_relu() {
-                    match relus.get(&term.from) {
-                        Some(&r) => r,
-                        None => {
-                            let r = t.relu(x)?;
-                            relus.insert(term.from, r);
-                            r
-                        }
-                    }
+                    relu_once(t, &mut relus, term.from, x)?
                 } else {
                     x
                 };
@@ -303,11 +279,7 @@ impl EvalCell {
                 }
                 outs.push(h);
             }
-            let state = if outs.len() == 1 {
-                outs[0]
-            } else {
-                t.sum(&outs)?
-            };
+            let state = sum_terms(t, &outs)?;
             states.insert(Node::Inter(*node), state);
         }
         let outs = self
@@ -414,8 +386,7 @@ pub struct EvalNetwork {
     pub config: EvalConfig,
     /// The architecture it was built from.
     pub genotype: Genotype,
-    stem: Conv2d,
-    stem_bn: BatchNorm2d,
+    stem: Stem,
     /// The cells in depth order.
     pub cells: Vec<EvalCell>,
     aux: Option<AuxHead>,
@@ -445,63 +416,38 @@ impl EvalNetwork {
         genotype
             .validate()
             .map_err(|e| Error::Invalid(format!("genotype: {e}")))?;
-        let c = config.channels;
-        let stem_c = 3 * c;
-        let stem = Flavour::Eval.conv(
-            store,
-            "stem.0",
-            config.in_channels,
-            stem_c,
-            3,
-            Conv2dSpec::new().padding(1),
-            rng,
-        )?;
-        let stem_bn = Flavour::Eval.bn(store, "stem.1", stem_c)?;
-        let (mut c_pp, mut c_p, mut c_cur) = (stem_c, stem_c, c);
-        let mut cells = Vec::new();
-        let mut reduction_prev = false;
+        let stem_c = 3 * config.channels;
+        let stem = Stem::new(Flavour::Eval, store, config.in_channels, stem_c, rng)?;
         let aux_after = 2 * config.cells / 3;
         let mut aux = None;
-        for (i, &red) in reduction_cells(config.cells).iter().enumerate() {
-            if red {
-                c_cur *= 2;
-            }
-            let ct = if red {
-                CellType::Reduce
-            } else {
-                CellType::Normal
-            };
-            let cell = EvalCell::new(
-                store,
-                i,
-                genotype,
-                ct,
-                reduction_prev,
-                c_pp,
-                c_p,
-                c_cur,
-                rng,
-            )?;
-            reduction_prev = red;
-            c_pp = c_p;
-            c_p = cell.concat.len() * c_cur;
-            cells.push(cell);
-            if i == aux_after && config.auxiliary {
-                aux = Some(AuxHead::new(
-                    store,
-                    c_p,
-                    config.size_after(i),
-                    config.classes,
-                    rng,
-                )?);
-            }
-        }
+        let (cells, c_p) = build_cells(
+            Flavour::Eval,
+            store,
+            config.cells,
+            stem_c,
+            config.channels,
+            rng,
+            |store, slot, inputs, rng| {
+                let index = slot.index;
+                let cell = EvalCell::new(store, slot, inputs, genotype, rng)?;
+                let width = cell.concat.len() * cell.channels;
+                if index == aux_after && config.auxiliary {
+                    aux = Some(AuxHead::new(
+                        store,
+                        width,
+                        config.size_after(index),
+                        config.classes,
+                        rng,
+                    )?);
+                }
+                Ok((cell, width))
+            },
+        )?;
         let classifier = Linear::new(store, "classifier", WEIGHTS, c_p, config.classes, true, rng)?;
         Ok(EvalNetwork {
             config,
             genotype: genotype.clone(),
             stem,
-            stem_bn,
             cells,
             aux,
             aux_after,
@@ -545,7 +491,6 @@ impl EvalNetwork {
     ) -> Result<EvalOutput> {
         let drop = if t.is_training() { drop_prob } else { 0.0 };
         let s = self.stem.forward(t, store, x)?;
-        let s = self.stem_bn.forward(t, store, s)?;
         let (mut s0, mut s1) = (s, s);
         let mut aux_logits = None;
         for (i, cell) in self.cells.iter().enumerate() {

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
 
 use bayesnas_engine::io::{load_store, save_store};
 use bayesnas_engine::prelude::*;
@@ -19,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::network::{EvalConfig, EvalNetwork, WEIGHTS};
 pub use super::Batch;
-use super::{count_correct, evaluate, move_store};
+use super::{count_correct, evaluate, move_store, train_pass};
 use crate::genotype::Genotype;
 
 /// Checkpoint file name inside the output folder.
@@ -265,36 +264,26 @@ impl Trainer {
         let lr = self.settings.lr_at(epoch);
         let drop = self.settings.drop_path_at(epoch);
         let mut rng = self.epoch_rng(epoch);
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        let start = Instant::now();
-        for (step, batch) in batches.enumerate() {
-            let (x, labels) = batch?;
-            let out = self
-                .step(x, &labels, lr, drop, &mut rng)
-                .map_err(|e| match e {
-                    Error::NonFinite(m) => Error::NonFinite(format!(
-                        "{m} at epoch {epoch}, batch {step}; the last checkpoint is kept"
-                    )),
-                    other => other,
-                })?;
-            loss_sum += out.loss * labels.len() as f64;
-            correct += out.correct;
-            seen += labels.len();
-            on_step(
-                step + 1,
-                loss_sum / seen as f64,
-                correct as f64 / seen as f64,
-                labels.len(),
-            );
-        }
-        if seen == 0 {
+        let (totals, images_per_s) = train_pass(
+            batches,
+            &mut |step, x, labels| {
+                let out = self
+                    .step(x, labels, lr, drop, &mut rng)
+                    .map_err(|e| match e {
+                        Error::NonFinite(m) => Error::NonFinite(format!(
+                            "{m} at epoch {epoch}, batch {step}; the last checkpoint is kept"
+                        )),
+                        other => other,
+                    })?;
+                Ok((out.loss, out.correct))
+            },
+            on_step,
+        )?;
+        if totals.images == 0 {
             return Err(Error::Invalid(format!("epoch {epoch} had no batches")));
         }
-        Ok((
-            loss_sum / seen as f64,
-            correct as f64 / seen as f64,
-            seen as f64 / start.elapsed().as_secs_f64().max(1e-9),
-        ))
+        let (loss, accuracy) = totals.means();
+        Ok((loss, accuracy, images_per_s))
     }
 
     /// Records the epoch just trained and advances the schedule.

@@ -131,6 +131,21 @@ pub struct StepOptions {
     pub dropout_rng: Option<Rng>,
 }
 
+impl StepOptions {
+    /// Every part of the step: switches trained, the curvature pass, the SGD updates at the
+    /// full learning rate, no dropout (the step `bench step` times).
+    pub fn full() -> StepOptions {
+        StepOptions {
+            train_switches: true,
+            curvature: true,
+            lr_factor: 1.0,
+            update: true,
+            param_free_dropout: 0.0,
+            dropout_rng: None,
+        }
+    }
+}
+
 /// Wall-clock milliseconds of the parts of one step.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct StepTimings {
