@@ -517,6 +517,10 @@ fn planted_missing_barrier_is_caught() {
     for order in TEST_ORDERS.iter().skip(1) {
         let got = with_thread_order(*order, || m.bwd(true).1);
         let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        eprintln!(
+            "planted kernel under {order:?}: {differ} of {} partials differ",
+            want.len()
+        );
         assert!(differ > 0, "{order:?}: the missing barrier went unnoticed");
     }
     // and the harness itself reports it
