@@ -4,9 +4,9 @@
 //! N > 1), the mixed op with K > 16 branches (the loop-over-branches path of
 //! kernels/mixed.cu), max-pool backward from an argmax made on the CPU (uploaded, so the
 //! backend has no window geometry and runs maxpool_bwd_scatter), and depthwise convolution at
-//! k = 3 (dw_conv_fwd_k3; the generic dw_conv_fwd entry at k = 3 is covered by the host
-//! emulation, crates/kernel-emulation/tests/edge_cases.rs). The same cases run in the host
-//! emulation there.
+//! k = 3 (through the backend, which runs dw_conv_fwd_k3, and the generic dw_conv_fwd entry
+//! launched directly from the PTX). The same cases run in the host emulation,
+//! crates/kernel-emulation/tests/edge_cases.rs.
 //!
 //! Criterion: `||cuda - cpu||_2 / ||cpu||_2 <= 1e-4` (max-pool backward bit for bit). Without
 //! a usable GPU every test prints `skipped: <test>: <reason>` and passes, unless
@@ -280,4 +280,101 @@ fn batch_of_one() {
         ((gl - wl) / wl).abs() <= TOL as f32,
         "softmax_ce n1 loss {gl} vs {wl}"
     );
+}
+
+/// The generic `dw_conv_fwd` entry at k = 3, launched directly (the backend always takes
+/// `dw_conv_fwd_k3` at k = 3, so no `Backend` call reaches it): against the CPU, and bit for
+/// bit against `dw_conv_fwd_k3` launched the same way. The grid is the backend's (tiles, c, n).
+#[test]
+fn dw_conv_fwd_generic_entry_at_k3() {
+    use bayesnas_engine::device::cuda::{self, params::DwParams};
+    use cudarc::driver::{LaunchConfig, PushKernelArg};
+    let name = "dw_conv_fwd_generic_entry_at_k3";
+    if env_is("BAYESNAS_PARITY_SELFTEST") {
+        eprintln!("skipped: {name}: launches PTX directly, no CPU stand-in");
+        return;
+    }
+    let _ = gpu!(name);
+    let be = cuda::backend(0).unwrap();
+    let module = cuda::kernel_entries()
+        .iter()
+        .find(|(_, e)| *e == "dw_conv_fwd")
+        .map(|(m, _)| *m)
+        .expect("dw_conv_fwd in the PTX");
+    let ptx = cuda::ptx_modules()
+        .iter()
+        .find(|(m, _)| *m == module)
+        .map(|(_, p)| *p)
+        .unwrap();
+    let m = be
+        .context()
+        .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+        .unwrap();
+    let stream = be.stream();
+    let mut rng = Rng::new(306);
+    for ([n, c, h, w], s, d, pad) in [
+        ([2usize, 3usize, 10usize, 12usize], 1usize, 1usize, 1usize),
+        ([1, 2, 40, 37], 1, 1, 1),
+        ([2, 2, 17, 19], 2, 1, 1),
+        ([1, 3, 12, 9], 1, 2, 2),
+        ([2, 1, 13, 20], 2, 2, 2),
+        ([1, 2, 9, 8], 3, 1, 1),
+    ] {
+        let k = 3;
+        let spec = Conv2dSpec::new().stride(s).padding(pad).dilation(d);
+        let (ho, wo) = (spec.out_size(h, k), spec.out_size(w, k));
+        let what = format!("dw_conv_fwd k3 [{n}, {c}, {h}, {w}] s{s} d{d} p{pad}");
+        let x = rnd(&[n, c, h, w], &mut rng);
+        let wt = rnd(&[c, 1, k, k], &mut rng);
+        let want = cpu().conv2d_forward(&x, &wt, spec.groups(c)).unwrap();
+        let p = DwParams {
+            n: n as i64,
+            c: c as i64,
+            h: h as i64,
+            w: w as i64,
+            ho: ho as i64,
+            wo: wo as i64,
+            k: k as i32,
+            stride: s as i32,
+            padding: pad as i32,
+            dilation: d as i32,
+            ..Default::default()
+        };
+        let tw = if wo <= 16 { 16 } else { 32 };
+        let ty = 256 / tw;
+        let rpt = if ho >= 4 * ty {
+            4
+        } else if ho >= 2 * ty {
+            2
+        } else {
+            1
+        };
+        let tiles = wo.div_ceil(tw) * ho.div_ceil(ty * rpt);
+        let cfg = LaunchConfig {
+            grid_dim: (tiles as u32, c as u32, n as u32),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let xd = stream.clone_htod(x.to_vec().as_slice()).unwrap();
+        let wd = stream.clone_htod(wt.to_vec().as_slice()).unwrap();
+        let mut outs = Vec::new();
+        for entry in ["dw_conv_fwd", "dw_conv_fwd_k3"] {
+            let f = m.load_function(entry).unwrap();
+            let mut yd = stream.alloc_zeros::<f32>(n * c * ho * wo).unwrap();
+            let mut b = stream.launch_builder(&f);
+            b.arg(&xd);
+            b.arg(&wd);
+            b.arg(&mut yd);
+            b.arg(&p);
+            // SAFETY: x, w and y have the sizes p describes; the stream orders the copies.
+            unsafe { b.launch(cfg) }.unwrap();
+            outs.push(stream.clone_dtoh(&yd).unwrap());
+        }
+        let got = Tensor::from_vec(outs[0].clone(), want.shape()).unwrap();
+        same(&what, &got, &want);
+        assert_eq!(
+            outs[0], outs[1],
+            "{what}: dw_conv_fwd_k3 differs from dw_conv_fwd"
+        );
+    }
 }
