@@ -75,4 +75,8 @@ fn main() {
     }
     b.compile("bayesnas_kernels_host");
     println!("cargo:rustc-link-lib=pthread");
+    if sanitize == "address" {
+        // The instrumented objects call into the ASan runtime (preloaded when the tests run).
+        println!("cargo:rustc-link-lib=dylib=asan");
+    }
 }
