@@ -1,11 +1,17 @@
 //! Host emulation of the CUDA kernels in `kernels/*.cu`.
 //!
 //! build.rs compiles every kernel file with g++ (C++20) through `shim/cuda_host_shim.h`, which
-//! runs each block's threads as real threads with a barrier for `__syncthreads` and
-//! `__shared__` as block-shared statics. Each kernel `k` is launched by `host_k(Launch, ..)`
+//! runs each block's threads as fibers on the calling thread, switching at `__syncthreads`,
+//! with `__shared__` as block-shared statics. Each kernel `k` is launched by `host_k(Launch, ..)`
 //! with the same arguments as on the device. The tests in `tests/` compare the kernels with
 //! the engine's CPU backend on random shapes and values, so CPU-only CI checks the kernels'
 //! index arithmetic and formulas (not their speed, nor device-only paths such as `__ldg`).
+//!
+//! Between two barriers the threads of a block run one after the other, in the order
+//! [`set_thread_order`] picks for the calling thread (ascending thread index by default,
+//! descending, or a seeded shuffle per block and barrier phase). A correct kernel gives
+//! bit-identical results under every order; `tests/barrier_orders.rs` requires that, so a
+//! missing `__syncthreads` shows up on the host as it could on the device.
 
 /// The kernels' parameter structs: the engine's (generated from
 /// `kernels/include/bayesnas_params.h`), so host launches and device launches share one type.
@@ -316,3 +322,68 @@ extern "C" {
         p: ArdParams,
     );
 }
+
+/// The order in which the host emulation resumes the threads of a block within one barrier
+/// phase (the code between two `__syncthreads`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Thread 0 first, then 1, 2, ... (the default).
+    #[default]
+    Ascending,
+    /// The last thread first.
+    Descending,
+    /// A fresh permutation for every block and every barrier phase, drawn from the seed.
+    Shuffled(u64),
+}
+
+extern "C" {
+    fn bz_host_set_thread_order(kind: i32, seed: u64);
+    fn bz_host_thread_order_kind() -> i32;
+    fn bz_host_thread_order_seed() -> u64;
+}
+
+/// Sets the barrier order of the host launches made from the calling OS thread (a
+/// thread-local setting: tests running in parallel threads do not see each other's).
+pub fn set_thread_order(order: Order) {
+    let (kind, seed) = match order {
+        Order::Ascending => (0, 0),
+        Order::Descending => (1, 0),
+        Order::Shuffled(seed) => (2, seed),
+    };
+    // SAFETY: sets two thread-local variables of the shim.
+    unsafe { bz_host_set_thread_order(kind, seed) }
+}
+
+/// The barrier order of the calling OS thread's host launches.
+pub fn thread_order() -> Order {
+    // SAFETY: reads two thread-local variables of the shim.
+    let (kind, seed) = unsafe { (bz_host_thread_order_kind(), bz_host_thread_order_seed()) };
+    match kind {
+        1 => Order::Descending,
+        2 => Order::Shuffled(seed),
+        _ => Order::Ascending,
+    }
+}
+
+/// Runs `f` with the calling thread's barrier order set to `order`, then restores the previous
+/// order (also when `f` panics).
+pub fn with_thread_order<R>(order: Order, f: impl FnOnce() -> R) -> R {
+    struct Restore(Order);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            set_thread_order(self.0);
+        }
+    }
+    let _restore = Restore(thread_order());
+    set_thread_order(order);
+    f()
+}
+
+/// The orders `tests/barrier_orders.rs` compares: ascending, descending and three shuffles.
+pub const TEST_ORDERS: [Order; 5] = [
+    Order::Ascending,
+    Order::Descending,
+    Order::Shuffled(0x5eed_0001),
+    Order::Shuffled(0x5eed_0002),
+    Order::Shuffled(0xdead_beef_cafe),
+];
