@@ -11,34 +11,15 @@
 //! Criterion: `||cuda - cpu||_2 / ||cpu||_2 <= 1e-4` (max-pool backward bit for bit). Without
 //! a usable GPU every test prints `skipped: <test>: <reason>` and passes, unless
 //! `BAYESNAS_REQUIRE_GPU=1`, when it fails; `BAYESNAS_PARITY_SELFTEST=1` lets the CPU stand in
-//! for the GPU (to check the tests themselves). Self-contained (no tests/common).
+//! for the GPU (to check the tests themselves); the skip rule is tests/common's `cuda_or_skip`.
 
 use bayesnas_engine::prelude::*;
 use bayesnas_engine::Backend;
 
+mod common;
+use common::{assert_rel, cuda_or_skip};
+
 const TOL: f64 = 1e-4;
-
-fn env_is(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| v == "1")
-}
-
-/// The CUDA device 0 backend, or `None` after printing why the test is skipped.
-fn cuda_or_skip(test: &str) -> Option<&'static dyn Backend> {
-    if env_is("BAYESNAS_PARITY_SELFTEST") {
-        eprintln!("{test}: BAYESNAS_PARITY_SELFTEST=1: the CPU stands in for the GPU");
-        return Some(Device::Cpu.backend().unwrap());
-    }
-    match Device::Cuda(0).backend() {
-        Ok(b) => Some(b),
-        Err(e) if env_is("BAYESNAS_REQUIRE_GPU") => {
-            panic!("{test}: BAYESNAS_REQUIRE_GPU=1 but {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: {test}: {e}");
-            None
-        }
-    }
-}
 
 macro_rules! gpu {
     ($name:expr) => {
@@ -76,16 +57,7 @@ fn up(g: &dyn Backend, t: &Tensor) -> Tensor {
 #[track_caller]
 fn same(what: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    let (got, want) = (got.to_vec(), want.to_vec());
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for (g, w) in got.iter().zip(&want) {
-        let d = *g as f64 - *w as f64;
-        num += if d.is_nan() { f64::INFINITY } else { d * d };
-        den += (*w as f64) * (*w as f64);
-    }
-    assert!(den > 0.0, "{what}: reference is all zero (useless test)");
-    let rel = (num / den).sqrt();
-    assert!(rel <= TOL, "{what}: relative error {rel:.3e}");
+    assert_rel(what, &got.to_vec(), &want.to_vec(), TOL);
 }
 
 fn check_batch_norm(g: &dyn Backend, shape: &[usize], rng: &mut Rng) {
@@ -290,7 +262,7 @@ fn dw_conv_fwd_generic_entry_at_k3() {
     use bayesnas_engine::device::cuda::{self, params::DwParams};
     use cudarc::driver::{LaunchConfig, PushKernelArg};
     let name = "dw_conv_fwd_generic_entry_at_k3";
-    if env_is("BAYESNAS_PARITY_SELFTEST") {
+    if common::parity_selftest() {
         eprintln!("skipped: {name}: launches PTX directly, no CPU stand-in");
         return;
     }

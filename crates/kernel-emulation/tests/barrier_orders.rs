@@ -9,27 +9,11 @@
 
 use bayesnas_engine::device::cpu::CpuBackend;
 use bayesnas_engine::device::Backend;
-use bayesnas_engine::{Conv2dSpec, Rng, Tensor};
+use bayesnas_engine::{Conv2dSpec, Rng};
 use bayesnas_kernel_emulation::*;
 
-const B: u32 = 256;
-
-fn rvec(n: usize, rng: &mut Rng) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let v = rng.normal() as f32;
-            if v.abs() < 1e-3 {
-                0.5
-            } else {
-                v
-            }
-        })
-        .collect()
-}
-
-fn t(v: &[f32], shape: &[usize]) -> Tensor {
-    Tensor::from_vec(v.to_vec(), shape).unwrap()
-}
+mod common;
+use common::*;
 
 /// Output buffers of one run, as bit patterns (NaN-safe comparison).
 #[derive(Default, PartialEq, Eq, Debug)]

@@ -7,55 +7,12 @@
 //! dw_conv_fwd (not dw_conv_fwd_k3) at k = 3. Each case also runs under a shuffled barrier
 //! order. Tolerance: max |got - want| <= 1e-4 * max |want|.
 
-use bayesnas_engine::device::cpu::CpuBackend;
-use bayesnas_engine::device::{Backend, Unary};
+use bayesnas_engine::device::Unary;
 use bayesnas_engine::{Conv2dSpec, Pool2dSpec, Rng, Tensor};
 use bayesnas_kernel_emulation::*;
 
-const B: u32 = 256;
-
-fn cpu() -> &'static dyn Backend {
-    &CpuBackend
-}
-
-fn rvec(n: usize, rng: &mut Rng) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let v = rng.normal() as f32;
-            if v.abs() < 1e-3 {
-                0.5
-            } else {
-                v
-            }
-        })
-        .collect()
-}
-
-fn t(v: &[f32], shape: &[usize]) -> Tensor {
-    Tensor::from_vec(v.to_vec(), shape).unwrap()
-}
-
-#[track_caller]
-fn close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    assert!(scale > 0.0, "{what}: reference is all zero (useless test)");
-    let (mut worst, mut at) = (0.0f32, 0);
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let d = (g - w).abs();
-        let d = if d.is_nan() { f32::INFINITY } else { d };
-        if d > worst {
-            worst = d;
-            at = i;
-        }
-    }
-    assert!(
-        worst <= 1e-4 * scale,
-        "{what}: max error {worst} at {at} (got {}, want {}), scale {scale}",
-        got[at],
-        want[at]
-    );
-}
+mod common;
+use common::*;
 
 /// Runs `f` under ascending order and under one shuffle.
 fn orders(mut f: impl FnMut(&str)) {
