@@ -134,6 +134,7 @@ impl Tensor {
 
     /// Copy of the elements in host memory, or the device's error.
     pub fn try_to_vec(&self) -> Result<Vec<f32>> {
+        crate::device::counters::host_read();
         match &self.storage {
             Storage::Cpu(v) => Ok(v.clone()),
             // Device buffers hold at least one element (empty tensors included).
@@ -147,7 +148,11 @@ impl Tensor {
     /// Consume into host data (panics like [`Tensor::to_vec`]).
     pub fn into_vec(self) -> Vec<f32> {
         match self.storage {
-            Storage::Cpu(v) => v,
+            Storage::Cpu(v) => {
+                crate::device::counters::host_read();
+                v
+            }
+            // `to_vec` counts the read.
             Storage::Cuda(_) => self.to_vec(),
         }
     }

@@ -5,6 +5,7 @@
 //! [`cuda`]; both validate their operands with the same checks (`shape.rs`), so an op reports
 //! the same error on every device.
 
+pub mod counters;
 pub mod cpu;
 pub mod cuda;
 pub(crate) mod shape;

@@ -16,6 +16,7 @@ pub(crate) mod pool;
 mod simd;
 mod structure;
 
+use super::counters;
 use super::{
     Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, Pool2dSpec, SgdStep,
     Unary,
@@ -36,33 +37,45 @@ impl Backend for CpuBackend {
         Device::Cpu
     }
     fn zeros(&self, shape: &[usize]) -> Result<Tensor> {
+        counters::launch();
         Tensor::from_vec(vec![0.0; crate::tensor::numel(shape)], shape)
     }
     fn upload(&self, data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
+        counters::launch();
         Tensor::from_vec(data, shape)
     }
     fn unary(&self, x: &Tensor, op: Unary) -> Result<Tensor> {
+        counters::launch();
         Ok(elementwise::unary(x, op))
     }
     fn binary(&self, a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor> {
+        counters::launch();
         elementwise::binary(a, b, op)
     }
     fn axpy(&self, alpha: f32, x: &Tensor, y: &mut Tensor) -> Result<()> {
+        counters::launch();
         elementwise::axpy(alpha, x, y)
     }
     fn sum_all(&self, x: &Tensor) -> Result<f64> {
+        counters::launch();
+        counters::host_read();
         Ok(elementwise::sum_all(x.cpu()))
     }
     fn dot(&self, a: &Tensor, b: &Tensor) -> Result<f64> {
+        counters::launch();
+        counters::host_read();
         elementwise::dot(a, b)
     }
     fn scale_samples(&self, x: &Tensor, scale: &[f32]) -> Result<Tensor> {
+        counters::launch();
         elementwise::scale_samples(x, scale)
     }
     fn matmul(&self, a: &Tensor, trans_a: bool, b: &Tensor, trans_b: bool) -> Result<Tensor> {
+        counters::launch();
         gemm::matmul(a, trans_a, b, trans_b)
     }
     fn conv2d_forward(&self, x: &Tensor, w: &Tensor, spec: Conv2dSpec) -> Result<Tensor> {
+        counters::launch();
         conv::forward(x, w, spec)
     }
     fn conv2d_backward_input(
@@ -72,6 +85,7 @@ impl Backend for CpuBackend {
         spec: Conv2dSpec,
         x_shape: &[usize],
     ) -> Result<Tensor> {
+        counters::launch();
         conv::backward_input(dy, w, spec, x_shape)
     }
     fn conv2d_backward_weight(
@@ -81,6 +95,7 @@ impl Backend for CpuBackend {
         spec: Conv2dSpec,
         w_shape: &[usize],
     ) -> Result<Tensor> {
+        counters::launch();
         conv::weight_correlation("conv2d_backward_weight", x, dy, spec, w_shape, false)
     }
     fn conv2d_backward_weight_sq(
@@ -90,6 +105,7 @@ impl Backend for CpuBackend {
         spec: Conv2dSpec,
         w_shape: &[usize],
     ) -> Result<Tensor> {
+        counters::launch();
         conv::weight_correlation("conv2d_backward_weight_sq", x, hy, spec, w_shape, true)
     }
     fn batch_norm_train_forward(
@@ -99,9 +115,11 @@ impl Backend for CpuBackend {
         bias: Option<&Tensor>,
         eps: f32,
     ) -> Result<BatchNormForward> {
+        counters::launch();
         batchnorm::train_forward(x, weight, bias, eps)
     }
     fn channel_affine(&self, x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor> {
+        counters::launch();
         batchnorm::channel_affine(x, scale, shift)
     }
     fn batch_norm_backward(
@@ -112,12 +130,15 @@ impl Backend for CpuBackend {
         invstd: &Tensor,
         weight: Option<&Tensor>,
     ) -> Result<BatchNormGrads> {
+        counters::launch();
         batchnorm::backward(dy, x, mean, invstd, weight)
     }
     fn channel_sums(&self, x: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
+        counters::launch();
         batchnorm::channel_sums(x, y)
     }
     fn max_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<(Tensor, Tensor)> {
+        counters::launch();
         pool::max_forward(x, spec)
     }
     fn max_pool2d_backward(
@@ -126,9 +147,12 @@ impl Backend for CpuBackend {
         dy: &Tensor,
         x_shape: &[usize],
     ) -> Result<Tensor> {
+        counters::launch();
+        counters::host_read();
         pool::max_backward(argmax, dy, x_shape)
     }
     fn avg_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
+        counters::launch();
         pool::avg_forward(x, spec)
     }
     fn avg_pool2d_backward(
@@ -138,9 +162,11 @@ impl Backend for CpuBackend {
         x_shape: &[usize],
         power: i32,
     ) -> Result<Tensor> {
+        counters::launch();
         pool::avg_backward(dy, spec, x_shape, power)
     }
     fn global_avg_pool_forward(&self, x: &Tensor) -> Result<Tensor> {
+        counters::launch();
         pool::global_avg_forward(x)
     }
     fn global_avg_pool_backward(
@@ -149,27 +175,35 @@ impl Backend for CpuBackend {
         x_shape: &[usize],
         power: i32,
     ) -> Result<Tensor> {
+        counters::launch();
         pool::global_avg_backward(dy, x_shape, power)
     }
     fn concat_channels(&self, xs: &[&Tensor]) -> Result<Tensor> {
+        counters::launch();
         structure::concat_channels(xs)
     }
     fn split_channels(&self, y: &Tensor, sizes: &[usize]) -> Result<Vec<Tensor>> {
+        counters::launch();
         structure::split_channels(y, sizes)
     }
     fn shift_crop(&self, x: &Tensor) -> Result<Tensor> {
+        counters::launch();
         structure::shift_crop(x)
     }
     fn shift_crop_backward(&self, dy: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
+        counters::launch();
         structure::shift_crop_backward(dy, x_shape)
     }
     fn select_columns(&self, x: &Tensor, idx: &[usize]) -> Result<Tensor> {
+        counters::launch();
         structure::select_columns(x, idx)
     }
     fn select_columns_backward(&self, dy: &Tensor, idx: &[usize], cols: usize) -> Result<Tensor> {
+        counters::launch();
         structure::select_columns_backward(dy, idx, cols)
     }
     fn mixed_forward(&self, xs: &[&Tensor], s0: &Tensor, s: &Tensor) -> Result<Tensor> {
+        counters::launch();
         mixed::forward(xs, s0, s)
     }
     fn mixed_backward(
@@ -179,6 +213,7 @@ impl Backend for CpuBackend {
         s0: &Tensor,
         s: &Tensor,
     ) -> Result<(Vec<Tensor>, Tensor)> {
+        counters::launch();
         mixed::backward(xs, dy, s0, s)
     }
     fn mixed_curvature(
@@ -188,15 +223,20 @@ impl Backend for CpuBackend {
         s0: &Tensor,
         s: &Tensor,
     ) -> Result<(Vec<Tensor>, Tensor, Tensor)> {
+        counters::launch();
         mixed::curvature(xs, hy, s0, s)
     }
     fn softmax_cross_entropy(&self, logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)> {
+        counters::launch();
+        counters::host_read();
         loss::softmax_cross_entropy(logits, labels)
     }
     fn softmax_cross_entropy_backward(&self, probs: &Tensor, labels: &[u32]) -> Result<Tensor> {
+        counters::launch();
         loss::softmax_cross_entropy_backward(probs, labels)
     }
     fn softmax_cross_entropy_curvature(&self, probs: &Tensor) -> Result<Tensor> {
+        counters::launch();
         loss::softmax_cross_entropy_curvature(probs)
     }
     fn sgd_momentum(
@@ -206,6 +246,7 @@ impl Backend for CpuBackend {
         m: &mut Tensor,
         step: SgdStep,
     ) -> Result<()> {
+        counters::launch();
         optim::sgd_momentum(w, g, m, step)
     }
 }

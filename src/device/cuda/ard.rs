@@ -76,11 +76,13 @@ impl CudaBackend {
             &prm,
         )?;
         let back = |b: &cudarc::driver::CudaSlice<f64>, n: usize| -> Result<Vec<f64>> {
+            crate::device::counters::host_read();
             let mut v = self.stream.clone_dtoh(b).map_err(drv("copy to host"))?;
             v.truncate(n);
             Ok(v)
         };
         let back_i = |b: &cudarc::driver::CudaSlice<i32>| -> Result<Vec<i32>> {
+            crate::device::counters::host_read();
             let mut v = self.stream.clone_dtoh(b).map_err(drv("copy to host"))?;
             v.truncate(groups);
             Ok(v)

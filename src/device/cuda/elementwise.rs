@@ -90,6 +90,7 @@ impl CudaBackend {
             self.launch("reduce_dot_partial", self.blocks(np), &p, &prm)?;
             off += np;
         }
+        crate::device::counters::host_read();
         let host = self
             .stream()
             .clone_dtoh(&partials)

@@ -527,6 +527,7 @@ impl CudaBackend {
         params: &P,
     ) -> Result<()> {
         let f = self.func(name)?;
+        crate::device::counters::launch();
         let mut b = self.stream.launch_builder(f);
         for p in ptrs {
             b.arg(p);
@@ -588,6 +589,7 @@ impl CudaBackend {
             (Op::CUBLAS_OP_N, n)
         };
         let alpha = 1.0f32;
+        crate::device::counters::launch();
         self.ctx.bind_to_thread().map_err(drv("bind context"))?;
         let _guard = self.blas_lock.lock().unwrap_or_else(|p| p.into_inner());
         let h = *self.blas.handle();
@@ -639,6 +641,7 @@ impl CudaBackend {
     /// Sum of f64 partials computed on the device, in index order on the host (the one
     /// synchronising read of a reduction).
     pub(crate) fn host_sum(&self, partials: &CudaSlice<f64>, len: usize) -> Result<f64> {
+        crate::device::counters::host_read();
         let v = self
             .stream
             .clone_dtoh(partials)

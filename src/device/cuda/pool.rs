@@ -76,6 +76,7 @@ impl CudaBackend {
             self.raw(&bad),
         ];
         self.launch("maxpool_bwd_scatter", self.grid_stride(n * c), &p, &prm)?;
+        crate::device::counters::host_read();
         let flag = self
             .stream()
             .clone_dtoh(&bad)
