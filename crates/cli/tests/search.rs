@@ -199,8 +199,12 @@ fn bench_step_prints_one_json_line_with_the_documented_keys() {
         "params",
         "switches",
         "peak_mem_mb",
+        "host_reads",
+        "launches",
     ] {
         assert!(v.get(k).is_some(), "{k} missing in {line}");
     }
     assert!(v["step_ms"].as_f64().unwrap() > 0.0);
+    assert!(v["host_reads"].as_f64().unwrap() > 0.0);
+    assert!(v["launches"].as_f64().unwrap() > 0.0);
 }

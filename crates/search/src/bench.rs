@@ -1,5 +1,6 @@
 //! `bayesnas bench step`: medians of the parts of the supernet train step a search runs.
 
+use bayesnas_engine::device::counters;
 use bayesnas_engine::prelude::*;
 use serde::Serialize;
 
@@ -25,6 +26,11 @@ pub struct StepBench {
     pub threads: usize,
     pub batch: usize,
     pub steps: usize,
+    /// Device-to-host reads per timed step (mean; `bayesnas_engine::device::counters`).
+    pub host_reads: f64,
+    /// Kernel launches per timed step (mean; on the CPU, backend calls that would be
+    /// launches on a GPU).
+    pub launches: f64,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -87,12 +93,17 @@ pub fn bench_step(
     )?;
     s.to_device(device)?;
     let mut all: Vec<StepTimings> = Vec::new();
+    let mut counted = counters::Counts::default();
     for i in 0..warmup + steps {
         let x = Tensor::randn(&[batch, k, image, image], 1.0, &mut rng);
         let labels: Vec<u32> = (0..batch).map(|_| rng.below(classes) as u32).collect();
-        let (_, t) = s.step(x, &labels, StepOptions::full())?;
+        // Counts are per thread: the step runs on this one.
+        let (r, c) = counters::measure(|| s.step(x, &labels, StepOptions::full()));
+        let (_, t) = r?;
         if i >= warmup {
             all.push(t);
+            counted.host_reads += c.host_reads;
+            counted.launches += c.launches;
         }
     }
     let m = |f: fn(&StepTimings) -> f64| median(all.iter().map(f).collect());
@@ -111,5 +122,7 @@ pub fn bench_step(
         threads: bayesnas_engine::cpu_threads(),
         batch,
         steps,
+        host_reads: counted.host_reads as f64 / steps as f64,
+        launches: counted.launches as f64 / steps as f64,
     })
 }
