@@ -5,26 +5,13 @@
 
 use bayesnas_engine::prelude::*;
 use bayesnas_search::bayes::NegativeCurvature;
-use bayesnas_search::searcher::{SearchSettings, Searcher, StepOptions};
-use bayesnas_search::supernet::SupernetConfig;
+use bayesnas_search::searcher::{Searcher, StepOptions};
 use bayesnas_search::{CellType, CellTypeStats, Prior, SearchSpace, UpdateConfig};
 
 mod common;
 
 fn searcher(space: SearchSpace) -> Searcher {
-    let cfg = SupernetConfig {
-        space,
-        channels: 8,
-        cells: 3,
-        in_channels: 3,
-        image: 16,
-        classes: 10,
-    };
-    let settings = SearchSettings {
-        seed: 9,
-        ..SearchSettings::default()
-    };
-    common::searcher(cfg, settings)
+    common::small_searcher(space, 8, 3, 3, 16, 9)
 }
 
 /// Norm-relative error `||a - b|| / ||b||`.

@@ -6,8 +6,7 @@
 
 use bayesnas_engine::device::counters::{self, Counts};
 use bayesnas_engine::prelude::*;
-use bayesnas_search::searcher::{SearchSettings, Searcher, StepOptions};
-use bayesnas_search::supernet::SupernetConfig;
+use bayesnas_search::searcher::{Searcher, StepOptions};
 use bayesnas_search::SearchSpace;
 
 mod common;
@@ -15,19 +14,7 @@ mod common;
 const BATCH: usize = 2;
 
 fn searcher(cells: usize) -> Searcher {
-    let cfg = SupernetConfig {
-        space: SearchSpace::bayesnas(),
-        channels: 4,
-        cells,
-        in_channels: 1,
-        image: 8,
-        classes: 10,
-    };
-    let settings = SearchSettings {
-        seed: 3,
-        ..SearchSettings::default()
-    };
-    common::searcher(cfg, settings)
+    common::small_searcher(SearchSpace::bayesnas(), 4, cells, 1, 8, 3)
 }
 
 fn weight_step() -> StepOptions {
