@@ -8,7 +8,7 @@
 //! order. Tolerance: max |got - want| <= 1e-4 * max |want|.
 
 use bayesnas_engine::device::Unary;
-use bayesnas_engine::{Conv2dSpec, Pool2dSpec, Rng, Tensor};
+use bayesnas_engine::{Conv2dSpec, Pool2dSpec, Rng};
 use bayesnas_kernel_emulation::*;
 
 mod common;
@@ -217,93 +217,6 @@ fn batch_of_one() {
         close(&format!("gap n1 ({o})"), &g, want.cpu());
         check_maxpool(1, 2, 7, 5, 3, 2, 1, &mut rng, o);
     });
-}
-
-/// Forward, backward (with finalize) and curvature (with finalize) of the mixed op.
-fn check_mixed(n: usize, k: usize, inner: usize, chunks: i64, rng: &mut Rng, order: &str) {
-    let what = format!("mixed n{n} k{k} inner{inner} chunks{chunks} ({order})");
-    let shape = [n, inner];
-    let xs: Vec<Vec<f32>> = (0..k).map(|_| rvec(n * inner, rng)).collect();
-    let txs: Vec<Tensor> = xs.iter().map(|v| t(v, &shape)).collect();
-    let refs: Vec<&Tensor> = txs.iter().collect();
-    let (s0, s) = (rvec(1, rng), rvec(k, rng));
-    let (ts0, ts) = (t(&s0, &[1]), t(&s, &[k]));
-    let dy = rvec(n * inner, rng);
-    let tdy = t(&dy, &shape);
-    let ptrs: Vec<*const f32> = xs.iter().map(|v| v.as_ptr()).collect();
-    let p = MixedParams {
-        n: n as i64,
-        inner: inner as i64,
-        chunks,
-        k: k as i32,
-        ..Default::default()
-    };
-    let mut y = vec![f32::NAN; n * inner];
-    unsafe {
-        host_mixed_fwd(
-            Launch::d1(3, B),
-            ptrs.as_ptr(),
-            s0.as_ptr(),
-            s.as_ptr(),
-            y.as_mut_ptr(),
-            p,
-        )
-    };
-    let want = cpu().mixed_forward(&refs, &ts0, &ts).unwrap();
-    close(&format!("{what} fwd"), &y, want.cpu());
-    let blocks = n * chunks as usize;
-    let (wdx, wr) = cpu().mixed_backward(&refs, &tdy, &ts0, &ts).unwrap();
-    let mut dxs: Vec<Vec<f32>> = (0..k).map(|_| vec![f32::NAN; n * inner]).collect();
-    let dptrs: Vec<*mut f32> = dxs.iter_mut().map(|v| v.as_mut_ptr()).collect();
-    let mut part = vec![f64::NAN; blocks * k];
-    let mut r = vec![f32::NAN; n * k];
-    unsafe {
-        host_mixed_bwd(
-            Launch::d1(blocks as u32, B),
-            ptrs.as_ptr(),
-            dy.as_ptr(),
-            s0.as_ptr(),
-            s.as_ptr(),
-            dptrs.as_ptr(),
-            part.as_mut_ptr(),
-            p,
-        );
-        host_mixed_reduce_finalize(Launch::d1(2, B), part.as_ptr(), r.as_mut_ptr(), p);
-    }
-    for (j, (got, want)) in dxs.iter().zip(&wdx).enumerate() {
-        close(&format!("{what} dx{j}"), got, want.cpu());
-    }
-    close(&format!("{what} r"), &r, wr.cpu());
-    let (whx, whs, whs0) = cpu().mixed_curvature(&refs, &tdy, &ts0, &ts).unwrap();
-    let mut hxs: Vec<Vec<f32>> = (0..k).map(|_| vec![f32::NAN; n * inner]).collect();
-    let hptrs: Vec<*mut f32> = hxs.iter_mut().map(|v| v.as_mut_ptr()).collect();
-    let mut part = vec![f64::NAN; blocks * (k + 1)];
-    let (mut hs, mut hs0) = (vec![f32::NAN; k], vec![f32::NAN; 1]);
-    unsafe {
-        host_mixed_curv(
-            Launch::d1(blocks as u32, B),
-            ptrs.as_ptr(),
-            dy.as_ptr(),
-            s0.as_ptr(),
-            s.as_ptr(),
-            hptrs.as_ptr(),
-            part.as_mut_ptr(),
-            p,
-        );
-        host_mixed_curv_finalize(
-            Launch::d1(1, B),
-            part.as_ptr(),
-            s0.as_ptr(),
-            hs.as_mut_ptr(),
-            hs0.as_mut_ptr(),
-            p,
-        );
-    }
-    for (j, (got, want)) in hxs.iter().zip(&whx).enumerate() {
-        close(&format!("{what} hx{j}"), got, want.cpu());
-    }
-    close(&format!("{what} h_s"), &hs, whs.cpu());
-    close(&format!("{what} h_s0"), &hs0, whs0.cpu());
 }
 
 #[test]
