@@ -209,18 +209,22 @@ fn check_depthwise(g: &dyn Backend, shape: [usize; 4], k: usize, spec: Conv2dSpe
     );
 }
 
+/// The k = 3 depthwise geometries: input shape, stride, dilation, padding (the templated
+/// stride/dilation pairs and the generic path).
+const K3_CASES: [([usize; 4], usize, usize, usize); 6] = [
+    ([2, 3, 10, 12], 1, 1, 1),
+    ([1, 2, 40, 37], 1, 1, 1),
+    ([2, 2, 17, 19], 2, 1, 1),
+    ([1, 3, 12, 9], 1, 2, 2),
+    ([2, 1, 13, 20], 2, 2, 2),
+    ([1, 2, 9, 8], 3, 1, 1),
+];
+
 #[test]
 fn depthwise_at_k3() {
     let g = gpu!("depthwise_at_k3");
     let mut rng = Rng::new(304);
-    for (shape, s, d, p) in [
-        ([2usize, 3usize, 10usize, 12usize], 1usize, 1usize, 1usize),
-        ([1, 2, 40, 37], 1, 1, 1),
-        ([2, 2, 17, 19], 2, 1, 1),
-        ([1, 3, 12, 9], 1, 2, 2),
-        ([2, 1, 13, 20], 2, 2, 2),
-        ([1, 2, 9, 8], 3, 1, 1),
-    ] {
+    for (shape, s, d, p) in K3_CASES {
         let spec = Conv2dSpec::new().stride(s).padding(p).dilation(d);
         check_depthwise(g, shape, 3, spec, &mut rng);
     }
@@ -284,14 +288,7 @@ fn dw_conv_fwd_generic_entry_at_k3() {
         .unwrap();
     let stream = be.stream();
     let mut rng = Rng::new(306);
-    for ([n, c, h, w], s, d, pad) in [
-        ([2usize, 3usize, 10usize, 12usize], 1usize, 1usize, 1usize),
-        ([1, 2, 40, 37], 1, 1, 1),
-        ([2, 2, 17, 19], 2, 1, 1),
-        ([1, 3, 12, 9], 1, 2, 2),
-        ([2, 1, 13, 20], 2, 2, 2),
-        ([1, 2, 9, 8], 3, 1, 1),
-    ] {
+    for ([n, c, h, w], s, d, pad) in K3_CASES {
         let k = 3;
         let spec = Conv2dSpec::new().stride(s).padding(pad).dilation(d);
         let (ho, wo) = (spec.out_size(h, k), spec.out_size(w, k));

@@ -161,19 +161,7 @@ fn depthwise_tiles_and_weight_sums() {
         let x = rvec(n * c * h * w, &mut rng);
         let wt = rvec(c * k * k, &mut rng);
         let dy = rvec(n * c * ho * wo, &mut rng);
-        let base = DwParams {
-            n: n as i64,
-            c: c as i64,
-            h: h as i64,
-            w: w as i64,
-            ho: ho as i64,
-            wo: wo as i64,
-            k: k as i32,
-            stride: s as i32,
-            padding: pad as i32,
-            dilation: d as i32,
-            ..Default::default()
-        };
+        let base = dw_params(n, c, h, w, k, spec);
         let splits = n.min(2) as i32;
         let r = same_under_all_orders(&what, || {
             let mut out = Bits::default();
@@ -305,33 +293,11 @@ fn batch_norm_reductions() {
         let ls = Launch::d3(c as u32, n as u32, 1, B);
         let r = same_under_all_orders(&what, || {
             let mut out = Bits::default();
-            let (mut m, mut v, mut is) = (vec![f32::NAN; c], vec![f32::NAN; c], vec![f32::NAN; c]);
-            unsafe {
-                host_bn_stats(
-                    l,
-                    x.as_ptr(),
-                    m.as_mut_ptr(),
-                    v.as_mut_ptr(),
-                    is.as_mut_ptr(),
-                    p,
-                )
-            };
+            let (m, v, is) = bn_stats(l, &x, c, p);
             out.f32("mean", &m);
             out.f32("var", &v);
             out.f32("invstd", &is);
-            let (mut sd, mut sdx) = (vec![f32::NAN; c], vec![f32::NAN; c]);
-            unsafe {
-                host_bn_bwd_reduce(
-                    l,
-                    dy.as_ptr(),
-                    x.as_ptr(),
-                    m.as_ptr(),
-                    is.as_ptr(),
-                    sd.as_mut_ptr(),
-                    sdx.as_mut_ptr(),
-                    p,
-                )
-            };
+            let (sd, sdx) = bn_bwd_reduce(l, &dy, &x, &m, &is, c, p);
             out.f32("sum_dy", &sd);
             out.f32("sum_dy_xhat", &sdx);
             let mut cs = vec![f32::NAN; c];

@@ -45,17 +45,7 @@ fn check_bn_unsplit(n: usize, c: usize, s: usize, rng: &mut Rng, order: &str) {
         splits: 1,
     };
     let l = Launch::d1(c as u32, B);
-    let (mut m, mut v, mut is) = (vec![f32::NAN; c], vec![f32::NAN; c], vec![f32::NAN; c]);
-    unsafe {
-        host_bn_stats(
-            l,
-            x.as_ptr(),
-            m.as_mut_ptr(),
-            v.as_mut_ptr(),
-            is.as_mut_ptr(),
-            p,
-        )
-    };
+    let (m, v, is) = bn_stats(l, &x, c, p);
     close(&format!("{what} mean"), &m, f.mean.cpu());
     close(&format!("{what} var"), &v, f.var.cpu());
     close(&format!("{what} invstd"), &is, f.invstd.cpu());
@@ -63,19 +53,7 @@ fn check_bn_unsplit(n: usize, c: usize, s: usize, rng: &mut Rng, order: &str) {
         .batch_norm_backward(&tdy, &tx, &f.mean, &f.invstd, Some(&tw))
         .unwrap();
     let (mv, iv) = (f.mean.cpu(), f.invstd.cpu());
-    let (mut sd, mut sdx) = (vec![f32::NAN; c], vec![f32::NAN; c]);
-    unsafe {
-        host_bn_bwd_reduce(
-            l,
-            dy.as_ptr(),
-            x.as_ptr(),
-            mv.as_ptr(),
-            iv.as_ptr(),
-            sd.as_mut_ptr(),
-            sdx.as_mut_ptr(),
-            p,
-        )
-    };
+    let (sd, sdx) = bn_bwd_reduce(l, &dy, &x, mv, iv, c, p);
     close(&format!("{what} dbias"), &sd, g.dbias.cpu());
     close(&format!("{what} dweight"), &sdx, g.dweight.cpu());
     let mut dx = vec![f32::NAN; x.len()];
@@ -140,18 +118,8 @@ fn batch_of_one() {
             let (xs, ws) = ([1, c, h, w], [c, 1, k, k]);
             let (tx, tw, tdy) = (t(&x, &xs), t(&wt, &ws), t(&dy, &[1, c, ho, wo]));
             let p = DwParams {
-                n: 1,
-                c: c as i64,
-                h: h as i64,
-                w: w as i64,
-                ho: ho as i64,
-                wo: wo as i64,
-                k: k as i32,
-                stride: s as i32,
-                padding: pad as i32,
-                dilation: d as i32,
                 splits: 1,
-                ..Default::default()
+                ..dw_params(1, c, h, w, k, spec)
             };
             let l = Launch::d3(2, c as u32, 1, B);
             let spec = spec.groups(c);
@@ -341,19 +309,7 @@ fn dw_conv_fwd_generic_entry_at_k3() {
             let what = format!("dw_conv_fwd k3 n{n} c{c} {h}x{w} s{s} d{d} p{pad} ({o})");
             let x = rvec(n * c * h * w, &mut rng);
             let wt = rvec(c * k * k, &mut rng);
-            let p = DwParams {
-                n: n as i64,
-                c: c as i64,
-                h: h as i64,
-                w: w as i64,
-                ho: ho as i64,
-                wo: wo as i64,
-                k: k as i32,
-                stride: s as i32,
-                padding: pad as i32,
-                dilation: d as i32,
-                ..Default::default()
-            };
+            let p = dw_params(n, c, h, w, k, spec);
             let l = Launch::d3(2, c as u32, n as u32, B);
             let mut y = vec![f32::NAN; n * c * ho * wo];
             unsafe { host_dw_conv_fwd(l, x.as_ptr(), wt.as_ptr(), y.as_mut_ptr(), p) };

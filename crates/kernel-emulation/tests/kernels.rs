@@ -142,20 +142,7 @@ impl ConvCase {
         )
     }
     fn dw(&self) -> DwParams {
-        let (ho, wo) = self.out();
-        DwParams {
-            n: self.n as i64,
-            c: self.c as i64,
-            h: self.h as i64,
-            w: self.w as i64,
-            ho: ho as i64,
-            wo: wo as i64,
-            k: self.k as i32,
-            stride: self.spec.stride as i32,
-            padding: self.spec.padding as i32,
-            dilation: self.spec.dilation as i32,
-            ..Default::default()
-        }
+        dw_params(self.n, self.c, self.h, self.w, self.k, self.spec)
     }
 }
 
@@ -456,17 +443,7 @@ fn batch_norm_stats_forward_backward_sums() {
             eps,
             ..Default::default()
         };
-        let (mut mean, mut var, mut invstd) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
-        unsafe {
-            host_bn_stats(
-                Launch::d1(c as u32, B),
-                x.as_ptr(),
-                mean.as_mut_ptr(),
-                var.as_mut_ptr(),
-                invstd.as_mut_ptr(),
-                p,
-            )
-        };
+        let (mean, var, invstd) = bn_stats(Launch::d1(c as u32, B), &x, c, p);
         close(&format!("{what} mean"), &mean, f.mean.cpu());
         close(&format!("{what} var"), &var, f.var.cpu());
         close(&format!("{what} invstd"), &invstd, f.invstd.cpu());
@@ -530,20 +507,8 @@ fn batch_norm_stats_forward_backward_sums() {
             let g = cpu()
                 .batch_norm_backward(&tdy, &tx, &f.mean, &f.invstd, with_w.then_some(&tw))
                 .unwrap();
-            let (mut sd, mut sdx) = (vec![0.0f32; c], vec![0.0f32; c]);
             let (mv, iv) = (f.mean.cpu(), f.invstd.cpu());
-            unsafe {
-                host_bn_bwd_reduce(
-                    Launch::d1(c as u32, B),
-                    dy.as_ptr(),
-                    x.as_ptr(),
-                    mv.as_ptr(),
-                    iv.as_ptr(),
-                    sd.as_mut_ptr(),
-                    sdx.as_mut_ptr(),
-                    p,
-                )
-            };
+            let (sd, sdx) = bn_bwd_reduce(Launch::d1(c as u32, B), &dy, &x, mv, iv, c, p);
             close(&format!("{what} dbias"), &sd, g.dbias.cpu());
             close(&format!("{what} dweight"), &sdx, g.dweight.cpu());
             for splits in [1usize, n] {

@@ -4,7 +4,7 @@
 
 use bayesnas_engine::device::cpu::CpuBackend;
 use bayesnas_engine::device::Backend;
-use bayesnas_engine::{Rng, Tensor};
+use bayesnas_engine::{Conv2dSpec, Rng, Tensor};
 use bayesnas_kernel_emulation::*;
 
 /// Threads per block of the host launches.
@@ -151,4 +151,65 @@ pub fn check_mixed(n: usize, k: usize, inner: usize, chunks: i64, rng: &mut Rng,
     }
     close(&format!("{what} h_s"), &hs, whs.cpu());
     close(&format!("{what} h_s0"), &hs0, whs0.cpu());
+}
+
+/// The depthwise kernels' parameters for an `[n, c, h, w]` input, `k x k` filters and `spec`
+/// (stride, padding, dilation); everything else (`splits`, `square_w`) at its default.
+pub fn dw_params(n: usize, c: usize, h: usize, w: usize, k: usize, spec: Conv2dSpec) -> DwParams {
+    DwParams {
+        n: n as i64,
+        c: c as i64,
+        h: h as i64,
+        w: w as i64,
+        ho: spec.out_size(h, k) as i64,
+        wo: spec.out_size(w, k) as i64,
+        k: k as i32,
+        stride: spec.stride as i32,
+        padding: spec.padding as i32,
+        dilation: spec.dilation as i32,
+        ..Default::default()
+    }
+}
+
+/// `bn_stats` on the host over `x` (`c` channels): (mean, var, invstd); outputs start as NaN,
+/// so a value the kernel leaves unwritten fails the comparison.
+pub fn bn_stats(l: Launch, x: &[f32], c: usize, p: BnParams) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (mut m, mut v, mut is) = (vec![f32::NAN; c], vec![f32::NAN; c], vec![f32::NAN; c]);
+    unsafe {
+        host_bn_stats(
+            l,
+            x.as_ptr(),
+            m.as_mut_ptr(),
+            v.as_mut_ptr(),
+            is.as_mut_ptr(),
+            p,
+        )
+    };
+    (m, v, is)
+}
+
+/// `bn_bwd_reduce` on the host: per channel, (sum of dy, sum of dy * x_hat); NaN-initialised.
+pub fn bn_bwd_reduce(
+    l: Launch,
+    dy: &[f32],
+    x: &[f32],
+    mean: &[f32],
+    invstd: &[f32],
+    c: usize,
+    p: BnParams,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mut sd, mut sdx) = (vec![f32::NAN; c], vec![f32::NAN; c]);
+    unsafe {
+        host_bn_bwd_reduce(
+            l,
+            dy.as_ptr(),
+            x.as_ptr(),
+            mean.as_ptr(),
+            invstd.as_ptr(),
+            sd.as_mut_ptr(),
+            sdx.as_mut_ptr(),
+            p,
+        )
+    };
+    (sd, sdx)
 }
