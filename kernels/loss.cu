@@ -25,6 +25,17 @@ extern "C" __global__ void softmax_ce_fwd(const float* __restrict__ logits,
     }
 }
 
+// loss[0] = (float)(sum_r loss_rows[r] / b), rows added in order (the CPU's arithmetic).
+// ONE thread (block 1).
+extern "C" __global__ void softmax_ce_loss(const double* __restrict__ loss_rows,
+                                           float* __restrict__ loss, LossParams p) {
+    if (threadIdx.x == 0 && blockIdx.x == 0) {
+        double acc = 0.0;
+        for (int64_t r = 0; r < p.b; ++r) acc += loss_rows[r];
+        loss[0] = (float)(acc / (double)p.b);
+    }
+}
+
 // dlogits = (probs - onehot(label)) / b. Grid-stride over b * k.
 extern "C" __global__ void softmax_ce_bwd(const float* __restrict__ probs,
                                           const uint32_t* __restrict__ labels,

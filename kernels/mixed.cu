@@ -104,6 +104,32 @@ extern "C" __global__ void mixed_reduce_finalize(const double* __restrict__ r_pa
     }
 }
 
+// Switch gradients from r ([n, k], mixed_reduce_finalize's output): ds[k] = s0 * tot[k] and
+// ds0 = sum_k s[k] tot[k] with tot[k] = sum_n r[n, k], all in f64, n then k in order (the
+// CPU's arithmetic). Thread j < k writes ds[j]; thread 0 also recomputes every tot in the
+// same order for ds0 (k and n are small: one edge's ops and the batch). ONE block, any size.
+extern "C" __global__ void mixed_switch_grads(const float* __restrict__ r,
+                                              const float* __restrict__ s0,
+                                              const float* __restrict__ s,
+                                              float* __restrict__ ds, float* __restrict__ ds0,
+                                              MixedParams p) {
+    const double a = (double)s0[0];
+    for (int64_t j = threadIdx.x; j < p.k; j += blockDim.x) {
+        double t = 0.0;
+        for (int64_t n = 0; n < p.n; ++n) t += (double)r[n * p.k + j];
+        ds[j] = (float)(a * t);
+    }
+    if (threadIdx.x == 0) {
+        double acc = 0.0;
+        for (int64_t j = 0; j < p.k; ++j) {
+            double t = 0.0;
+            for (int64_t n = 0; n < p.n; ++n) t += (double)r[n * p.k + j];
+            acc += t * (double)s[j];
+        }
+        ds0[0] = (float)acc;
+    }
+}
+
 // hx_k = (s0 s_k)^2 hy for every k, and partials of sum x_k^2 hy (per k) and sum z^2 hy
 // (z = sum_k s_k x_k elementwise, k added in order).
 extern "C" __global__ void __launch_bounds__(BZ_BLOCK)

@@ -56,7 +56,7 @@ pub use tensor::Tensor;
 pub mod prelude {
     pub use crate::device::{Conv2dSpec, Device, Pool2dSpec};
     pub use crate::error::{Error, Result};
-    pub use crate::optim::{clip_scale, cosine_factor, grad_norm, Sgd, SgdGroup};
+    pub use crate::optim::{clip_scale, cosine_factor, grad_norm, grad_norms, Sgd, SgdGroup};
     pub use crate::params::{ParamId, ParamStore};
     pub use crate::rng::Rng;
     pub use crate::tape::{Gradients, Tape, Var};

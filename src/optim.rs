@@ -62,28 +62,43 @@ impl Sgd {
 }
 
 /// Global L2 norm of the accumulated gradients of the given groups (all trainable
-/// parameters when `groups` is empty).
+/// parameters when `groups` is empty): one host read.
 pub fn grad_norm(store: &ParamStore, groups: &[&str]) -> Result<f64> {
-    let grads: Vec<&crate::tensor::Tensor> = store
+    Ok(grad_norms(store, &[groups])?[0])
+}
+
+/// [`grad_norm`] of several selections of groups at once, with ONE host read for all of them
+/// (the parameters of the first selection's device; every gradient must live there).
+pub fn grad_norms(store: &ParamStore, selections: &[&[&str]]) -> Result<Vec<f64>> {
+    let chosen: Vec<Vec<&crate::tensor::Tensor>> = selections
         .iter()
-        .filter(|(_, p)| p.trainable && (groups.is_empty() || groups.contains(&p.group.as_str())))
-        .map(|(_, p)| &p.grad)
+        .map(|groups| {
+            store
+                .iter()
+                .filter(|(_, p)| {
+                    p.trainable && (groups.is_empty() || groups.contains(&p.group.as_str()))
+                })
+                .map(|(_, p)| &p.grad)
+                .collect()
+        })
         .collect();
-    // CUDA gradients: one reduction launch each and ONE host read for all of them.
-    if let Some(first) = grads.first() {
-        if let crate::Device::Cuda(i) = first.device() {
-            if grads.iter().all(|g| g.device() == first.device()) {
-                return Ok(crate::device::cuda::backend(i)?
-                    .sum_of_squares(&grads)?
-                    .sqrt());
-            }
-        }
+    let Some(first) = chosen.iter().flatten().next() else {
+        return Ok(vec![0.0; selections.len()]);
+    };
+    let device = first.device();
+    if let Some(g) = chosen.iter().flatten().find(|g| g.device() != device) {
+        return Err(Error::Invalid(format!(
+            "grad_norms: gradients on {device} and on {}",
+            g.device()
+        )));
     }
-    let mut s = 0.0f64;
-    for g in grads {
-        s += g.device().backend()?.dot(g, g)?;
-    }
-    Ok(s.sqrt())
+    let refs: Vec<&[&crate::tensor::Tensor]> = chosen.iter().map(|v| v.as_slice()).collect();
+    Ok(device
+        .backend()?
+        .sum_of_squares(&refs)?
+        .into_iter()
+        .map(f64::sqrt)
+        .collect())
 }
 
 /// Gradient scale that clips the global norm to `max_norm` (PyTorch `clip_grad_norm_`:

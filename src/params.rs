@@ -154,6 +154,64 @@ impl ParamStore {
         Ok(())
     }
 
+    /// Adds the gradient of the group-lasso penalty `sum_g coef_g ||(v_m)_{m in g}||` to the
+    /// accumulated gradients, on the device, in one backend call; returns the penalty as a
+    /// `[1]` tensor on the device. Each group is `(coef, members)`, a member `(param,
+    /// element)`; a member may be in one group only. Every parameter involved must live on
+    /// one device.
+    pub fn add_group_lasso_gradient(
+        &mut self,
+        groups: &[(f64, Vec<(ParamId, usize)>)],
+    ) -> Result<Tensor> {
+        let mut order: Vec<usize> = Vec::new();
+        let mut slot = std::collections::HashMap::new();
+        let mut spec = crate::device::LassoGroups {
+            start: vec![0],
+            ..Default::default()
+        };
+        for (coef, members) in groups {
+            for &(p, e) in members {
+                if p.0 >= self.params.len() {
+                    return Err(Error::Invalid(format!("group lasso: no parameter {}", p.0)));
+                }
+                let t = *slot.entry(p.0).or_insert_with(|| {
+                    order.push(p.0);
+                    order.len() - 1
+                });
+                spec.tensor.push(t);
+                spec.elem.push(e);
+            }
+            spec.start.push(spec.tensor.len());
+            spec.coef.push(*coef);
+        }
+        let device = match order.first() {
+            Some(&i) => self.params[i].value.device(),
+            None => crate::device::Device::Cpu,
+        };
+        let mut picked: Vec<Option<&mut Param>> = self.params.iter_mut().map(Some).collect();
+        let mut chosen: Vec<&mut Param> = order
+            .iter()
+            .map(|&i| picked[i].take().expect("each parameter once"))
+            .collect();
+        let mut values = Vec::with_capacity(chosen.len());
+        let mut grads = Vec::with_capacity(chosen.len());
+        for p in chosen.iter_mut() {
+            if p.value.device() != device {
+                return Err(Error::Invalid(format!(
+                    "group lasso: parameter {} on {} and others on {device}",
+                    p.name,
+                    p.value.device()
+                )));
+            }
+            let Param { value, grad, .. } = &mut **p;
+            values.push(&*value);
+            grads.push(grad);
+        }
+        device
+            .backend()?
+            .group_lasso_grad(&values, &mut grads, &spec)
+    }
+
     /// Zero every accumulated gradient.
     pub fn zero_grads(&mut self) -> Result<()> {
         for p in &mut self.params {

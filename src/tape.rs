@@ -34,6 +34,7 @@ pub struct OpCtx<'a> {
     pub output: &'a Tensor,
     needs_grad: Vec<bool>,
     per_sample: RefCell<Option<Tensor>>,
+    known_seed: Option<f32>,
 }
 
 impl OpCtx<'_> {
@@ -41,6 +42,13 @@ impl OpCtx<'_> {
     /// `None` for inputs that do not (the tape ignores what it returns for them anyway).
     pub fn needs_grad(&self, i: usize) -> bool {
         self.needs_grad.get(i).copied().unwrap_or(false)
+    }
+
+    /// The value of the incoming `dy` (or `hy`) when the host knows it without reading the
+    /// device: the unit seed at the root of [`Tape::backward`] and
+    /// [`Tape::curvature_backward`]. Loss ops use it to scale without a host read.
+    pub fn known_seed(&self) -> Option<f32> {
+        self.known_seed
     }
 
     /// Record per-sample reductions computed during this op's backward (the fused mixed op
@@ -226,7 +234,7 @@ impl Tape {
                 seed.shape()
             )));
         }
-        self.reverse_from(root, seed, Pass::Gradient)
+        self.reverse_from(root, seed, None, Pass::Gradient)
     }
 
     /// The vars an op node was recorded with (empty for leaves).
@@ -249,10 +257,18 @@ impl Tape {
         }
         let device = root.value.device();
         let seed = device.backend()?.upload(vec![1.0], root.value.shape())?;
-        self.reverse_from(loss, seed, pass)
+        self.reverse_from(loss, seed, Some(1.0), pass)
     }
 
-    fn reverse_from(&self, loss: Var, seed: Tensor, pass: Pass) -> Result<Gradients> {
+    /// The reverse pass from `loss` seeded with `seed` (whose single value is `known`, when
+    /// the host knows it).
+    fn reverse_from(
+        &self,
+        loss: Var,
+        seed: Tensor,
+        known: Option<f32>,
+        pass: Pass,
+    ) -> Result<Gradients> {
         let mut acc: Vec<Option<Tensor>> = (0..=loss.0).map(|_| None).collect();
         acc[loss.0] = Some(seed);
         let mut out = Gradients::default();
@@ -279,6 +295,7 @@ impl Tape {
                     .map(|v| self.nodes[v.0].needs_grad)
                     .collect(),
                 per_sample: RefCell::new(None),
+                known_seed: if i == loss.0 { known } else { None },
             };
             let grads = match pass {
                 Pass::Gradient => op.backward(&ctx, &g)?,

@@ -489,7 +489,11 @@ fn softmax_cross_entropy_and_sgd() {
         let (p, l) = c.softmax_cross_entropy(&z, &labels).unwrap();
         let (gp, gl) = g.softmax_cross_entropy(&up(g, &z), &labels).unwrap();
         same(&format!("softmax {b}x{k}"), &gp, &p);
-        close64("cross-entropy", gl as f64, l as f64);
+        close64(
+            "cross-entropy",
+            gl.item().unwrap() as f64,
+            l.item().unwrap() as f64,
+        );
         let gpu_probs = up(g, &p);
         same(
             &format!("softmax ce backward {b}x{k}"),

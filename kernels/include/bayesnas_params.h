@@ -174,6 +174,13 @@ typedef struct SgdParams {
     float grad_scale;
 } SgdParams;
 
+/* Group-lasso gradient (kernels/optim.cu group_lasso_grad): groups groups over members
+ * scalar members (see bayesnas_engine::device::LassoGroups). */
+typedef struct LassoParams {
+    int64_t groups;
+    int64_t members;
+} LassoParams;
+
 /* Hierarchical group-ARD update (kernels/ard.cu group_ard_update; host reference
  * bayesnas_engine::ard). n_parents parents of n_children children each; every parent and every
  * child is a group of n_members members. Groups are laid out parent by parent, parent first:

@@ -6,9 +6,12 @@
 //!   (and so `to_vec` and `item`) and [`Tensor::into_vec`] count one on every device (on
 //!   the CPU the same calls count, since on a GPU they would be reads). Backend methods that
 //!   return a host value count the reads their CUDA implementation makes: `sum_all`, `dot`
-//!   and `softmax_cross_entropy` (the reduced sum), `max_pool2d_backward` (the offset check
-//!   flag); the CPU backend counts one for each of these calls too. The CUDA HARD update
-//!   (`group_ard_update`) counts its six result copies.
+//!   and `sum_of_squares` (one for all its groups); the CPU backend counts one for each of
+//!   these calls too. `softmax_cross_entropy`, `mixed_switch_grads` and `group_lasso_grad`
+//!   leave their results on the device and count none. CUDA's `max_pool2d_backward` reads
+//!   an offset-check flag only for an argmax that its own `max_pool2d_forward` did not make
+//!   (one uploaded from the host); a training step never passes one, and the CPU backend
+//!   counts none. The CUDA HARD update (`group_ard_update`) counts its six result copies.
 //! * `launches`: on CUDA, every kernel launch and every cuBLAS call (device-to-device
 //!   copies, memsets, uploads and allocations are not counted). On the CPU backend, one per
 //!   call of a [`crate::Backend`] method that does work (every method but `device`), since

@@ -160,6 +160,30 @@ pub struct SgdStep {
     pub grad_scale: f32,
 }
 
+/// The groups of a group-lasso penalty `sum_g coef[g] * ||v_g||` over scalar members of
+/// several tensors ([`Backend::group_lasso_grad`]). Group `g` has the members
+/// `start[g]..start[g + 1]`; member `m` is element `elem[m]` of tensor `tensor[m]`. A member
+/// may belong to one group only.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LassoGroups {
+    /// `groups + 1` offsets into `tensor`/`elem`, starting at 0, non-decreasing.
+    pub start: Vec<usize>,
+    pub tensor: Vec<usize>,
+    pub elem: Vec<usize>,
+    /// The group's factor (`lambda * omega`), one per group.
+    pub coef: Vec<f64>,
+}
+
+impl LassoGroups {
+    /// Number of groups.
+    pub fn len(&self) -> usize {
+        self.coef.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.coef.is_empty()
+    }
+}
+
 /// Kernels of one device. Every method validates shapes it relies on and returns an error
 /// (never panics) on misuse; out-of-memory on an accelerator is an error too.
 pub trait Backend: Send + Sync {
@@ -181,6 +205,10 @@ pub trait Backend: Send + Sync {
     fn sum_all(&self, x: &Tensor) -> Result<f64>;
     /// Sum of `a * b` over all elements (f64 accumulation, deterministic order).
     fn dot(&self, a: &Tensor, b: &Tensor) -> Result<f64>;
+    /// For each group of tensors, `sum_i dot(x_i, x_i)` (f64, the tensors' sums added in
+    /// order, each the same arithmetic as [`Backend::dot`]), with ONE host read for all
+    /// groups.
+    fn sum_of_squares(&self, groups: &[&[&Tensor]]) -> Result<Vec<f64>>;
     /// Multiply every sample `n` of `x` (shape `[N, ...]`) by `scale[n]` (shape `[N]`, host).
     fn scale_samples(&self, x: &Tensor, scale: &[f32]) -> Result<Tensor>;
 
@@ -304,6 +332,10 @@ pub trait Backend: Send + Sync {
         s0: &Tensor,
         s: &Tensor,
     ) -> Result<(Vec<Tensor>, Tensor)>;
+    /// The switch gradients from the per-sample reductions `r` (`[N, K]`) of
+    /// [`Backend::mixed_backward`], on the device: `ds[k] = s0 * sum_n r[n, k]` (shape `[K]`)
+    /// and `ds0 = sum_k s[k] * sum_n r[n, k]` (shape `[1]`); sums in f64, `n` then `k` in order.
+    fn mixed_switch_grads(&self, r: &Tensor, s0: &Tensor, s: &Tensor) -> Result<(Tensor, Tensor)>;
     /// Returns `hx_k = (s0 s_k)^2 hy`, `h_s[k] = sum((s0 x_k)^2 hy)` (shape `[K]`) and
     /// `h_s0 = sum((sum_k s_k x_k)^2 hy)` (shape `[1]`), in one pass.
     fn mixed_curvature(
@@ -316,8 +348,9 @@ pub trait Backend: Send + Sync {
 
     // ----- loss -----
     /// Row-wise softmax of `[B, K]` logits and the mean cross-entropy against `labels`
-    /// (class indices). Returns `(probs, loss)`.
-    fn softmax_cross_entropy(&self, logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)>;
+    /// (class indices). Returns `(probs, loss)`, the loss a `[1]` tensor on the device (no
+    /// host read).
+    fn softmax_cross_entropy(&self, logits: &Tensor, labels: &[u32]) -> Result<(Tensor, Tensor)>;
     /// Gradient of that mean cross-entropy with respect to the logits, from the `[B, K]`
     /// probabilities: `(probs - onehot(labels)) / B`.
     fn softmax_cross_entropy_backward(&self, probs: &Tensor, labels: &[u32]) -> Result<Tensor>;
@@ -329,4 +362,16 @@ pub trait Backend: Send + Sync {
     /// SGD with momentum (PyTorch semantics): `g' = scale*g + wd*w; m = mu*m + g'; w -= lr*m`.
     fn sgd_momentum(&self, w: &mut Tensor, g: &Tensor, m: &mut Tensor, step: SgdStep)
         -> Result<()>;
+
+    // ----- penalties -----
+    /// Adds the gradient of `sum_g coef[g] ||v_g||` to `grads` (`grads[i]` has the shape of
+    /// `values[i]`): member `m` of group `g` gets `(coef[g] * v_m / ||v_g||) as f32` (nothing
+    /// when `||v_g|| = 0`); norms in f64. Returns the penalty as a `[1]` tensor on the device
+    /// (groups added in order in f64). One launch, no host read.
+    fn group_lasso_grad(
+        &self,
+        values: &[&Tensor],
+        grads: &mut [&mut Tensor],
+        groups: &LassoGroups,
+    ) -> Result<Tensor>;
 }

@@ -513,3 +513,72 @@ pub(crate) fn scale_samples(x: &Tensor, scale: &[f32]) -> Result<usize> {
     }
     Ok(n)
 }
+
+/// Validates the operands of `mixed_switch_grads`: `r` of shape `[N, K]`, `s0` of one element
+/// and `s` of K. Returns `(N, K)`.
+pub(crate) fn mixed_switch_grads(r: &Tensor, s0: &Tensor, s: &Tensor) -> Result<(usize, usize)> {
+    let &[n, k] = r.shape() else {
+        return shape_err("mixed_switch_grads r", "[N, K]", r.shape());
+    };
+    if s0.numel() != 1 {
+        return shape_err("mixed_switch_grads s0", "[1]", s0.shape());
+    }
+    if s.numel() != k {
+        return shape_err("mixed_switch_grads s", format!("[{k}]"), s.shape());
+    }
+    Ok((n, k))
+}
+
+/// Validates the operands of `group_lasso_grad`: one gradient of its value's shape per
+/// value, group offsets that start at 0, do not decrease and end at the member count, one
+/// coefficient per group, member indices in range and every member in one group only.
+pub(crate) fn group_lasso(
+    values: &[&Tensor],
+    grads: &[&mut Tensor],
+    g: &crate::device::LassoGroups,
+) -> Result<()> {
+    let bad = |what: String| Err(Error::Invalid(format!("group_lasso_grad: {what}")));
+    if values.len() != grads.len() {
+        return bad(format!(
+            "{} values but {} gradients",
+            values.len(),
+            grads.len()
+        ));
+    }
+    for (v, d) in values.iter().zip(grads) {
+        same_shape("group_lasso_grad gradient", v, d)?;
+    }
+    let members = g.tensor.len();
+    if g.elem.len() != members {
+        return bad(format!(
+            "{members} member tensors but {} elements",
+            g.elem.len()
+        ));
+    }
+    if g.start.len() != g.coef.len() + 1 {
+        return bad(format!(
+            "{} group offsets for {} groups (expected groups + 1)",
+            g.start.len(),
+            g.coef.len()
+        ));
+    }
+    if g.start[0] != 0
+        || g.start.windows(2).any(|w| w[0] > w[1])
+        || g.start[g.coef.len()] != members
+    {
+        return bad(format!(
+            "group offsets {:?} do not run from 0 to the {members} members",
+            g.start
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(members);
+    for (&t, &e) in g.tensor.iter().zip(&g.elem) {
+        if t >= values.len() || e >= values[t].numel() {
+            return bad(format!("member (tensor {t}, element {e}) out of range"));
+        }
+        if !seen.insert((t, e)) {
+            return bad(format!("member (tensor {t}, element {e}) in two groups"));
+        }
+    }
+    Ok(())
+}

@@ -18,6 +18,14 @@ fn scaled(b: &dyn crate::device::Backend, t: Tensor, c: f32) -> Result<Tensor> {
     }
 }
 
+/// The incoming scalar seed: known on the host at the root of a pass, read otherwise.
+fn seed(ctx: &OpCtx, s: &Tensor) -> Result<f32> {
+    match ctx.known_seed() {
+        Some(c) => Ok(c),
+        None => s.item(),
+    }
+}
+
 struct CrossEntropyOp {
     probs: Tensor,
     labels: Vec<u32>,
@@ -28,16 +36,16 @@ impl TapeOp for CrossEntropyOp {
         "cross_entropy"
     }
     // dz = (p - onehot(y)) / B * dy
-    fn backward(&self, _ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn backward(&self, ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let b = be(&self.probs)?;
         let d = b.softmax_cross_entropy_backward(&self.probs, &self.labels)?;
-        Ok(vec![Some(scaled(b, d, dy.item()?)?)])
+        Ok(vec![Some(scaled(b, d, seed(ctx, dy)?)?)])
     }
     // hz_i = p_i (1 - p_i) / B * hy  (all classes; see method note section 6)
-    fn curvature(&self, _ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let b = be(&self.probs)?;
         let h = b.softmax_cross_entropy_curvature(&self.probs)?;
-        Ok(vec![Some(scaled(b, h, hy.item()?)?)])
+        Ok(vec![Some(scaled(b, h, seed(ctx, hy)?)?)])
     }
 }
 
@@ -56,29 +64,28 @@ impl TapeOp for HalfSquaredErrorOp {
         if let Some(w) = &self.weights {
             d = b.binary(&d, w, Binary::Mul)?;
         }
-        Ok(vec![Some(b.unary(&d, Unary::Scale(dy.item()?))?)])
+        Ok(vec![Some(b.unary(&d, Unary::Scale(seed(ctx, dy)?))?)])
     }
     // The Hessian of 0.5 * sum w (x - t)^2 is diag(w) (the identity without weights).
     fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let x = ctx.inputs[0];
         let b = be(hy)?;
         let h = match &self.weights {
-            Some(w) => b.unary(w, Unary::Scale(hy.item()?))?,
-            None => b.upload(vec![hy.item()?; x.numel()], x.shape())?,
+            Some(w) => b.unary(w, Unary::Scale(seed(ctx, hy)?))?,
+            None => b.upload(vec![seed(ctx, hy)?; x.numel()], x.shape())?,
         };
         Ok(vec![Some(h)])
     }
 }
 
 impl Tape {
-    /// Mean softmax cross-entropy of `[B, K]` logits against class indices `labels`.
-    /// Errors when the loss is not finite.
+    /// Mean softmax cross-entropy of `[B, K]` logits against class indices `labels`. The
+    /// loss stays on the device (no host read); a caller that needs it reads the `[1]` value.
     pub fn cross_entropy(&mut self, logits: Var, labels: &[u32]) -> Result<Var> {
         let z = self.value(logits);
         let (probs, loss) = be(z)?.softmax_cross_entropy(z, labels)?;
-        let y = be(z)?.upload(vec![loss], &[1])?;
         Ok(self.push(
-            y,
+            loss,
             &[logits],
             CrossEntropyOp {
                 probs,

@@ -22,23 +22,13 @@ impl TapeOp for MixedOp {
         );
         let b = be(dy)?;
         let (dxs, r) = b.mixed_backward(xs, dy, s0, s)?;
-        // Switch gradients from the per-sample reductions r[n, k] = sum(x_k dy):
-        // ds_k = s0 sum_n r[n,k], ds0 = sum_k s_k sum_n r[n,k]. These are K + 1 numbers: read
-        // them on the host.
-        let rh = r.to_vec();
-        let (s0v, sv) = (s0.to_vec()[0], s.to_vec());
-        let mut tot = vec![0.0f64; self.k];
-        for row in rh.chunks(self.k) {
-            for (t, &v) in tot.iter_mut().zip(row) {
-                *t += v as f64;
-            }
-        }
-        let ds: Vec<f32> = tot.iter().map(|&t| (s0v as f64 * t) as f32).collect();
-        let ds0: f64 = tot.iter().zip(&sv).map(|(&t, &s)| t * s as f64).sum();
+        // Switch gradients from the per-sample reductions r[n, k] = sum(x_k dy), reduced on
+        // the device: ds_k = s0 sum_n r[n,k], ds0 = sum_k s_k sum_n r[n,k].
+        let (ds, ds0) = b.mixed_switch_grads(&r, s0, s)?;
         ctx.record_per_sample(r);
         let mut out: Vec<Option<Tensor>> = dxs.into_iter().map(Some).collect();
-        out.push(Some(b.upload(ds, &[self.k])?));
-        out.push(Some(b.upload(vec![ds0 as f32], &[1])?));
+        out.push(Some(ds));
+        out.push(Some(ds0));
         Ok(out)
     }
     fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {

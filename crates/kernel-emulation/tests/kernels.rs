@@ -902,7 +902,7 @@ fn softmax_cross_entropy_and_seeds() {
         };
         close("probs", &probs, wp.cpu());
         let loss = (rows.iter().sum::<f64>() / b as f64) as f32;
-        close("loss", &[loss], &[wl]);
+        close("loss", &[loss], wl.cpu());
         let mut d = vec![f32::NAN; b * k];
         unsafe {
             host_softmax_ce_bwd(

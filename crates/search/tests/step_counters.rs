@@ -64,7 +64,7 @@ fn step_counts_are_nonzero_grow_with_depth_and_are_deterministic() {
 }
 
 #[test]
-#[ignore = "issue 13 target, not met yet: a step makes hundreds of host reads (420 and 589 at 3 cells, 1071 and 1520 at 8), growing with depth"]
+
 fn step_host_reads_at_most_4_independent_of_depth() {
     let (w3, s3) = measure(3);
     let (w8, s8) = measure(8);

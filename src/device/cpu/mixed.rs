@@ -133,3 +133,24 @@ pub(crate) fn curvature(
     let h_s0 = Tensor::from_vec(vec![tot[k] as f32], &[1])?;
     Ok((hxs, h_s, h_s0))
 }
+
+/// `ds[k] = s0 * sum_n r[n, k]`, `ds0 = sum_k s[k] * sum_n r[n, k]` (f64, `n` then `k` in
+/// order).
+pub(crate) fn switch_grads(r: &Tensor, s0: &Tensor, s: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (_, k) = shape::mixed_switch_grads(r, s0, s)?;
+    let (s0v, sv) = (s0.cpu()[0] as f64, s.cpu());
+    let mut tot = vec![0.0f64; k];
+    if k > 0 {
+        for row in r.cpu().chunks(k) {
+            for (t, &v) in tot.iter_mut().zip(row) {
+                *t += v as f64;
+            }
+        }
+    }
+    let ds: Vec<f32> = tot.iter().map(|&t| (s0v * t) as f32).collect();
+    let ds0: f64 = tot.iter().zip(sv).map(|(&t, &s)| t * s as f64).sum();
+    Ok((
+        Tensor::from_vec(ds, &[k])?,
+        Tensor::from_vec(vec![ds0 as f32], &[1])?,
+    ))
+}

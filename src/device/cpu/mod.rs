@@ -18,8 +18,8 @@ mod structure;
 
 use super::counters;
 use super::{
-    Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, Pool2dSpec, SgdStep,
-    Unary,
+    Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, LassoGroups, Pool2dSpec,
+    SgdStep, Unary,
 };
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -65,6 +65,20 @@ impl Backend for CpuBackend {
         counters::launch();
         counters::host_read();
         elementwise::dot(a, b)
+    }
+    fn sum_of_squares(&self, groups: &[&[&Tensor]]) -> Result<Vec<f64>> {
+        counters::launch();
+        counters::host_read();
+        groups
+            .iter()
+            .map(|g| {
+                let mut s = 0.0f64;
+                for x in g.iter() {
+                    s += elementwise::dot(x, x)?;
+                }
+                Ok(s)
+            })
+            .collect()
     }
     fn scale_samples(&self, x: &Tensor, scale: &[f32]) -> Result<Tensor> {
         counters::launch();
@@ -147,8 +161,9 @@ impl Backend for CpuBackend {
         dy: &Tensor,
         x_shape: &[usize],
     ) -> Result<Tensor> {
+        // No host read: CUDA reads its offset-check flag only on the fallback path for an
+        // argmax its own forward did not make (see the counters module).
         counters::launch();
-        counters::host_read();
         pool::max_backward(argmax, dy, x_shape)
     }
     fn avg_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<Tensor> {
@@ -216,6 +231,10 @@ impl Backend for CpuBackend {
         counters::launch();
         mixed::backward(xs, dy, s0, s)
     }
+    fn mixed_switch_grads(&self, r: &Tensor, s0: &Tensor, s: &Tensor) -> Result<(Tensor, Tensor)> {
+        counters::launch();
+        mixed::switch_grads(r, s0, s)
+    }
     fn mixed_curvature(
         &self,
         xs: &[&Tensor],
@@ -226,10 +245,10 @@ impl Backend for CpuBackend {
         counters::launch();
         mixed::curvature(xs, hy, s0, s)
     }
-    fn softmax_cross_entropy(&self, logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)> {
+    fn softmax_cross_entropy(&self, logits: &Tensor, labels: &[u32]) -> Result<(Tensor, Tensor)> {
         counters::launch();
-        counters::host_read();
-        loss::softmax_cross_entropy(logits, labels)
+        let (probs, loss) = loss::softmax_cross_entropy(logits, labels)?;
+        Ok((probs, Tensor::from_vec(vec![loss], &[1])?))
     }
     fn softmax_cross_entropy_backward(&self, probs: &Tensor, labels: &[u32]) -> Result<Tensor> {
         counters::launch();
@@ -248,5 +267,14 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         counters::launch();
         optim::sgd_momentum(w, g, m, step)
+    }
+    fn group_lasso_grad(
+        &self,
+        values: &[&Tensor],
+        grads: &mut [&mut Tensor],
+        groups: &LassoGroups,
+    ) -> Result<Tensor> {
+        counters::launch();
+        optim::group_lasso_grad(values, grads, groups)
     }
 }

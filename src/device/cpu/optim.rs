@@ -29,3 +29,28 @@ pub(crate) fn sgd_momentum(
         });
     Ok(())
 }
+
+/// The group-lasso gradient and penalty (see `Backend::group_lasso_grad`).
+pub(crate) fn group_lasso_grad(
+    values: &[&Tensor],
+    grads: &mut [&mut Tensor],
+    g: &crate::device::LassoGroups,
+) -> Result<Tensor> {
+    shape::group_lasso(values, grads, g)?;
+    let mut penalty = 0.0f64;
+    for (gi, &coef) in g.coef.iter().enumerate() {
+        let members = g.start[gi]..g.start[gi + 1];
+        let vals: Vec<f64> = members
+            .clone()
+            .map(|m| values[g.tensor[m]].cpu()[g.elem[m]] as f64)
+            .collect();
+        let norm = vals.iter().map(|v| v * v).sum::<f64>().sqrt();
+        penalty += coef * norm;
+        if norm > 0.0 {
+            for (m, v) in members.zip(&vals) {
+                grads[g.tensor[m]].cpu_mut()[g.elem[m]] += (coef * v / norm) as f32;
+            }
+        }
+    }
+    Tensor::from_vec(vec![penalty as f32], &[1])
+}

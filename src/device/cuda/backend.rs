@@ -7,8 +7,8 @@
 use super::CudaBackend;
 use super::{batchnorm, conv, elementwise, gemm, loss, mixed, optim, pool, structure};
 use crate::device::{
-    Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, Pool2dSpec, SgdStep,
-    Unary,
+    Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, LassoGroups, Pool2dSpec,
+    SgdStep, Unary,
 };
 use crate::error::{Error, Result};
 use crate::tensor::{numel, Tensor};
@@ -51,6 +51,10 @@ impl Backend for CudaBackend {
 
     fn dot(&self, a: &Tensor, b: &Tensor) -> Result<f64> {
         elementwise::dot(self, a, b)
+    }
+
+    fn sum_of_squares(&self, groups: &[&[&Tensor]]) -> Result<Vec<f64>> {
+        self.sum_of_squares_groups(groups)
     }
 
     fn scale_samples(&self, x: &Tensor, scale: &[f32]) -> Result<Tensor> {
@@ -202,6 +206,10 @@ impl Backend for CudaBackend {
         mixed::mixed_backward(self, xs, dy, s0, s)
     }
 
+    fn mixed_switch_grads(&self, r: &Tensor, s0: &Tensor, s: &Tensor) -> Result<(Tensor, Tensor)> {
+        mixed::mixed_switch_grads(self, r, s0, s)
+    }
+
     fn mixed_curvature(
         &self,
         xs: &[&Tensor],
@@ -212,7 +220,7 @@ impl Backend for CudaBackend {
         mixed::mixed_curvature(self, xs, hy, s0, s)
     }
 
-    fn softmax_cross_entropy(&self, logits: &Tensor, labels: &[u32]) -> Result<(Tensor, f32)> {
+    fn softmax_cross_entropy(&self, logits: &Tensor, labels: &[u32]) -> Result<(Tensor, Tensor)> {
         loss::softmax_cross_entropy(self, logits, labels)
     }
 
@@ -232,5 +240,14 @@ impl Backend for CudaBackend {
         step: SgdStep,
     ) -> Result<()> {
         optim::sgd_momentum(self, w, g, m, step)
+    }
+
+    fn group_lasso_grad(
+        &self,
+        values: &[&Tensor],
+        grads: &mut [&mut Tensor],
+        groups: &LassoGroups,
+    ) -> Result<Tensor> {
+        optim::group_lasso_grad(self, values, grads, groups)
     }
 }

@@ -62,22 +62,27 @@ impl CudaBackend {
         self.host_sum(&partials, parts)
     }
 
-    /// `sum_i dot(xs[i], xs[i])` with ONE synchronisation: every tensor's partials go to one
-    /// buffer, read once; each tensor's partials are added in index order, then the tensors
-    /// in order (the same f64 arithmetic as summing [`Backend::dot`](crate::Backend::dot)s).
-    pub fn sum_of_squares(&self, xs: &[&Tensor]) -> Result<f64> {
-        let parts: Vec<usize> = xs
+    /// Per group, `sum_i dot(xs[i], xs[i])`, with ONE synchronisation for all groups: every
+    /// tensor's partials go to one buffer, read once; each tensor's partials are added in
+    /// index order, then the group's tensors in order (the same f64 arithmetic as summing
+    /// [`Backend::dot`](crate::Backend::dot)s).
+    pub(super) fn sum_of_squares_groups(&self, groups: &[&[&Tensor]]) -> Result<Vec<f64>> {
+        let parts: Vec<Vec<usize>> = groups
             .iter()
-            .map(|x| x.numel().div_ceil(4096).min(REDUCE_PARTS))
+            .map(|g| {
+                g.iter()
+                    .map(|x| x.numel().div_ceil(4096).min(REDUCE_PARTS))
+                    .collect()
+            })
             .collect();
-        let total: usize = parts.iter().sum();
+        let total: usize = parts.iter().flatten().sum();
         if total == 0 {
-            return Ok(0.0);
+            return Ok(vec![0.0; groups.len()]);
         }
         let partials = self.alloc_f64(total)?;
         let base = self.raw(&partials);
         let mut off = 0;
-        for (x, &np) in xs.iter().zip(&parts) {
+        for (x, &np) in groups.iter().copied().flatten().zip(parts.iter().flatten()) {
             if np == 0 {
                 continue;
             }
@@ -95,13 +100,18 @@ impl CudaBackend {
             .stream()
             .clone_dtoh(&partials)
             .map_err(super::drv("copy to host"))?;
-        let mut s = 0.0f64;
         let mut off = 0;
-        for &np in &parts {
-            s += host[off..off + np].iter().sum::<f64>();
-            off += np;
-        }
-        Ok(s)
+        Ok(parts
+            .iter()
+            .map(|g| {
+                let mut s = 0.0f64;
+                for &np in g {
+                    s += host[off..off + np].iter().sum::<f64>();
+                    off += np;
+                }
+                s
+            })
+            .collect())
     }
 }
 

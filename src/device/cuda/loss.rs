@@ -10,11 +10,13 @@ pub(super) fn softmax_cross_entropy(
     be: &CudaBackend,
     logits: &Tensor,
     labels: &[u32],
-) -> Result<(Tensor, f32)> {
+) -> Result<(Tensor, Tensor)> {
     let (b, k) = shape::rows("softmax_cross_entropy", logits, Some(labels))?;
     let probs = be.wrap(be.alloc(b * k)?, &[b, k]);
     if b == 0 {
-        return Ok((probs, f32::NAN));
+        // The mean over no rows (the CPU's 0 / 0).
+        let nan = crate::device::Backend::upload(be, vec![f32::NAN], &[1])?;
+        return Ok((probs, nan));
     }
     let lab = be.htod(labels)?;
     let rows = be.alloc_f64(b)?;
@@ -29,8 +31,10 @@ pub(super) fn softmax_cross_entropy(
         be.raw(&rows),
     ];
     be.launch("softmax_ce_fwd", be.grid_stride(b), &p, &prm)?;
-    let loss = be.host_sum(&rows, b)? / b as f64;
-    Ok((probs, loss as f32))
+    let loss = be.wrap(be.alloc(1)?, &[1]);
+    let p = [be.raw(&rows), be.ptr("", &loss)?];
+    be.launch("softmax_ce_loss", be.blocks(1), &p, &prm)?;
+    Ok((probs, loss))
 }
 
 pub(super) fn softmax_cross_entropy_backward(

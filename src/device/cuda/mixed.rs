@@ -104,6 +104,33 @@ pub(super) fn mixed_backward(
     Ok((dxs, r))
 }
 
+pub(super) fn mixed_switch_grads(
+    be: &CudaBackend,
+    r: &Tensor,
+    s0: &Tensor,
+    s: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let (n, k) = shape::mixed_switch_grads(r, s0, s)?;
+    let ds = be.wrap(be.alloc_zeros(k)?, &[k]);
+    let ds0 = be.wrap(be.alloc_zeros(1)?, &[1]);
+    let prm = MixedParams {
+        n: i64c(n),
+        inner: 0,
+        chunks: 1,
+        k: i32c(k)?,
+        _pad: 0,
+    };
+    let p = [
+        be.ptr("r", r)?,
+        be.ptr("s0", s0)?,
+        be.ptr("s", s)?,
+        be.ptr("", &ds)?,
+        be.ptr("", &ds0)?,
+    ];
+    be.launch("mixed_switch_grads", be.blocks(1), &p, &prm)?;
+    Ok((ds, ds0))
+}
+
 pub(super) fn mixed_curvature(
     be: &CudaBackend,
     xs: &[&Tensor],

@@ -2,7 +2,7 @@
 
 use super::params::*;
 use super::CudaBackend;
-use crate::device::{shape, SgdStep};
+use crate::device::{shape, LassoGroups, SgdStep};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -29,4 +29,51 @@ pub(super) fn sgd_momentum(
         grad_scale: step.grad_scale,
     };
     be.launch("sgd_momentum", be.grid_stride(n), &[wp, gp, mp], &prm)
+}
+
+pub(super) fn group_lasso_grad(
+    be: &CudaBackend,
+    values: &[&Tensor],
+    grads: &mut [&mut Tensor],
+    g: &LassoGroups,
+) -> Result<Tensor> {
+    shape::group_lasso(values, grads, g)?;
+    let penalty = be.wrap(be.alloc_zeros(1)?, &[1]);
+    if g.is_empty() {
+        return Ok(penalty);
+    }
+    let vals = be.cached_u64(
+        values
+            .iter()
+            .map(|v| be.ptr("group_lasso_grad value", v))
+            .collect::<Result<_>>()?,
+    )?;
+    let gps = be.cached_u64(
+        grads
+            .iter_mut()
+            .map(|d| be.ptr_mut("group_lasso_grad gradient", d))
+            .collect::<Result<_>>()?,
+    )?;
+    let as_i64 = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<i64>>();
+    let start = be.htod(&as_i64(&g.start))?;
+    let tensor = be.htod(&as_i64(&g.tensor))?;
+    let elem = be.htod(&as_i64(&g.elem))?;
+    let coef = be.htod(&g.coef)?;
+    let contrib = be.alloc_f64(g.len())?;
+    let prm = LassoParams {
+        groups: g.len() as i64,
+        members: g.tensor.len() as i64,
+    };
+    let p = [
+        be.raw(&vals),
+        be.raw(&gps),
+        be.raw(&start),
+        be.raw(&tensor),
+        be.raw(&elem),
+        be.raw(&coef),
+        be.raw(&contrib),
+        be.ptr("", &penalty)?,
+    ];
+    be.launch("group_lasso_grad", be.blocks(1), &p, &prm)?;
+    Ok(penalty)
 }

@@ -290,6 +290,20 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct LassoParams {
+    pub groups: i64,
+    pub members: i64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of LassoParams"][::core::mem::size_of::<LassoParams>() - 16usize];
+    ["Alignment of LassoParams"][::core::mem::align_of::<LassoParams>() - 8usize];
+    ["Offset of field: LassoParams::groups"][::core::mem::offset_of!(LassoParams, groups) - 0usize];
+    ["Offset of field: LassoParams::members"]
+        [::core::mem::offset_of!(LassoParams, members) - 8usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct ArdParams {
     pub n_parents: i64,
     pub n_children: i64,

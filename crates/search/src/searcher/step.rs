@@ -50,7 +50,7 @@ impl Searcher {
         times.backward_ms = ms(t0);
         let t0 = Instant::now();
         let penalty = if opts.train_switches {
-            self.add_penalty_gradient()?
+            self.add_penalty_gradient()?.item()? as f64
         } else {
             0.0
         };
@@ -86,8 +86,14 @@ impl Searcher {
         drop(tape);
         if opts.update {
             let t0 = Instant::now();
-            let scale = clip_scale(grad_norm(&self.store, &[WEIGHTS])?, self.settings.grad_clip)?;
-            if opts.train_switches && !grad_norm(&self.store, &[SWITCHES])?.is_finite() {
+            // Both norms with one host read.
+            let norms = if opts.train_switches {
+                grad_norms(&self.store, &[&[WEIGHTS], &[SWITCHES]])?
+            } else {
+                grad_norms(&self.store, &[&[WEIGHTS]])?
+            };
+            let scale = clip_scale(norms[0], self.settings.grad_clip)?;
+            if opts.train_switches && !norms[1].is_finite() {
                 return Err(Error::NonFinite(
                     "switch gradient norm is not finite".into(),
                 ));

@@ -49,15 +49,12 @@ impl Searcher {
         out
     }
 
-    /// Adds the gradient of `sum_g lambda_g omega_g ||s_g||` to the switch gradients and
-    /// returns the penalty. The penalty depends on a few hundred scalars only, so its exact
+    /// Adds the gradient of `sum_g lambda_g omega_g ||s_g||` to the switch gradients, on the
+    /// device in one backend call (no host read), and returns the penalty as a `[1]` tensor
+    /// on the device. The penalty depends on a few hundred scalars only, so its exact
     /// gradient is computed directly instead of on the tape.
-    pub(super) fn add_penalty_gradient(&mut self) -> Result<f64> {
-        // Switch tensors are read once and their gradients written back once (on a GPU every
-        // read is a synchronising download).
-        let mut values: BTreeMap<ParamId, Vec<f32>> = BTreeMap::new();
-        let mut grads: BTreeMap<ParamId, Vec<f32>> = BTreeMap::new();
-        let mut penalty = 0.0;
+    pub(super) fn add_penalty_gradient(&mut self) -> Result<Tensor> {
+        let mut groups = Vec::new();
         for id in self.groups() {
             let lambda = match id.kind {
                 GroupKind::Parent { .. } => self.settings.lambda_parent,
@@ -67,40 +64,9 @@ impl Searcher {
                 .prior
                 .omega_for_penalty(id)
                 .map_err(|e| Error::Invalid(e.to_string()))?;
-            let members = self.group_members(id);
-            let mut vals = Vec::with_capacity(members.len());
-            for &(p, i) in &members {
-                let v = match values.entry(p) {
-                    Entry::Occupied(o) => o.into_mut(),
-                    Entry::Vacant(v) => v.insert(self.store.value(p).try_to_vec()?),
-                };
-                vals.push(v[i] as f64);
-            }
-            let norm = vals.iter().map(|v| v * v).sum::<f64>().sqrt();
-            penalty += lambda * omega * norm;
-            if norm > 0.0 {
-                for (&(p, i), v) in members.iter().zip(&vals) {
-                    let g = match grads.entry(p) {
-                        Entry::Occupied(o) => o.into_mut(),
-                        Entry::Vacant(e) => e.insert(self.store.get(p).grad.try_to_vec()?),
-                    };
-                    g[i] += (lambda * omega * v / norm) as f32;
-                }
-            }
+            groups.push((lambda * omega, self.group_members(id)));
         }
-        for (p, g) in grads {
-            let (shape, dev) = (
-                self.store.value(p).shape().to_vec(),
-                self.store.value(p).device(),
-            );
-            let t = Tensor::from_vec(g, &shape)?;
-            self.store.get_mut(p).grad = if dev == Device::Cpu {
-                t
-            } else {
-                t.to_device(dev)?
-            };
-        }
-        Ok(penalty)
+        self.store.add_group_lasso_gradient(&groups)
     }
 
     /// The closed-form update from the curvature accumulated over `curv_batches` batches,
