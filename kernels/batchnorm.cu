@@ -247,3 +247,35 @@ extern "C" __global__ void channel_sums_finalize(const double* __restrict__ part
         out[c] = (float)a;
     }
 }
+
+// Running statistics update (PyTorch): rm = rm (1 - momentum) + momentum mean and
+// rv = rv (1 - momentum) + var_factor var (var_factor = momentum m / (m - 1): the unbiased
+// variance), in f32 as the CPU. Grid-stride over c.
+extern "C" __global__ void bn_running_update(float* __restrict__ rm, float* __restrict__ rv,
+                                             const float* __restrict__ mean,
+                                             const float* __restrict__ var,
+                                             BnRunningParams p) {
+    const float keep = 1.0f - p.momentum;
+    BZ_GRID_STRIDE(c, p.c) {
+        rm[c] = rm[c] * keep + p.momentum * mean[c];
+        rv[c] = rv[c] * keep + p.var_factor * var[c];
+    }
+}
+
+// Evaluation-mode constants per channel (f64 math as the CPU): invstd = 1 / sqrt(rv + eps),
+// slope = invstd * weight, shift = bias - rm * slope (weight 1, bias 0 when the pointer is
+// null). Uses p.c and p.eps. Grid-stride over c.
+extern "C" __global__ void bn_eval_constants(const float* __restrict__ rm,
+                                             const float* __restrict__ rv,
+                                             const float* __restrict__ weight,
+                                             const float* __restrict__ bias,
+                                             float* __restrict__ slope, float* __restrict__ shift,
+                                             float* __restrict__ invstd, BnParams p) {
+    BZ_GRID_STRIDE(c, p.c) {
+        const double is = 1.0 / sqrt((double)rv[c] + (double)p.eps);
+        const double a = is * (weight ? (double)weight[c] : 1.0);
+        invstd[c] = (float)is;
+        slope[c] = (float)a;
+        shift[c] = (float)((bias ? (double)bias[c] : 0.0) - (double)rm[c] * a);
+    }
+}

@@ -14,6 +14,29 @@ extern "C" __global__ void sgd_momentum(float* __restrict__ w, const float* __re
     }
 }
 
+// sgd_momentum over several tensors in one launch: element i of the concatenation is
+// element i - offsets[t] of tensor t (offsets sorted, found by binary search); the same
+// per-element update as sgd_momentum. Grid-stride over total.
+extern "C" __global__ void sgd_momentum_multi(float* const* __restrict__ w,
+                                              const float* const* __restrict__ g,
+                                              float* const* __restrict__ m,
+                                              const int64_t* __restrict__ offsets,
+                                              SgdMultiParams p) {
+    BZ_GRID_STRIDE(i, p.total) {
+        int64_t lo = 0, hi = p.tensors - 1;
+        while (lo < hi) {
+            const int64_t mid = (lo + hi + 1) / 2;
+            if (offsets[mid] <= i) lo = mid; else hi = mid - 1;
+        }
+        const int64_t j = i - offsets[lo];
+        const float wi = w[lo][j];
+        const float d = p.grad_scale * g[lo][j] + p.weight_decay * wi;
+        const float mi = p.momentum * m[lo][j] + d;
+        m[lo][j] = mi;
+        w[lo][j] = wi - p.lr * mi;
+    }
+}
+
 // Gradient of the group lasso sum_g coef[g] ||v_g|| over scalar members of several tensors
 // (Backend::group_lasso_grad): member m of group g is element elem[m] of tensor tensor[m];
 // vals[t] / grads[t] are tensor t's value and gradient. Every member of a group with a

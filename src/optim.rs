@@ -41,21 +41,53 @@ impl Sgd {
     /// multiplies every group's learning rate (the schedule); `grad_scale` multiplies every
     /// gradient (clipping).
     pub fn step(&self, store: &mut ParamStore, lr_factor: f32, grad_scale: f32) -> Result<()> {
+        // One multi-tensor update per (group, device): the parameters of a group share
+        // their settings.
+        let mut batches: Vec<(&str, crate::Device, Vec<&mut crate::params::Param>)> = Vec::new();
         for p in store.params_mut() {
-            if !p.trainable {
+            if !p.trainable || !self.groups.contains_key(&p.group) {
                 continue;
             }
-            let Some(s) = self.groups.get(&p.group) else {
-                continue;
-            };
-            let b = p.value.device().backend()?;
+            let dev = p.value.device();
+            match batches
+                .iter_mut()
+                .find(|(g, d, _)| *g == p.group.as_str() && *d == dev)
+            {
+                Some((_, _, v)) => v.push(p),
+                None => {
+                    let g = self
+                        .groups
+                        .get_key_value(&p.group)
+                        .map(|(k, _)| k.as_str())
+                        .expect("checked above");
+                    batches.push((g, dev, vec![p]));
+                }
+            }
+        }
+        for (group, dev, params) in batches {
+            let s = &self.groups[group];
             let step = SgdStep {
                 lr: s.lr * lr_factor,
                 momentum: s.momentum,
                 weight_decay: s.weight_decay,
                 grad_scale,
             };
-            b.sgd_momentum(&mut p.value, &p.grad, &mut p.momentum, step)?;
+            let mut ws = Vec::with_capacity(params.len());
+            let mut gs = Vec::with_capacity(params.len());
+            let mut ms = Vec::with_capacity(params.len());
+            for p in params {
+                let crate::params::Param {
+                    value,
+                    grad,
+                    momentum,
+                    ..
+                } = p;
+                ws.push(value);
+                gs.push(&*grad);
+                ms.push(momentum);
+            }
+            dev.backend()?
+                .sgd_momentum_multi(&mut ws, &gs, &mut ms, step)?;
         }
         Ok(())
     }

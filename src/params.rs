@@ -145,6 +145,36 @@ impl ParamStore {
         Ok(())
     }
 
+    /// Make the gradients of a backward pass the accumulated gradients, without a zeroing
+    /// pass: each parameter in `g` takes its tensor (moved, no copy and no launch); a
+    /// trainable parameter that is not in `g` gets zeros. Non-trainable buffers are left as
+    /// they are (no optimiser reads them). The same result as [`ParamStore::zero_grads`]
+    /// followed by [`ParamStore::accumulate_grads`].
+    pub fn set_grads(&mut self, g: Gradients) -> Result<()> {
+        let mut got = vec![false; self.params.len()];
+        for (id, t) in g.into_params() {
+            let p = &mut self.params[id.0];
+            if t.shape() != p.value.shape() || t.device() != p.value.device() {
+                return Err(Error::Invalid(format!(
+                    "set_grads: gradient {:?} on {} for parameter {} of shape {:?} on {}",
+                    t.shape(),
+                    t.device(),
+                    p.name,
+                    p.value.shape(),
+                    p.value.device()
+                )));
+            }
+            p.grad = t;
+            got[id.0] = true;
+        }
+        for (p, got) in self.params.iter_mut().zip(got) {
+            if p.trainable && !got {
+                p.grad = Tensor::zeros(p.value.shape(), p.value.device())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Add the parameter curvatures of a curvature pass to the accumulated curvatures.
     pub fn accumulate_curvature(&mut self, c: &Gradients) -> Result<()> {
         for (id, t) in c.params() {

@@ -89,6 +89,11 @@ pub struct Gradients {
 }
 
 impl Gradients {
+    /// The parameter gradients (or curvatures), each parameter once, by value.
+    pub fn into_params(self) -> Vec<(ParamId, Tensor)> {
+        self.params
+    }
+
     /// Gradient (or curvature) of parameter `id`, if it took part in the loss.
     pub fn param(&self, id: ParamId) -> Option<&Tensor> {
         self.params.iter().find(|(p, _)| *p == id).map(|(_, t)| t)

@@ -94,6 +94,14 @@ typedef struct BnParams {
     int32_t splits;
 } BnParams;
 
+/* Running statistics of batch norm (bn_running_update): c channels;
+ * r = r (1 - momentum) + momentum mean; rv = rv (1 - momentum) + var_factor var. */
+typedef struct BnRunningParams {
+    int64_t c;
+    float momentum;
+    float var_factor;
+} BnRunningParams;
+
 /* Pooling over NCHW planes. Input [n, c, h, w], output [n, c, ho, wo].
  * power: POOL_GRADIENT or POOL_CURVATURE (avgpool_bwd, gap_bwd: dy / count^power). */
 typedef struct PoolParams {
@@ -173,6 +181,18 @@ typedef struct SgdParams {
     float weight_decay;
     float grad_scale;
 } SgdParams;
+
+/* SGD with momentum over several tensors at once (sgd_momentum_multi): tensors tensors whose
+ * element offsets are offsets[0..=tensors] (offsets[tensors] = total elements), with the
+ * update of SgdParams (n unused there). */
+typedef struct SgdMultiParams {
+    int64_t tensors;
+    int64_t total;
+    float lr;
+    float momentum;
+    float weight_decay;
+    float grad_scale;
+} SgdMultiParams;
 
 /* Group-lasso gradient (kernels/optim.cu group_lasso_grad): groups groups over members
  * scalar members (see bayesnas_engine::device::LassoGroups). */

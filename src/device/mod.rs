@@ -254,6 +254,30 @@ pub trait Backend: Send + Sync {
         bias: Option<&Tensor>,
         eps: f32,
     ) -> Result<BatchNormForward>;
+    /// The running statistics update of training-mode batch norm (PyTorch), in one launch:
+    /// `rm = rm * (1 - momentum) + momentum * mean`, `rv = rv * (1 - momentum) + var_factor
+    /// * var` (f32; `var_factor` is `momentum * m / (m - 1)` for the unbiased variance).
+    fn batch_norm_running_update(
+        &self,
+        rm: &mut Tensor,
+        rv: &mut Tensor,
+        mean: &Tensor,
+        var: &Tensor,
+        momentum: f32,
+        var_factor: f32,
+    ) -> Result<()>;
+    /// The per-channel constants of evaluation-mode batch norm, on the device: `invstd = 1 /
+    /// sqrt(rv + eps)`, `slope = invstd * weight` and `shift = bias - rm * slope` (f64 math,
+    /// each rounded to f32; weight 1 and bias 0 when absent). Returns `(slope, shift,
+    /// invstd)`, each `[C]`.
+    fn batch_norm_eval_constants(
+        &self,
+        rm: &Tensor,
+        rv: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<(Tensor, Tensor, Tensor)>;
     /// `y = (x - mean[c]) * scale[c] + shift[c]` computed as a per-channel affine map.
     fn channel_affine(&self, x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor>;
     fn batch_norm_backward(
@@ -362,6 +386,15 @@ pub trait Backend: Send + Sync {
     /// SGD with momentum (PyTorch semantics): `g' = scale*g + wd*w; m = mu*m + g'; w -= lr*m`.
     fn sgd_momentum(&self, w: &mut Tensor, g: &Tensor, m: &mut Tensor, step: SgdStep)
         -> Result<()>;
+    /// [`Backend::sgd_momentum`] of several tensors (`ws[i]`, `gs[i]`, `ms[i]` of one shape)
+    /// with the same settings, in one launch; the same per-element arithmetic.
+    fn sgd_momentum_multi(
+        &self,
+        ws: &mut [&mut Tensor],
+        gs: &[&Tensor],
+        ms: &mut [&mut Tensor],
+        step: SgdStep,
+    ) -> Result<()>;
 
     // ----- penalties -----
     /// Adds the gradient of `sum_g coef[g] ||v_g||` to `grads` (`grads[i]` has the shape of

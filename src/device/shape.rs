@@ -582,3 +582,59 @@ pub(crate) fn group_lasso(
     }
     Ok(())
 }
+
+/// Validates the operands of `sgd_momentum_multi`: as many gradients and momenta as
+/// weights, each of its weight's shape.
+pub(crate) fn sgd_momentum_multi(
+    ws: &[&mut Tensor],
+    gs: &[&Tensor],
+    ms: &[&mut Tensor],
+) -> Result<()> {
+    if gs.len() != ws.len() || ms.len() != ws.len() {
+        return Err(Error::Invalid(format!(
+            "sgd_momentum_multi: {} weights, {} gradients, {} momenta",
+            ws.len(),
+            gs.len(),
+            ms.len()
+        )));
+    }
+    for ((w, g), m) in ws.iter().zip(gs).zip(ms) {
+        sgd_momentum(w, g, m)?;
+    }
+    Ok(())
+}
+
+/// Validates the operands of `batch_norm_running_update`: four `[C]` vectors.
+pub(crate) fn batch_norm_running(
+    rm: &Tensor,
+    rv: &Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+) -> Result<usize> {
+    let c = rm.numel();
+    if rm.shape() != [c] {
+        return shape_err("batch_norm running mean", "[C]", rm.shape());
+    }
+    same_shape("batch_norm running var", rm, rv)?;
+    same_shape("batch_norm batch mean", rm, mean)?;
+    same_shape("batch_norm batch var", rm, var)?;
+    Ok(c)
+}
+
+/// Validates the operands of `batch_norm_eval_constants`: `[C]` running statistics and
+/// optional `[C]` weight and bias. Returns `C`.
+pub(crate) fn batch_norm_eval(
+    rm: &Tensor,
+    rv: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+) -> Result<usize> {
+    let c = rm.numel();
+    if rm.shape() != [c] {
+        return shape_err("batch_norm running mean", "[C]", rm.shape());
+    }
+    same_shape("batch_norm running var", rm, rv)?;
+    channel_vec("batch_norm weight", weight, c)?;
+    channel_vec("batch_norm bias", bias, c)?;
+    Ok(c)
+}

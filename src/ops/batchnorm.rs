@@ -184,10 +184,8 @@ impl Tape {
                 // Values per channel; > 1 here because the forward refuses fewer.
                 let m = xv.numel() / c.max(1);
                 let unbias = m as f64 / (m as f64 - 1.0);
-                *rm = b.unary(rm, Unary::Scale(1.0 - momentum))?;
-                b.axpy(momentum, &f.mean, rm)?;
-                *rv = b.unary(rv, Unary::Scale(1.0 - momentum))?;
-                b.axpy((momentum as f64 * unbias) as f32, &f.var, rv)?;
+                let var_factor = (momentum as f64 * unbias) as f32;
+                b.batch_norm_running_update(rm, rv, &f.mean, &f.var, momentum, var_factor)?;
             }
             (f.y, f.mean, f.invstd)
         } else {
@@ -196,25 +194,11 @@ impl Tape {
                     "batch_norm: evaluation mode needs the running statistics".into(),
                 ));
             };
-            // Per-channel constants of the affine map (C numbers, computed on the host in f64):
+            // Per-channel constants of the affine map, on the device:
             // slope = w / sqrt(var + eps), shift = bias - mean * slope.
-            let (rmh, rvh) = (rm.to_vec(), rv.to_vec());
-            let wh = wv.map(|t| t.to_vec());
-            let bh = bv.map(|t| t.to_vec());
-            let mut invstd = Vec::with_capacity(c);
-            let mut slope = Vec::with_capacity(c);
-            let mut shift = Vec::with_capacity(c);
-            for ch in 0..c {
-                let is = 1.0 / (rvh[ch] as f64 + eps as f64).sqrt();
-                let a = is * wh.as_ref().map_or(1.0, |w| w[ch] as f64);
-                invstd.push(is as f32);
-                slope.push(a as f32);
-                shift.push((bh.as_ref().map_or(0.0, |b| b[ch] as f64) - rmh[ch] as f64 * a) as f32);
-            }
-            let slope = b.upload(slope, &[c])?;
-            let shift = b.upload(shift, &[c])?;
+            let (slope, shift, invstd) = b.batch_norm_eval_constants(rm, rv, wv, bv, eps)?;
             let y = b.channel_affine(xv, &slope, Some(&shift))?;
-            (y, rm.clone(), b.upload(invstd, &[c])?)
+            (y, rm.clone(), invstd)
         };
         let mut inputs = vec![x];
         inputs.extend(weight);

@@ -458,3 +458,51 @@ mod tests {
         }
     }
 }
+
+/// `rm = rm (1 - momentum) + momentum mean`, `rv = rv (1 - momentum) + var_factor var`.
+pub(crate) fn running_update(
+    rm: &mut Tensor,
+    rv: &mut Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    momentum: f32,
+    var_factor: f32,
+) -> Result<()> {
+    shape::batch_norm_running(rm, rv, mean, var)?;
+    let keep = 1.0 - momentum;
+    for (r, &m) in rm.cpu_mut().iter_mut().zip(mean.cpu()) {
+        *r = *r * keep + momentum * m;
+    }
+    for (r, &v) in rv.cpu_mut().iter_mut().zip(var.cpu()) {
+        *r = *r * keep + var_factor * v;
+    }
+    Ok(())
+}
+
+/// Evaluation-mode constants (see `Backend::batch_norm_eval_constants`).
+pub(crate) fn eval_constants(
+    rm: &Tensor,
+    rv: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let c = shape::batch_norm_eval(rm, rv, weight, bias)?;
+    let (rmh, rvh) = (rm.cpu(), rv.cpu());
+    let (wh, bh) = (weight.map(|t| t.cpu()), bias.map(|t| t.cpu()));
+    let mut invstd = Vec::with_capacity(c);
+    let mut slope = Vec::with_capacity(c);
+    let mut shift = Vec::with_capacity(c);
+    for ch in 0..c {
+        let is = 1.0 / (rvh[ch] as f64 + eps as f64).sqrt();
+        let a = is * wh.map_or(1.0, |w| w[ch] as f64);
+        invstd.push(is as f32);
+        slope.push(a as f32);
+        shift.push((bh.map_or(0.0, |b| b[ch] as f64) - rmh[ch] as f64 * a) as f32);
+    }
+    Ok((
+        Tensor::from_vec(slope, &[c])?,
+        Tensor::from_vec(shift, &[c])?,
+        Tensor::from_vec(invstd, &[c])?,
+    ))
+}

@@ -132,6 +132,29 @@ impl Backend for CpuBackend {
         counters::launch();
         batchnorm::train_forward(x, weight, bias, eps)
     }
+    fn batch_norm_running_update(
+        &self,
+        rm: &mut Tensor,
+        rv: &mut Tensor,
+        mean: &Tensor,
+        var: &Tensor,
+        momentum: f32,
+        var_factor: f32,
+    ) -> Result<()> {
+        counters::launch();
+        batchnorm::running_update(rm, rv, mean, var, momentum, var_factor)
+    }
+    fn batch_norm_eval_constants(
+        &self,
+        rm: &Tensor,
+        rv: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        counters::launch();
+        batchnorm::eval_constants(rm, rv, weight, bias, eps)
+    }
     fn channel_affine(&self, x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor> {
         counters::launch();
         batchnorm::channel_affine(x, scale, shift)
@@ -267,6 +290,16 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         counters::launch();
         optim::sgd_momentum(w, g, m, step)
+    }
+    fn sgd_momentum_multi(
+        &self,
+        ws: &mut [&mut Tensor],
+        gs: &[&Tensor],
+        ms: &mut [&mut Tensor],
+        step: SgdStep,
+    ) -> Result<()> {
+        counters::launch();
+        optim::sgd_momentum_multi(ws, gs, ms, step)
     }
     fn group_lasso_grad(
         &self,

@@ -30,6 +30,20 @@ pub(crate) fn sgd_momentum(
     Ok(())
 }
 
+/// `sgd_momentum` of each tensor in turn (one backend call).
+pub(crate) fn sgd_momentum_multi(
+    ws: &mut [&mut Tensor],
+    gs: &[&Tensor],
+    ms: &mut [&mut Tensor],
+    step: SgdStep,
+) -> Result<()> {
+    shape::sgd_momentum_multi(ws, gs, ms)?;
+    for ((w, g), m) in ws.iter_mut().zip(gs).zip(ms.iter_mut()) {
+        sgd_momentum(w, g, m, step)?;
+    }
+    Ok(())
+}
+
 /// The group-lasso gradient and penalty (see `Backend::group_lasso_grad`).
 pub(crate) fn group_lasso_grad(
     values: &[&Tensor],

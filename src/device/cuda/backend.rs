@@ -109,6 +109,29 @@ impl Backend for CudaBackend {
         batchnorm::batch_norm_train_forward(self, x, weight, bias, eps)
     }
 
+    fn batch_norm_running_update(
+        &self,
+        rm: &mut Tensor,
+        rv: &mut Tensor,
+        mean: &Tensor,
+        var: &Tensor,
+        momentum: f32,
+        var_factor: f32,
+    ) -> Result<()> {
+        batchnorm::batch_norm_running_update(self, rm, rv, mean, var, momentum, var_factor)
+    }
+
+    fn batch_norm_eval_constants(
+        &self,
+        rm: &Tensor,
+        rv: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        batchnorm::batch_norm_eval_constants(self, rm, rv, weight, bias, eps)
+    }
+
     fn channel_affine(&self, x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor> {
         batchnorm::channel_affine(self, x, scale, shift)
     }
@@ -240,6 +263,16 @@ impl Backend for CudaBackend {
         step: SgdStep,
     ) -> Result<()> {
         optim::sgd_momentum(self, w, g, m, step)
+    }
+
+    fn sgd_momentum_multi(
+        &self,
+        ws: &mut [&mut Tensor],
+        gs: &[&Tensor],
+        ms: &mut [&mut Tensor],
+        step: SgdStep,
+    ) -> Result<()> {
+        optim::sgd_momentum_multi(self, ws, gs, ms, step)
     }
 
     fn group_lasso_grad(

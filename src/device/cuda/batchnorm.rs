@@ -196,3 +196,62 @@ pub(super) fn channel_sums(be: &CudaBackend, x: &Tensor, y: Option<&Tensor>) -> 
     }
     Ok(out)
 }
+
+pub(super) fn batch_norm_running_update(
+    be: &CudaBackend,
+    rm: &mut Tensor,
+    rv: &mut Tensor,
+    mean: &Tensor,
+    var: &Tensor,
+    momentum: f32,
+    var_factor: f32,
+) -> Result<()> {
+    let c = shape::batch_norm_running(rm, rv, mean, var)?;
+    if c == 0 {
+        return Ok(());
+    }
+    let prm = BnRunningParams {
+        c: c as i64,
+        momentum,
+        var_factor,
+    };
+    let p = [
+        be.ptr_mut("batch_norm running mean", rm)?,
+        be.ptr_mut("batch_norm running var", rv)?,
+        be.ptr("batch mean", mean)?,
+        be.ptr("batch var", var)?,
+    ];
+    be.launch("bn_running_update", be.grid_stride(c), &p, &prm)
+}
+
+pub(super) fn batch_norm_eval_constants(
+    be: &CudaBackend,
+    rm: &Tensor,
+    rv: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let c = shape::batch_norm_eval(rm, rv, weight, bias)?;
+    let (slope, shift, invstd) = (
+        be.wrap(be.alloc_zeros(c)?, &[c]),
+        be.wrap(be.alloc_zeros(c)?, &[c]),
+        be.wrap(be.alloc_zeros(c)?, &[c]),
+    );
+    if c == 0 {
+        return Ok((slope, shift, invstd));
+    }
+    let prm = bn_params((1, c, 1), eps)?;
+    let opt = |t: Option<&Tensor>| t.map_or(Ok(0), |t| be.ptr("batch_norm affine", t));
+    let p = [
+        be.ptr("batch_norm running mean", rm)?,
+        be.ptr("batch_norm running var", rv)?,
+        opt(weight)?,
+        opt(bias)?,
+        be.ptr("", &slope)?,
+        be.ptr("", &shift)?,
+        be.ptr("", &invstd)?,
+    ];
+    be.launch("bn_eval_constants", be.grid_stride(c), &p, &prm)?;
+    Ok((slope, shift, invstd))
+}

@@ -31,6 +31,52 @@ pub(super) fn sgd_momentum(
     be.launch("sgd_momentum", be.grid_stride(n), &[wp, gp, mp], &prm)
 }
 
+pub(super) fn sgd_momentum_multi(
+    be: &CudaBackend,
+    ws: &mut [&mut Tensor],
+    gs: &[&Tensor],
+    ms: &mut [&mut Tensor],
+    step: SgdStep,
+) -> Result<()> {
+    shape::sgd_momentum_multi(ws, gs, ms)?;
+    let mut offsets = Vec::with_capacity(ws.len() + 1);
+    let mut total = 0usize;
+    for w in ws.iter() {
+        offsets.push(total as i64);
+        total += w.numel();
+    }
+    offsets.push(total as i64);
+    if total == 0 {
+        return Ok(());
+    }
+    let wp = be.cached_u64(
+        ws.iter_mut()
+            .map(|w| be.ptr_mut("sgd weight", w))
+            .collect::<Result<_>>()?,
+    )?;
+    let gp = be.cached_u64(
+        gs.iter()
+            .map(|g| be.ptr("sgd grad", g))
+            .collect::<Result<_>>()?,
+    )?;
+    let mp = be.cached_u64(
+        ms.iter_mut()
+            .map(|m| be.ptr_mut("sgd momentum", m))
+            .collect::<Result<_>>()?,
+    )?;
+    let off = be.htod(&offsets)?;
+    let prm = SgdMultiParams {
+        tensors: ws.len() as i64,
+        total: total as i64,
+        lr: step.lr,
+        momentum: step.momentum,
+        weight_decay: step.weight_decay,
+        grad_scale: step.grad_scale,
+    };
+    let p = [be.raw(&wp), be.raw(&gp), be.raw(&mp), be.raw(&off)];
+    be.launch("sgd_momentum_multi", be.grid_stride(total), &p, &prm)
+}
+
 pub(super) fn group_lasso_grad(
     be: &CudaBackend,
     values: &[&Tensor],

@@ -149,6 +149,23 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct BnRunningParams {
+    pub c: i64,
+    pub momentum: f32,
+    pub var_factor: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of BnRunningParams"][::core::mem::size_of::<BnRunningParams>() - 16usize];
+    ["Alignment of BnRunningParams"][::core::mem::align_of::<BnRunningParams>() - 8usize];
+    ["Offset of field: BnRunningParams::c"][::core::mem::offset_of!(BnRunningParams, c) - 0usize];
+    ["Offset of field: BnRunningParams::momentum"]
+        [::core::mem::offset_of!(BnRunningParams, momentum) - 8usize];
+    ["Offset of field: BnRunningParams::var_factor"]
+        [::core::mem::offset_of!(BnRunningParams, var_factor) - 12usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct PoolParams {
     pub n: i64,
     pub c: i64,
@@ -287,6 +304,32 @@ const _: () = {
         [::core::mem::offset_of!(SgdParams, weight_decay) - 16usize];
     ["Offset of field: SgdParams::grad_scale"]
         [::core::mem::offset_of!(SgdParams, grad_scale) - 20usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct SgdMultiParams {
+    pub tensors: i64,
+    pub total: i64,
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub grad_scale: f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of SgdMultiParams"][::core::mem::size_of::<SgdMultiParams>() - 32usize];
+    ["Alignment of SgdMultiParams"][::core::mem::align_of::<SgdMultiParams>() - 8usize];
+    ["Offset of field: SgdMultiParams::tensors"]
+        [::core::mem::offset_of!(SgdMultiParams, tensors) - 0usize];
+    ["Offset of field: SgdMultiParams::total"]
+        [::core::mem::offset_of!(SgdMultiParams, total) - 8usize];
+    ["Offset of field: SgdMultiParams::lr"][::core::mem::offset_of!(SgdMultiParams, lr) - 16usize];
+    ["Offset of field: SgdMultiParams::momentum"]
+        [::core::mem::offset_of!(SgdMultiParams, momentum) - 20usize];
+    ["Offset of field: SgdMultiParams::weight_decay"]
+        [::core::mem::offset_of!(SgdMultiParams, weight_decay) - 24usize];
+    ["Offset of field: SgdMultiParams::grad_scale"]
+        [::core::mem::offset_of!(SgdMultiParams, grad_scale) - 28usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

@@ -42,10 +42,8 @@ impl Searcher {
             return Err(Error::NonFinite(format!("loss is {loss}")));
         }
         let t0 = Instant::now();
-        self.store.zero_grads()?;
         let grads = tape.backward(ce)?;
-        self.store.accumulate_grads(&grads)?;
-        drop(grads);
+        self.store.set_grads(grads)?;
         self.sync()?;
         times.backward_ms = ms(t0);
         let t0 = Instant::now();
