@@ -70,3 +70,21 @@ extern "C" __global__ void reduce_dot_partial(const float* __restrict__ a,
     double tot = bz_block_sum(acc, sh);
     if (threadIdx.x == 0) partials[blockIdx.x] = tot;
 }
+
+// y_t += alpha x_t for several tensors in one launch: element i of the concatenation is
+// element i - offsets[t] of tensor t (offsets sorted, binary search), the same per-element
+// arithmetic as ew_axpy. Grid-stride over total.
+extern "C" __global__ void ew_axpy_multi(const float* const* __restrict__ xs,
+                                         float* const* __restrict__ ys,
+                                         const int64_t* __restrict__ offsets,
+                                         AxpyMultiParams p) {
+    BZ_GRID_STRIDE(i, p.total) {
+        int64_t lo = 0, hi = p.tensors - 1;
+        while (lo < hi) {
+            const int64_t mid = (lo + hi + 1) / 2;
+            if (offsets[mid] <= i) lo = mid; else hi = mid - 1;
+        }
+        const int64_t j = i - offsets[lo];
+        ys[lo][j] += p.alpha * xs[lo][j];
+    }
+}

@@ -136,11 +136,37 @@ impl ParamStore {
             .sum()
     }
 
-    /// Add the parameter gradients of a backward pass to the accumulated gradients.
+    /// Add the parameter gradients of a backward pass to the accumulated gradients (one
+    /// multi-tensor launch per device).
     pub fn accumulate_grads(&mut self, g: &Gradients) -> Result<()> {
+        self.accumulate(g, |p| &mut p.grad)
+    }
+
+    /// `slot(param) += t` for every `(param, t)` of `g`, one `axpy_multi` per device.
+    fn accumulate(
+        &mut self,
+        g: &Gradients,
+        slot: impl Fn(&mut Param) -> &mut Tensor,
+    ) -> Result<()> {
+        let mut by_param: Vec<Option<&Tensor>> = vec![None; self.params.len()];
         for (id, t) in g.params() {
-            let p = &mut self.params[id.0];
-            t.device().backend()?.axpy(1.0, t, &mut p.grad)?;
+            by_param[id.0] = Some(t);
+        }
+        let mut batches: Vec<(crate::device::Device, Vec<&Tensor>, Vec<&mut Tensor>)> = Vec::new();
+        for (p, t) in self.params.iter_mut().zip(by_param) {
+            let Some(t) = t else { continue };
+            let dev = t.device();
+            let y = slot(p);
+            match batches.iter_mut().find(|(d, _, _)| *d == dev) {
+                Some((_, xs, ys)) => {
+                    xs.push(t);
+                    ys.push(y);
+                }
+                None => batches.push((dev, vec![t], vec![y])),
+            }
+        }
+        for (dev, xs, mut ys) in batches {
+            dev.backend()?.axpy_multi(1.0, &xs, &mut ys)?;
         }
         Ok(())
     }
@@ -175,13 +201,10 @@ impl ParamStore {
         Ok(())
     }
 
-    /// Add the parameter curvatures of a curvature pass to the accumulated curvatures.
+    /// Add the parameter curvatures of a curvature pass to the accumulated curvatures (one
+    /// multi-tensor launch per device).
     pub fn accumulate_curvature(&mut self, c: &Gradients) -> Result<()> {
-        for (id, t) in c.params() {
-            let p = &mut self.params[id.0];
-            t.device().backend()?.axpy(1.0, t, &mut p.curvature)?;
-        }
-        Ok(())
+        self.accumulate(c, |p| &mut p.curvature)
     }
 
     /// Adds the gradient of the group-lasso penalty `sum_g coef_g ||(v_m)_{m in g}||` to the

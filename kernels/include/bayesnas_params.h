@@ -194,6 +194,14 @@ typedef struct SgdMultiParams {
     float grad_scale;
 } SgdMultiParams;
 
+/* y_t += alpha x_t over several tensors at once (ew_axpy_multi); offsets as SgdMultiParams. */
+typedef struct AxpyMultiParams {
+    int64_t tensors;
+    int64_t total;
+    float alpha;
+    int32_t _pad;
+} AxpyMultiParams;
+
 /* Group-lasso gradient (kernels/optim.cu group_lasso_grad): groups groups over members
  * scalar members (see bayesnas_engine::device::LassoGroups). */
 typedef struct LassoParams {

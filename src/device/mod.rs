@@ -201,6 +201,9 @@ pub trait Backend: Send + Sync {
     fn binary(&self, a: &Tensor, b: &Tensor, op: Binary) -> Result<Tensor>;
     /// `y += alpha * x`.
     fn axpy(&self, alpha: f32, x: &Tensor, y: &mut Tensor) -> Result<()>;
+    /// `ys[i] += alpha * xs[i]` for several pairs of equal shapes, in one launch (the same
+    /// per-element arithmetic as [`Backend::axpy`]).
+    fn axpy_multi(&self, alpha: f32, xs: &[&Tensor], ys: &mut [&mut Tensor]) -> Result<()>;
     /// Sum of all elements (accumulated in f64, deterministic order).
     fn sum_all(&self, x: &Tensor) -> Result<f64>;
     /// Sum of `a * b` over all elements (f64 accumulation, deterministic order).

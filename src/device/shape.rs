@@ -638,3 +638,18 @@ pub(crate) fn batch_norm_eval(
     channel_vec("batch_norm bias", bias, c)?;
     Ok(c)
 }
+
+/// Validates the operands of `axpy_multi`: as many `ys` as `xs`, pairwise of one shape.
+pub(crate) fn axpy_multi(xs: &[&Tensor], ys: &[&mut Tensor]) -> Result<()> {
+    if xs.len() != ys.len() {
+        return Err(Error::Invalid(format!(
+            "axpy_multi: {} inputs for {} outputs",
+            xs.len(),
+            ys.len()
+        )));
+    }
+    for (x, y) in xs.iter().zip(ys) {
+        same_shape("axpy_multi", y, x)?;
+    }
+    Ok(())
+}

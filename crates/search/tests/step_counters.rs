@@ -75,3 +75,34 @@ fn step_host_reads_at_most_4_independent_of_depth() {
     assert_eq!(w3.host_reads, w8.host_reads);
     assert_eq!(s3.host_reads, s8.host_reads);
 }
+
+/// Host reads of one evaluation batch (evaluation-mode batch norm, cross-entropy, correct
+/// predictions) through `retrain::evaluate`, at `cells` cells.
+fn eval_reads(cells: usize) -> u64 {
+    let mut s = searcher(cells);
+    let mut rng = Rng::new(12);
+    let x = Tensor::randn(&[BATCH, 1, 8, 8], 1.0, &mut rng);
+    let labels: Vec<u32> = (0..BATCH).map(|_| rng.below(10) as u32).collect();
+    let (net, store) = (&s.net, &mut s.store);
+    let mut batches = std::iter::once(Ok((x, labels)));
+    let (r, c) = counters::measure(|| {
+        bayesnas_search::retrain::evaluate(&mut batches, &mut |tape, x| {
+            let xv = tape.input(x);
+            net.forward(tape, store, xv)
+        })
+    });
+    assert_eq!(r.unwrap().images, BATCH);
+    eprintln!(
+        "{cells} cells: evaluation batch {} host reads, {} launches",
+        c.host_reads, c.launches
+    );
+    c.host_reads
+}
+
+/// Evaluation-mode batch norm computes its constants on the device: an evaluation batch
+/// reads only the loss and the logits, at any depth.
+#[test]
+fn evaluation_batch_reads_loss_and_logits_only() {
+    assert_eq!(eval_reads(3), 2);
+    assert_eq!(eval_reads(8), 2);
+}

@@ -56,6 +56,14 @@ impl Backend for CpuBackend {
         counters::launch();
         elementwise::axpy(alpha, x, y)
     }
+    fn axpy_multi(&self, alpha: f32, xs: &[&Tensor], ys: &mut [&mut Tensor]) -> Result<()> {
+        counters::launch();
+        super::shape::axpy_multi(xs, ys)?;
+        for (x, y) in xs.iter().zip(ys.iter_mut()) {
+            elementwise::axpy(alpha, x, y)?;
+        }
+        Ok(())
+    }
     fn sum_all(&self, x: &Tensor) -> Result<f64> {
         counters::launch();
         counters::host_read();

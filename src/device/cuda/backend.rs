@@ -45,6 +45,10 @@ impl Backend for CudaBackend {
         elementwise::axpy(self, alpha, x, y)
     }
 
+    fn axpy_multi(&self, alpha: f32, xs: &[&Tensor], ys: &mut [&mut Tensor]) -> Result<()> {
+        elementwise::axpy_multi(self, alpha, xs, ys)
+    }
+
     fn sum_all(&self, x: &Tensor) -> Result<f64> {
         elementwise::sum_all(self, x)
     }

@@ -115,6 +115,44 @@ impl CudaBackend {
     }
 }
 
+pub(super) fn axpy_multi(
+    be: &CudaBackend,
+    alpha: f32,
+    xs: &[&Tensor],
+    ys: &mut [&mut Tensor],
+) -> Result<()> {
+    crate::device::shape::axpy_multi(xs, ys)?;
+    let mut offsets = Vec::with_capacity(xs.len() + 1);
+    let mut total = 0usize;
+    for x in xs {
+        offsets.push(total as i64);
+        total += x.numel();
+    }
+    offsets.push(total as i64);
+    if total == 0 {
+        return Ok(());
+    }
+    let xp = be.cached_u64(
+        xs.iter()
+            .map(|x| be.ptr("axpy_multi x", x))
+            .collect::<Result<_>>()?,
+    )?;
+    let yp = be.cached_u64(
+        ys.iter_mut()
+            .map(|y| be.ptr_mut("axpy_multi y", y))
+            .collect::<Result<_>>()?,
+    )?;
+    let off = be.htod(&offsets)?;
+    let prm = AxpyMultiParams {
+        tensors: xs.len() as i64,
+        total: total as i64,
+        alpha,
+        _pad: 0,
+    };
+    let p = [be.raw(&xp), be.raw(&yp), be.raw(&off)];
+    be.launch("ew_axpy_multi", be.grid_stride(total), &p, &prm)
+}
+
 pub(super) fn unary(be: &CudaBackend, x: &Tensor, op: Unary) -> Result<Tensor> {
     be.ew_unary(x, op)
 }

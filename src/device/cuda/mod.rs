@@ -90,6 +90,7 @@ unsafe impl DeviceRepr for params::ColumnsParams {}
 unsafe impl DeviceRepr for params::MixedParams {}
 unsafe impl DeviceRepr for params::LossParams {}
 unsafe impl DeviceRepr for params::LassoParams {}
+unsafe impl DeviceRepr for params::AxpyMultiParams {}
 unsafe impl DeviceRepr for params::SgdMultiParams {}
 unsafe impl DeviceRepr for params::BnRunningParams {}
 unsafe impl DeviceRepr for params::SgdParams {}

@@ -333,6 +333,27 @@ const _: () = {
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct AxpyMultiParams {
+    pub tensors: i64,
+    pub total: i64,
+    pub alpha: f32,
+    pub _pad: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of AxpyMultiParams"][::core::mem::size_of::<AxpyMultiParams>() - 24usize];
+    ["Alignment of AxpyMultiParams"][::core::mem::align_of::<AxpyMultiParams>() - 8usize];
+    ["Offset of field: AxpyMultiParams::tensors"]
+        [::core::mem::offset_of!(AxpyMultiParams, tensors) - 0usize];
+    ["Offset of field: AxpyMultiParams::total"]
+        [::core::mem::offset_of!(AxpyMultiParams, total) - 8usize];
+    ["Offset of field: AxpyMultiParams::alpha"]
+        [::core::mem::offset_of!(AxpyMultiParams, alpha) - 16usize];
+    ["Offset of field: AxpyMultiParams::_pad"]
+        [::core::mem::offset_of!(AxpyMultiParams, _pad) - 20usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct LassoParams {
     pub groups: i64,
     pub members: i64,
