@@ -97,6 +97,15 @@ status_of() {
     esac
 }
 
+# The status of a step made of two commands (ours and PyTorch's).
+status2() {
+    if [ "$1" = 125 ] && [ "$2" = 125 ]; then echo "NOT RUN"
+    elif [ "$1" = 124 ] || [ "$2" = 124 ]; then echo TIMEOUT
+    elif [ "$1" != 0 ] || [ "$2" != 0 ]; then echo FAIL
+    else echo PASS
+    fi
+}
+
 finish() {
     local rc=$1
     {
@@ -270,10 +279,7 @@ RC_K=$RC SECS_K=$SECS
 capped "$CAP_KERNELS_TORCH" "$OUT/bench-kernels-torch.txt" python3 "$HERE/torch_cuda_kernels.py" "${KARGS[@]}"
 RC_T=$RC SECS_T=$SECS
 python3 "$HERE/compare_cuda_kernels.py" "$OUT/bench-kernels-ours.txt" "$OUT/bench-kernels-torch.txt" >"$OUT/compare-kernels.txt" 2>&1
-st=PASS
-{ [ "$RC_K" != 0 ] || [ "$RC_T" != 0 ]; } && st="FAIL"
-[ "$RC_K" = 124 ] || [ "$RC_T" = 124 ] && st=TIMEOUT
-row "4 kernels (ours rc $RC_K, torch rc $RC_T)" "$st" "$(awk -v a="$SECS_K" -v b="$SECS_T" 'BEGIN { print a + b }')" "$("${REPORT[@]}" kernels "$OUT/compare-kernels.txt")"
+row "4 kernels (ours rc $RC_K, torch rc $RC_T)" "$(status2 "$RC_K" "$RC_T")" "$(awk -v a="$SECS_K" -v b="$SECS_T" 'BEGIN { print a + b }')" "$("${REPORT[@]}" kernels "$OUT/compare-kernels.txt")"
 
 # --- 5. supernet step against PyTorch (with 7's memory samples) ------------------------
 log "5 supernet step at C=36, 8 cells, batch 64"
@@ -302,10 +308,7 @@ sampled "$OUT/smi-step-torch.txt" "$CAP_STEP_TORCH" "$OUT/step-torch.txt" python
 RC_T=$RC SECS_T=$SECS
 capped "$CAP_STEP_OURS18" "$OUT/step-ours-b18.txt" "$HERE/bayesnas" bench step --device "$DEV" "${SHAPE18[@]}" "${STEPS[@]}"
 RC_18=$RC SECS_18=$SECS
-st=PASS
-{ [ "$RC_O" != 0 ] || [ "$RC_T" != 0 ]; } && st=FAIL
-[ "$RC_O" = 124 ] || [ "$RC_T" = 124 ] && st=TIMEOUT
-row "5 step C=36 8 cells b64 (ours rc $RC_O, torch rc $RC_T)" "$st" "$(awk -v a="$SECS_O" -v b="$SECS_T" 'BEGIN { print a + b }')" "$("${REPORT[@]}" step "$OUT/step-ours.txt" "$OUT/step-torch.txt")"
+row "5 step C=36 8 cells b64 (ours rc $RC_O, torch rc $RC_T)" "$(status2 "$RC_O" "$RC_T")" "$(awk -v a="$SECS_O" -v b="$SECS_T" 'BEGIN { print a + b }')" "$("${REPORT[@]}" step "$OUT/step-ours.txt" "$OUT/step-torch.txt")"
 row "5 step b18 (ours, for the search estimate)" "$(status_of "$RC_18")" "$SECS_18" "$("${REPORT[@]}" step "$OUT/step-ours-b18.txt" /dev/null)"
 
 # --- 6. the search protocol on CIFAR-10-format data -----------------------------------

@@ -104,6 +104,8 @@ def search(metrics_path, log_path, rc, wall, cap, step18_path, step64_path):
         secs = float(end.get("seconds", wall))
         verdict = "PASS" if secs <= TARGET_S else "FAIL"
         return f"{verdict}\tsearch {secs:.1f} s (process {wall:.0f} s) vs {TARGET_S:.0f} s target"
+    if rc == 125:
+        return "NOT RUN\tthe run's deadline was reached before the search"
     try:
         log = open(log_path, errors="replace").read()
     except OSError:
@@ -136,7 +138,7 @@ def search(metrics_path, log_path, rc, wall, cap, step18_path, step64_path):
     else:
         est = (nw // batch) * plain_s + val_pass + switch_est
         how = "warm-up not reached"
-    verdict = "FAIL" if est > TARGET_S else "TIMEOUT"
+    verdict = "FAIL (estimate)" if est > TARGET_S else "TIMEOUT"
     return f"{verdict}\tstopped at the {cap:.0f} s cap; estimate {est:.0f} s vs " \
            f"{TARGET_S:.0f} s target ({how}; switch epoch {ns // batch} steps at " \
            f"{plain_s * 1e3:.0f} ms, {curv_k} with curvature at {step_s * 1e3:.0f} ms, from " \
