@@ -28,6 +28,9 @@ def main():
     ours, ocopy = load(sys.argv[1])
     torch, tcopy = load(sys.argv[2]) if len(sys.argv) > 2 else ({}, None)
     print(f"device-to-device copy: ours {ocopy} GB/s, torch {tcopy} GB/s")
+    calls = lambda rows: sorted({r.get("calls", 1) for r in rows.values()})
+    print(f"calls per event pair: ours {calls(ours)}, torch {calls(torch)} "
+          f"(times are per call)")
     print(f"{'kernel':<20} {'shape':<14} {'ours us':>9} {'torch us':>9} {'ratio':>6} "
           f"{'ours GB/s':>9} {'%copy':>6}")
     ratios = []

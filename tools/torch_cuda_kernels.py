@@ -4,9 +4,10 @@
 Runs on the lent GPU machine (PyTorch there, no cargo); gpu-bundle/run.sh calls it. Prints one
 JSON line per kernel with the same fields and names as the Rust bench, so that
 tools/compare_cuda_kernels.py can join the two:
-    {"implementation": "torch", "name": ..., "shape": "NxCxHxW", "median_us": ..., "bytes": ...,
-     "gbs": ..., "copy_gbs": ..., "device": ...}
-Medians over --reps timed calls, each timed with CUDA events (as the Rust bench). Depthwise
+    {"implementation": "torch", "name": ..., "shape": "NxCxHxW", "median_us": ..., "calls": ...,
+     "bytes": ..., "gbs": ..., "copy_gbs": ..., "device": ...}
+Medians over --reps timed repetitions, each timed with one pair of CUDA events around --calls
+back-to-back calls and divided by --calls (as the Rust bench). Depthwise
 convolutions are cuDNN's (torch.backends.cudnn on); the mixed op is `s0 * sum(s_k * x_k)`
 forward, and its backward through autograd (dx_k and the switch gradients).
 """
@@ -24,7 +25,14 @@ DW = [("sep3", 3, 1), ("sep5", 5, 1), ("dil3", 3, 2), ("dil5", 5, 2)]
 DEV = "cuda"
 
 
-def median_us(fn, reps, warmup):
+def median_us(fn, reps, warmup, calls=1):
+    """Median per-call time (µs) over `reps` repetitions of `calls` back-to-back calls."""
+    if calls > 1:
+        one = fn
+
+        def fn():
+            for _ in range(calls):
+                one()
     for _ in range(warmup):
         fn()
     times = []
@@ -35,7 +43,7 @@ def median_us(fn, reps, warmup):
             fn()
             times.append((time.perf_counter() - t0) * 1e6)
         times.sort()
-        return times[len(times) // 2]
+        return times[len(times) // 2] / calls
     for _ in range(reps):
         t0 = torch.cuda.Event(enable_timing=True)
         t1 = torch.cuda.Event(enable_timing=True)
@@ -45,7 +53,7 @@ def median_us(fn, reps, warmup):
         t1.synchronize()
         times.append(t0.elapsed_time(t1) * 1e3)
     times.sort()
-    return times[len(times) // 2]
+    return times[len(times) // 2] / calls
 
 
 def copy_gbs(reps):
@@ -60,6 +68,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--calls", type=int, default=1,
+                    help="back-to-back calls per event pair (the time printed is per call)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--filter", default=None)
     ap.add_argument("--device", default="cuda", help="cpu: smoke-test the script without a GPU")
@@ -76,10 +86,10 @@ def main():
     def emit(name, shape, nbytes, fn):
         if a.filter and a.filter not in name:
             return
-        us = median_us(fn, a.reps, a.warmup)
+        us = median_us(fn, a.reps, a.warmup, a.calls)
         print(json.dumps({
             "implementation": "torch", "name": name, "shape": "x".join(map(str, shape)),
-            "median_us": round(us, 2), "bytes": nbytes,
+            "median_us": round(us, 2), "calls": a.calls, "bytes": nbytes,
             "gbs": round(nbytes / (us * 1e-6) / 1e9, 1), "copy_gbs": round(cg, 1),
             "device": dev,
         }), flush=True)

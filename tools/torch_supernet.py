@@ -1,23 +1,56 @@
 #!/usr/bin/env python3
-"""PyTorch twin of `bayesnas bench step`: the same supernet (DARTS ops, our switches
+r"""PyTorch twin of `bayesnas bench step`: the same supernet (DARTS ops, our switches
 y = s0 * sum_k s_k op_k(x), search-time BN without affine) and the same train step (forward,
 cross-entropy + group lasso over switch groups, backward, SGD with momentum on weights and
-switches), timed on the CPU. Development tool, not part of CI.
+switches), timed on the CPU or (--device cuda) on the GPU. Development tool, not part of CI.
 
     .venv-torch/bin/python tools/torch_supernet.py --threads 2 --channels 16 --cells 8 \
         --batch 32 --image 32 --in-channels 3 --steps 5
+    python3 tools/torch_supernet.py --device cuda --channels 36 --cells 8 --batch 64 --steps 10
 
 Prints one JSON line with the median step time and the weight count (which must equal the
-`params` of `bayesnas bench step` for the same shape).
+`params` of `bayesnas bench step` for the same shape). It has no curvature pass: set its
+step_ms against ours minus our curvature_ms too.
+
+With --device cuda: the batch is made on the host and copied to the GPU inside the timed step
+(as the search moves each batch); torch.cuda.synchronize() closes every timed phase (as our
+phase timings wait for the stream); cuDNN autotuning is on (cudnn.benchmark, as DARTS sets it),
+so give it --warmup 2 or more. The line adds gpu_max_allocated_mb
+(torch.cuda.max_memory_allocated over the whole run: model, optimiser state, steps),
+gpu_max_reserved_mb (the caching allocator's peak) and their per-image figures.
 """
 import argparse
 import json
 import statistics
+import sys
 import time
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+
+def parser():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--space", default="bayesnas")
+    ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--cells", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--image", type=int, default=32)
+    ap.add_argument("--in-channels", type=int, default=3)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where the step runs (cuda: timed with torch.cuda.synchronize)")
+    return ap
+
+
+if __name__ == "__main__" and {"-h", "--help"} & set(sys.argv[1:]):
+    parser().print_help()  # without importing PyTorch
+    sys.exit(0)
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 OPS = ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "max_pool_3x3", "avg_pool_3x3", "skip_connect"]
 
@@ -155,49 +188,64 @@ class Supernet(nn.Module):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--space", default="bayesnas")
-    ap.add_argument("--channels", type=int, default=16)
-    ap.add_argument("--cells", type=int, default=8)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--image", type=int, default=32)
-    ap.add_argument("--in-channels", type=int, default=3)
-    ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=1)
-    a = ap.parse_args()
+    a = parser().parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    net = Supernet(a.space, a.channels, a.cells, a.in_channels, a.classes)
+    cuda = a.device == "cuda"
+    if cuda:
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: torch.cuda.is_available() is False")
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats()
+
+    def now():
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    net = Supernet(a.space, a.channels, a.cells, a.in_channels, a.classes).to(a.device)
     opt_w = torch.optim.SGD(net.weight_params(), lr=0.025, momentum=0.9, weight_decay=3e-4)
     opt_s = torch.optim.SGD(net.switch_params(), lr=0.01, momentum=0.9)
     fw, bw, up, st = [], [], [], []
     for i in range(a.warmup + a.steps):
         x = torch.randn(a.batch, a.in_channels, a.image, a.image)
         y = torch.randint(0, a.classes, (a.batch,))
-        t0 = time.perf_counter()
+        t0 = now()
+        x, y = x.to(a.device), y.to(a.device)
         logits = net(x)
         loss = F.cross_entropy(logits, y) + net.group_lasso()
-        t1 = time.perf_counter()
+        t1 = now()
         opt_w.zero_grad(set_to_none=False)
         opt_s.zero_grad(set_to_none=False)
         loss.backward()
-        t2 = time.perf_counter()
+        t2 = now()
         nn.utils.clip_grad_norm_(net.weight_params(), 5.0)
         opt_w.step()
         opt_s.step()
-        t3 = time.perf_counter()
+        t3 = now()
         if i >= a.warmup:
             fw.append(t1 - t0); bw.append(t2 - t1); up.append(t3 - t2); st.append(t3 - t0)
     med = lambda v: statistics.median(v) * 1e3
-    print(json.dumps({
+    line = {
         "framework": f"torch {torch.__version__}", "threads": a.threads,
         "forward_ms": med(fw), "backward_ms": med(bw), "update_ms": med(up), "step_ms": med(st),
         "images_per_s": a.batch / (med(st) / 1e3),
         "params": sum(p.numel() for p in net.weight_params()),
         "switches": sum(p.numel() for p in net.switch_params()),
-    }))
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "batch": a.batch, "steps": a.steps,
+    }
+    if cuda:
+        mib = 1024.0 * 1024.0
+        alloc = torch.cuda.max_memory_allocated() / mib
+        reserved = torch.cuda.max_memory_reserved() / mib
+        line.update({
+            "gpu_max_allocated_mb": round(alloc, 1),
+            "gpu_max_allocated_mb_per_image": round(alloc / a.batch, 2),
+            "gpu_max_reserved_mb": round(reserved, 1),
+            "gpu_max_reserved_mb_per_image": round(reserved / a.batch, 2),
+        })
+    print(json.dumps(line))
 
 
 if __name__ == "__main__":

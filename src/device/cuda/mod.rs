@@ -14,6 +14,9 @@
 //!   path. Buffers are shared copy-on-write between tensor clones.
 //! * Kernel modules are loaded once when the backend is created; functions are looked up once
 //!   and cached by entry name.
+//! * Faults: a kernel fault surfaces at a later synchronisation or copy, so device errors
+//!   name the last kernel launched ([`last_kernel`]); `BAYESNAS_CUDA_SYNC=1` ([`sync_mode`])
+//!   synchronises after every launch and names the failing kernel and its grid.
 //! * `backend.rs` implements [`crate::Backend`] by delegating to one launcher module per
 //!   kernel family, as the CPU backend: `elementwise`, `gemm`, `conv`, `batchnorm`, `pool`,
 //!   `structure`, `mixed`, `loss`, `optim`. Operands are validated by the checks every backend
@@ -35,6 +38,7 @@ mod pool;
 mod structure;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
@@ -166,16 +170,87 @@ impl Drop for CudaBuffer {
     }
 }
 
-/// Maps a driver error into an engine error naming what failed.
+/// Maps a driver error into an engine error naming what failed. Kernels run asynchronously,
+/// so a fault surfaces at a later synchronisation or copy: any error other than out of
+/// memory also names the last kernel launched (see [`last_kernel`]).
 pub(crate) fn drv<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> Error {
     move |e| {
-        let s = format!("{e:?}");
-        if s.contains("OUT_OF_MEMORY") || s.contains("ALLOC_FAILED") {
-            Error::Device(format!("cuda: out of device memory during {what} ({s})"))
-        } else {
-            Error::Device(format!("cuda: {what} failed: {s}"))
-        }
+        Error::Device(driver_error_message(
+            what,
+            &format!("{e:?}"),
+            last_kernel(),
+            sync_mode(),
+        ))
     }
+}
+
+/// The message of [`drv`], from its parts.
+fn driver_error_message(what: &str, err: &str, last: Option<&str>, sync: bool) -> String {
+    if err.contains("OUT_OF_MEMORY") || err.contains("ALLOC_FAILED") {
+        format!("cuda: out of device memory during {what} ({err})")
+    } else {
+        format!("cuda: {what} failed: {err}{}", last_kernel_note(last, sync))
+    }
+}
+
+/// The environment variable of the synchronous debug mode.
+pub const SYNC_ENV: &str = "BAYESNAS_CUDA_SYNC";
+
+/// Whether `BAYESNAS_CUDA_SYNC` asks for the synchronous debug mode: every kernel launch
+/// (cuBLAS GEMMs included) is followed by a stream synchronisation, and a failure names the
+/// kernel and its grid. Read once per process. Slow: for finding a faulting kernel, never
+/// for timing.
+pub fn sync_mode() -> bool {
+    static SYNC: OnceLock<bool> = OnceLock::new();
+    *SYNC.get_or_init(|| sync_mode_from(std::env::var(SYNC_ENV).ok().as_deref()))
+}
+
+/// `1`, `true`, `yes` or `on` (any case, surrounding spaces ignored) turn the mode on;
+/// anything else, or no variable, leaves it off.
+fn sync_mode_from(value: Option<&str>) -> bool {
+    value.is_some_and(|v| {
+        let v = v.trim();
+        ["1", "true", "yes", "on"]
+            .iter()
+            .any(|t| v.eq_ignore_ascii_case(t))
+    })
+}
+
+/// The last kernel launched in this process (any device): 0 = none yet, [`LAST_CUBLAS`] =
+/// a cuBLAS GEMM, else 1 + the kernel's index in [`kernel_entries`]. One relaxed store per
+/// launch.
+static LAST_KERNEL: AtomicUsize = AtomicUsize::new(0);
+const LAST_CUBLAS: usize = usize::MAX;
+
+/// Name of the last kernel launched in this process, if any (`cuBLAS sgemm` for a GEMM).
+pub fn last_kernel() -> Option<&'static str> {
+    match LAST_KERNEL.load(Ordering::Relaxed) {
+        0 => None,
+        LAST_CUBLAS => Some("cuBLAS sgemm"),
+        i => kernel_entries().get(i - 1).map(|(_, e)| *e),
+    }
+}
+
+/// The suffix a device error gets when a kernel ran before it: the kernel launched last
+/// (with asynchronous launches the faulting one is that or an earlier one).
+fn last_kernel_note(last: Option<&str>, sync: bool) -> String {
+    match (last, sync) {
+        (None, _) => String::new(),
+        (Some(k), true) => format!(" (last kernel launched: {k})"),
+        (Some(k), false) => format!(
+            " (last kernel launched: {k}; rerun with {SYNC_ENV}=1 or CUDA_LAUNCH_BLOCKING=1 to \
+             name the faulting kernel)"
+        ),
+    }
+}
+
+/// The error of a kernel whose synchronisation failed in the synchronous debug mode.
+fn kernel_failed_message(kernel: &str, cfg: &LaunchConfig, err: &str) -> String {
+    format!(
+        "cuda: kernel {kernel} failed: {err} (grid {:?}, block {:?}, {} B dynamic shared \
+         memory; {SYNC_ENV}=1)",
+        cfg.grid_dim, cfg.block_dim, cfg.shared_mem_bytes
+    )
 }
 
 /// The kernels and handles of one CUDA device.
@@ -190,7 +265,8 @@ pub struct CudaBackend {
     /// Small immutable device arrays reused across calls: pointer arrays of the mixed op
     /// (the pool hands out the same addresses step after step) and vectors of ones.
     small: Mutex<SmallCache>,
-    functions: HashMap<String, CudaFunction>,
+    /// Kernel functions by entry name, with their index in [`kernel_entries`].
+    functions: HashMap<String, (usize, CudaFunction)>,
     sms: u32,
 }
 
@@ -297,11 +373,15 @@ impl CudaBackend {
                          newer than the driver supports gives CUDA_ERROR_UNSUPPORTED_PTX_VERSION)"
                     ))
                 })?;
-            for (_, entry) in kernel_entries().iter().filter(|(m, _)| m == module) {
+            for (index, (_, entry)) in kernel_entries()
+                .iter()
+                .enumerate()
+                .filter(|(_, (m, _))| m == module)
+            {
                 let f = m.load_function(entry).map_err(|e| {
                     Error::Device(format!("cuda:{ordinal}: kernel {module}::{entry}: {e:?}"))
                 })?;
-                functions.insert(entry.to_string(), f);
+                functions.insert(entry.to_string(), (index, f));
             }
         }
         // SAFETY: only probes whether the shared library can be opened.
@@ -381,8 +461,8 @@ impl CudaBackend {
         self.stream.synchronize().map_err(drv("synchronize"))
     }
 
-    /// Kernel entry by name.
-    pub(crate) fn func(&self, name: &str) -> Result<&CudaFunction> {
+    /// Kernel entry by name, with its index in [`kernel_entries`].
+    fn func(&self, name: &str) -> Result<&(usize, CudaFunction)> {
         self.functions.get(name).ok_or_else(|| {
             Error::Device(format!(
                 "cuda:{}: kernel {name} is not in this build's PTX",
@@ -523,6 +603,8 @@ impl CudaBackend {
     }
 
     /// Launches kernel `name` with the given raw pointer arguments followed by `params`.
+    /// Records it as the last kernel launched; with [`sync_mode`], waits for it and names it
+    /// (and its grid) if it failed.
     pub(crate) fn launch<P: DeviceRepr>(
         &self,
         name: &str,
@@ -530,7 +612,7 @@ impl CudaBackend {
         ptrs: &[u64],
         params: &P,
     ) -> Result<()> {
-        let f = self.func(name)?;
+        let (index, f) = self.func(name)?;
         crate::device::counters::launch();
         let mut b = self.stream.launch_builder(f);
         for p in ptrs {
@@ -540,9 +622,26 @@ impl CudaBackend {
         // SAFETY: the pointers address live buffers of the sizes the params describe (checked
         // by the callers); the stream orders the kernel after their writes and before their
         // frees.
-        unsafe { b.launch(cfg) }
-            .map(|_| ())
-            .map_err(|e| Error::Device(format!("cuda: launch of {name} failed: {e:?}")))
+        unsafe { b.launch(cfg) }.map_err(|e| {
+            // A launch also reports a fault of an earlier kernel (errors are sticky).
+            Error::Device(format!(
+                "cuda: launch of {name} failed: {e:?}{}",
+                last_kernel_note(last_kernel(), sync_mode())
+            ))
+        })?;
+        LAST_KERNEL.store(index + 1, Ordering::Relaxed);
+        self.sync_after(name, &cfg)
+    }
+
+    /// In the synchronous debug mode, waits for the kernel just queued; a failure names it.
+    /// (A host wait, not a device-to-host read: not counted by `device::counters`.)
+    fn sync_after(&self, kernel: &str, cfg: &LaunchConfig) -> Result<()> {
+        if !sync_mode() {
+            return Ok(());
+        }
+        self.stream
+            .synchronize()
+            .map_err(|e| Error::Device(kernel_failed_message(kernel, cfg, &format!("{e:?}"))))
     }
 
     /// Copies `len` f32 between device addresses (queued on the stream).
@@ -639,7 +738,22 @@ impl CudaBackend {
                 ),
             }
         };
-        r.map_err(|e| Error::Device(format!("cuda: cuBLAS sgemm failed: {e:?}")))
+        r.map_err(|e| {
+            Error::Device(format!(
+                "cuda: cuBLAS sgemm failed: {e:?}{}",
+                last_kernel_note(last_kernel(), sync_mode())
+            ))
+        })?;
+        LAST_KERNEL.store(LAST_CUBLAS, Ordering::Relaxed);
+        if sync_mode() {
+            let shape = format!("sgemm m={m} n={n} k={k} batch={}", batch.map_or(1, |b| b.0));
+            self.stream.synchronize().map_err(|e| {
+                Error::Device(format!(
+                    "cuda: kernel cuBLAS {shape} failed: {e:?} ({SYNC_ENV}=1)"
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     /// Sum of f64 partials computed on the device, in index order on the host (the one
@@ -660,7 +774,8 @@ pub mod timing {
     use cudarc::driver::sys::CUevent_flags;
 
     /// Median of the per-repetition GPU times (µs) of `f`, each measured with CUDA events
-    /// around one call, after `warmup` untimed calls.
+    /// around one call of `f`, after `warmup` untimed calls. (`bench kernels --calls N`
+    /// makes `f` N back-to-back calls of the kernel.)
     pub fn median_us(
         be: &CudaBackend,
         warmup: usize,
@@ -686,6 +801,58 @@ pub mod timing {
         }
         times.sort_by(|a, b| a.total_cmp(b));
         Ok(times[times.len() / 2])
+    }
+
+    /// The device's default memory pool (every buffer of the backend comes from it), or
+    /// `None` on a device without memory pools.
+    fn default_pool(be: &CudaBackend) -> Result<Option<cudarc::driver::sys::CUmemoryPool>> {
+        if !be.ctx.has_async_alloc() {
+            return Ok(None);
+        }
+        be.ctx.bind_to_thread().map_err(drv("bind context"))?;
+        // SAFETY: the device handle comes from a live context.
+        unsafe { cudarc::driver::result::device::get_default_mem_pool(be.ctx.cu_device()) }
+            .map(Some)
+            .map_err(drv("memory pool query"))
+    }
+
+    /// Peak bytes in use from the default pool since the backend came up or the last
+    /// [`reset_pool_peak`] (the driver's `CU_MEMPOOL_ATTR_USED_MEM_HIGH`): every tensor and
+    /// scratch buffer, not the context, the kernel images or cuBLAS's workspace. The figure
+    /// to set against PyTorch's `torch.cuda.max_memory_allocated`. `None` without pools.
+    pub fn pool_peak_bytes(be: &CudaBackend) -> Result<Option<u64>> {
+        let Some(pool) = default_pool(be)? else {
+            return Ok(None);
+        };
+        let mut v: u64 = 0;
+        // SAFETY: a live pool; the attribute is a cuuint64_t.
+        unsafe {
+            cudarc::driver::result::mem_pool::get_attribute(
+                pool,
+                cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                &mut v as *mut u64 as *mut std::ffi::c_void,
+            )
+        }
+        .map_err(drv("memory pool query"))?;
+        Ok(Some(v))
+    }
+
+    /// Restarts [`pool_peak_bytes`] from the memory in use now.
+    pub fn reset_pool_peak(be: &CudaBackend) -> Result<()> {
+        let Some(pool) = default_pool(be)? else {
+            return Ok(());
+        };
+        let mut zero: u64 = 0;
+        // SAFETY: a live pool; the attribute is a cuuint64_t, and 0 is the only value the
+        // driver accepts for it (reset).
+        unsafe {
+            cudarc::driver::result::mem_pool::set_attribute(
+                pool,
+                cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+                &mut zero as *mut u64 as *mut std::ffi::c_void,
+            )
+        }
+        .map_err(drv("memory pool setup"))
     }
 
     /// Measured device-to-device copy bandwidth (GB/s, counting read + write) of a
@@ -741,6 +908,61 @@ mod tests {
         }
         assert!(missing.is_empty(), "kernels not in the PTX: {missing:?}");
         assert!(checked >= 30, "only {checked} launches found");
+    }
+
+    #[test]
+    fn sync_mode_is_opt_in() {
+        for on in ["1", "true", "TRUE", "yes", "On", " 1 "] {
+            assert!(sync_mode_from(Some(on)), "{on:?}");
+        }
+        for off in ["", "0", "false", "no", "off", "2", "sync"] {
+            assert!(!sync_mode_from(Some(off)), "{off:?}");
+        }
+        assert!(!sync_mode_from(None));
+    }
+
+    #[test]
+    fn device_errors_name_the_last_kernel() {
+        let err =
+            "DriverError(CUDA_ERROR_ILLEGAL_ADDRESS, \"an illegal memory access was encountered\")";
+        // Nothing launched yet: the message is unchanged.
+        assert_eq!(
+            driver_error_message("copy to host", err, None, false),
+            format!("cuda: copy to host failed: {err}")
+        );
+        let m = driver_error_message("synchronize", err, Some("mixed_bwd"), false);
+        assert_eq!(
+            m,
+            format!(
+                "cuda: synchronize failed: {err} (last kernel launched: mixed_bwd; rerun with \
+                 BAYESNAS_CUDA_SYNC=1 or CUDA_LAUNCH_BLOCKING=1 to name the faulting kernel)"
+            )
+        );
+        // In the debug mode the kernel is already named by its own check.
+        assert!(
+            driver_error_message("synchronize", err, Some("mixed_bwd"), true)
+                .ends_with("(last kernel launched: mixed_bwd)")
+        );
+        // Out of memory is not a kernel fault.
+        let oom = driver_error_message("allocation", "CUDA_ERROR_OUT_OF_MEMORY", Some("k"), false);
+        assert_eq!(
+            oom,
+            "cuda: out of device memory during allocation (CUDA_ERROR_OUT_OF_MEMORY)"
+        );
+    }
+
+    #[test]
+    fn sync_mode_failure_names_kernel_and_grid() {
+        let cfg = LaunchConfig {
+            grid_dim: (12, 3, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 1024,
+        };
+        assert_eq!(
+            kernel_failed_message("mixed_bwd", &cfg, "CUDA_ERROR_ILLEGAL_ADDRESS"),
+            "cuda: kernel mixed_bwd failed: CUDA_ERROR_ILLEGAL_ADDRESS (grid (12, 3, 1), block \
+             (256, 1, 1), 1024 B dynamic shared memory; BAYESNAS_CUDA_SYNC=1)"
+        );
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! `bayesnas bench step`: timing of the supernet train step, one JSON line.
 //! `bayesnas bench kernels`: GPU timings of the backend's kernels, one JSON line each.
+//!
+//! Both warn when `BAYESNAS_CUDA_SYNC=1` is set: that debug mode waits after every kernel,
+//! so its timings are not the backend's.
 
+use bayesnas_engine::device::cuda::{self, timing};
+use bayesnas_engine::Device;
 use bayesnas_search::bench::bench_step;
 use bayesnas_search::supernet::SupernetConfig;
 use bayesnas_search::SearchSpace;
@@ -13,7 +18,8 @@ use crate::opts::RuntimeOpts;
 #[derive(Subcommand, Debug, Clone)]
 pub enum BenchCommand {
     /// Median times of forward, backward, curvature and update of the supernet train step
-    /// a search runs (random images), printed as one JSON line
+    /// a search runs (random images), printed as one JSON line; on CUDA also the peak
+    /// device memory in use (`gpu_pool_peak_mb`, from the driver's memory pool)
     Step(StepArgs),
     /// Median GPU times (CUDA events) of the backend's depthwise/dilated convolutions, batch
     /// norm, pooling and the fused mixed op (K = 8) at the supernet's shapes, with bytes
@@ -31,6 +37,11 @@ pub struct KernelArgs {
     /// Timed repetitions per kernel (the median is over these)
     #[arg(long, default_value_t = 30)]
     pub reps: usize,
+    /// Back-to-back calls inside each timed repetition (one CUDA event pair around all of
+    /// them); the time printed is per call. More than 1 hides the event and launch gaps of
+    /// short kernels
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub calls: usize,
     /// Untimed repetitions first
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
@@ -88,6 +99,7 @@ pub fn run(cmd: &BenchCommand) -> CliResult<()> {
                 ));
             }
             let rt = a.runtime.setup()?;
+            warn_if_sync_mode(rt.device);
 
             let cfg = SupernetConfig {
                 space,
@@ -97,13 +109,46 @@ pub fn run(cmd: &BenchCommand) -> CliResult<()> {
                 image: a.image,
                 classes: a.classes,
             };
+            // On CUDA: the pool's high-water mark over the whole bench (parameters, warm-up
+            // and timed steps), as PyTorch's max_memory_allocated counts it.
+            let gpu = match rt.device {
+                Device::Cuda(i) => {
+                    let g = cuda::backend(i)?;
+                    timing::reset_pool_peak(g)?;
+                    Some(g)
+                }
+                Device::Cpu => None,
+            };
             let r = bench_step(cfg, a.batch, a.steps, a.warmup, rt.seed, rt.device)?;
-            println!(
-                "{}",
-                serde_json::to_string(&r).map_err(|e| CliError::Usage(e.to_string()))?
-            );
+            let mut line = serde_json::to_value(&r).map_err(|e| CliError::Usage(e.to_string()))?;
+            if let (Some(g), Some(map)) = (gpu, line.as_object_mut()) {
+                map.insert("device".into(), g.name().into());
+                if let Some(bytes) = timing::pool_peak_bytes(g)? {
+                    let mb = bytes as f64 / (1024.0 * 1024.0);
+                    map.insert(
+                        "gpu_pool_peak_mb".into(),
+                        ((mb * 10.0).round() / 10.0).into(),
+                    );
+                    let per_image = mb / a.batch as f64;
+                    map.insert(
+                        "gpu_pool_peak_mb_per_image".into(),
+                        ((per_image * 100.0).round() / 100.0).into(),
+                    );
+                }
+            }
+            println!("{line}");
             Ok(())
         }
+    }
+}
+
+/// A note on stderr: the synchronous debug mode makes CUDA timings meaningless.
+fn warn_if_sync_mode(device: Device) {
+    if matches!(device, Device::Cuda(_)) && cuda::sync_mode() {
+        eprintln!(
+            "warning: {}=1 waits after every kernel launch: these timings are not the backend's",
+            cuda::SYNC_ENV
+        );
     }
 }
 
@@ -124,6 +169,8 @@ mod kernels {
         name: String,
         shape: String,
         median_us: f64,
+        /// Calls per event pair (`median_us` is per call).
+        calls: usize,
         bytes: u64,
         gbs: f64,
         copy_gbs: f64,
@@ -157,7 +204,13 @@ mod kernels {
                     return Ok(());
                 }
             }
-            let us = timing::median_us(self.g, self.args.warmup, self.args.reps, &mut f)?;
+            let calls = self.args.calls;
+            let us = timing::median_us(self.g, self.args.warmup, self.args.reps, || {
+                for _ in 0..calls {
+                    f()?;
+                }
+                Ok(())
+            })? / calls as f64;
             let shape = shape
                 .iter()
                 .map(|d| d.to_string())
@@ -168,6 +221,7 @@ mod kernels {
                 name: name.to_string(),
                 shape,
                 median_us: (us * 100.0).round() / 100.0,
+                calls,
                 bytes: bytes as u64,
                 gbs: (bytes as f64 / (us * 1e-6) / 1e9 * 10.0).round() / 10.0,
                 copy_gbs: (self.copy_gbs * 10.0).round() / 10.0,
@@ -196,11 +250,12 @@ mod kernels {
                 "bench kernels times the CUDA kernels: run it with --device cuda".into(),
             ));
         };
-        if a.batch == 0 || a.reps == 0 {
+        if a.batch == 0 || a.reps == 0 || a.calls == 0 {
             return Err(CliError::Usage(
-                "--batch and --reps must be at least 1".into(),
+                "--batch, --reps and --calls must be at least 1".into(),
             ));
         }
+        super::warn_if_sync_mode(rt.device);
         let g = cuda::backend(i)?;
         let copy_gbs = timing::dtod_bandwidth_gbs(g, 256 << 20, 20)?;
         let mut b = Bench {
