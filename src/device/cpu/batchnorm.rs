@@ -417,48 +417,6 @@ pub(crate) fn channel_sums(x: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
     Tensor::from_vec(tot.iter().map(|&v| v as f32).collect(), &[c])
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::device::cpu::simd::with_portable_kernels;
-    use crate::rng::Rng;
-
-    /// The AVX2 and the portable copies give bitwise identical results (the integration tests
-    /// check the values; they run whichever copy the CPU selects).
-    #[test]
-    fn instruction_sets_agree_bitwise() {
-        let mut rng = Rng::new(5);
-        for shape in [[3usize, 5, 7, 9], [4, 3, 16, 16], [2, 3, 1, 5]] {
-            let c = shape[1];
-            let x = Tensor::randn(&shape, 2.0, &mut rng);
-            let dy = Tensor::randn(&shape, 1.0, &mut rng);
-            let w = Tensor::randn(&[c], 1.0, &mut rng);
-            let b = Tensor::randn(&[c], 1.0, &mut rng);
-            let run = || {
-                let f = train_forward(&x, Some(&w), Some(&b), 1e-5).unwrap();
-                let g = backward(&dy, &x, &f.mean, &f.invstd, Some(&w)).unwrap();
-                [
-                    f.y,
-                    f.mean,
-                    f.var,
-                    f.invstd,
-                    g.dx,
-                    g.dweight,
-                    g.dbias,
-                    channel_affine(&x, &w, Some(&b)).unwrap(),
-                    channel_affine(&x, &w, None).unwrap(),
-                    channel_sums(&x, None).unwrap(),
-                    channel_sums(&x, Some(&dy)).unwrap(),
-                ]
-                .map(|t| t.into_vec())
-            };
-            let fast = run();
-            let portable = with_portable_kernels(run);
-            assert_eq!(fast, portable, "{shape:?}");
-        }
-    }
-}
-
 /// `rm = rm (1 - momentum) + momentum mean`, `rv = rv (1 - momentum) + var_factor var`.
 pub(crate) fn running_update(
     rm: &mut Tensor,
@@ -505,4 +463,46 @@ pub(crate) fn eval_constants(
         Tensor::from_vec(shift, &[c])?,
         Tensor::from_vec(invstd, &[c])?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::cpu::simd::with_portable_kernels;
+    use crate::rng::Rng;
+
+    /// The AVX2 and the portable copies give bitwise identical results (the integration tests
+    /// check the values; they run whichever copy the CPU selects).
+    #[test]
+    fn instruction_sets_agree_bitwise() {
+        let mut rng = Rng::new(5);
+        for shape in [[3usize, 5, 7, 9], [4, 3, 16, 16], [2, 3, 1, 5]] {
+            let c = shape[1];
+            let x = Tensor::randn(&shape, 2.0, &mut rng);
+            let dy = Tensor::randn(&shape, 1.0, &mut rng);
+            let w = Tensor::randn(&[c], 1.0, &mut rng);
+            let b = Tensor::randn(&[c], 1.0, &mut rng);
+            let run = || {
+                let f = train_forward(&x, Some(&w), Some(&b), 1e-5).unwrap();
+                let g = backward(&dy, &x, &f.mean, &f.invstd, Some(&w)).unwrap();
+                [
+                    f.y,
+                    f.mean,
+                    f.var,
+                    f.invstd,
+                    g.dx,
+                    g.dweight,
+                    g.dbias,
+                    channel_affine(&x, &w, Some(&b)).unwrap(),
+                    channel_affine(&x, &w, None).unwrap(),
+                    channel_sums(&x, None).unwrap(),
+                    channel_sums(&x, Some(&dy)).unwrap(),
+                ]
+                .map(|t| t.into_vec())
+            };
+            let fast = run();
+            let portable = with_portable_kernels(run);
+            assert_eq!(fast, portable, "{shape:?}");
+        }
+    }
 }
