@@ -925,6 +925,46 @@ fn mixed_switch_grads_bit_for_bit() {
             );
         }
     }
+    // Order-sensitive sums (random values are not: their f64 sums are exact, or differ below
+    // f32 resolution): in order, 1 + 1e20 - 1e20 = 0 in f64; added in the reverse order it
+    // would be 1. r = [[1], [1e20], [-1e20]] sums over n, r = [[1, 1e20, -1e20]] with s = 1
+    // over k for ds0.
+    let big = 1e20f32;
+    for (n, k, r, s) in [
+        (3usize, 1usize, vec![1.0, big, -big], vec![1.5f32]),
+        (1, 3, vec![1.0, big, -big], vec![1.0; 3]),
+    ] {
+        let s0 = [0.75f32];
+        let (wds, wds0) = cpu()
+            .mixed_switch_grads(&t(&r, &[n, k]), &t(&s0, &[1]), &t(&s, &[k]))
+            .unwrap();
+        let p = MixedParams {
+            n: n as i64,
+            inner: 0,
+            chunks: 1,
+            k: k as i32,
+            ..Default::default()
+        };
+        let (mut ds, mut ds0) = (vec![f32::NAN; k], f32::NAN);
+        unsafe {
+            host_mixed_switch_grads(
+                Launch::d1(1, B),
+                r.as_ptr(),
+                s0.as_ptr(),
+                s.as_ptr(),
+                ds.as_mut_ptr(),
+                &mut ds0,
+                p,
+            )
+        };
+        assert_eq!(bits(&ds), bits(wds.cpu()), "order-sensitive n{n} k{k}: ds");
+        assert_eq!(
+            ds0.to_bits(),
+            wds0.cpu()[0].to_bits(),
+            "order-sensitive: ds0"
+        );
+        assert_eq!(ds0, 0.0, "order-sensitive n{n} k{k}: ds0 {ds0}");
+    }
     // Empty shapes: no batch (all sums 0) and no branches (ds empty, ds0 0). Equal as values;
     // the CPU's f64 `Iterator::sum` starts from -0.0 and the kernel from 0.0, so ds0 may
     // differ in the sign of its zero.
@@ -1135,4 +1175,23 @@ fn group_lasso_grad_bit_for_bit() {
     assert_eq!((penalty, wpenalty), (0.0, 0.0));
     assert_eq!(grads, case.grads0);
     assert_eq!(wgrads, case.grads0);
+    // The groups' contributions added in order (random positive contributions are not
+    // order-sensitive at f32 resolution): one-member groups of value 1 with coefficients
+    // 1, 1e20, -1e20 give 1 + 1e20 - 1e20 = 0 in f64, 1 in the reverse order.
+    let mut case = Lasso::random(&[&[4]], 3, 1, false, &mut rng);
+    case.vals = vec![vec![1.0; 4]];
+    case.groups.coef = vec![1.0, 1e20, -1e20];
+    let (grads, _, penalty) = case.host();
+    let (wgrads, wpenalty) = case.cpu();
+    assert_eq!(
+        penalty.to_bits(),
+        wpenalty.to_bits(),
+        "order-sensitive penalty"
+    );
+    assert_eq!(penalty, 0.0, "order-sensitive penalty");
+    assert_eq!(
+        bits(&grads[0]),
+        bits(&wgrads[0]),
+        "order-sensitive gradients"
+    );
 }
