@@ -8,7 +8,7 @@
 
 mod common;
 
-use bayesnas_engine::device::{Binary, SgdStep, Unary};
+use bayesnas_engine::device::{counters, Binary, LassoGroups, SgdStep, Unary};
 use bayesnas_engine::prelude::*;
 use bayesnas_engine::Backend;
 use common::{assert_rel, cuda_or_skip, pool_spec};
@@ -478,6 +478,110 @@ fn fused_mixed_op() {
     }
 }
 
+/// `mixed_switch_grads` from a random `r` of several `[N, K]` shapes (K = 300 > one block),
+/// and from the device's own `mixed_backward` output (the training step's path: no host
+/// read, one launch).
+#[test]
+fn mixed_switch_grads() {
+    let g = gpu!("mixed_switch_grads");
+    let c = cpu();
+    let mut rng = Rng::new(12);
+    for (n, k) in [(1usize, 1usize), (1, 5), (7, 1), (4, 17), (64, 8), (3, 300)] {
+        let what = format!("mixed_switch_grads n{n} k{k}");
+        let r = rnd(&[n, k], &mut rng);
+        let s = uni(&[k], 0.2, 1.5, &mut rng);
+        let s0 = uni(&[1], 0.5, 1.5, &mut rng);
+        let (ds, ds0) = c.mixed_switch_grads(&r, &s0, &s).unwrap();
+        let (gr, gs0, gs) = (up(g, &r), up(g, &s0), up(g, &s));
+        let ((gds, gds0), counts) =
+            counters::measure(|| g.mixed_switch_grads(&gr, &gs0, &gs).unwrap());
+        same(&format!("{what} ds"), &gds, &ds);
+        same(&format!("{what} ds0"), &gds0, &ds0);
+        assert_eq!(counts.host_reads, 0, "{what}: host reads");
+        assert_eq!(counts.launches, 1, "{what}: launches");
+    }
+    let shape = [4usize, 16, 8, 8];
+    let k = 5;
+    let xs: Vec<Tensor> = (0..k).map(|_| rnd(&shape, &mut rng)).collect();
+    let dxs: Vec<Tensor> = xs.iter().map(|x| up(g, x)).collect();
+    let (xr, dxr): (Vec<&Tensor>, Vec<&Tensor>) = (xs.iter().collect(), dxs.iter().collect());
+    let s = uni(&[k], 0.2, 1.5, &mut rng);
+    let s0 = uni(&[1], 0.5, 1.5, &mut rng);
+    let (gs, gs0) = (up(g, &s), up(g, &s0));
+    let dy = rnd(&shape, &mut rng);
+    let (_, r) = c.mixed_backward(&xr, &dy, &s0, &s).unwrap();
+    let (_, gr) = g.mixed_backward(&dxr, &up(g, &dy), &gs0, &gs).unwrap();
+    let (ds, ds0) = c.mixed_switch_grads(&r, &s0, &s).unwrap();
+    let (gds, gds0) = g.mixed_switch_grads(&gr, &gs0, &gs).unwrap();
+    same("mixed_switch_grads after mixed_backward ds", &gds, &ds);
+    same("mixed_switch_grads after mixed_backward ds0", &gds0, &ds0);
+}
+
+/// `group_lasso_grad`: random groups of varied sizes over tensors of varied sizes (one group
+/// empty, one with all members zero), random starting gradients; the updated gradients and
+/// the penalty against the CPU backend. One launch, no host read; no groups: penalty 0.
+#[test]
+fn group_lasso_grad() {
+    let g = gpu!("group_lasso_grad");
+    let c = cpu();
+    let mut rng = Rng::new(13);
+    for (shapes, n_groups, max_size) in [
+        (
+            vec![vec![7usize], vec![3, 5], vec![1], vec![2, 3, 4]],
+            9usize,
+            4usize,
+        ),
+        (vec![vec![1000], vec![17, 9]], 500, 2),
+        (vec![vec![16, 8, 3, 3], vec![100_003]], 2000, 20),
+    ] {
+        let what = format!("group_lasso_grad {shapes:?} {n_groups} groups");
+        let sizes: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+        let gs = common::random_groups(&sizes, n_groups, max_size, true, &mut rng);
+        let mut vals: Vec<Vec<f32>> = shapes.iter().map(|s| rnd(s, &mut rng).to_vec()).collect();
+        // a non-empty group whose members are all zero: no gradient, no penalty
+        if let Some(z) = (0..gs.len()).find(|&i| gs.start[i + 1] > gs.start[i]) {
+            for m in gs.start[z]..gs.start[z + 1] {
+                vals[gs.tensor[m]][gs.elem[m]] = 0.0;
+            }
+        }
+        let vals: Vec<Tensor> = vals
+            .into_iter()
+            .zip(&shapes)
+            .map(|(v, s)| Tensor::from_vec(v, s).unwrap())
+            .collect();
+        let mut grads: Vec<Tensor> = shapes.iter().map(|s| rnd(s, &mut rng)).collect();
+        let gvals: Vec<Tensor> = vals.iter().map(|v| up(g, v)).collect();
+        let mut ggrads: Vec<Tensor> = grads.iter().map(|v| up(g, v)).collect();
+        let vr: Vec<&Tensor> = vals.iter().collect();
+        let mut gr: Vec<&mut Tensor> = grads.iter_mut().collect();
+        let pen = c.group_lasso_grad(&vr, &mut gr, &gs).unwrap();
+        let gvr: Vec<&Tensor> = gvals.iter().collect();
+        let mut ggr: Vec<&mut Tensor> = ggrads.iter_mut().collect();
+        let (gpen, counts) = counters::measure(|| g.group_lasso_grad(&gvr, &mut ggr, &gs).unwrap());
+        assert_eq!(counts.host_reads, 0, "{what}: host reads");
+        assert_eq!(counts.launches, 1, "{what}: launches");
+        assert_eq!(gpen.device(), g.device(), "{what}: penalty left the device");
+        for (i, (a, b)) in ggrads.iter().zip(&grads).enumerate() {
+            same(&format!("{what} gradient {i}"), a, b);
+        }
+        close64(
+            &format!("{what} penalty"),
+            gpen.item().unwrap() as f64,
+            pen.item().unwrap() as f64,
+        );
+    }
+    let x = up(g, &rnd(&[5], &mut rng));
+    let mut d = up(g, &rnd(&[5], &mut rng));
+    let before = d.to_vec();
+    let none = LassoGroups {
+        start: vec![0],
+        ..Default::default()
+    };
+    let pen = g.group_lasso_grad(&[&x], &mut [&mut d], &none).unwrap();
+    assert_eq!(pen.item().unwrap(), 0.0, "no groups: penalty");
+    assert_eq!(d.to_vec(), before, "no groups: gradient changed");
+}
+
 #[test]
 fn softmax_cross_entropy_and_sgd() {
     let g = gpu!("softmax_cross_entropy_and_sgd");
@@ -656,4 +760,64 @@ fn grad_norm_with_one_synchronisation() {
         grad_norm(&gs, &["w"]).unwrap(),
     );
     close64("grad_norm", ng, nc);
+}
+
+/// `sum_of_squares` over groups of tensors of varied sizes (one or several reduction blocks,
+/// a zero-size tensor, an empty group) against the CPU backend, with one host read for all
+/// groups.
+#[test]
+fn sum_of_squares_groups() {
+    let g = gpu!("sum_of_squares_groups");
+    let c = cpu();
+    let mut rng = Rng::new(14);
+    let shapes = [
+        vec![3usize],
+        vec![16, 8, 3, 3],
+        vec![100_003],
+        vec![1],
+        vec![4097],
+        vec![5, 7],
+        vec![2, 0, 3],
+    ];
+    let ts: Vec<Tensor> = shapes.iter().map(|s| rnd(s, &mut rng)).collect();
+    let gts: Vec<Tensor> = ts.iter().map(|t| up(g, t)).collect();
+    let layouts: [&[&[usize]]; 4] = [
+        &[&[0, 1, 2], &[3, 4]],
+        &[&[2], &[0, 5, 6, 1], &[4, 3]],
+        &[&[5], &[], &[6, 0]],
+        &[&[6]],
+    ];
+    for layout in layouts {
+        let pick = |from: &[Tensor]| -> Vec<Vec<Tensor>> {
+            layout
+                .iter()
+                .map(|grp| grp.iter().map(|&i| from[i].clone()).collect())
+                .collect()
+        };
+        let (cg, gg) = (pick(&ts), pick(&gts));
+        let crefs: Vec<Vec<&Tensor>> = cg.iter().map(|v| v.iter().collect()).collect();
+        let grefs: Vec<Vec<&Tensor>> = gg.iter().map(|v| v.iter().collect()).collect();
+        let cgroups: Vec<&[&Tensor]> = crefs.iter().map(|v| &v[..]).collect();
+        let ggroups: Vec<&[&Tensor]> = grefs.iter().map(|v| &v[..]).collect();
+        let want = c.sum_of_squares(&cgroups).unwrap();
+        let (got, counts) = counters::measure(|| g.sum_of_squares(&ggroups).unwrap());
+        assert_eq!(got.len(), layout.len(), "{layout:?}: one sum per group");
+        for (i, (&a, &b)) in got.iter().zip(&want).enumerate() {
+            if b == 0.0 {
+                assert_eq!(a, 0.0, "{layout:?}: group {i} (no elements)");
+            } else {
+                close64(&format!("sum_of_squares {layout:?} group {i}"), a, b);
+            }
+        }
+        // one read for all groups (none on CUDA when there is nothing to reduce)
+        let elements = layout
+            .iter()
+            .flat_map(|grp| grp.iter())
+            .any(|&i| ts[i].numel() > 0);
+        if elements {
+            assert_eq!(counts.host_reads, 1, "{layout:?}: {counts:?}");
+        } else {
+            assert!(counts.host_reads <= 1, "{layout:?}: {counts:?}");
+        }
+    }
 }

@@ -231,3 +231,47 @@ pub fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
         .unwrap();
     pool.install(f)
 }
+
+/// Groups of random sizes `1..=max_size` over a random subset of the elements of tensors of
+/// the given sizes (at least one element stays in no group), with an empty group at a random
+/// place when `empty` (`Backend::group_lasso_grad`).
+pub fn random_groups(
+    sizes: &[usize],
+    n_groups: usize,
+    max_size: usize,
+    empty: bool,
+    rng: &mut Rng,
+) -> bayesnas_engine::device::LassoGroups {
+    let mut all: Vec<(usize, usize)> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(t, &n)| (0..n).map(move |e| (t, e)))
+        .collect();
+    rng.shuffle(&mut all);
+    let empty_at = if empty {
+        Some(rng.below(n_groups))
+    } else {
+        None
+    };
+    let mut g = bayesnas_engine::device::LassoGroups {
+        start: vec![0],
+        ..Default::default()
+    };
+    let mut next = 0;
+    for i in 0..n_groups {
+        let size = if Some(i) == empty_at {
+            0
+        } else {
+            1 + rng.below(max_size)
+        };
+        assert!(next + size < all.len(), "random_groups: too many members");
+        for &(t, e) in &all[next..next + size] {
+            g.tensor.push(t);
+            g.elem.push(e);
+        }
+        next += size;
+        g.start.push(next);
+        g.coef.push(rng.uniform_range(0.05, 2.0));
+    }
+    g
+}

@@ -84,14 +84,20 @@ WRAP(mixed_curv, (xs, hy, s0, s, hxs, part, p), const float* const* xs, const fl
      const float* s0, const float* s, float* const* hxs, double* part, MixedParams p)
 WRAP(mixed_curv_finalize, (part, s0, hs, hs0, p), const double* part, const float* s0,
      float* hs, float* hs0, MixedParams p)
+WRAP(mixed_switch_grads, (r, s0, s, ds, ds0, p), const float* r, const float* s0,
+     const float* s, float* ds, float* ds0, MixedParams p)
 // loss.cu
 WRAP(softmax_ce_fwd, (z, l, pr, lr, p), const float* z, const uint32_t* l, float* pr,
      double* lr, LossParams p)
 WRAP(softmax_ce_bwd, (pr, l, dz, p), const float* pr, const uint32_t* l, float* dz,
      LossParams p)
 WRAP(softmax_ce_curv_seed, (pr, h, p), const float* pr, float* h, LossParams p)
+WRAP(softmax_ce_loss, (lr, l, p), const double* lr, float* l, LossParams p)
 // optim.cu
 WRAP(sgd_momentum, (w, g, m, p), float* w, const float* g, float* m, SgdParams p)
+WRAP(group_lasso_grad, (v, g, st, te, el, c, ct, pen, p), const float* const* v,
+     float* const* g, const int64_t* st, const int64_t* te, const int64_t* el, const double* c,
+     double* ct, float* pen, LassoParams p)
 // ard.cu
 WRAP(group_ard_update, (w, h, gi, gp, go, om, ti, st, cl, c, p), const double* w,
      const double* h, const double* gi, const double* gp, double* go, double* om, double* ti,

@@ -290,6 +290,15 @@ extern "C" {
         hs0: *mut f32,
         p: MixedParams,
     );
+    pub fn host_mixed_switch_grads(
+        l: Launch,
+        r: *const f32,
+        s0: *const f32,
+        s: *const f32,
+        ds: *mut f32,
+        ds0: *mut f32,
+        p: MixedParams,
+    );
     pub fn host_softmax_ce_fwd(
         l: Launch,
         z: *const f32,
@@ -306,7 +315,20 @@ extern "C" {
         p: LossParams,
     );
     pub fn host_softmax_ce_curv_seed(launch: Launch, pr: *const f32, h: *mut f32, p: LossParams);
+    pub fn host_softmax_ce_loss(launch: Launch, lr: *const f64, l: *mut f32, p: LossParams);
     pub fn host_sgd_momentum(launch: Launch, w: *mut f32, g: *const f32, m: *mut f32, p: SgdParams);
+    pub fn host_group_lasso_grad(
+        l: Launch,
+        v: *const *const f32,
+        g: *const *mut f32,
+        st: *const i64,
+        te: *const i64,
+        el: *const i64,
+        c: *const f64,
+        ct: *mut f64,
+        pen: *mut f32,
+        p: LassoParams,
+    );
     pub fn host_group_ard_update(
         l: Launch,
         w: *const f64,

@@ -1,11 +1,11 @@
-//! Every kernel that uses `__shared__` memory and `__syncthreads` run under several barrier
-//! orders (ascending, descending, three seeded shuffles; see `set_thread_order`): the outputs
-//! must be bit-identical, so a kernel that reads shared data another thread writes in the same
-//! barrier phase (a missing `__syncthreads`) fails here. The arithmetic itself is checked
-//! against the CPU backend by `tests/kernels.rs`; a few loose CPU checks here make sure the
-//! compared outputs are real results. `planted_missing_barrier_is_caught` shows the check
-//! fails on a kernel copy with one barrier removed (csrc/planted.cpp), which the ascending
-//! order alone does not catch.
+//! Every kernel that uses `__shared__` memory (or a global scratch buffer) and `__syncthreads`
+//! run under several barrier orders (ascending, descending, three seeded shuffles; see
+//! `set_thread_order`): the outputs must be bit-identical, so a kernel that reads shared data
+//! another thread writes in the same barrier phase (a missing `__syncthreads`) fails here. The
+//! arithmetic itself is checked against the CPU backend by `tests/kernels.rs`; a few loose CPU
+//! checks here make sure the compared outputs are real results.
+//! `planted_missing_barrier_is_caught` shows the check fails on a kernel copy with one barrier
+//! removed (csrc/planted.cpp), which the ascending order alone does not catch.
 
 use bayesnas_engine::device::cpu::CpuBackend;
 use bayesnas_engine::device::Backend;
@@ -485,4 +485,32 @@ fn planted_missing_barrier_is_caught() {
         caught.is_err(),
         "same_under_all_orders accepted the planted kernel"
     );
+}
+
+// optim.cu: group_lasso_grad (a thread per group, then thread 0 adds the groups' f64
+// contributions after the barrier).
+#[test]
+fn group_lasso_penalty_sum() {
+    let mut rng = Rng::new(107);
+    for (shapes, n_groups, max_size) in [
+        (&[&[7usize][..], &[3, 5], &[2, 3, 4]][..], 9usize, 4usize),
+        (&[&[1000], &[17, 9]], 500, 2),
+    ] {
+        let case = Lasso::random(shapes, n_groups, max_size, true, &mut rng);
+        let r = same_under_all_orders(&format!("group_lasso {n_groups} groups"), || {
+            let (grads, contrib, penalty) = case.host();
+            let mut out = Bits::default();
+            out.f32("penalty", &[penalty]);
+            out.f64("contrib", &contrib);
+            for g in &grads {
+                out.f32("grad", g);
+            }
+            out
+        });
+        let (wgrads, wpenalty) = case.cpu();
+        close("group_lasso penalty vs cpu", &first_f32(&r, 0), &[wpenalty]);
+        for (i, w) in wgrads.iter().enumerate() {
+            close("group_lasso grad vs cpu", &first_f32(&r, 2 + i), w);
+        }
+    }
 }

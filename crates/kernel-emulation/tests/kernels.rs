@@ -871,6 +871,135 @@ fn mixed_op_forward_backward_curvature() {
     }
 }
 
+/// `mixed_switch_grads` (ONE block, any block size) against the CPU backend's
+/// `mixed_switch_grads`, bit for bit: the same f64 sums in the same order (the emulation
+/// compiles with -ffp-contract=off). r spans several orders of magnitude so that the order
+/// of the f64 sums matters; k = 300 > 256 makes the threads loop over the columns.
+#[test]
+fn mixed_switch_grads_bit_for_bit() {
+    let mut rng = Rng::new(12);
+    for (n, k) in [(1usize, 1usize), (1, 5), (7, 1), (4, 17), (64, 8), (3, 300)] {
+        let r: Vec<f32> = rvec(n * k, &mut rng)
+            .iter()
+            .map(|v| v * 10f32.powi(rng.below(9) as i32 - 4))
+            .collect();
+        let (s0, s) = (rvec(1, &mut rng), rvec(k, &mut rng));
+        let (wds, wds0) = cpu()
+            .mixed_switch_grads(&t(&r, &[n, k]), &t(&s0, &[1]), &t(&s, &[k]))
+            .unwrap();
+        let p = MixedParams {
+            n: n as i64,
+            inner: 0,
+            chunks: 1,
+            k: k as i32,
+            ..Default::default()
+        };
+        for bx in [1u32, 32, B] {
+            let what = format!("mixed_switch_grads n{n} k{k} block {bx}");
+            let (mut ds, mut ds0) = (vec![f32::NAN; k], f32::NAN);
+            unsafe {
+                host_mixed_switch_grads(
+                    Launch::d1(1, bx),
+                    r.as_ptr(),
+                    s0.as_ptr(),
+                    s.as_ptr(),
+                    ds.as_mut_ptr(),
+                    &mut ds0,
+                    p,
+                )
+            };
+            assert_eq!(bits(&ds), bits(wds.cpu()), "{what}: ds");
+            assert_eq!(ds0.to_bits(), wds0.cpu()[0].to_bits(), "{what}: ds0");
+            // and the values are what the definition says (guards against a shared mistake)
+            let tot: Vec<f64> = (0..k)
+                .map(|j| (0..n).map(|i| r[i * k + j] as f64).sum())
+                .collect();
+            let want: Vec<f32> = tot.iter().map(|&x| (s0[0] as f64 * x) as f32).collect();
+            close(&format!("{what}: ds (definition)"), &ds, &want);
+            let want0: f64 = tot.iter().zip(&s).map(|(x, &sj)| x * sj as f64).sum();
+            close64(
+                &format!("{what}: ds0 (definition)"),
+                ds0 as f64,
+                want0,
+                1e-6,
+            );
+        }
+    }
+    // Order-sensitive sums (random values are not: their f64 sums are exact, or differ below
+    // f32 resolution): in order, 1 + 1e20 - 1e20 = 0 in f64; added in the reverse order it
+    // would be 1. r = [[1], [1e20], [-1e20]] sums over n, r = [[1, 1e20, -1e20]] with s = 1
+    // over k for ds0.
+    let big = 1e20f32;
+    for (n, k, r, s) in [
+        (3usize, 1usize, vec![1.0, big, -big], vec![1.5f32]),
+        (1, 3, vec![1.0, big, -big], vec![1.0; 3]),
+    ] {
+        let s0 = [0.75f32];
+        let (wds, wds0) = cpu()
+            .mixed_switch_grads(&t(&r, &[n, k]), &t(&s0, &[1]), &t(&s, &[k]))
+            .unwrap();
+        let p = MixedParams {
+            n: n as i64,
+            inner: 0,
+            chunks: 1,
+            k: k as i32,
+            ..Default::default()
+        };
+        let (mut ds, mut ds0) = (vec![f32::NAN; k], f32::NAN);
+        unsafe {
+            host_mixed_switch_grads(
+                Launch::d1(1, B),
+                r.as_ptr(),
+                s0.as_ptr(),
+                s.as_ptr(),
+                ds.as_mut_ptr(),
+                &mut ds0,
+                p,
+            )
+        };
+        assert_eq!(bits(&ds), bits(wds.cpu()), "order-sensitive n{n} k{k}: ds");
+        assert_eq!(
+            ds0.to_bits(),
+            wds0.cpu()[0].to_bits(),
+            "order-sensitive: ds0"
+        );
+        assert_eq!(ds0, 0.0, "order-sensitive n{n} k{k}: ds0 {ds0}");
+    }
+    // Empty shapes: no batch (all sums 0) and no branches (ds empty, ds0 0). Equal as values;
+    // the CPU's f64 `Iterator::sum` starts from -0.0 and the kernel from 0.0, so ds0 may
+    // differ in the sign of its zero.
+    for (n, k) in [(0usize, 3usize), (2, 0)] {
+        let r = rvec(n * k, &mut rng);
+        let (s0, s) = (rvec(1, &mut rng), rvec(k, &mut rng));
+        let (wds, wds0) = cpu()
+            .mixed_switch_grads(&t(&r, &[n, k]), &t(&s0, &[1]), &t(&s, &[k]))
+            .unwrap();
+        let p = MixedParams {
+            n: n as i64,
+            inner: 0,
+            chunks: 1,
+            k: k as i32,
+            ..Default::default()
+        };
+        let (mut ds, mut ds0) = (vec![f32::NAN; k], f32::NAN);
+        unsafe {
+            host_mixed_switch_grads(
+                Launch::d1(1, B),
+                r.as_ptr(),
+                s0.as_ptr(),
+                s.as_ptr(),
+                ds.as_mut_ptr(),
+                &mut ds0,
+                p,
+            )
+        };
+        assert_eq!(ds, wds.cpu(), "n{n} k{k}: ds");
+        assert!(ds.iter().all(|&v| v == 0.0), "n{n} k{k}: ds {ds:?}");
+        assert_eq!(ds0, wds0.cpu()[0], "n{n} k{k}: ds0");
+        assert_eq!(ds0, 0.0, "n{n} k{k}: ds0");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // loss.cu and optim.cu
 // ---------------------------------------------------------------------------------------
@@ -878,7 +1007,7 @@ fn mixed_op_forward_backward_curvature() {
 #[test]
 fn softmax_cross_entropy_and_seeds() {
     let mut rng = Rng::new(9);
-    for (b, k) in [(1usize, 2usize), (7, 10), (33, 100)] {
+    for (b, k) in [(1usize, 2usize), (7, 10), (33, 100), (300, 7)] {
         let z: Vec<f32> = rvec(b * k, &mut rng).iter().map(|v| 4.0 * v).collect();
         let labels: Vec<u32> = (0..b).map(|_| rng.below(k) as u32).collect();
         let (wp, wl) = cpu()
@@ -901,7 +1030,16 @@ fn softmax_cross_entropy_and_seeds() {
             )
         };
         close("probs", &probs, wp.cpu());
-        let loss = (rows.iter().sum::<f64>() / b as f64) as f32;
+        // softmax_ce_loss (one thread) finalizes the per-row losses on the device: the CPU's
+        // sum of the rows in order, divided by b, so the same bits.
+        let mut loss = f32::NAN;
+        unsafe { host_softmax_ce_loss(Launch::d1(1, B), rows.as_ptr(), &mut loss, p) };
+        assert_eq!(
+            loss.to_bits(),
+            wl.cpu()[0].to_bits(),
+            "loss {b}x{k}: {loss} vs {}",
+            wl.cpu()[0]
+        );
         close("loss", &[loss], wl.cpu());
         let mut d = vec![f32::NAN; b * k];
         unsafe {
@@ -975,4 +1113,85 @@ fn sgd_momentum_matches() {
     }
     close("sgd w", &w2, tw.cpu());
     close("sgd m", &m2, tm.cpu());
+}
+
+/// `group_lasso_grad` (one block of 256 threads, a thread per group, strided) against the CPU
+/// backend, bit for bit: updated gradients (from random, non-zero starting gradients) and the
+/// penalty. Groups of random sizes over several tensors, an empty group and a group whose
+/// members are all zero (no gradient change); with 500 groups most threads handle two.
+#[test]
+fn group_lasso_grad_bit_for_bit() {
+    let mut rng = Rng::new(13);
+    let cases: [(&[&[usize]], usize, usize, bool); 5] = [
+        (&[&[7], &[3, 5], &[1], &[2, 3, 4], &[40]], 12, 5, true),
+        (&[&[1000], &[17, 9]], 500, 2, true),
+        (&[&[64, 3, 3], &[5]], 40, 9, true),
+        (&[&[3]], 1, 2, false),
+        (&[&[300]], 257, 1, false),
+    ];
+    for (shapes, n_groups, max_size, special) in cases {
+        let what = format!("group_lasso {shapes:?} {n_groups} groups");
+        let case = Lasso::random(shapes, n_groups, max_size, special, &mut rng);
+        let (grads, contrib, penalty) = case.host();
+        let (wgrads, wpenalty) = case.cpu();
+        for (i, (g, w)) in grads.iter().zip(&wgrads).enumerate() {
+            assert_eq!(bits(g), bits(w), "{what}: gradient {i}");
+        }
+        assert_eq!(
+            penalty.to_bits(),
+            wpenalty.to_bits(),
+            "{what}: penalty {penalty} vs {wpenalty}"
+        );
+        assert!(penalty > 0.0, "{what}: penalty {penalty}");
+        assert!(contrib.iter().all(|c| c.is_finite()), "{what}: contrib");
+        // What changed: exactly the members of groups with a non-zero norm.
+        let mut member: Vec<Vec<bool>> = case.grads0.iter().map(|g| vec![false; g.len()]).collect();
+        let gs = &case.groups;
+        for g in 0..gs.len() {
+            for m in gs.start[g]..gs.start[g + 1] {
+                let (t, e) = (gs.tensor[m], gs.elem[m]);
+                member[t][e] = Some(g) != case.zero;
+            }
+        }
+        let mut changed = 0;
+        for (t, (g, g0)) in grads.iter().zip(&case.grads0).enumerate() {
+            for (e, (a, b)) in g.iter().zip(g0).enumerate() {
+                if member[t][e] {
+                    changed += (a != b) as usize;
+                } else {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{what}: ({t}, {e}) changed");
+                }
+            }
+        }
+        assert!(changed > 0, "{what}: no gradient changed");
+        for g in [case.empty, case.zero].into_iter().flatten() {
+            assert_eq!(contrib[g], 0.0, "{what}: contrib of group {g}");
+        }
+    }
+    // No groups at all: the penalty is 0 and nothing changes.
+    let case = Lasso::random(&[&[4]], 0, 1, false, &mut rng);
+    let (grads, _, penalty) = case.host();
+    let (wgrads, wpenalty) = case.cpu();
+    assert_eq!((penalty, wpenalty), (0.0, 0.0));
+    assert_eq!(grads, case.grads0);
+    assert_eq!(wgrads, case.grads0);
+    // The groups' contributions added in order (random positive contributions are not
+    // order-sensitive at f32 resolution): one-member groups of value 1 with coefficients
+    // 1, 1e20, -1e20 give 1 + 1e20 - 1e20 = 0 in f64, 1 in the reverse order.
+    let mut case = Lasso::random(&[&[4]], 3, 1, false, &mut rng);
+    case.vals = vec![vec![1.0; 4]];
+    case.groups.coef = vec![1.0, 1e20, -1e20];
+    let (grads, _, penalty) = case.host();
+    let (wgrads, wpenalty) = case.cpu();
+    assert_eq!(
+        penalty.to_bits(),
+        wpenalty.to_bits(),
+        "order-sensitive penalty"
+    );
+    assert_eq!(penalty, 0.0, "order-sensitive penalty");
+    assert_eq!(
+        bits(&grads[0]),
+        bits(&wgrads[0]),
+        "order-sensitive gradients"
+    );
 }

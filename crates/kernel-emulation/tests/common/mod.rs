@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use bayesnas_engine::device::cpu::CpuBackend;
-use bayesnas_engine::device::Backend;
+use bayesnas_engine::device::{Backend, LassoGroups};
 use bayesnas_engine::{Conv2dSpec, Rng, Tensor};
 use bayesnas_kernel_emulation::*;
 
@@ -212,4 +212,168 @@ pub fn bn_bwd_reduce(
         )
     };
     (sd, sdx)
+}
+
+/// A random group-lasso problem (`Backend::group_lasso_grad`): tensors of the given shapes with
+/// random values, random starting gradients (never zero) and groups of random sizes
+/// `1..=max_size` over a random subset of the elements (some elements stay in no group).
+/// Optionally one group is empty (`empty`) and one has members whose values are all zero
+/// (`zero`, norm 0: its members' gradients must not change).
+pub struct Lasso {
+    pub shapes: Vec<Vec<usize>>,
+    pub vals: Vec<Vec<f32>>,
+    pub grads0: Vec<Vec<f32>>,
+    pub groups: LassoGroups,
+    pub empty: Option<usize>,
+    pub zero: Option<usize>,
+}
+
+impl Lasso {
+    pub fn random(
+        shapes: &[&[usize]],
+        n_groups: usize,
+        max_size: usize,
+        special: bool,
+        rng: &mut Rng,
+    ) -> Lasso {
+        let shapes: Vec<Vec<usize>> = shapes.iter().map(|s| s.to_vec()).collect();
+        let sizes: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+        // Values over several orders of magnitude, so that the f64 order of the sums matters.
+        let mut vals: Vec<Vec<f32>> = sizes
+            .iter()
+            .map(|&n| {
+                rvec(n, rng)
+                    .iter()
+                    .map(|v| v * 10f32.powi(rng.below(7) as i32 - 3))
+                    .collect()
+            })
+            .collect();
+        let grads0: Vec<Vec<f32>> = sizes.iter().map(|&n| rvec(n, rng)).collect();
+        let mut all: Vec<(usize, usize)> = sizes
+            .iter()
+            .enumerate()
+            .flat_map(|(t, &n)| (0..n).map(move |e| (t, e)))
+            .collect();
+        rng.shuffle(&mut all);
+        let (empty, zero) = if special && n_groups >= 2 {
+            let e = rng.below(n_groups);
+            let z = (e + 1 + rng.below(n_groups - 1)) % n_groups;
+            (Some(e), Some(z))
+        } else {
+            (None, None)
+        };
+        let mut groups = LassoGroups {
+            start: vec![0],
+            ..Default::default()
+        };
+        let mut next = 0;
+        for g in 0..n_groups {
+            let size = if Some(g) == empty {
+                0
+            } else if Some(g) == zero {
+                2.max(1 + rng.below(max_size))
+            } else {
+                1 + rng.below(max_size)
+            };
+            assert!(
+                next + size < all.len(),
+                "Lasso::random: {n_groups} groups of up to {max_size} do not fit with one \
+                 element to spare"
+            );
+            for &(t, e) in &all[next..next + size] {
+                groups.tensor.push(t);
+                groups.elem.push(e);
+                if Some(g) == zero {
+                    // -0.0 for one of them: the sign of a zero must not matter.
+                    vals[t][e] = if groups.tensor.len() % 2 == 0 {
+                        0.0
+                    } else {
+                        -0.0
+                    };
+                }
+            }
+            next += size;
+            groups.start.push(next);
+            groups.coef.push(rng.uniform_range(0.05, 2.0));
+        }
+        Lasso {
+            shapes,
+            vals,
+            grads0,
+            groups,
+            empty,
+            zero,
+        }
+    }
+
+    /// The kernel's int64 index arrays: start, tensor, elem.
+    pub fn index_arrays(&self) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
+        let c = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<i64>>();
+        (
+            c(&self.groups.start),
+            c(&self.groups.tensor),
+            c(&self.groups.elem),
+        )
+    }
+
+    /// `group_lasso_grad` on the host (one block of `B` threads, as the CUDA launcher):
+    /// updated gradients, the f64 scratch `contrib` and the penalty. Scratch and penalty start
+    /// as NaN, so anything left unwritten shows.
+    pub fn host(&self) -> (Vec<Vec<f32>>, Vec<f64>, f32) {
+        let (start, tensor, elem) = self.index_arrays();
+        let mut grads = self.grads0.clone();
+        let vptrs: Vec<*const f32> = self.vals.iter().map(|v| v.as_ptr()).collect();
+        let gptrs: Vec<*mut f32> = grads.iter_mut().map(|v| v.as_mut_ptr()).collect();
+        let mut contrib = vec![f64::NAN; self.groups.len()];
+        let mut penalty = f32::NAN;
+        let p = LassoParams {
+            groups: self.groups.len() as i64,
+            members: self.groups.tensor.len() as i64,
+        };
+        unsafe {
+            host_group_lasso_grad(
+                Launch::d1(1, B),
+                vptrs.as_ptr(),
+                gptrs.as_ptr(),
+                start.as_ptr(),
+                tensor.as_ptr(),
+                elem.as_ptr(),
+                self.groups.coef.as_ptr(),
+                contrib.as_mut_ptr(),
+                &mut penalty,
+                p,
+            )
+        };
+        (grads, contrib, penalty)
+    }
+
+    /// The CPU backend's `group_lasso_grad`: updated gradients and the penalty.
+    pub fn cpu(&self) -> (Vec<Vec<f32>>, f32) {
+        let vals: Vec<Tensor> = self
+            .vals
+            .iter()
+            .zip(&self.shapes)
+            .map(|(v, s)| t(v, s))
+            .collect();
+        let mut grads: Vec<Tensor> = self
+            .grads0
+            .iter()
+            .zip(&self.shapes)
+            .map(|(v, s)| t(v, s))
+            .collect();
+        let vrefs: Vec<&Tensor> = vals.iter().collect();
+        let mut grefs: Vec<&mut Tensor> = grads.iter_mut().collect();
+        let pen = cpu()
+            .group_lasso_grad(&vrefs, &mut grefs, &self.groups)
+            .unwrap();
+        (
+            grads.iter().map(|g| g.cpu().to_vec()).collect(),
+            pen.item().unwrap(),
+        )
+    }
+}
+
+/// The bit patterns of `v` (an exact comparison that also tells -0.0 from 0.0).
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
 }
