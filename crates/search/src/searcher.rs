@@ -366,6 +366,7 @@ impl Searcher {
                         0.0
                     },
                     dropout_rng: Some(handicap_seed.fork(step as u64)),
+                    phase_timings: false,
                 };
                 let (out, _) = self.step(x, &labels, opts).map_err(|e| match e {
                     Error::NonFinite(m) => Error::NonFinite(format!(

@@ -25,6 +25,7 @@ fn weight_step() -> StepOptions {
         update: true,
         param_free_dropout: 0.0,
         dropout_rng: None,
+        phase_timings: false,
     }
 }
 
