@@ -58,3 +58,28 @@ extern "C" __global__ void softmax_ce_curv_seed(const float* __restrict__ probs,
         h[i] = (q - q * q) * inv_b;
     }
 }
+
+// correct[0] = (float) the number of rows whose arg-max (the first largest logit, compared
+// with >, as the CPU's argmax_rows) equals the label. ONE block of BZ_BLOCK threads: each
+// counts rows r = tid, tid + BZ_BLOCK, ..., then a shared-memory sum of integers (exact, in
+// any order).
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+    count_correct(const float* __restrict__ logits, const uint32_t* __restrict__ labels,
+                  float* __restrict__ correct, LossParams p) {
+    __shared__ int64_t red[BZ_BLOCK];
+    int64_t mine = 0;
+    for (int64_t r = threadIdx.x; r < p.b; r += BZ_BLOCK) {
+        const float* z = logits + r * p.k;
+        int64_t best = 0;
+        for (int64_t j = 1; j < p.k; ++j)
+            if (z[j] > z[best]) best = j;
+        if (best == (int64_t)labels[r]) ++mine;
+    }
+    red[threadIdx.x] = mine;
+    __syncthreads();
+    for (int w = BZ_BLOCK / 2; w > 0; w /= 2) {
+        if ((int)threadIdx.x < w) red[threadIdx.x] += red[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) correct[0] = (float)red[0];
+}

@@ -177,9 +177,10 @@ impl ParamStore {
     /// they are (no optimiser reads them). The same result as [`ParamStore::zero_grads`]
     /// followed by [`ParamStore::accumulate_grads`].
     pub fn set_grads(&mut self, g: Gradients) -> Result<()> {
-        let mut got = vec![false; self.params.len()];
-        for (id, t) in g.into_params() {
-            let p = &mut self.params[id.0];
+        let grads = g.into_params();
+        // Every gradient is checked before any is moved in: an error changes nothing.
+        for (id, t) in &grads {
+            let p = &self.params[id.0];
             if t.shape() != p.value.shape() || t.device() != p.value.device() {
                 return Err(Error::Invalid(format!(
                     "set_grads: gradient {:?} on {} for parameter {} of shape {:?} on {}",
@@ -190,7 +191,10 @@ impl ParamStore {
                     p.value.device()
                 )));
             }
-            p.grad = t;
+        }
+        let mut got = vec![false; self.params.len()];
+        for (id, t) in grads {
+            self.params[id.0].grad = t;
             got[id.0] = true;
         }
         for (p, got) in self.params.iter_mut().zip(got) {

@@ -762,6 +762,29 @@ fn grad_norm_with_one_synchronisation() {
     close64("grad_norm", ng, nc);
 }
 
+/// `count_correct` (one block, tree sum) against the CPU backend: exact counts, ties to the
+/// first largest logit, more rows than threads.
+#[test]
+fn count_correct_on_device() {
+    let g = gpu!("count_correct_on_device");
+    let mut rng = Rng::new(21);
+    for (b, k) in [(1usize, 10usize), (64, 10), (1000, 3), (257, 1)] {
+        let mut z = rnd(&[b, k], &mut rng).to_vec();
+        for r in (0..b).step_by(3) {
+            let m = z[r * k..(r + 1) * k]
+                .iter()
+                .copied()
+                .fold(f32::MIN, f32::max);
+            z[(r + 1) * k - 1] = m;
+        }
+        let z = Tensor::from_vec(z, &[b, k]).unwrap();
+        let labels: Vec<u32> = (0..b).map(|_| rng.below(k) as u32).collect();
+        let want = cpu().count_correct(&z, &labels).unwrap().to_vec();
+        let got = g.count_correct(&up(g, &z), &labels).unwrap().to_vec();
+        assert_eq!(got, want, "count_correct {b}x{k}");
+    }
+}
+
 /// `sum_of_squares` over groups of tensors of varied sizes (one or several reduction blocks,
 /// a zero-size tensor, an empty group) against the CPU backend, with one host read for all
 /// groups.

@@ -378,6 +378,9 @@ pub trait Backend: Send + Sync {
     /// (class indices). Returns `(probs, loss)`, the loss a `[1]` tensor on the device (no
     /// host read).
     fn softmax_cross_entropy(&self, logits: &Tensor, labels: &[u32]) -> Result<(Tensor, Tensor)>;
+    /// The number of rows of `[B, K]` logits whose arg-max (the first largest value) equals
+    /// the label, as a `[1]` tensor on the device (exact below 2^24 rows; no host read).
+    fn count_correct(&self, logits: &Tensor, labels: &[u32]) -> Result<Tensor>;
     /// Gradient of that mean cross-entropy with respect to the logits, from the `[B, K]`
     /// probabilities: `(probs - onehot(labels)) / B`.
     fn softmax_cross_entropy_backward(&self, probs: &Tensor, labels: &[u32]) -> Result<Tensor>;

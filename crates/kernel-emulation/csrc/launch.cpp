@@ -93,6 +93,8 @@ WRAP(softmax_ce_bwd, (pr, l, dz, p), const float* pr, const uint32_t* l, float* 
      LossParams p)
 WRAP(softmax_ce_curv_seed, (pr, h, p), const float* pr, float* h, LossParams p)
 WRAP(softmax_ce_loss, (lr, l, p), const double* lr, float* l, LossParams p)
+WRAP(count_correct, (z, labels, c, p), const float* z, const uint32_t* labels, float* c,
+     LossParams p)
 // optim.cu
 WRAP(sgd_momentum, (w, g, m, p), float* w, const float* g, float* m, SgdParams p)
 WRAP(group_lasso_grad, (v, g, st, te, el, c, ct, pen, p), const float* const* v,

@@ -316,6 +316,13 @@ extern "C" {
     );
     pub fn host_softmax_ce_curv_seed(launch: Launch, pr: *const f32, h: *mut f32, p: LossParams);
     pub fn host_softmax_ce_loss(launch: Launch, lr: *const f64, l: *mut f32, p: LossParams);
+    pub fn host_count_correct(
+        launch: Launch,
+        z: *const f32,
+        labels: *const u32,
+        c: *mut f32,
+        p: LossParams,
+    );
     pub fn host_sgd_momentum(launch: Launch, w: *mut f32, g: *const f32, m: *mut f32, p: SgdParams);
     pub fn host_group_lasso_grad(
         l: Launch,

@@ -514,3 +514,55 @@ fn group_lasso_penalty_sum() {
         }
     }
 }
+
+/// `count_correct` (one block, a shared-memory tree over the threads' counts) against the
+/// CPU backend, under every barrier order; ties go to the first largest logit.
+#[test]
+fn count_correct_tree_sum() {
+    let mut rng = Rng::new(31);
+    for (b, k) in [(1usize, 3usize), (7, 10), (256, 10), (600, 4), (1000, 1)] {
+        let mut z = rvec(b * k, &mut rng);
+        // Ties: some rows repeat their largest value further right.
+        for r in (0..b).step_by(5) {
+            let row = &mut z[r * k..(r + 1) * k];
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            row[k - 1] = m;
+        }
+        let labels: Vec<u32> = (0..b)
+            .map(|r| {
+                // Half the labels at the CPU's arg-max (so the count is not near 0).
+                if r % 2 == 0 {
+                    let row = &z[r * k..(r + 1) * k];
+                    let mut best = 0;
+                    for (j, &v) in row.iter().enumerate() {
+                        if v > row[best] {
+                            best = j;
+                        }
+                    }
+                    best as u32
+                } else {
+                    rng.below(k) as u32
+                }
+            })
+            .collect();
+        let want = CpuBackend
+            .count_correct(&t(&z, &[b, k]), &labels)
+            .unwrap()
+            .cpu()[0];
+        assert!(want >= (b / 2) as f32, "{b}x{k}: {want}");
+        let p = LossParams {
+            b: b as i64,
+            k: k as i64,
+        };
+        let got = same_under_all_orders(&format!("count_correct {b}x{k}"), || {
+            let mut c = f32::NAN;
+            unsafe {
+                host_count_correct(Launch::d1(1, 256), z.as_ptr(), labels.as_ptr(), &mut c, p)
+            };
+            let mut bits = Bits(Vec::new());
+            bits.f32("correct", &[c]);
+            bits
+        });
+        assert_eq!(first_f32(&got, 0), vec![want], "{b}x{k}");
+    }
+}

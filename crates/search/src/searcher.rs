@@ -29,7 +29,7 @@ mod update;
 
 pub use crate::retrain::{count_correct, Batch};
 pub use settings::{CurvatureScale, EpochPlan, Phase, SearchSettings};
-pub use step::{StepOptions, StepOutput, StepTimings};
+pub use step::{DeviceStepOutput, StepOptions, StepOutput, StepTimings};
 
 /// The three disjoint parts of the training data a search uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,7 +334,11 @@ impl Searcher {
         };
         self.store.zero_curvature()?;
         let mut curv_batches = 0usize;
+        // Loss, penalty and correct predictions are summed on the device and read every
+        // READ_EVERY steps and at the end (the progress lags by at most that many steps).
+        let mut totals = DeviceTotals::new(self.device())?;
         let (mut loss_sum, mut pen_sum, mut correct, mut seen) = (0.0f64, 0.0f64, 0usize, 0usize);
+        let mut seen_now = 0usize;
         let start = Instant::now();
         let seed = self.epoch_seed(epoch);
         let mut step = 0usize;
@@ -368,31 +372,43 @@ impl Searcher {
                     dropout_rng: Some(handicap_seed.fork(step as u64)),
                     phase_timings: false,
                 };
-                let (out, _) = self.step(x, &labels, opts).map_err(|e| match e {
-                    Error::NonFinite(m) => Error::NonFinite(format!(
+                let at = |m: String, step: usize| {
+                    Error::NonFinite(format!(
                         "{m} at epoch {epoch} ({:?}), batch {step}; the last checkpoint is kept",
                         plan.phase
-                    )),
+                    ))
+                };
+                let (out, _) = self.step_on_device(x, &labels, opts).map_err(|e| match e {
+                    Error::NonFinite(m) => at(m, step),
                     other => other,
                 })?;
                 if in_window {
                     curv_batches += 1;
                 }
                 last_batch = labels.len();
-                loss_sum += out.loss * labels.len() as f64;
-                pen_sum += out.penalty;
-                correct += out.correct;
-                seen += labels.len();
+                totals.add(&out, labels.len())?;
+                seen_now += labels.len();
                 step += 1;
+                if step % READ_EVERY == 0 || step == batches {
+                    (loss_sum, pen_sum, correct) = totals.read().map_err(|e| match e {
+                        Error::NonFinite(m) => at(m, step - 1),
+                        other => other,
+                    })?;
+                    seen = seen_now;
+                }
                 let secs = start.elapsed().as_secs_f64().max(1e-9);
                 observe(Event::Step {
                     step,
                     batches,
-                    loss: loss_sum / seen as f64,
-                    accuracy: correct as f64 / seen as f64,
-                    images_per_s: seen as f64 / secs,
+                    loss: loss_sum / seen.max(1) as f64,
+                    accuracy: correct as f64 / seen.max(1) as f64,
+                    images_per_s: seen_now as f64 / secs,
                 });
             }
+        }
+        if seen != seen_now {
+            (loss_sum, pen_sum, correct) = totals.read()?;
+            seen = seen_now;
         }
         let images_per_s = seen as f64 / start.elapsed().as_secs_f64().max(1e-9);
         if plan.last_of_round {
@@ -448,5 +464,50 @@ impl Searcher {
             net.forward(tape, store, xv)
         })?;
         Ok(totals.means())
+    }
+}
+
+/// Steps between two reads of the training totals in a search epoch.
+const READ_EVERY: usize = 10;
+
+/// The sums of an epoch's step outputs, kept on the device: the loss (each batch's
+/// cross-entropy plus penalty times its size), the penalty and the correct predictions.
+struct DeviceTotals {
+    loss: Tensor,
+    penalty: Tensor,
+    correct: Tensor,
+}
+
+impl DeviceTotals {
+    fn new(device: Device) -> Result<DeviceTotals> {
+        Ok(DeviceTotals {
+            loss: Tensor::zeros(&[1], device)?,
+            penalty: Tensor::zeros(&[1], device)?,
+            correct: Tensor::zeros(&[1], device)?,
+        })
+    }
+
+    /// Adds one step (no host read).
+    fn add(&mut self, out: &DeviceStepOutput, batch: usize) -> Result<()> {
+        let b = self.loss.device().backend()?;
+        b.axpy(batch as f32, &out.loss, &mut self.loss)?;
+        if let Some(p) = &out.penalty {
+            b.axpy(batch as f32, p, &mut self.loss)?;
+            b.axpy(1.0, p, &mut self.penalty)?;
+        }
+        b.axpy(1.0, &out.correct, &mut self.correct)
+    }
+
+    /// `(loss sum, penalty sum, correct)`; a non-finite loss is an [`Error::NonFinite`].
+    fn read(&self) -> Result<(f64, f64, usize)> {
+        let loss = self.loss.item()? as f64;
+        if !loss.is_finite() {
+            return Err(Error::NonFinite(format!("loss is {loss}")));
+        }
+        Ok((
+            loss,
+            self.penalty.item()? as f64,
+            self.correct.item()? as usize,
+        ))
     }
 }

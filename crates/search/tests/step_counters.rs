@@ -29,24 +29,48 @@ fn weight_step() -> StepOptions {
     }
 }
 
-/// Counts of one weight step followed by one switch step of a fresh searcher.
-fn measure(cells: usize) -> (Counts, Counts) {
+/// Counts of one weight step followed by one switch step of a fresh searcher, each through
+/// `Searcher::step` (outputs read) or, with `on_device`, `Searcher::step_on_device` (the
+/// search's step: outputs left on the device).
+fn measure_with(cells: usize, on_device: bool) -> (Counts, Counts) {
     let mut s = searcher(cells);
     let mut rng = Rng::new(11);
     let mut one = |s: &mut Searcher, opts: StepOptions| {
         let x = Tensor::randn(&[BATCH, 1, 8, 8], 1.0, &mut rng);
         let labels: Vec<u32> = (0..BATCH).map(|_| rng.below(10) as u32).collect();
-        let (r, c) = counters::measure(|| s.step(x, &labels, opts));
-        r.unwrap();
-        c
+        if on_device {
+            let (r, c) = counters::measure(|| s.step_on_device(x, &labels, opts));
+            r.unwrap();
+            c
+        } else {
+            let (r, c) = counters::measure(|| s.step(x, &labels, opts));
+            r.unwrap();
+            c
+        }
     };
     let w = one(&mut s, weight_step());
     let sw = one(&mut s, StepOptions::full());
     eprintln!(
-        "{cells} cells: weight step {} host reads, {} launches; switch step {} host reads, {} launches",
+        "{cells} cells{}: weight step {} host reads, {} launches; switch step {} host reads, {} launches",
+        if on_device { " (on device)" } else { "" },
         w.host_reads, w.launches, sw.host_reads, sw.launches
     );
     (w, sw)
+}
+
+fn measure(cells: usize) -> (Counts, Counts) {
+    measure_with(cells, false)
+}
+
+/// The search's step leaves loss, penalty and accuracy on the device: its one host read is
+/// the gradient norms (both groups at once), at any depth. The search reads its device
+/// totals every few steps (`Searcher::run_epochs`).
+#[test]
+fn search_step_reads_only_the_gradient_norms() {
+    for cells in [3, 8] {
+        let (w, s) = measure_with(cells, true);
+        assert_eq!((w.host_reads, s.host_reads), (1, 1), "{cells} cells");
+    }
 }
 
 #[test]

@@ -57,3 +57,23 @@ pub(crate) fn softmax_cross_entropy_curvature(probs: &Tensor) -> Result<Tensor> 
     h.par_iter_mut().for_each(|q| *q = (*q - *q * *q) * inv_b);
     Tensor::from_vec(h, &[b, k])
 }
+
+/// Rows whose first largest logit is at the label.
+pub(crate) fn count_correct(logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
+    let (b, k) = shape::rows("count_correct", logits, Some(labels))?;
+    let z = logits.cpu();
+    let mut n = 0usize;
+    for (r, &label) in labels.iter().enumerate().take(b) {
+        let row = &z[r * k..(r + 1) * k];
+        let mut best = 0;
+        for (j, &v) in row.iter().enumerate() {
+            if v > row[best] {
+                best = j;
+            }
+        }
+        if best == label as usize {
+            n += 1;
+        }
+    }
+    Tensor::from_vec(vec![n as f32], &[1])
+}

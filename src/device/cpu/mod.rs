@@ -281,6 +281,10 @@ impl Backend for CpuBackend {
         let (probs, loss) = loss::softmax_cross_entropy(logits, labels)?;
         Ok((probs, Tensor::from_vec(vec![loss], &[1])?))
     }
+    fn count_correct(&self, logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
+        counters::launch();
+        loss::count_correct(logits, labels)
+    }
     fn softmax_cross_entropy_backward(&self, probs: &Tensor, labels: &[u32]) -> Result<Tensor> {
         counters::launch();
         loss::softmax_cross_entropy_backward(probs, labels)

@@ -251,6 +251,10 @@ impl Backend for CudaBackend {
         loss::softmax_cross_entropy(self, logits, labels)
     }
 
+    fn count_correct(&self, logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
+        loss::count_correct(self, logits, labels)
+    }
+
     fn softmax_cross_entropy_backward(&self, probs: &Tensor, labels: &[u32]) -> Result<Tensor> {
         loss::softmax_cross_entropy_backward(self, probs, labels)
     }

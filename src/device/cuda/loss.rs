@@ -71,3 +71,23 @@ pub(super) fn softmax_cross_entropy_curvature(be: &CudaBackend, probs: &Tensor) 
     be.launch("softmax_ce_curv_seed", be.grid_stride(b * k), &p, &prm)?;
     Ok(h)
 }
+
+pub(super) fn count_correct(be: &CudaBackend, logits: &Tensor, labels: &[u32]) -> Result<Tensor> {
+    let (b, k) = shape::rows("count_correct", logits, Some(labels))?;
+    let correct = be.wrap(be.alloc_zeros(1)?, &[1]);
+    if b == 0 || k == 0 {
+        return Ok(correct);
+    }
+    let lab = be.htod(labels)?;
+    let prm = LossParams {
+        b: i64c(b),
+        k: i64c(k),
+    };
+    let p = [
+        be.ptr("logits", logits)?,
+        be.raw(&lab),
+        be.ptr("", &correct)?,
+    ];
+    be.launch("count_correct", be.blocks(1), &p, &prm)?;
+    Ok(correct)
+}

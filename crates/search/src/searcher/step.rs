@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use super::Searcher;
 use crate::curvature::{switch_curvature, CurvatureEstimator};
-use crate::retrain::count_correct;
 use crate::supernet::{Handicap, SWITCHES, WEIGHTS};
 
 impl Searcher {
@@ -16,13 +15,29 @@ impl Searcher {
     /// train), backward, the optional curvature pass, and (with `opts.update`) gradient
     /// clipping and the SGD updates of weights (and switches). A non-finite loss or
     /// gradient is an [`Error::NonFinite`] raised before any parameter changes. This is
-    /// exactly what a search runs per batch and what `bayesnas bench step` times.
+    /// exactly what a search runs per batch and what `bayesnas bench step` times; it is
+    /// [`Searcher::step_on_device`] followed by one read of each of its outputs.
     pub fn step(
         &mut self,
         x: Tensor,
         labels: &[u32],
         opts: StepOptions,
     ) -> Result<(StepOutput, StepTimings)> {
+        let (out, times) = self.step_on_device(x, labels, opts)?;
+        Ok((out.read()?, times))
+    }
+
+    /// [`Searcher::step`] with its loss, penalty and correct count left on the device: the
+    /// step's only host read is the gradient norms (both groups in one read), which also
+    /// guards the update: a non-finite loss makes non-finite gradients, an
+    /// [`Error::NonFinite`] raised before any parameter changes. Without `opts.update` the
+    /// step makes no host read and checks nothing (read the outputs).
+    pub fn step_on_device(
+        &mut self,
+        x: Tensor,
+        labels: &[u32],
+        opts: StepOptions,
+    ) -> Result<(DeviceStepOutput, StepTimings)> {
         let mut times = StepTimings::default();
         let t0 = Instant::now();
         let mut tape = Tape::new();
@@ -35,26 +50,19 @@ impl Searcher {
             .net
             .forward_with(&mut tape, &mut self.store, xv, handicap)?;
         let ce = tape.cross_entropy(logits, labels)?;
-        let loss = tape.value(ce).item()? as f64;
-        let correct = count_correct(tape.value(logits), labels);
+        let z = tape.value(logits);
+        let correct = z.device().backend()?.count_correct(z, labels)?;
         times.forward_ms = ms(t0);
-        if !loss.is_finite() {
-            return Err(Error::NonFinite(format!("loss is {loss}")));
-        }
         let t0 = Instant::now();
         let grads = tape.backward(ce)?;
         self.store.set_grads(grads)?;
-        if opts.phase_timings {
-            if opts.phase_timings {
-                self.sync()?;
-            }
-        }
+        self.phase_done(&opts)?;
         times.backward_ms = ms(t0);
         let t0 = Instant::now();
         let penalty = if opts.train_switches {
-            self.add_penalty_gradient()?.item()? as f64
+            Some(self.add_penalty_gradient()?)
         } else {
-            0.0
+            None
         };
         let mut update_ms = ms(t0);
         if opts.curvature {
@@ -82,13 +90,10 @@ impl Searcher {
                     }
                 }
             }
-            if opts.phase_timings {
-                if opts.phase_timings {
-                    self.sync()?;
-                }
-            }
+            self.phase_done(&opts)?;
             times.curvature_ms = ms(t0);
         }
+        let loss = tape.value(ce).clone();
         drop(tape);
         if opts.update {
             let t0 = Instant::now();
@@ -109,23 +114,27 @@ impl Searcher {
             if opts.train_switches {
                 opt_s.step(&mut self.store, 1.0, 1.0)?;
             }
-            if opts.phase_timings {
-                if opts.phase_timings {
-                    self.sync()?;
-                }
-            }
+            self.phase_done(&opts)?;
             update_ms += ms(t0);
         }
         times.update_ms = update_ms;
         times.step_ms = times.forward_ms + times.backward_ms + times.update_ms;
         Ok((
-            StepOutput {
-                loss: loss + penalty,
+            DeviceStepOutput {
+                loss,
                 penalty,
                 correct,
             },
             times,
         ))
+    }
+
+    /// The end of a timed phase: wait for the device when the phases are timed.
+    fn phase_done(&self, opts: &StepOptions) -> Result<()> {
+        if opts.phase_timings {
+            self.sync()?;
+        }
+        Ok(())
     }
 }
 
@@ -191,4 +200,34 @@ pub struct StepOutput {
     pub loss: f64,
     pub penalty: f64,
     pub correct: usize,
+}
+
+/// What one training step measured, on the step's device (`[1]` tensors).
+#[derive(Clone, Debug)]
+pub struct DeviceStepOutput {
+    /// Mean cross-entropy of the batch (without the penalty).
+    pub loss: Tensor,
+    /// The group-lasso penalty (switch steps only).
+    pub penalty: Option<Tensor>,
+    /// Correct predictions of the batch.
+    pub correct: Tensor,
+}
+
+impl DeviceStepOutput {
+    /// The host values (one read per output); a non-finite loss is an [`Error::NonFinite`].
+    pub fn read(&self) -> Result<StepOutput> {
+        let ce = self.loss.item()? as f64;
+        if !ce.is_finite() {
+            return Err(Error::NonFinite(format!("loss is {ce}")));
+        }
+        let penalty = match &self.penalty {
+            Some(p) => p.item()? as f64,
+            None => 0.0,
+        };
+        Ok(StepOutput {
+            loss: ce + penalty,
+            penalty,
+            correct: self.correct.item()? as usize,
+        })
+    }
 }
