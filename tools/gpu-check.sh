@@ -54,6 +54,7 @@ BIN_DIR=$ROOT/target/$([ "$PROFILE" = release ] && echo release || echo debug)
     cargo test --locked --no-run --message-format=json -p bayesnas-engine --test device_parity \
         --test device_parity_edges --lib
     cargo test --locked --no-run --message-format=json -p bayesnas-search --test device_step
+    cargo test --locked --no-run --message-format=json -p bayesnas-engine --test device_parity_multi
 } >"$ROOT/target/gpu-check-artifacts.json"
 mapfile -t TESTS < <(python3 - "$ROOT/target/gpu-check-artifacts.json" <<'EOF'
 import json, sys

@@ -18,6 +18,7 @@
 pub use bayesnas_engine::device::cuda::params;
 
 pub use params::*;
+pub mod multi;
 
 /// Grid (`gx`, `gy`, `gz`) and 1-D block size (`bx`) of a host launch.
 #[repr(C)]
