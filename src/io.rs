@@ -69,8 +69,70 @@ pub fn store_to_safetensors(
                 .map_err(|e| Error::Invalid(format!("safetensors: tensor {n}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, Some(metadata.clone()))
-        .map_err(|e| Error::Invalid(format!("safetensors: {e}")))
+    let bytes = safetensors::serialize(views, Some(metadata.clone()))
+        .map_err(|e| Error::Invalid(format!("safetensors: {e}")))?;
+    canonical_header(bytes)
+}
+
+/// The same file with its JSON header written with sorted keys (the safetensors crate writes
+/// the metadata map in hash order, which differs between runs), padded with spaces to a
+/// multiple of 8 bytes as the format asks. Tensor offsets are relative to the data, which is
+/// unchanged, so the file stays valid and the same store gives the same bytes.
+fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let bad = |m: &str| Error::Invalid(format!("safetensors: {m}"));
+    let n = u64::from_le_bytes(
+        bytes
+            .get(..8)
+            .ok_or_else(|| bad("no header size"))?
+            .try_into()
+            .expect("8 bytes"),
+    ) as usize;
+    let header = bytes
+        .get(8..8 + n)
+        .ok_or_else(|| bad("header out of range"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(header).map_err(|e| bad(&format!("header: {e}")))?;
+    let mut json = String::with_capacity(n);
+    write_sorted(&value, &mut json);
+    while json.len() % 8 != 0 {
+        json.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
+}
+
+/// `v` as compact JSON with every object's keys in sorted order.
+fn write_sorted(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                out.push(':');
+                write_sorted(&m[k], out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_sorted(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 /// Saves the store to `path` atomically (see [`store_to_safetensors`]).
@@ -203,6 +265,28 @@ mod tests {
             assert_eq!(p.momentum.to_vec(), b.get(id).momentum.to_vec());
         }
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// The same store and metadata give the same bytes, whatever the metadata map's hash
+    /// order (each `HashMap` below has its own random hasher); the file still loads.
+    #[test]
+    fn checkpoint_bytes_are_canonical() {
+        let a = store(&[4]);
+        // Canonical header: the bytes do not depend on the metadata map's hash order.
+        let pairs: Vec<(String, String)> = (0..12)
+            .map(|i| (format!("key{i}"), format!("value \"{i}\"")))
+            .collect();
+        let once: Vec<Vec<u8>> = (0..4)
+            .map(|_| {
+                let meta: HashMap<String, String> = pairs.iter().cloned().collect();
+                store_to_safetensors(&a, true, &meta).unwrap()
+            })
+            .collect();
+        assert!(once.windows(2).all(|w| w[0] == w[1]), "header order varies");
+        assert_eq!(once[0].len() % 8, 0);
+        let mut back = store(&[4]);
+        let meta = load_store_bytes(&mut back, &once[0], "canonical.safetensors").unwrap();
+        assert_eq!(meta, pairs.iter().cloned().collect::<HashMap<_, _>>());
     }
 
     #[test]
