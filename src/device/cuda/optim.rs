@@ -64,7 +64,8 @@ pub(super) fn sgd_momentum_multi(
             .map(|m| be.ptr_mut("sgd momentum", m))
             .collect::<Result<_>>()?,
     )?;
-    let off = be.htod(&offsets)?;
+    // The offsets are the same step after step: cached on the device by content.
+    let off = be.cached_u64(offsets.iter().map(|&o| o as u64).collect())?;
     let prm = SgdMultiParams {
         tensors: ws.len() as i64,
         total: total as i64,
@@ -100,11 +101,13 @@ pub(super) fn group_lasso_grad(
             .map(|d| be.ptr_mut("group_lasso_grad gradient", d))
             .collect::<Result<_>>()?,
     )?;
-    let as_i64 = |v: &[usize]| v.iter().map(|&x| x as i64).collect::<Vec<i64>>();
-    let start = be.htod(&as_i64(&g.start))?;
-    let tensor = be.htod(&as_i64(&g.tensor))?;
-    let elem = be.htod(&as_i64(&g.elem))?;
-    let coef = be.htod(&g.coef)?;
+    // The member tables (int64 on the device) and the coefficients (f64, changed by each
+    // prior update) are the same step after step: cached on the device by content (bits).
+    let as_u64 = |v: &[usize]| v.iter().map(|&x| x as u64).collect::<Vec<u64>>();
+    let start = be.cached_u64(as_u64(&g.start))?;
+    let tensor = be.cached_u64(as_u64(&g.tensor))?;
+    let elem = be.cached_u64(as_u64(&g.elem))?;
+    let coef = be.cached_u64(g.coef.iter().map(|c| c.to_bits()).collect())?;
     let contrib = be.alloc_f64(g.len())?;
     let prm = LassoParams {
         groups: g.len() as i64,
