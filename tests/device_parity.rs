@@ -6,63 +6,24 @@
 //! equal). Without a usable GPU every test prints `skipped: <test>: <reason>` and passes,
 //! unless `BAYESNAS_REQUIRE_GPU=1`, when it fails.
 
+#[macro_use]
 mod common;
 
 use bayesnas_engine::device::{counters, Binary, LassoGroups, SgdStep, Unary};
 use bayesnas_engine::prelude::*;
-use bayesnas_engine::Backend;
-use common::{assert_rel, cuda_or_skip, pool_spec};
+use common::{cpu, pool_spec, rnd, uni, up};
 
 const TOL: f64 = 1e-4;
 
-fn cpu() -> &'static dyn Backend {
-    Device::Cpu.backend().unwrap()
-}
-
-/// A random CPU tensor, normal(0, 1) with no exact zeros.
-fn rnd(shape: &[usize], rng: &mut Rng) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = common::randn(n, rng).iter().map(|&x| x as f32).collect();
-    Tensor::from_vec(v, shape).unwrap()
-}
-
-/// Random values in [lo, hi).
-fn uni(shape: &[usize], lo: f64, hi: f64, rng: &mut Rng) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = common::rand_uniform(n, lo, hi, rng)
-        .iter()
-        .map(|&x| x as f32)
-        .collect();
-    Tensor::from_vec(v, shape).unwrap()
-}
-
-fn up(g: &dyn Backend, t: &Tensor) -> Tensor {
-    g.upload(t.to_vec(), t.shape()).unwrap()
-}
-
 #[track_caller]
 fn same(what: &str, got: &Tensor, want: &Tensor) {
-    assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    assert!(
-        matches!(got.device(), Device::Cuda(_)) || common::parity_selftest(),
-        "{what}: result left the GPU"
-    );
-    assert_rel(what, &got.to_vec(), &want.to_vec(), TOL);
+    common::same_on_gpu(what, got, want, TOL, false);
 }
 
 #[track_caller]
 fn close64(what: &str, got: f64, want: f64) {
     let rel = (got - want).abs() / want.abs().max(1e-30);
     assert!(rel <= TOL, "{what}: {got} vs {want} (relative {rel:.3e})");
-}
-
-macro_rules! gpu {
-    ($name:expr) => {
-        match cuda_or_skip($name) {
-            Some(g) => g,
-            None => return,
-        }
-    };
 }
 
 #[test]

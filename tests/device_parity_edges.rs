@@ -16,23 +16,11 @@
 use bayesnas_engine::prelude::*;
 use bayesnas_engine::Backend;
 
+#[macro_use]
 mod common;
-use common::{assert_rel, cuda_or_skip};
+use common::{assert_rel, cpu, up};
 
 const TOL: f64 = 1e-4;
-
-macro_rules! gpu {
-    ($name:expr) => {
-        match cuda_or_skip($name) {
-            Some(g) => g,
-            None => return,
-        }
-    };
-}
-
-fn cpu() -> &'static dyn Backend {
-    Device::Cpu.backend().unwrap()
-}
 
 /// A random CPU tensor, normal(0, 1) with no exact zeros.
 fn rnd(shape: &[usize], rng: &mut Rng) -> Tensor {
@@ -48,10 +36,6 @@ fn rnd(shape: &[usize], rng: &mut Rng) -> Tensor {
         })
         .collect();
     Tensor::from_vec(v, shape).unwrap()
-}
-
-fn up(g: &dyn Backend, t: &Tensor) -> Tensor {
-    g.upload(t.to_vec(), t.shape()).unwrap()
 }
 
 #[track_caller]

@@ -20,58 +20,17 @@
 
 use bayesnas_engine::device::SgdStep;
 use bayesnas_engine::prelude::*;
-use bayesnas_engine::Backend;
 
+#[macro_use]
 mod common;
-use common::{assert_rel, cuda_or_skip, parity_selftest};
+use common::{cpu, rnd, uni, up};
 
 const TOL: f64 = 1e-5;
-
-macro_rules! gpu {
-    ($name:expr) => {
-        match cuda_or_skip($name) {
-            Some(g) => g,
-            None => return,
-        }
-    };
-}
-
-fn cpu() -> &'static dyn Backend {
-    Device::Cpu.backend().unwrap()
-}
-
-/// A random CPU tensor, normal(0, 1) with no exact zeros.
-fn rnd(shape: &[usize], rng: &mut Rng) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = common::randn(n, rng).iter().map(|&x| x as f32).collect();
-    Tensor::from_vec(v, shape).unwrap()
-}
-
-/// Random values in [lo, hi).
-fn uni(shape: &[usize], lo: f64, hi: f64, rng: &mut Rng) -> Tensor {
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = common::rand_uniform(n, lo, hi, rng)
-        .iter()
-        .map(|&x| x as f32)
-        .collect();
-    Tensor::from_vec(v, shape).unwrap()
-}
-
-fn up(g: &dyn Backend, t: &Tensor) -> Tensor {
-    g.upload(t.to_vec(), t.shape()).unwrap()
-}
 
 /// `got` (GPU) against `want` (CPU); an empty tensor only needs its shape.
 #[track_caller]
 fn same(what: &str, got: &Tensor, want: &Tensor) {
-    assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    assert!(
-        matches!(got.device(), Device::Cuda(_)) || parity_selftest(),
-        "{what}: result left the GPU"
-    );
-    if want.numel() > 0 {
-        assert_rel(what, &got.to_vec(), &want.to_vec(), TOL);
-    }
+    common::same_on_gpu(what, got, want, TOL, true);
 }
 
 /// The tensor shapes of the multi-tensor cases.

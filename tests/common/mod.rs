@@ -11,6 +11,18 @@
 //!    `hy = wt` (the loss's exact Hessian diagonal).
 #![allow(dead_code)]
 
+/// The GPU backend of a parity test, or `return` from the test (skipped with a printed
+/// reason) when there is none (see [`cuda_or_skip`]). Use with `#[macro_use] mod common;`.
+#[allow(unused_macros)]
+macro_rules! gpu {
+    ($name:expr) => {
+        match $crate::common::cuda_or_skip($name) {
+            Some(g) => g,
+            None => return,
+        }
+    };
+}
+
 pub mod naive;
 
 use bayesnas_engine::prelude::*;
@@ -274,4 +286,45 @@ pub fn random_groups(
         g.coef.push(rng.uniform_range(0.05, 2.0));
     }
     g
+}
+
+/// The CPU backend (the reference of the parity tests).
+pub fn cpu() -> &'static dyn bayesnas_engine::Backend {
+    Device::Cpu.backend().unwrap()
+}
+
+/// A random CPU tensor, normal(0, 1) with no exact zeros ([`randn`]).
+pub fn rnd(shape: &[usize], rng: &mut Rng) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = randn(n, rng).iter().map(|&x| x as f32).collect();
+    Tensor::from_vec(v, shape).unwrap()
+}
+
+/// A random CPU tensor, uniform in [lo, hi) ([`rand_uniform`]).
+pub fn uni(shape: &[usize], lo: f64, hi: f64, rng: &mut Rng) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = rand_uniform(n, lo, hi, rng)
+        .iter()
+        .map(|&x| x as f32)
+        .collect();
+    Tensor::from_vec(v, shape).unwrap()
+}
+
+/// `t` uploaded to the backend `g`.
+pub fn up(g: &dyn bayesnas_engine::Backend, t: &Tensor) -> Tensor {
+    g.upload(t.to_vec(), t.shape()).unwrap()
+}
+
+/// `got` (on the GPU, or the CPU under [`parity_selftest`]) against `want` (CPU) with
+/// [`assert_rel`] at `tol`; with `empty_ok` an empty `want` only needs the shape.
+#[track_caller]
+pub fn same_on_gpu(what: &str, got: &Tensor, want: &Tensor, tol: f64, empty_ok: bool) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    assert!(
+        matches!(got.device(), Device::Cuda(_)) || parity_selftest(),
+        "{what}: result left the GPU"
+    );
+    if !(empty_ok && want.numel() == 0) {
+        assert_rel(what, &got.to_vec(), &want.to_vec(), tol);
+    }
 }
