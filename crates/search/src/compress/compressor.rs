@@ -317,7 +317,7 @@ impl Compressor {
         if !loss.is_finite() {
             return Err(Error::NonFinite(format!("loss is {loss}")));
         }
-        let correct = count_correct(tape.value(logits), labels);
+        let correct = count_correct(tape.value(logits), labels)?;
         self.store.zero_grads()?;
         let grads = tape.backward(ce)?;
         self.store.accumulate_grads(&grads)?;

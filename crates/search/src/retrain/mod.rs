@@ -40,31 +40,12 @@ pub fn move_store(store: &mut ParamStore, device: Device) -> Result<()> {
     Ok(())
 }
 
-/// Index of the largest entry of each row of `[B, K]` logits.
-pub fn argmax_rows(logits: &Tensor) -> Vec<usize> {
-    let k = logits.shape().get(1).copied().unwrap_or(1).max(1);
-    logits
-        .to_vec()
-        .chunks(k)
-        .map(|row| {
-            let mut best = 0;
-            for (i, &x) in row.iter().enumerate() {
-                if x > row[best] {
-                    best = i;
-                }
-            }
-            best
-        })
-        .collect()
-}
-
-/// Number of rows of `logits` whose arg-max equals the label.
-pub fn count_correct(logits: &Tensor, labels: &[u32]) -> usize {
-    argmax_rows(logits)
-        .iter()
-        .zip(labels)
-        .filter(|(p, &l)| **p == l as usize)
-        .count()
+/// Number of rows of `logits` whose arg-max (the first largest logit) equals the label,
+/// counted on the logits' device ([`Backend::count_correct`](bayesnas_engine::Backend::count_correct))
+/// and read once.
+pub fn count_correct(logits: &Tensor, labels: &[u32]) -> Result<usize> {
+    let c = logits.device().backend()?.count_correct(logits, labels)?;
+    Ok(c.item()? as usize)
 }
 
 /// The sums of one evaluation pass: the loss (each batch's mean cross-entropy times its
@@ -109,7 +90,7 @@ pub fn evaluate(
         let logits = forward(&mut tape, x)?;
         let l = tape.cross_entropy(logits, &labels)?;
         totals.loss_sum += tape.value(l).item()? as f64 * labels.len() as f64;
-        totals.correct += count_correct(tape.value(logits), &labels);
+        totals.correct += count_correct(tape.value(logits), &labels)?;
         totals.images += labels.len();
     }
     Ok(totals)

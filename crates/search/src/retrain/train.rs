@@ -232,7 +232,7 @@ impl Trainer {
         if !loss.is_finite() {
             return Err(Error::NonFinite(format!("loss is {loss}")));
         }
-        let correct = count_correct(tape.value(out.logits), labels);
+        let correct = count_correct(tape.value(out.logits), labels)?;
         let total = match out.aux_logits {
             Some(aux) if self.settings.aux_weight > 0.0 => {
                 let a = tape.cross_entropy(aux, labels)?;
