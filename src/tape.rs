@@ -227,6 +227,44 @@ impl Tape {
         self.reverse(loss, Pass::Curvature)
     }
 
+    /// [`Tape::backward`] restricted to the parameters for which `wanted` is true: the pass
+    /// visits only the nodes that depend on one of them, so work that leads only to other
+    /// parameters or leaves (a frozen stem, weights whose gradient is not used) is skipped.
+    /// The gradients of the wanted parameters are bit for bit those of [`Tape::backward`];
+    /// no other parameter or leaf gets one.
+    pub fn backward_for(&self, loss: Var, wanted: impl Fn(ParamId) -> bool) -> Result<Gradients> {
+        let mask = self.reaching(loss, wanted);
+        self.reverse_masked(loss, Pass::Gradient, Some(&mask))
+    }
+
+    /// [`Tape::curvature_backward`] restricted to the parameters for which `wanted` is true
+    /// (see [`Tape::backward_for`]): the search's curvature pass wants the switches only and
+    /// so skips every weight-curvature correlation. The wanted curvatures are bit for bit
+    /// those of [`Tape::curvature_backward`].
+    pub fn curvature_backward_for(
+        &self,
+        loss: Var,
+        wanted: impl Fn(ParamId) -> bool,
+    ) -> Result<Gradients> {
+        let mask = self.reaching(loss, wanted);
+        self.reverse_masked(loss, Pass::Curvature, Some(&mask))
+    }
+
+    /// For each node up to `loss`: whether it depends on a parameter leaf for which `wanted`
+    /// is true (a reverse pass must visit it to reach that parameter).
+    fn reaching(&self, loss: Var, wanted: impl Fn(ParamId) -> bool) -> Vec<bool> {
+        let mut mask = vec![false; loss.0 + 1];
+        for i in 0..=loss.0.min(self.nodes.len().saturating_sub(1)) {
+            let node = &self.nodes[i];
+            mask[i] = match (&node.op, node.param) {
+                (None, Some(p)) => node.needs_grad && wanted(p),
+                (None, None) => false,
+                (Some(_), _) => node.inputs.iter().any(|v| mask[v.0]),
+            };
+        }
+        mask
+    }
+
     /// Reverse-mode gradients of `sum(seed * root)` for a var of any shape: a vector-Jacobian
     /// product with `seed` (same shape and device as `root`'s value). With `root` the logits
     /// and `seed` a one-hot column this gives, through [`Gradients::per_sample`], the
@@ -239,7 +277,7 @@ impl Tape {
                 seed.shape()
             )));
         }
-        self.reverse_from(root, seed, None, Pass::Gradient)
+        self.reverse_from(root, seed, None, Pass::Gradient, None)
     }
 
     /// The vars an op node was recorded with (empty for leaves).
@@ -253,6 +291,12 @@ impl Tape {
     }
 
     fn reverse(&self, loss: Var, pass: Pass) -> Result<Gradients> {
+        self.reverse_masked(loss, pass, None)
+    }
+
+    /// The unit-seeded reverse pass from the scalar `loss`, visiting only the nodes whose
+    /// `mask` entry is true (every node that needs a gradient without a mask).
+    fn reverse_masked(&self, loss: Var, pass: Pass, mask: Option<&[bool]>) -> Result<Gradients> {
         let root = &self.nodes[loss.0];
         if root.value.numel() != 1 {
             return Err(Error::Invalid(format!(
@@ -262,7 +306,7 @@ impl Tape {
         }
         let device = root.value.device();
         let seed = device.backend()?.upload(vec![1.0], root.value.shape())?;
-        self.reverse_from(loss, seed, Some(1.0), pass)
+        self.reverse_from(loss, seed, Some(1.0), pass, mask)
     }
 
     /// The reverse pass from `loss` seeded with `seed` (whose single value is `known`, when
@@ -273,14 +317,16 @@ impl Tape {
         seed: Tensor,
         known: Option<f32>,
         pass: Pass,
+        mask: Option<&[bool]>,
     ) -> Result<Gradients> {
+        let needs = |i: usize| mask.map_or(self.nodes[i].needs_grad, |m| m[i]);
         let mut acc: Vec<Option<Tensor>> = (0..=loss.0).map(|_| None).collect();
         acc[loss.0] = Some(seed);
         let mut out = Gradients::default();
         for i in (0..=loss.0).rev() {
             let Some(g) = acc[i].take() else { continue };
             let node = &self.nodes[i];
-            if !node.needs_grad {
+            if !needs(i) {
                 continue;
             }
             let Some(op) = &node.op else {
@@ -294,11 +340,7 @@ impl Tape {
             let ctx = OpCtx {
                 inputs: node.inputs.iter().map(|v| &self.nodes[v.0].value).collect(),
                 output: &node.value,
-                needs_grad: node
-                    .inputs
-                    .iter()
-                    .map(|v| self.nodes[v.0].needs_grad)
-                    .collect(),
+                needs_grad: node.inputs.iter().map(|v| needs(v.0)).collect(),
                 per_sample: RefCell::new(None),
                 known_seed: if i == loss.0 { known } else { None },
             };
@@ -319,7 +361,7 @@ impl Tape {
             }
             for (v, gi) in node.inputs.iter().zip(grads) {
                 let Some(gi) = gi else { continue };
-                if !self.nodes[v.0].needs_grad {
+                if !needs(v.0) {
                     continue;
                 }
                 if gi.shape() != self.nodes[v.0].value.shape() {

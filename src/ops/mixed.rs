@@ -23,12 +23,18 @@ impl TapeOp for MixedOp {
         let b = be(dy)?;
         let (dxs, r) = b.mixed_backward(xs, dy, s0, s)?;
         // Switch gradients from the per-sample reductions r[n, k] = sum(x_k dy), reduced on
-        // the device: ds_k = s0 sum_n r[n,k], ds0 = sum_k s_k sum_n r[n,k].
-        let (ds, ds0) = b.mixed_switch_grads(&r, s0, s)?;
+        // the device: ds_k = s0 sum_n r[n,k], ds0 = sum_k s_k sum_n r[n,k] (skipped when no
+        // switch wants one).
+        let (ds, ds0) = if ctx.needs_grad(self.k) || ctx.needs_grad(self.k + 1) {
+            let (ds, ds0) = b.mixed_switch_grads(&r, s0, s)?;
+            (Some(ds), Some(ds0))
+        } else {
+            (None, None)
+        };
         ctx.record_per_sample(r);
         let mut out: Vec<Option<Tensor>> = dxs.into_iter().map(Some).collect();
-        out.push(Some(ds));
-        out.push(Some(ds0));
+        out.push(ds);
+        out.push(ds0);
         Ok(out)
     }
     fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {

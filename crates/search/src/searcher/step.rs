@@ -69,7 +69,10 @@ impl Searcher {
             let t0 = Instant::now();
             match self.settings.curvature_estimator {
                 CurvatureEstimator::Recursion => {
-                    let h = tape.curvature_backward(ce)?;
+                    // Only the switches' curvature is used (the update): no weight
+                    // curvature is computed.
+                    let switches = self.group_mask(SWITCHES);
+                    let h = tape.curvature_backward_for(ce, |p| switches[p.index()])?;
                     self.store.accumulate_curvature(&h)?;
                 }
                 est => {
@@ -127,6 +130,11 @@ impl Searcher {
             },
             times,
         ))
+    }
+
+    /// Per parameter id: whether it belongs to optimiser group `group`.
+    fn group_mask(&self, group: &str) -> Vec<bool> {
+        self.store.iter().map(|(_, p)| p.group == group).collect()
     }
 
     /// The end of a timed phase: wait for the device when the phases are timed.
