@@ -449,6 +449,59 @@ fn backward_weight_sq_equals_backward_weight_of_squared_input() {
     }
 }
 
+/// The curvature's input step squares the weight on the fly: bit for bit the input gradient
+/// of the explicitly squared weight (the CPU squares in f32 as `unary(Square)`), on random
+/// never-zero weights and curvatures, at several thread counts; and it refuses what
+/// `conv2d_backward_input` refuses.
+#[test]
+fn backward_input_sq_equals_backward_input_of_squared_weight() {
+    let cases = [
+        case("dw3x3", 8, 8, (16, 16), 3, 1, 1, 1, 8),
+        case("dil5x5_s2", 8, 8, (15, 16), 5, 2, 4, 2, 8),
+        case("pw1x1", 16, 32, (16, 16), 1, 1, 0, 1, 1),
+        case("pw1x1_s2", 16, 8, (16, 16), 1, 2, 0, 1, 1),
+        case("dense3x3_s2", 8, 16, (13, 12), 3, 2, 1, 1, 1),
+        case("grouped3x3", 8, 12, (10, 10), 3, 1, 1, 1, 4),
+    ];
+    let b = backend();
+    for (i, c) in cases.iter().enumerate() {
+        let mut rng = Rng::new(950 + i as u64);
+        let c = Case { n: 3, ..*c };
+        let w = Tensor::randn(&c.w_shape(), 1.0, &mut rng);
+        let hy = Tensor::from_vec(
+            (0..c.y_shape().iter().product::<usize>())
+                .map(|_| rng.uniform_range(0.1, 2.0) as f32)
+                .collect(),
+            &c.y_shape(),
+        )
+        .unwrap();
+        let sq: Vec<f32> = w.to_vec().iter().map(|v| v * v).collect();
+        let w2 = Tensor::from_vec(sq, &c.w_shape()).unwrap();
+        let want = b
+            .conv2d_backward_input(&hy, &w2, c.spec(), &c.x_shape())
+            .unwrap()
+            .to_vec();
+        assert!(want.iter().any(|&v| v != 0.0), "{}", c.name);
+        for threads in [1, 2, 3] {
+            let got = on_threads(threads, || {
+                b.conv2d_backward_input_sq(&hy, &w, c.spec(), &c.x_shape())
+                    .unwrap()
+            });
+            assert!(
+                got.to_vec() == want,
+                "{}: {threads} threads: fused square differs from the squared weight",
+                c.name
+            );
+        }
+        // A wrong curvature shape is refused, as by the plain input step.
+        let bad = Tensor::zeros(&[1, 1, 1, 1], Device::Cpu).unwrap();
+        let e = b
+            .conv2d_backward_input_sq(&bad, &w, c.spec(), &c.x_shape())
+            .unwrap_err();
+        assert!(e.to_string().contains("conv2d"), "{}: {e}", c.name);
+    }
+}
+
 #[test]
 fn shape_errors_are_errors_not_panics() {
     let mut rng = Rng::new(800);

@@ -208,6 +208,12 @@ fn convolutions_forward_and_backward() {
         );
         let hy = uni(y.shape(), 0.1, 2.0, &mut rng);
         same(
+            &format!("{what} backward_input_sq"),
+            &g.conv2d_backward_input_sq(&up(g, &hy), &dw_, spec, &xs)
+                .unwrap(),
+            &c.conv2d_backward_input_sq(&hy, &w, spec, &xs).unwrap(),
+        );
+        same(
             &format!("{what} backward_weight_sq"),
             &g.conv2d_backward_weight_sq(&dx_, &up(g, &hy), spec, &ws)
                 .unwrap(),

@@ -230,6 +230,17 @@ pub trait Backend: Send + Sync {
         spec: Conv2dSpec,
         x_shape: &[usize],
     ) -> Result<Tensor>;
+    /// The curvature recursion's input step: the transposed convolution of `hy` with `w (.)
+    /// w`, squaring on the fly (equal to [`Backend::conv2d_backward_input`] of the squared
+    /// weight, without making that tensor; on CUDA one launch for a depthwise weight, a
+    /// squaring launch before the GEMM for a dense one).
+    fn conv2d_backward_input_sq(
+        &self,
+        hy: &Tensor,
+        w: &Tensor,
+        spec: Conv2dSpec,
+        x_shape: &[usize],
+    ) -> Result<Tensor>;
     /// Gradient with respect to the weight (correlation of `x` with `dy`, summed over the
     /// batch). With `x` squared and `hy` for `dy` this is the weight curvature.
     fn conv2d_backward_weight(

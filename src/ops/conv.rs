@@ -1,7 +1,7 @@
 //! 2-D convolution `y = w * x` (cross-correlation, no bias: bias is its own op).
 
 use super::be;
-use crate::device::{Conv2dSpec, Unary};
+use crate::device::Conv2dSpec;
 use crate::error::{Error, Result};
 use crate::tape::{OpCtx, Tape, TapeOp, Var};
 use crate::tensor::Tensor;
@@ -18,14 +18,12 @@ impl Conv2dOp {
         let (x, w) = (ctx.inputs[0], ctx.inputs[1]);
         // Skip the passes nobody needs (the stem's input image, frozen weights).
         let dx = if ctx.needs_grad(0) {
-            let w2;
-            let w_eff = if square {
-                w2 = b.unary(w, Unary::Square)?;
-                &w2
+            Some(if square {
+                // Squares `w` inside the kernel (no `w (.) w` tensor).
+                b.conv2d_backward_input_sq(dy, w, self.spec, x.shape())?
             } else {
-                w
-            };
-            Some(b.conv2d_backward_input(dy, w_eff, self.spec, x.shape())?)
+                b.conv2d_backward_input(dy, w, self.spec, x.shape())?
+            })
         } else {
             None
         };

@@ -110,6 +110,18 @@ impl Backend for CpuBackend {
         counters::launch();
         conv::backward_input(dy, w, spec, x_shape)
     }
+    fn conv2d_backward_input_sq(
+        &self,
+        hy: &Tensor,
+        w: &Tensor,
+        spec: Conv2dSpec,
+        x_shape: &[usize],
+    ) -> Result<Tensor> {
+        counters::launch();
+        // The squared weight is this call's own scratch (the same f32 products as
+        // `unary(w, Square)`).
+        conv::backward_input(hy, &elementwise::unary(w, Unary::Square), spec, x_shape)
+    }
     fn conv2d_backward_weight(
         &self,
         x: &Tensor,

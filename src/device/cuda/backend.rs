@@ -80,7 +80,17 @@ impl Backend for CudaBackend {
         spec: Conv2dSpec,
         x_shape: &[usize],
     ) -> Result<Tensor> {
-        conv::conv2d_backward_input(self, dy, w, spec, x_shape)
+        conv::conv2d_backward_input(self, dy, w, spec, x_shape, false)
+    }
+
+    fn conv2d_backward_input_sq(
+        &self,
+        hy: &Tensor,
+        w: &Tensor,
+        spec: Conv2dSpec,
+        x_shape: &[usize],
+    ) -> Result<Tensor> {
+        conv::conv2d_backward_input(self, hy, w, spec, x_shape, true)
     }
 
     fn conv2d_backward_weight(

@@ -5,7 +5,7 @@ use cudarc::driver::LaunchConfig;
 use super::elementwise::ew;
 use super::params::*;
 use super::{elem_at, i32c, i64c, CudaBackend, TARGET_BLOCKS};
-use crate::device::{shape, Conv2dSpec};
+use crate::device::{shape, Backend, Conv2dSpec};
 use crate::error::{shape_err, Result};
 use crate::tensor::{numel, Tensor};
 
@@ -405,17 +405,37 @@ pub(super) fn conv2d_backward_input(
     w: &Tensor,
     spec: Conv2dSpec,
     x_shape: &[usize],
+    square_w: bool,
 ) -> Result<Tensor> {
-    let op = "conv2d_backward_input";
+    let op = if square_w {
+        "conv2d_backward_input_sq"
+    } else {
+        "conv2d_backward_input"
+    };
     let g = ConvGeom::new(op, x_shape, w.shape(), spec)?;
     expect(op, dy, &g.y_shape())?;
     let dx = be.alloc(numel(x_shape))?;
     let dxp = be.raw(&dx);
     if g.is_depthwise() {
+        // The depthwise kernel squares the weight as it loads it.
         let p = [be.ptr(op, dy)?, be.ptr(op, w)?, dxp];
         let cfg = dw_grid(g.h, g.w, g.cin, g.n);
-        be.launch("dw_conv_bwd_input", cfg, &p, &g.dw(false)?)?;
-    } else if spec.groups == 1 {
+        let prm = DwParams {
+            square_w: square_w as i32,
+            ..g.dw(false)?
+        };
+        be.launch("dw_conv_bwd_input", cfg, &p, &prm)?;
+        return Ok(be.wrap(dx, x_shape));
+    }
+    // Dense and grouped weights: square into scratch first (one more launch).
+    let w2;
+    let w = if square_w {
+        w2 = be.unary(w, crate::device::Unary::Square)?;
+        &w2
+    } else {
+        w
+    };
+    if spec.groups == 1 {
         be.dense_backward_input(&g, dy, w, dxp)?;
     } else {
         let p = [be.ptr(op, dy)?, be.ptr(op, w)?, dxp];
