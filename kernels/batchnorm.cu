@@ -3,10 +3,24 @@
 // share in f64, the block adds the 256 sums in a fixed tree: deterministic.
 #include "bayesnas_common.cuh"
 
-// mean, biased var, invstd = 1 / sqrt(var + eps) per channel (two passes over the channel).
+// The running-statistics update of one channel from its f32 batch statistics (what
+// bn_running_update does), when rm is not null: rm = rm (1 - momentum) + momentum mean,
+// rv = rv (1 - momentum) + var_factor var.
+__device__ __forceinline__ void bn_running_fold(float* __restrict__ rm, float* __restrict__ rv,
+                                                int64_t c, float mean, float var,
+                                                const BnParams& p) {
+    if (!rm) return;
+    const float keep = 1.0f - p.momentum;
+    rm[c] = rm[c] * keep + p.momentum * mean;
+    rv[c] = rv[c] * keep + p.var_factor * var;
+}
+
+// mean, biased var, invstd = 1 / sqrt(var + eps) per channel (two passes over the channel);
+// with rm/rv not null, also the running statistics (bn_running_fold).
 extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
     bn_stats(const float* __restrict__ x, float* __restrict__ mean, float* __restrict__ var,
-             float* __restrict__ invstd, BnParams p) {
+             float* __restrict__ invstd, float* __restrict__ rm, float* __restrict__ rv,
+             BnParams p) {
     __shared__ double sh[BZ_BLOCK];
     const int64_t c = blockIdx.x;
     const double m = (double)(p.n * p.s);
@@ -30,6 +44,22 @@ extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
         mean[c] = (float)mu;
         var[c] = (float)v;
         invstd[c] = (float)(1.0 / sqrt(v + (double)p.eps));
+        bn_running_fold(rm, rv, c, (float)mu, (float)v, p);
+    }
+}
+
+// The curvature rule of batch norm (an affine map per channel): hx = hy * (g * g) with
+// g = weight[c] * invstd[c] (invstd[c] when weight is null), each product rounded to f32 as
+// the CPU's binary Mul, Square and channel_affine (products only: nothing to contract into
+// a fused multiply-add). 1-D grid-stride over n * c * s.
+extern "C" __global__ void bn_curvature_input(const float* __restrict__ hy,
+                                              const float* __restrict__ invstd,
+                                              const float* __restrict__ weight,
+                                              float* __restrict__ hx, BnParams p) {
+    BZ_GRID_STRIDE(i, p.n * p.c * p.s) {
+        const int64_t c = (i / p.s) % p.c;
+        const float g = weight ? weight[c] * invstd[c] : invstd[c];
+        hx[i] = hy[i] * (g * g);
     }
 }
 
@@ -174,11 +204,13 @@ extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
 }
 
 // mean = K + S0 / m, var = max(S1 / m - (S0 / m)^2, 0) (biased), invstd = 1/sqrt(var + eps),
-// K = x[0, c, 0], m = n * s. Grid-stride over c.
+// K = x[0, c, 0], m = n * s; with rm/rv not null, also the running statistics
+// (bn_running_fold). Grid-stride over c.
 extern "C" __global__ void bn_stats_finalize(const float* __restrict__ x,
                                              const double* __restrict__ partials,
                                              float* __restrict__ mean, float* __restrict__ var,
-                                             float* __restrict__ invstd, BnParams p) {
+                                             float* __restrict__ invstd, float* __restrict__ rm,
+                                             float* __restrict__ rv, BnParams p) {
     const double m = (double)(p.n * p.s);
     BZ_GRID_STRIDE(c, p.c) {
         double s0 = 0.0, s1 = 0.0;
@@ -189,9 +221,11 @@ extern "C" __global__ void bn_stats_finalize(const float* __restrict__ x,
         const double d = s0 / m;
         double v = s1 / m - d * d;
         if (v < 0.0) v = 0.0;
-        mean[c] = (float)((double)x[c * p.s] + d);
+        const float mf = (float)((double)x[c * p.s] + d);
+        mean[c] = mf;
         var[c] = (float)v;
         invstd[c] = (float)(1.0 / sqrt(v + (double)p.eps));
+        bn_running_fold(rm, rv, c, mf, (float)v, p);
     }
 }
 

@@ -42,6 +42,16 @@ extern "C" __global__ void ew_axpy(const float* __restrict__ x, float* __restric
     BZ_GRID_STRIDE(i, p.n) { y[i] += p.alpha * x[i]; }
 }
 
+// y += xs[0] + ... + xs[k - 1], each added to the running value in order (the values of k
+// ew_axpy launches with alpha 1: 1 * x is exact). Grid-stride over n.
+extern "C" __global__ void ew_add_into(float* __restrict__ y, AddIntoParams p) {
+    BZ_GRID_STRIDE(i, p.n) {
+        float a = y[i];
+        for (int t = 0; t < p.k; ++t) a += p.xs[t][i];
+        y[i] = a;
+    }
+}
+
 // y[i] = x[i] * scale[i / inner] (scale: one value per sample, on the device).
 extern "C" __global__ void scale_samples(const float* __restrict__ x,
                                          const float* __restrict__ scale,

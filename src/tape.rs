@@ -321,14 +321,27 @@ impl Tape {
     ) -> Result<Gradients> {
         let needs = |i: usize| mask.map_or(self.nodes[i].needs_grad, |m| m[i]);
         let mut acc: Vec<Option<Tensor>> = (0..=loss.0).map(|_| None).collect();
+        // A node's contributions after its first wait here and are added to it together, in
+        // arrival order, one `add_into` launch per ADD_INTO_MAX (the values of one axpy each;
+        // at most ADD_INTO_MAX - 1 wait per node).
+        let mut pending: Vec<Vec<Tensor>> = (0..=loss.0).map(|_| Vec::new()).collect();
+        let flush = |a: &mut Tensor, waiting: &mut Vec<Tensor>| -> Result<()> {
+            if !waiting.is_empty() {
+                let xs: Vec<&Tensor> = waiting.iter().collect();
+                a.device().backend()?.add_into(a, &xs)?;
+                waiting.clear();
+            }
+            Ok(())
+        };
         acc[loss.0] = Some(seed);
         let mut out = Gradients::default();
         for i in (0..=loss.0).rev() {
-            let Some(g) = acc[i].take() else { continue };
+            let Some(mut g) = acc[i].take() else { continue };
             let node = &self.nodes[i];
             if !needs(i) {
                 continue;
             }
+            flush(&mut g, &mut pending[i])?;
             let Some(op) = &node.op else {
                 if let Some(p) = node.param {
                     out.params.push((p, g));
@@ -373,7 +386,12 @@ impl Tape {
                     )));
                 }
                 match &mut acc[v.0] {
-                    Some(a) => gi.device().backend()?.axpy(1.0, &gi, a)?,
+                    Some(a) => {
+                        pending[v.0].push(gi);
+                        if pending[v.0].len() == crate::device::ADD_INTO_MAX {
+                            flush(a, &mut pending[v.0])?;
+                        }
+                    }
                     slot @ None => *slot = Some(gi),
                 }
             }

@@ -1,6 +1,9 @@
 //! CUDA vs CPU parity of the multi-tensor and batch-norm running-statistics methods:
-//! `axpy_multi` (kernel ew_axpy_multi), `sgd_momentum_multi` (sgd_momentum_multi),
-//! `batch_norm_running_update` (bn_running_update) and `batch_norm_eval_constants`
+//! `axpy_multi` (kernel ew_axpy_multi), `add_into` (ew_add_into), `sgd_momentum_multi`
+//! (sgd_momentum_multi),
+//! `batch_norm_running_update` (bn_running_update), the training forward with the running
+//! update folded into its statistics kernels (bn_stats, bn_stats_finalize), the fused
+//! curvature rule `batch_norm_curvature` (bn_curvature_input) and `batch_norm_eval_constants`
 //! (bn_eval_constants, with and without weight and bias). The same kernels run in the host
 //! emulation, bit for bit against the CPU backend, in
 //! crates/kernel-emulation/tests/multi_tensor.rs.
@@ -208,6 +211,98 @@ fn batch_norm_running_update_parity() {
     assert!(g
         .batch_norm_running_update(&mut a, &mut b, &m4, &v3, 0.1, 0.1)
         .is_err());
+}
+
+/// `add_into` (ew_add_into, the tape's gradient accumulation): 1 to 20 tensors (several
+/// launches past 8), sizes 1 to more than 1.1M; a clone of `y` keeps its values; a shape
+/// mismatch is refused with `y` unchanged.
+#[test]
+fn add_into_parity() {
+    let g = gpu!("add_into_parity");
+    let mut rng = Rng::new(106);
+    for (n, k) in [(1usize, 1usize), (1000, 3), (4097, 8), (1_200_000, 9), (333, 20)] {
+        let y = rnd(&[n], &mut rng);
+        let xs: Vec<Tensor> = (0..k).map(|_| rnd(&[n], &mut rng)).collect();
+        let mut cy = y.clone();
+        cpu().add_into(&mut cy, &xs.iter().collect::<Vec<_>>()).unwrap();
+        let mut gy = up(g, &y);
+        let kept = gy.clone();
+        let gxs: Vec<Tensor> = xs.iter().map(|x| up(g, x)).collect();
+        g.add_into(&mut gy, &gxs.iter().collect::<Vec<_>>()).unwrap();
+        same(&format!("add_into n{n} k{k}"), &gy, &cy);
+        assert_eq!(kept.to_vec(), y.to_vec(), "n{n} k{k}: clone of y");
+    }
+    let mut y = up(g, &rnd(&[4], &mut rng));
+    let before = y.to_vec();
+    let (a, b) = (up(g, &rnd(&[4], &mut rng)), up(g, &rnd(&[5], &mut rng)));
+    assert!(g.add_into(&mut y, &[&a, &b]).is_err());
+    assert_eq!(y.to_vec(), before, "refused call changed y");
+}
+
+/// The training forward with the running statistics folded into its statistics kernel
+/// (`bn_stats` at few channels, `bn_stats_finalize` after the split sums at many), and the
+/// fused curvature rule `batch_norm_curvature` (bn_curvature_input), with and without weight.
+#[test]
+fn batch_norm_fused_running_and_curvature_parity() {
+    let g = gpu!("batch_norm_fused_running_and_curvature_parity");
+    let mut rng = Rng::new(105);
+    for (n, c, s) in [(2usize, 3usize, 25usize), (8, 64, 64), (2, 600, 4), (64, 16, 9)] {
+        let x = rnd(&[n, c, s], &mut rng);
+        let (rm, rv) = (rnd(&[c], &mut rng), uni(&[c], 0.1, 3.0, &mut rng));
+        let (w, b) = (rnd(&[c], &mut rng), rnd(&[c], &mut rng));
+        let momentum = 0.1f32;
+        let var_factor = (momentum as f64 * (n * s) as f64 / ((n * s) as f64 - 1.0)) as f32;
+        let (mut crm, mut crv) = (rm.clone(), rv.clone());
+        let (mut grm, mut grv) = (up(g, &rm), up(g, &rv));
+        let what = format!("bn n{n} c{c} s{s}");
+        let run = |be: &dyn bayesnas_engine::Backend,
+                   x: &Tensor,
+                   w: &Tensor,
+                   b: &Tensor,
+                   rm: &mut Tensor,
+                   rv: &mut Tensor| {
+            let running = bayesnas_engine::device::RunningStats {
+                mean: rm,
+                var: rv,
+                momentum,
+                var_factor,
+            };
+            be.batch_norm_train_forward_with(x, Some(w), Some(b), 1e-5, Some(running))
+                .unwrap()
+        };
+        let cf = run(cpu(), &x, &w, &b, &mut crm, &mut crv);
+        let gf = run(g, &up(g, &x), &up(g, &w), &up(g, &b), &mut grm, &mut grv);
+        same(&format!("{what} y"), &gf.y, &cf.y);
+        same(&format!("{what} mean"), &gf.mean, &cf.mean);
+        same(&format!("{what} running mean"), &grm, &crm);
+        same(&format!("{what} running var"), &grv, &crv);
+        let hy = uni(&[n, c, s], 0.1, 2.0, &mut rng);
+        for with_w in [false, true] {
+            let gw = up(g, &w);
+            same(
+                &format!("{what} curvature weight {with_w}"),
+                &g.batch_norm_curvature(&up(g, &hy), &gf.invstd, with_w.then_some(&gw))
+                    .unwrap(),
+                &cpu()
+                    .batch_norm_curvature(&hy, &cf.invstd, with_w.then_some(&w))
+                    .unwrap(),
+            );
+        }
+    }
+    // A running mean of the wrong length is refused before anything is written.
+    let x = up(g, &rnd(&[2, 3, 4], &mut rng));
+    let (mut a, mut b) = (up(g, &rnd(&[4], &mut rng)), up(g, &rnd(&[3], &mut rng)));
+    let kept = b.to_vec();
+    let running = bayesnas_engine::device::RunningStats {
+        mean: &mut a,
+        var: &mut b,
+        momentum: 0.1,
+        var_factor: 0.1,
+    };
+    assert!(g
+        .batch_norm_train_forward_with(&x, None, None, 1e-5, Some(running))
+        .is_err());
+    assert_eq!(b.to_vec(), kept);
 }
 
 #[test]

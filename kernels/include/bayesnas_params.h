@@ -85,13 +85,17 @@ typedef struct ConvParams {
 } ConvParams;
 
 /* Batch norm and per-channel maps over [n, c, s] (s = elements per plane).
- * splits: sample splits of the *_partial reductions (gridDim.y; partials per channel). */
+ * splits: sample splits of the *_partial reductions (gridDim.y; partials per channel).
+ * momentum, var_factor: the running-statistics update folded into bn_stats and
+ * bn_stats_finalize when their rm/rv pointers are not null (as bn_running_update). */
 typedef struct BnParams {
     int64_t n;
     int64_t c;
     int64_t s;
     float eps;
     int32_t splits;
+    float momentum;
+    float var_factor;
 } BnParams;
 
 /* Running statistics of batch norm (bn_running_update): c channels;
@@ -201,6 +205,17 @@ typedef struct AxpyMultiParams {
     float alpha;
     int32_t _pad;
 } AxpyMultiParams;
+
+/* y += x_0 + x_1 + ... + x_{k-1}, added to y in that order in f32 (ew_add_into), for
+ * 1 <= k <= ADD_INTO_MAX tensors of n elements whose device pointers travel in the struct
+ * (no pointer table to upload). */
+#define ADD_INTO_MAX 8
+typedef struct AddIntoParams {
+    const float* xs[ADD_INTO_MAX];
+    int64_t n;
+    int32_t k;
+    int32_t _pad;
+} AddIntoParams;
 
 /* Group-lasso gradient (kernels/optim.cu group_lasso_grad): groups groups over members
  * scalar members (see bayesnas_engine::device::LassoGroups). */

@@ -15,6 +15,10 @@ pub(crate) use shape::same_shape;
 use crate::error::Result;
 use crate::tensor::Tensor;
 
+/// The most tensors one [`Backend::add_into`] launch adds (more take one launch per this
+/// many).
+pub const ADD_INTO_MAX: usize = cuda::params::ADD_INTO_MAX as usize;
+
 /// A compute device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
@@ -140,6 +144,18 @@ pub struct BatchNormForward {
     pub invstd: Tensor,
 }
 
+/// The running statistics a training-mode batch-norm forward updates as it computes the
+/// batch statistics ([`Backend::batch_norm_train_forward_with`]): `mean = mean (1 -
+/// momentum) + momentum * batch mean`, `var = var (1 - momentum) + var_factor * batch var`
+/// (f32; `var_factor` is `momentum * m / (m - 1)` for the unbiased variance).
+#[derive(Debug)]
+pub struct RunningStats<'a> {
+    pub mean: &'a mut Tensor,
+    pub var: &'a mut Tensor,
+    pub momentum: f32,
+    pub var_factor: f32,
+}
+
 /// Gradients of batch norm.
 #[derive(Clone, Debug)]
 pub struct BatchNormGrads {
@@ -204,6 +220,10 @@ pub trait Backend: Send + Sync {
     /// `ys[i] += alpha * xs[i]` for several pairs of equal shapes, in one launch (the same
     /// per-element arithmetic as [`Backend::axpy`]).
     fn axpy_multi(&self, alpha: f32, xs: &[&Tensor], ys: &mut [&mut Tensor]) -> Result<()>;
+    /// `y += xs[0] + xs[1] + ...`: each tensor added to the running value in order, in f32
+    /// (the values of one `axpy(1.0, x, y)` per tensor), in one launch per
+    /// [`ADD_INTO_MAX`] tensors. Every shape is checked before `y` changes.
+    fn add_into(&self, y: &mut Tensor, xs: &[&Tensor]) -> Result<()>;
     /// Sum of all elements (accumulated in f64, deterministic order).
     fn sum_all(&self, x: &Tensor) -> Result<f64>;
     /// Sum of `a * b` over all elements (f64 accumulation, deterministic order).
@@ -261,14 +281,30 @@ pub trait Backend: Send + Sync {
     ) -> Result<Tensor>;
 
     // ----- batch norm (NCHW, per channel) -----
+    /// Training-mode batch norm: normalises with the batch mean and biased variance.
     fn batch_norm_train_forward(
         &self,
         x: &Tensor,
         weight: Option<&Tensor>,
         bias: Option<&Tensor>,
         eps: f32,
+    ) -> Result<BatchNormForward> {
+        self.batch_norm_train_forward_with(x, weight, bias, eps, None)
+    }
+    /// [`Backend::batch_norm_train_forward`] that, given `running`, also updates those
+    /// running statistics from the batch statistics it computes, in the same launches (the
+    /// values of [`Backend::batch_norm_running_update`] with the returned mean and var).
+    /// Every operand, `running` included, is checked before anything is written.
+    fn batch_norm_train_forward_with(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+        running: Option<RunningStats<'_>>,
     ) -> Result<BatchNormForward>;
-    /// The running statistics update of training-mode batch norm (PyTorch), in one launch:
+    /// The running statistics update of training-mode batch norm (PyTorch), in one launch
+    /// (the batch-norm op folds it into the forward: [`Backend::batch_norm_train_forward_with`]):
     /// `rm = rm * (1 - momentum) + momentum * mean`, `rv = rv * (1 - momentum) + var_factor
     /// * var` (f32; `var_factor` is `momentum * m / (m - 1)` for the unbiased variance).
     fn batch_norm_running_update(
@@ -292,6 +328,15 @@ pub trait Backend: Send + Sync {
         bias: Option<&Tensor>,
         eps: f32,
     ) -> Result<(Tensor, Tensor, Tensor)>;
+    /// The curvature rule of batch norm as a per-channel affine map: `hx = hy * (g * g)` with
+    /// `g = weight[c] * invstd[c]` (`invstd[c]` without weight), each product rounded to f32
+    /// (the values of `binary(Mul)`, `unary(Square)` and `channel_affine`, in one launch).
+    fn batch_norm_curvature(
+        &self,
+        hy: &Tensor,
+        invstd: &Tensor,
+        weight: Option<&Tensor>,
+    ) -> Result<Tensor>;
     /// `y = (x - mean[c]) * scale[c] + shift[c]` computed as a per-channel affine map.
     fn channel_affine(&self, x: &Tensor, scale: &Tensor, shift: Option<&Tensor>) -> Result<Tensor>;
     fn batch_norm_backward(

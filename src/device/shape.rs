@@ -621,6 +621,33 @@ pub(crate) fn batch_norm_running(
     Ok(c)
 }
 
+/// Validates the running statistics given to a training forward with `c` channels
+/// (`batch_norm_train_forward_with`): `[C]` mean and var, momentum in [0, 1].
+pub(crate) fn batch_norm_running_of(r: &crate::device::RunningStats<'_>, c: usize) -> Result<()> {
+    channel_vec("batch_norm running mean", Some(&*r.mean), c)?;
+    channel_vec("batch_norm running var", Some(&*r.var), c)?;
+    if !(0.0..=1.0).contains(&r.momentum) || !r.var_factor.is_finite() {
+        return Err(crate::error::Error::Invalid(format!(
+            "batch_norm: running momentum must be in [0, 1] and var_factor finite, got {} and {}",
+            r.momentum, r.var_factor
+        )));
+    }
+    Ok(())
+}
+
+/// Validates the operands of `batch_norm_curvature`: `hy` of shape `[N, C, ...]`, `[C]`
+/// invstd and optional `[C]` weight. Returns `C`.
+pub(crate) fn batch_norm_curvature(
+    hy: &Tensor,
+    invstd: &Tensor,
+    weight: Option<&Tensor>,
+) -> Result<usize> {
+    let c = ncs("batch_norm_curvature hy", hy.shape())?.1;
+    channel_vec("batch_norm_curvature invstd", Some(invstd), c)?;
+    channel_vec("batch_norm_curvature weight", weight, c)?;
+    Ok(c)
+}
+
 /// Validates the operands of `batch_norm_eval_constants`: `[C]` running statistics and
 /// optional `[C]` weight and bias. Returns `C`.
 pub(crate) fn batch_norm_eval(

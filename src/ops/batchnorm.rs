@@ -6,7 +6,7 @@
 //! per-channel affine map with the statistics of that forward (method note, section 6).
 
 use super::be;
-use crate::device::{Backend, Binary, Unary};
+use crate::device::{Backend, Binary, RunningStats, Unary};
 use crate::error::{shape_err, Error, Result};
 use crate::tape::{OpCtx, Tape, TapeOp, Var};
 use crate::tensor::Tensor;
@@ -86,8 +86,7 @@ impl TapeOp for BatchNormOp {
     // hx = hy * slope^2, hweight = sum(x_hat^2 hy), hbias = sum(hy), per channel.
     fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let b = be(hy)?;
-        let slope2 = b.unary(&self.slope(b, ctx)?, Unary::Square)?;
-        let hx = b.channel_affine(hy, &slope2, None)?;
+        let hx = b.batch_norm_curvature(hy, &self.invstd, self.weight(ctx))?;
         let hw = match self.has_weight {
             true => {
                 let xh2 = b.unary(&self.x_hat(b, ctx.inputs[0])?, Unary::Square)?;
@@ -179,14 +178,19 @@ impl Tape {
                     "batch_norm: momentum must be in [0, 1], got {momentum}"
                 )));
             }
-            let f = b.batch_norm_train_forward(xv, wv, bv, eps)?;
-            if let Some((rm, rv)) = running {
-                // Values per channel; > 1 here because the forward refuses fewer.
+            // The running statistics are updated in the statistics launch itself.
+            let running = running.map(|(rm, rv)| {
+                // Values per channel (the forward refuses fewer than 2).
                 let m = xv.numel() / c.max(1);
                 let unbias = m as f64 / (m as f64 - 1.0);
-                let var_factor = (momentum as f64 * unbias) as f32;
-                b.batch_norm_running_update(rm, rv, &f.mean, &f.var, momentum, var_factor)?;
-            }
+                RunningStats {
+                    mean: rm,
+                    var: rv,
+                    momentum,
+                    var_factor: (momentum as f64 * unbias) as f32,
+                }
+            });
+            let f = b.batch_norm_train_forward_with(xv, wv, bv, eps, running)?;
             (f.y, f.mean, f.invstd)
         } else {
             let Some((rm, rv)) = running else {

@@ -36,7 +36,10 @@ WRAP(conv_bwd_weight_direct, (x, dy, dw, p), const float* x, const float* dy, fl
 WRAP(im2col, (x, col, p), const float* x, float* col, ConvParams p)
 WRAP(col2im, (col, dx, p), const float* col, float* dx, ConvParams p)
 // batchnorm.cu
-WRAP(bn_stats, (x, m, v, is, p), const float* x, float* m, float* v, float* is, BnParams p)
+WRAP(bn_stats, (x, m, v, is, rm, rv, p), const float* x, float* m, float* v, float* is,
+     float* rm, float* rv, BnParams p)
+WRAP(bn_curvature_input, (hy, is, w, hx, p), const float* hy, const float* is, const float* w,
+     float* hx, BnParams p)
 WRAP(channel_affine, (x, sc, sh, y, p), const float* x, const float* sc, const float* sh,
      float* y, BnParams p)
 WRAP(bn_fwd_apply, (x, m, is, w, b, y, p), const float* x, const float* m, const float* is,
@@ -48,8 +51,8 @@ WRAP(bn_bwd_apply, (dy, x, m, is, w, sd, sdx, dx, p), const float* dy, const flo
      float* dx, BnParams p)
 WRAP(channel_sums, (x, y, out, p), const float* x, const float* y, float* out, BnParams p)
 WRAP(bn_stats_partial, (x, part, p), const float* x, double* part, BnParams p)
-WRAP(bn_stats_finalize, (x, part, m, v, is, p), const float* x, const double* part, float* m,
-     float* v, float* is, BnParams p)
+WRAP(bn_stats_finalize, (x, part, m, v, is, rm, rv, p), const float* x, const double* part,
+     float* m, float* v, float* is, float* rm, float* rv, BnParams p)
 WRAP(bn_bwd_partial, (dy, x, m, part, p), const float* dy, const float* x, const float* m,
      double* part, BnParams p)
 WRAP(bn_bwd_finalize, (part, is, sd, sdx, p), const double* part, const float* is, float* sd,

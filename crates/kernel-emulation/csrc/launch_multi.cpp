@@ -18,6 +18,7 @@ struct Launch {
 // elementwise.cu
 WRAP_MULTI(ew_axpy_multi, (xs, ys, offsets, p), const float* const* xs, float* const* ys,
            const int64_t* offsets, AxpyMultiParams p)
+WRAP_MULTI(ew_add_into, (y, p), float* y, AddIntoParams p)
 // optim.cu
 WRAP_MULTI(sgd_momentum_multi, (w, g, m, offsets, p), float* const* w, const float* const* g,
            float* const* m, const int64_t* offsets, SgdMultiParams p)

@@ -123,12 +123,24 @@ extern "C" {
     );
     pub fn host_im2col(launch: Launch, x: *const f32, col: *mut f32, p: ConvParams);
     pub fn host_col2im(launch: Launch, col: *const f32, dx: *mut f32, p: ConvParams);
+    /// `rm`, `rv` null: no running-statistics update.
     pub fn host_bn_stats(
         l: Launch,
         x: *const f32,
         m: *mut f32,
         v: *mut f32,
         is: *mut f32,
+        rm: *mut f32,
+        rv: *mut f32,
+        p: BnParams,
+    );
+    /// `w` null: no affine weight.
+    pub fn host_bn_curvature_input(
+        l: Launch,
+        hy: *const f32,
+        is: *const f32,
+        w: *const f32,
+        hx: *mut f32,
         p: BnParams,
     );
     pub fn host_channel_affine(
@@ -186,6 +198,8 @@ extern "C" {
         m: *mut f32,
         v: *mut f32,
         is: *mut f32,
+        rm: *mut f32,
+        rv: *mut f32,
         p: BnParams,
     );
     pub fn host_bn_bwd_partial(

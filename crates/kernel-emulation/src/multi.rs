@@ -5,7 +5,7 @@
 //! the launchers at the crate root: a [`Launch`] then the kernel's own arguments, with host
 //! pointers in the tables.
 
-use crate::params::{AxpyMultiParams, BnParams, BnRunningParams, SgdMultiParams};
+use crate::params::{AddIntoParams, AxpyMultiParams, BnParams, BnRunningParams, SgdMultiParams};
 use crate::Launch;
 
 extern "C" {
@@ -27,6 +27,8 @@ extern "C" {
         offsets: *const i64,
         p: SgdMultiParams,
     );
+    /// `y += xs[0] + ... + xs[k - 1]` over `p.n` elements, the `p.k` host pointers in `p.xs`.
+    pub fn host_ew_add_into(launch: Launch, y: *mut f32, p: AddIntoParams);
     /// Running mean and variance update over `p.c` channels.
     pub fn host_bn_running_update(
         launch: Launch,

@@ -288,6 +288,7 @@ fn batch_norm_reductions() {
             s: s as i64,
             eps: 1e-5,
             splits: n as i32,
+            ..Default::default()
         };
         let l = Launch::d1(c as u32, B);
         let ls = Launch::d3(c as u32, n as u32, 1, B);

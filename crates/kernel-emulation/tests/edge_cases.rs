@@ -43,6 +43,7 @@ fn check_bn_unsplit(n: usize, c: usize, s: usize, rng: &mut Rng, order: &str) {
         s: s as i64,
         eps,
         splits: 1,
+        ..Default::default()
     };
     let l = Launch::d1(c as u32, B);
     let (m, v, is) = bn_stats(l, &x, c, p);

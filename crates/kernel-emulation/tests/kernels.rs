@@ -469,6 +469,8 @@ fn batch_norm_stats_forward_backward_sums() {
                     m2.as_mut_ptr(),
                     v2.as_mut_ptr(),
                     i2.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
                     sp,
                 );
             }

@@ -381,6 +381,7 @@ fn bn_eval_constants_matches_cpu_with_and_without_affine() {
                         s: 1,
                         eps,
                         splits: 1,
+                        ..Default::default()
                     };
                     unsafe {
                         host_bn_eval_constants(
@@ -407,6 +408,230 @@ fn bn_eval_constants_matches_cpu_with_and_without_affine() {
                         g.check_guards(&format!("{what}: {name}"));
                         same_bits(&format!("{what}: {name} (read only)"), g.data(), orig);
                     }
+                }
+            }
+        }
+    }
+}
+
+/// The running-statistics update folded into `bn_stats` and `bn_stats_finalize` (non-null
+/// `rm`/`rv`): the batch statistics are bit for bit those of the launch without it, and the
+/// running statistics are bit for bit the CPU's `batch_norm_running_update` applied to the
+/// statistics the kernel wrote; the CPU's fused `batch_norm_train_forward_with` gives the
+/// same running statistics as its own separate update.
+#[test]
+fn bn_stats_fold_the_running_update() {
+    let mut rng = Rng::new(0xb4_0003);
+    for (n, c, s) in [(2usize, 1usize, 5usize), (3, 7, 16), (4, 40, 9), (2, 600, 1)] {
+        let x: Vec<f32> = rvec(n * c * s, &mut rng)
+            .iter()
+            .map(|v| 1.5 + 2.0 * v)
+            .collect();
+        let rm0 = rvec(c, &mut rng);
+        let rv0: Vec<f32> = (0..c)
+            .map(|_| rng.uniform_range(0.1, 3.0) as f32)
+            .collect();
+        let momentum = rng.uniform_range(0.05, 0.9) as f32;
+        let var_factor = momentum * (n * s) as f32 / (n * s - 1) as f32;
+        let what = format!("bn_stats running n{n} c{c} s{s}");
+        let p = BnParams {
+            n: n as i64,
+            c: c as i64,
+            s: s as i64,
+            eps: 1e-5,
+            splits: 1,
+            momentum,
+            var_factor,
+        };
+        // The CPU: the fused forward against the forward then the separate update.
+        let tx = t(&x, &[n, c, s]);
+        let (mut frm, mut frv) = (t(&rm0, &[c]), t(&rv0, &[c]));
+        let running = bayesnas_engine::device::RunningStats {
+            mean: &mut frm,
+            var: &mut frv,
+            momentum,
+            var_factor,
+        };
+        let f = cpu()
+            .batch_norm_train_forward_with(&tx, None, None, 1e-5, Some(running))
+            .unwrap();
+        let (mut srm, mut srv) = (t(&rm0, &[c]), t(&rv0, &[c]));
+        cpu()
+            .batch_norm_running_update(&mut srm, &mut srv, &f.mean, &f.var, momentum, var_factor)
+            .unwrap();
+        same_bits(&format!("{what}: CPU fused rm"), frm.cpu(), srm.cpu());
+        same_bits(&format!("{what}: CPU fused rv"), frv.cpu(), srv.cpu());
+        assert_ne!(frm.cpu(), rm0.as_slice(), "{what}: rm unchanged");
+        // The kernels, one block per channel and split.
+        let plain = bn_stats(Launch::d1(c as u32, B), &x, c, p);
+        for splits in [0usize, 1, 2, n] {
+            let (mut rm, mut rv) = (Guarded::new(&rm0), Guarded::new(&rv0));
+            let nan = vec![f32::NAN; c];
+            let (mut m, mut v, mut is) = (Guarded::new(&nan), Guarded::new(&nan), Guarded::new(&nan));
+            let how = if splits == 0 {
+                unsafe {
+                    host_bn_stats(
+                        Launch::d1(c as u32, B),
+                        x.as_ptr(),
+                        m.ptr_mut(),
+                        v.ptr_mut(),
+                        is.ptr_mut(),
+                        rm.ptr_mut(),
+                        rv.ptr_mut(),
+                        p,
+                    )
+                };
+                "bn_stats".to_string()
+            } else {
+                let sp = BnParams {
+                    splits: splits as i32,
+                    ..p
+                };
+                let mut part = vec![f64::NAN; 2 * c * splits];
+                unsafe {
+                    host_bn_stats_partial(
+                        Launch::d3(c as u32, splits as u32, 1, B),
+                        x.as_ptr(),
+                        part.as_mut_ptr(),
+                        sp,
+                    );
+                    host_bn_stats_finalize(
+                        Launch::d1(3, 64),
+                        x.as_ptr(),
+                        part.as_ptr(),
+                        m.ptr_mut(),
+                        v.ptr_mut(),
+                        is.ptr_mut(),
+                        rm.ptr_mut(),
+                        rv.ptr_mut(),
+                        sp,
+                    )
+                };
+                format!("bn_stats_finalize, {splits} splits")
+            };
+            let what = format!("{what}, {how}");
+            for (name, g) in [("mean", &m), ("var", &v), ("invstd", &is), ("rm", &rm), ("rv", &rv)] {
+                g.check_guards(&format!("{what}: {name}"));
+            }
+            if splits == 0 {
+                same_bits(&format!("{what}: mean"), m.data(), &plain.0);
+                same_bits(&format!("{what}: var"), v.data(), &plain.1);
+                same_bits(&format!("{what}: invstd"), is.data(), &plain.2);
+            }
+            let (mut wrm, mut wrv) = (t(&rm0, &[c]), t(&rv0, &[c]));
+            cpu()
+                .batch_norm_running_update(
+                    &mut wrm,
+                    &mut wrv,
+                    &t(m.data(), &[c]),
+                    &t(v.data(), &[c]),
+                    momentum,
+                    var_factor,
+                )
+                .unwrap();
+            same_bits(&format!("{what}: rm"), rm.data(), wrm.cpu());
+            same_bits(&format!("{what}: rv"), rv.data(), wrv.cpu());
+        }
+    }
+}
+
+/// `bn_curvature_input` against the CPU's `batch_norm_curvature`, bit for bit, with and
+/// without the affine weight, under several grids; and the CPU method against the op's old
+/// three calls (`binary(Mul)`, `unary(Square)`, `channel_affine`).
+#[test]
+fn bn_curvature_input_matches_cpu() {
+    use bayesnas_engine::device::{Binary, Unary};
+    let mut rng = Rng::new(0xb4_0004);
+    for (n, c, s) in [(1usize, 1usize, 1usize), (2, 5, 49), (3, 64, 4), (2, 3, 1000)] {
+        let hy: Vec<f32> = (0..n * c * s)
+            .map(|_| rng.uniform_range(0.01, 2.0) as f32)
+            .collect();
+        let invstd: Vec<f32> = (0..c)
+            .map(|_| rng.uniform_range(0.2, 5.0) as f32)
+            .collect();
+        let w = rvec(c, &mut rng);
+        let (thy, tis, tw) = (t(&hy, &[n, c, s]), t(&invstd, &[c]), t(&w, &[c]));
+        for with_w in [false, true] {
+            let what = format!("bn_curvature_input n{n} c{c} s{s} weight {with_w}");
+            let ws = with_w.then_some(&tw);
+            let want = cpu().batch_norm_curvature(&thy, &tis, ws).unwrap();
+            let slope = match ws {
+                Some(w) => cpu().binary(w, &tis, Binary::Mul).unwrap(),
+                None => tis.clone(),
+            };
+            let old = cpu()
+                .channel_affine(&thy, &cpu().unary(&slope, Unary::Square).unwrap(), None)
+                .unwrap();
+            same_bits(&format!("{what}: CPU against the three calls"), want.cpu(), old.cpu());
+            assert!(want.cpu().iter().all(|v| *v > 0.0), "{what}: a zero proves nothing");
+            let p = BnParams {
+                n: n as i64,
+                c: c as i64,
+                s: s as i64,
+                ..Default::default()
+            };
+            for l in launches(n * c * s) {
+                let what = format!("{what}, {}", describe(&l));
+                let (ghy, gis, gw) = (Guarded::new(&hy), Guarded::new(&invstd), Guarded::new(&w));
+                let mut hx = Guarded::new(&vec![f32::NAN; n * c * s]);
+                unsafe {
+                    host_bn_curvature_input(
+                        l,
+                        ghy.ptr(),
+                        gis.ptr(),
+                        if with_w { gw.ptr() } else { std::ptr::null() },
+                        hx.ptr_mut(),
+                        p,
+                    )
+                };
+                hx.check_guards(&format!("{what}: hx"));
+                same_bits(&format!("{what}: hx"), hx.data(), want.cpu());
+            }
+        }
+    }
+}
+
+/// `ew_add_into` (the tape's gradient accumulation) against the CPU's `add_into` and against
+/// one CPU `axpy(1.0)` per tensor, bit for bit, for 1 to 8 tensors, under several grids; the
+/// added tensors stay untouched.
+#[test]
+fn ew_add_into_matches_cpu_and_sequential_axpy() {
+    use bayesnas_engine::device::ADD_INTO_MAX;
+    let mut rng = Rng::new(0xadd0);
+    for n in [1usize, 7, 1000, 4097] {
+        for k in 1..=ADD_INTO_MAX {
+            let y0 = rvec(n, &mut rng);
+            let xs: Vec<Vec<f32>> = (0..k).map(|_| rvec(n, &mut rng)).collect();
+            let what = format!("ew_add_into n{n} k{k}");
+            let txs: Vec<Tensor> = xs.iter().map(|x| t(x, &[n])).collect();
+            let refs: Vec<&Tensor> = txs.iter().collect();
+            let mut want = t(&y0, &[n]);
+            cpu().add_into(&mut want, &refs).unwrap();
+            let mut seq = t(&y0, &[n]);
+            for x in &txs {
+                cpu().axpy(1.0, x, &mut seq).unwrap();
+            }
+            same_bits(&format!("{what}: CPU against axpy"), want.cpu(), seq.cpu());
+            assert_ne!(want.cpu(), y0.as_slice(), "{what}: unchanged");
+            for l in launches(n) {
+                let what = format!("{what}, {}", describe(&l));
+                let mut y = Guarded::new(&y0);
+                let gx: Vec<Guarded> = xs.iter().map(|x| Guarded::new(x)).collect();
+                let mut p = AddIntoParams {
+                    xs: [std::ptr::null(); ADD_INTO_MAX],
+                    n: n as i64,
+                    k: k as i32,
+                    _pad: 0,
+                };
+                for (slot, g) in p.xs.iter_mut().zip(&gx) {
+                    *slot = g.ptr();
+                }
+                unsafe { host_ew_add_into(l, y.ptr_mut(), p) };
+                y.check_guards(&format!("{what}: y"));
+                same_bits(&format!("{what}: y"), y.data(), want.cpu());
+                for (j, (g, x)) in gx.iter().zip(&xs).enumerate() {
+                    g.check_guards(&format!("{what}: x{j}"));
+                    same_bits(&format!("{what}: x{j} (read only)"), g.data(), x);
                 }
             }
         }

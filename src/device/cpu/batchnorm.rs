@@ -25,7 +25,7 @@ use super::plane::{
     assume_init, plane_sum, share_bounds, static_map, team_size, uninit, TASK_ELEMS,
 };
 use super::simd::{isa_dispatch, Isa};
-use crate::device::{shape, BatchNormForward, BatchNormGrads};
+use crate::device::{shape, BatchNormForward, BatchNormGrads, RunningStats};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -276,7 +276,46 @@ fn combine<T: Copy>(partials: &[T], c: usize, zero: T, add: impl Fn(T, T) -> T) 
     tot
 }
 
-pub(crate) fn train_forward(
+/// Training forward; with `running`, then the running-statistics update from the returned
+/// statistics (`running_update`), its operands checked before anything is computed.
+pub(crate) fn train_forward_with(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+    running: Option<RunningStats<'_>>,
+) -> Result<BatchNormForward> {
+    let c = shape::batch_norm_train(x, weight, bias, eps)?.1;
+    if let Some(r) = &running {
+        shape::batch_norm_running_of(r, c)?;
+    }
+    let f = train_forward(x, weight, bias, eps)?;
+    if let Some(r) = running {
+        running_update(r.mean, r.var, &f.mean, &f.var, r.momentum, r.var_factor)?;
+    }
+    Ok(f)
+}
+
+/// `hx = hy * (g * g)`, `g = weight * invstd` per channel (`Backend::batch_norm_curvature`):
+/// the f32 products of `binary(Mul)` and `unary(Square)`, then `channel_affine`.
+pub(crate) fn curvature_input(
+    hy: &Tensor,
+    invstd: &Tensor,
+    weight: Option<&Tensor>,
+) -> Result<Tensor> {
+    let c = shape::batch_norm_curvature(hy, invstd, weight)?;
+    let is = invstd.cpu();
+    let w = weight.map(|t| t.cpu());
+    let g2: Vec<f32> = (0..c)
+        .map(|k| {
+            let g = w.map_or(is[k], |w| w[k] * is[k]);
+            g * g
+        })
+        .collect();
+    channel_affine(hy, &Tensor::from_vec(g2, &[c])?, None)
+}
+
+fn train_forward(
     x: &Tensor,
     weight: Option<&Tensor>,
     bias: Option<&Tensor>,

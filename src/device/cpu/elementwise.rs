@@ -51,6 +51,28 @@ pub(crate) fn axpy(alpha: f32, x: &Tensor, y: &mut Tensor) -> Result<()> {
     Ok(())
 }
 
+/// `y += xs[0] + xs[1] + ...` in order, in f32 (`Backend::add_into`).
+pub(crate) fn add_into(y: &mut Tensor, xs: &[&Tensor]) -> Result<()> {
+    for x in xs {
+        same_shape("add_into", y, x)?;
+    }
+    let xs: Vec<&[f32]> = xs.iter().map(|x| x.cpu()).collect();
+    if xs.is_empty() {
+        return Ok(());
+    }
+    y.cpu_mut()
+        .par_chunks_mut(MAP_CHUNK)
+        .enumerate()
+        .for_each(|(c, y)| {
+            let at = c * MAP_CHUNK;
+            for x in &xs {
+                let x = &x[at..at + y.len()];
+                y.iter_mut().zip(x).for_each(|(y, &x)| *y += 1.0 * x);
+            }
+        });
+    Ok(())
+}
+
 /// Sum in f64 over fixed pieces, combined in order.
 pub(crate) fn sum_all(x: &[f32]) -> f64 {
     let partials: Vec<f64> = x

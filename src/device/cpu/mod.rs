@@ -19,7 +19,7 @@ mod structure;
 use super::counters;
 use super::{
     Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, LassoGroups, Pool2dSpec,
-    SgdStep, Unary,
+    RunningStats, SgdStep, Unary,
 };
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -55,6 +55,12 @@ impl Backend for CpuBackend {
     fn axpy(&self, alpha: f32, x: &Tensor, y: &mut Tensor) -> Result<()> {
         counters::launch();
         elementwise::axpy(alpha, x, y)
+    }
+    fn add_into(&self, y: &mut Tensor, xs: &[&Tensor]) -> Result<()> {
+        for _ in xs.chunks(super::ADD_INTO_MAX) {
+            counters::launch();
+        }
+        elementwise::add_into(y, xs)
     }
     fn axpy_multi(&self, alpha: f32, xs: &[&Tensor], ys: &mut [&mut Tensor]) -> Result<()> {
         counters::launch();
@@ -142,15 +148,25 @@ impl Backend for CpuBackend {
         counters::launch();
         conv::weight_correlation("conv2d_backward_weight_sq", x, hy, spec, w_shape, true)
     }
-    fn batch_norm_train_forward(
+    fn batch_norm_train_forward_with(
         &self,
         x: &Tensor,
         weight: Option<&Tensor>,
         bias: Option<&Tensor>,
         eps: f32,
+        running: Option<RunningStats<'_>>,
     ) -> Result<BatchNormForward> {
         counters::launch();
-        batchnorm::train_forward(x, weight, bias, eps)
+        batchnorm::train_forward_with(x, weight, bias, eps, running)
+    }
+    fn batch_norm_curvature(
+        &self,
+        hy: &Tensor,
+        invstd: &Tensor,
+        weight: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        counters::launch();
+        batchnorm::curvature_input(hy, invstd, weight)
     }
     fn batch_norm_running_update(
         &self,

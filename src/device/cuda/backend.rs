@@ -7,7 +7,7 @@
 use super::CudaBackend;
 use super::{batchnorm, conv, elementwise, gemm, loss, mixed, optim, pool, structure};
 use crate::device::{
-    Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, LassoGroups, Pool2dSpec,
+    Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, LassoGroups, RunningStats, Pool2dSpec,
     SgdStep, Unary,
 };
 use crate::error::{Error, Result};
@@ -43,6 +43,10 @@ impl Backend for CudaBackend {
 
     fn axpy(&self, alpha: f32, x: &Tensor, y: &mut Tensor) -> Result<()> {
         elementwise::axpy(self, alpha, x, y)
+    }
+
+    fn add_into(&self, y: &mut Tensor, xs: &[&Tensor]) -> Result<()> {
+        elementwise::add_into(self, y, xs)
     }
 
     fn axpy_multi(&self, alpha: f32, xs: &[&Tensor], ys: &mut [&mut Tensor]) -> Result<()> {
@@ -113,14 +117,24 @@ impl Backend for CudaBackend {
         self.weight_correlation("conv2d_backward_weight_sq", x, hy, spec, w_shape, true)
     }
 
-    fn batch_norm_train_forward(
+    fn batch_norm_train_forward_with(
         &self,
         x: &Tensor,
         weight: Option<&Tensor>,
         bias: Option<&Tensor>,
         eps: f32,
+        running: Option<RunningStats<'_>>,
     ) -> Result<BatchNormForward> {
-        batchnorm::batch_norm_train_forward(self, x, weight, bias, eps)
+        batchnorm::batch_norm_train_forward(self, x, weight, bias, eps, running)
+    }
+
+    fn batch_norm_curvature(
+        &self,
+        hy: &Tensor,
+        invstd: &Tensor,
+        weight: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        batchnorm::batch_norm_curvature(self, hy, invstd, weight)
     }
 
     fn batch_norm_running_update(

@@ -5,7 +5,7 @@ use cudarc::driver::LaunchConfig;
 use super::params::*;
 use super::{i32c, i64c, CudaBackend, TARGET_BLOCKS};
 use crate::device::Backend;
-use crate::device::{shape, BatchNormForward, BatchNormGrads};
+use crate::device::{shape, BatchNormForward, BatchNormGrads, RunningStats};
 use crate::error::Result;
 use crate::tensor::Tensor;
 
@@ -18,6 +18,9 @@ fn bn_params((n, c, s): (usize, usize, usize), eps: f32) -> Result<BnParams> {
         eps,
         // Sample splits of the split reductions, from the shape only.
         splits: i32c(TARGET_BLOCKS.div_ceil(c.max(1)).clamp(1, n.max(1)))?,
+        // No running-statistics update unless a training forward sets them.
+        momentum: 0.0,
+        var_factor: 0.0,
     })
 }
 
@@ -38,9 +41,25 @@ pub(super) fn batch_norm_train_forward(
     weight: Option<&Tensor>,
     bias: Option<&Tensor>,
     eps: f32,
+    running: Option<RunningStats<'_>>,
 ) -> Result<BatchNormForward> {
     let ncs = shape::batch_norm_train(x, weight, bias, eps)?;
-    let (prm, c) = (bn_params(ncs, eps)?, ncs.1);
+    let (mut prm, c) = (bn_params(ncs, eps)?, ncs.1);
+    if let Some(r) = &running {
+        shape::batch_norm_running_of(r, c)?;
+    }
+    // The running statistics are updated by the statistics kernel itself (null: none).
+    let (rmp, rvp) = match running {
+        Some(r) if c > 0 => {
+            prm.momentum = r.momentum;
+            prm.var_factor = r.var_factor;
+            (
+                be.ptr_mut("batch_norm running mean", r.mean)?,
+                be.ptr_mut("batch_norm running var", r.var)?,
+            )
+        }
+        _ => (0, 0),
+    };
     if c == 0 {
         return Ok(BatchNormForward {
             y: be.zeros(x.shape())?,
@@ -66,10 +85,11 @@ pub(super) fn batch_norm_train_forward(
         let partials = be.alloc_f64(c * sp * 2)?;
         let pp = be.raw(&partials);
         be.launch("bn_stats_partial", be.split_grid(c, sp), &[p[0], pp], &prm)?;
-        let q = [p[0], pp, p[1], p[2], p[3]];
+        let q = [p[0], pp, p[1], p[2], p[3], rmp, rvp];
         be.launch("bn_stats_finalize", be.grid_stride(c), &q, &prm)?;
     } else {
-        be.launch("bn_stats", be.blocks(c), &p, &prm)?;
+        let q = [p[0], p[1], p[2], p[3], rmp, rvp];
+        be.launch("bn_stats", be.blocks(c), &q, &prm)?;
     }
     let y = be.wrap(be.alloc(x.numel())?, x.shape());
     let opt = |t: Option<&Tensor>| t.map_or(Ok(0), |t| be.ptr("batch_norm affine", t));
@@ -88,6 +108,33 @@ pub(super) fn batch_norm_train_forward(
         var,
         invstd,
     })
+}
+
+pub(super) fn batch_norm_curvature(
+    be: &CudaBackend,
+    hy: &Tensor,
+    invstd: &Tensor,
+    weight: Option<&Tensor>,
+) -> Result<Tensor> {
+    let c = shape::batch_norm_curvature(hy, invstd, weight)?;
+    let ncs = shape::ncs("batch_norm_curvature hy", hy.shape())?;
+    let prm = bn_params(ncs, 0.0)?;
+    let len = hy.numel();
+    let hx = be.wrap(be.alloc(len)?, hy.shape());
+    if len > 0 && c > 0 {
+        let wp = match weight {
+            Some(t) => be.ptr("batch_norm_curvature weight", t)?,
+            None => 0,
+        };
+        let p = [
+            be.ptr("batch_norm_curvature hy", hy)?,
+            be.ptr("batch_norm_curvature invstd", invstd)?,
+            wp,
+            be.ptr("hx", &hx)?,
+        ];
+        be.launch("bn_curvature_input", be.grid_stride(len), &p, &prm)?;
+    }
+    Ok(hx)
 }
 
 pub(super) fn channel_affine(

@@ -195,6 +195,30 @@ pub(super) fn axpy(be: &CudaBackend, alpha: f32, x: &Tensor, y: &mut Tensor) -> 
     )
 }
 
+pub(super) fn add_into(be: &CudaBackend, y: &mut Tensor, xs: &[&Tensor]) -> Result<()> {
+    for x in xs {
+        same_shape("add_into", y, x)?;
+    }
+    let n = y.numel();
+    if n == 0 || xs.is_empty() {
+        return Ok(());
+    }
+    let yp = be.ptr_mut("add_into y", y)?;
+    for chunk in xs.chunks(ADD_INTO_MAX as usize) {
+        let mut p = AddIntoParams {
+            xs: [std::ptr::null(); ADD_INTO_MAX as usize],
+            n: n as i64,
+            k: chunk.len() as i32,
+            _pad: 0,
+        };
+        for (slot, x) in p.xs.iter_mut().zip(chunk) {
+            *slot = be.ptr("add_into x", x)? as usize as *const f32;
+        }
+        be.launch("ew_add_into", be.grid_stride(n), &[yp], &p)?;
+    }
+    Ok(())
+}
+
 pub(super) fn sum_all(be: &CudaBackend, x: &Tensor) -> Result<f64> {
     be.reduce(x, None)
 }

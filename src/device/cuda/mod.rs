@@ -84,6 +84,8 @@ pub(crate) fn elem_at<T>(base: u64, index: usize) -> u64 {
 // SAFETY: the parameter structs are `#[repr(C)]` plain data matching the C header the
 // kernels are compiled with; they are passed by value as kernel arguments.
 unsafe impl DeviceRepr for params::EwParams {}
+// Device pointers by value: the struct is plain data for the kernel.
+unsafe impl DeviceRepr for params::AddIntoParams {}
 unsafe impl DeviceRepr for params::ReduceParams {}
 unsafe impl DeviceRepr for params::DwParams {}
 unsafe impl DeviceRepr for params::ConvParams {}

@@ -16,6 +16,7 @@ pub const POOL_GRADIENT: i32 = 1;
 pub const POOL_CURVATURE: i32 = 2;
 pub const COPY_INTO_CHANNELS: i32 = 0;
 pub const COPY_FROM_CHANNELS: i32 = 1;
+pub const ADD_INTO_MAX: i32 = 8;
 pub const ARD_UPDATED: i32 = 1;
 pub const ARD_DEAD: i32 = 2;
 pub const ARD_NO_CURVATURE: i32 = 3;
@@ -136,16 +137,21 @@ pub struct BnParams {
     pub s: i64,
     pub eps: f32,
     pub splits: i32,
+    pub momentum: f32,
+    pub var_factor: f32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of BnParams"][::core::mem::size_of::<BnParams>() - 32usize];
+    ["Size of BnParams"][::core::mem::size_of::<BnParams>() - 40usize];
     ["Alignment of BnParams"][::core::mem::align_of::<BnParams>() - 8usize];
     ["Offset of field: BnParams::n"][::core::mem::offset_of!(BnParams, n) - 0usize];
     ["Offset of field: BnParams::c"][::core::mem::offset_of!(BnParams, c) - 8usize];
     ["Offset of field: BnParams::s"][::core::mem::offset_of!(BnParams, s) - 16usize];
     ["Offset of field: BnParams::eps"][::core::mem::offset_of!(BnParams, eps) - 24usize];
     ["Offset of field: BnParams::splits"][::core::mem::offset_of!(BnParams, splits) - 28usize];
+    ["Offset of field: BnParams::momentum"][::core::mem::offset_of!(BnParams, momentum) - 32usize];
+    ["Offset of field: BnParams::var_factor"]
+        [::core::mem::offset_of!(BnParams, var_factor) - 36usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -352,6 +358,33 @@ const _: () = {
     ["Offset of field: AxpyMultiParams::_pad"]
         [::core::mem::offset_of!(AxpyMultiParams, _pad) - 20usize];
 };
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct AddIntoParams {
+    pub xs: [*const f32; 8usize],
+    pub n: i64,
+    pub k: i32,
+    pub _pad: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of AddIntoParams"][::core::mem::size_of::<AddIntoParams>() - 80usize];
+    ["Alignment of AddIntoParams"][::core::mem::align_of::<AddIntoParams>() - 8usize];
+    ["Offset of field: AddIntoParams::xs"][::core::mem::offset_of!(AddIntoParams, xs) - 0usize];
+    ["Offset of field: AddIntoParams::n"][::core::mem::offset_of!(AddIntoParams, n) - 64usize];
+    ["Offset of field: AddIntoParams::k"][::core::mem::offset_of!(AddIntoParams, k) - 72usize];
+    ["Offset of field: AddIntoParams::_pad"]
+        [::core::mem::offset_of!(AddIntoParams, _pad) - 76usize];
+};
+impl Default for AddIntoParams {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
 pub struct LassoParams {

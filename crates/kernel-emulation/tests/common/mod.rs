@@ -182,6 +182,8 @@ pub fn bn_stats(l: Launch, x: &[f32], c: usize, p: BnParams) -> (Vec<f32>, Vec<f
             m.as_mut_ptr(),
             v.as_mut_ptr(),
             is.as_mut_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
             p,
         )
     };
