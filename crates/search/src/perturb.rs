@@ -9,6 +9,22 @@ use crate::bayes::{GroupId, GroupKind, Prior};
 use crate::searcher::{Batch, DataFeed, Searcher, SplitKind};
 use crate::space::CellType;
 
+/// How [`Searcher::perturbation_scores`] measures an op's importance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PerturbMode {
+    /// Wang et al. (2021): the rise of the held-out loss when the op's switch is set to 0.
+    /// Ops that duplicate each other (four convolutions) each look unimportant, since the
+    /// others make up for the one removed, while a unique op (skip, a pool) looks important.
+    #[default]
+    Remove,
+    /// The op alone replaces its edge's mixture (the other child switches set to 0 and its
+    /// own to their sum, so the edge keeps its switch mass): what the derived cell does with
+    /// one op per edge. Ops rank by the held-out loss of that replacement, edges by the rise
+    /// when the whole edge is removed (its parent switch set to 0).
+    Replace,
+}
+
 /// Output of [`Searcher::perturbation_scores`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PerturbationScores {
@@ -16,16 +32,30 @@ pub struct PerturbationScores {
     pub images: usize,
     /// Held-out loss of the unperturbed supernet.
     pub base_loss: f64,
-    /// Normal cells: per edge, the loss rise for each op's switch set to 0 (space op order).
+    /// How the scores were measured (`remove` in files written before the mode existed).
+    #[serde(default)]
+    pub mode: PerturbMode,
+    /// Normal cells: per edge, the loss rise for each op (space op order): with its switch set
+    /// to 0 (`remove`) or with it alone replacing the edge (`replace`).
     pub normal: Vec<Vec<f64>>,
     /// The same for the reduction cells.
     pub reduce: Vec<Vec<f64>>,
+    /// `replace` only: per edge of the normal cells, the loss rise when the whole edge is
+    /// removed (empty for `remove`).
+    #[serde(default)]
+    pub normal_edges: Vec<f64>,
+    /// The same for the reduction cells.
+    #[serde(default)]
+    pub reduce_edges: Vec<f64>,
 }
 
 impl PerturbationScores {
     /// The raw rises of one cell type in the shape of the prior's relevances (for reports):
     /// `gamma_tilde` := the rise per op, `gamma0` := the edge's best rise.
     pub fn raw_relevance(&self, prior: &Prior, ct: CellType) -> crate::derive::CellRelevance {
+        if self.mode == PerturbMode::Replace {
+            return self.replace_relevance(prior, ct);
+        }
         let mut rel = prior.cell_relevance(ct);
         let rows = match ct {
             CellType::Normal => &self.normal,
@@ -44,6 +74,9 @@ impl PerturbationScores {
     /// [`PerturbationScores::raw_relevance`] with every value clamped at 0, so edges are
     /// ranked by their best op and ops that lowered the loss when removed tie at 0.
     pub fn cell_relevance(&self, prior: &Prior, ct: CellType) -> crate::derive::CellRelevance {
+        if self.mode == PerturbMode::Replace {
+            return self.replace_relevance(prior, ct);
+        }
         let mut rel = self.raw_relevance(prior, ct);
         for g in rel
             .gamma_tilde
@@ -57,16 +90,54 @@ impl PerturbationScores {
     }
 }
 
+impl PerturbationScores {
+    /// `replace` scores as relevances (all `>= 0`): `gamma0` of an edge is the rise when it
+    /// is removed (clamped at 0) and `gamma_tilde[k] = gamma0 * w_k` with `w_k = (L_worst -
+    /// L_k) / (L_worst - L_best)` from the edge's replacement losses `L` (1 for the best op,
+    /// 0 for the worst; all 1 when every op gives the same loss). The DARTS cell rule then
+    /// ranks edges by `gamma0` (their best op) and picks the best replacement per edge.
+    fn replace_relevance(&self, prior: &Prior, ct: CellType) -> crate::derive::CellRelevance {
+        let mut rel = prior.cell_relevance(ct);
+        let (rows, edges) = match ct {
+            CellType::Normal => (&self.normal, &self.normal_edges),
+            CellType::Reduce => (&self.reduce, &self.reduce_edges),
+        };
+        for (e, row) in rows.iter().enumerate().take(rel.edges.len()) {
+            let g0 = edges.get(e).copied().unwrap_or(0.0).max(0.0);
+            let row: Vec<f64> = row.iter().take(rel.ops.len()).copied().collect();
+            let best = row.iter().fold(f64::INFINITY, |m, &l| m.min(l));
+            let worst = row.iter().fold(f64::NEG_INFINITY, |m, &l| m.max(l));
+            rel.gamma0[e] = g0;
+            rel.gamma_tilde[e] = row
+                .iter()
+                .map(|&l| {
+                    let w = if worst > best {
+                        (worst - l) / (worst - best)
+                    } else {
+                        1.0
+                    };
+                    g0 * w
+                })
+                .collect();
+        }
+        rel
+    }
+}
+
 impl Searcher {
     /// Perturbation-based selection (Wang et al., ICLR 2021): on the trained supernet, for
     /// every edge and op of each cell type, the rise of the held-out loss (evaluation mode,
     /// the first `images` images of the validation split, always the same ones) when that
     /// op's switch is set to 0 in every cell of the type. Switches are restored afterwards,
     /// so the search state is unchanged. `observe(done, total)` reports progress.
+    ///
+    /// With [`PerturbMode::Replace`] each op instead replaces its edge's mixture in every
+    /// cell of the type (see the mode), and each edge is also removed once.
     pub fn perturbation_scores(
         &mut self,
         data: &mut dyn DataFeed,
         images: usize,
+        mode: PerturbMode,
         observe: &mut dyn FnMut(usize, usize),
     ) -> Result<PerturbationScores> {
         let mut held: Vec<Batch> = Vec::new();
@@ -99,13 +170,20 @@ impl Searcher {
         let mut scores = PerturbationScores {
             images: n,
             base_loss,
+            mode,
             normal: Vec::new(),
             reduce: Vec::new(),
+            normal_edges: Vec::new(),
+            reduce_edges: Vec::new(),
+        };
+        let per_edge = match mode {
+            PerturbMode::Remove => k,
+            PerturbMode::Replace => k + 1,
         };
         let total: usize = CellType::ALL
             .iter()
             .filter(|&&ct| !self.net.cells_of(ct).is_empty())
-            .map(|&ct| self.net.config.space.edges(ct).len() * k)
+            .map(|&ct| self.net.config.space.edges(ct).len() * per_edge)
             .sum();
         let mut done = 0;
         for ct in CellType::ALL {
@@ -113,6 +191,21 @@ impl Searcher {
                 continue;
             }
             let mut rows = Vec::new();
+            if mode == PerturbMode::Replace {
+                let mut edge_rises = Vec::new();
+                for e in 0..self.net.config.space.edges(ct).len() {
+                    let (rise, row) = self.replace_scores(&held, base_loss, ct, e)?;
+                    edge_rises.push(rise);
+                    rows.push(row);
+                    done += k + 1;
+                    observe(done, total);
+                }
+                match ct {
+                    CellType::Normal => (scores.normal, scores.normal_edges) = (rows, edge_rises),
+                    CellType::Reduce => (scores.reduce, scores.reduce_edges) = (rows, edge_rises),
+                }
+                continue;
+            }
             for e in 0..self.net.config.space.edges(ct).len() {
                 let mut row = Vec::with_capacity(k);
                 for op in 0..k {
@@ -138,6 +231,70 @@ impl Searcher {
             }
         }
         Ok(scores)
+    }
+
+    /// `replace` scores of edge `e` of cell type `ct`: the loss rise when the edge is removed
+    /// (parent switches 0 in every cell of the type), and per op the rise when it alone
+    /// replaces the mixture (child switches of the edge all 0 but its own, set to their sum,
+    /// in every cell). Every switch is restored.
+    fn replace_scores(
+        &mut self,
+        held: &[Batch],
+        base_loss: f64,
+        ct: CellType,
+        e: usize,
+    ) -> Result<(f64, Vec<f64>)> {
+        let parents = self.group_members(GroupId {
+            cell_type: ct,
+            kind: GroupKind::Parent { edge: e },
+        });
+        let saved = self.set_switches(&parents, 0.0)?;
+        let loss = self.held_out_loss(held);
+        for ((p, i), v) in parents.iter().zip(saved) {
+            self.set_switches(&[(*p, *i)], v)?;
+        }
+        let edge_rise = loss? - base_loss;
+        // The child-switch tensor of the edge in each cell of the type.
+        let tensors: Vec<ParamId> = self
+            .group_members(GroupId {
+                cell_type: ct,
+                kind: GroupKind::Child { edge: e, op: 0 },
+            })
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        let mut old = Vec::with_capacity(tensors.len());
+        for &p in &tensors {
+            old.push(self.store.value(p).try_to_vec()?);
+        }
+        let k = self.net.n_ops();
+        let mut row = Vec::with_capacity(k);
+        for op in 0..k {
+            for (&p, v) in tensors.iter().zip(&old) {
+                let mut only = vec![0.0f32; v.len()];
+                only[op] = v.iter().sum();
+                self.set_tensor(p, only)?;
+            }
+            let loss = self.held_out_loss(held);
+            for (&p, v) in tensors.iter().zip(&old) {
+                self.set_tensor(p, v.clone())?;
+            }
+            row.push(loss? - base_loss);
+        }
+        Ok((edge_rise, row))
+    }
+
+    /// Replaces the value of parameter `p` (same shape, on its device).
+    fn set_tensor(&mut self, p: ParamId, v: Vec<f32>) -> Result<()> {
+        let t = self.store.value(p);
+        let (shape, dev) = (t.shape().to_vec(), t.device());
+        let t = Tensor::from_vec(v, &shape)?;
+        self.store.get_mut(p).value = if dev == Device::Cpu {
+            t
+        } else {
+            t.to_device(dev)?
+        };
+        Ok(())
     }
 
     /// Sets the switch elements `members` to `value`; returns their previous values.

@@ -5,6 +5,7 @@ use bayesnas_engine::prelude::*;
 use bayesnas_search::searcher::{
     Batch, CurvatureScale, DataFeed, SearchSettings, Searcher, SplitKind, CHECKPOINT,
 };
+use bayesnas_search::perturb::PerturbMode;
 use bayesnas_search::space::CellType;
 use bayesnas_search::supernet::SupernetConfig;
 use bayesnas_search::{derive, DeriveRule, SearchSpace};
@@ -226,7 +227,7 @@ fn perturbation_scores_are_held_out_loss_rises_and_restore_the_switches() {
     let before = values(&s);
     let mut calls = 0;
     let scores = s
-        .perturbation_scores(&mut data, 12, &mut |_, _| calls += 1)
+        .perturbation_scores(&mut data, 12, PerturbMode::Remove, &mut |_, _| calls += 1)
         .unwrap();
     assert_eq!(values(&s), before, "switches not restored");
     assert_eq!(scores.images, 12);
@@ -285,6 +286,85 @@ fn perturbation_scores_are_held_out_loss_rises_and_restore_the_switches() {
             .map(|&ct| s.net.config.space.edges(ct).len() * k)
             .sum::<usize>()
     );
+}
+
+/// `replace` scores: an op's entry is the held-out loss rise when it alone replaces its
+/// edge's mixture (the edge's other child switches 0, its own their sum, in every cell of
+/// the type) and an edge's the rise when its parent switches are 0; both checked by hand on
+/// two entries; the switches are restored; the relevances rank ops by that loss and carry
+/// the edge's removal rise.
+#[test]
+fn replace_scores_are_losses_of_one_op_per_edge_and_restore_the_switches() {
+    let mut s = searcher(2);
+    let mut data = Synthetic::clean(6, 2);
+    s.run(&mut data, None, &mut |_| {}).unwrap();
+    let before = values(&s);
+    let mut last = (0, 0);
+    let scores = s
+        .perturbation_scores(&mut data, 12, PerturbMode::Replace, &mut |d, t| last = (d, t))
+        .unwrap();
+    assert_eq!(values(&s), before, "switches not restored");
+    assert_eq!(last.0, last.1, "progress reaches its total");
+    assert_eq!(scores.mode, PerturbMode::Replace);
+    let base = scores.base_loss;
+    let k = s.net.n_ops();
+    let ct = CellType::ALL
+        .into_iter()
+        .find(|&ct| !s.net.cells_of(ct).is_empty())
+        .unwrap();
+    let cells = s.net.cells_of(ct);
+    let (rows, edges) = match ct {
+        CellType::Normal => (&scores.normal, &scores.normal_edges),
+        CellType::Reduce => (&scores.reduce, &scores.reduce_edges),
+    };
+    assert_eq!(edges.len(), s.net.config.space.edges(ct).len());
+    let eval = |s: &mut Searcher, data: &mut Synthetic| {
+        s.evaluate(data, SplitKind::Validation, &mut |_| {}).unwrap().0
+    };
+    for (e, op) in [(0, 3), (6, 1)] {
+        let saved = values(&s);
+        for &c in &cells {
+            let id = s.net.cells[c].edges[e].s;
+            let v = s.store.value(id).to_vec();
+            let mut only = vec![0.0f32; k];
+            only[op] = v.iter().sum();
+            s.store.get_mut(id).value = Tensor::from_vec(only, &[k]).unwrap();
+        }
+        let want = eval(&mut s, &mut data) - base;
+        let got = rows[e][op];
+        assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "edge {e} op {op}: {got} vs {want}");
+        restore(&mut s, saved);
+        let saved = values(&s);
+        for &c in &cells {
+            let id = s.net.cells[c].edges[e].s0;
+            s.store.get_mut(id).value = Tensor::from_vec(vec![0.0], &[1]).unwrap();
+        }
+        let want = eval(&mut s, &mut data) - base;
+        let got = edges[e];
+        assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "edge {e}: {got} vs {want}");
+        restore(&mut s, saved);
+    }
+    let rel = scores.cell_relevance(&s.prior, ct);
+    for (e, row) in rows.iter().enumerate() {
+        let g0 = edges[e].max(0.0);
+        assert_eq!(rel.gamma0[e], g0);
+        let best = row.iter().cloned().fold(f64::INFINITY, f64::min);
+        for (op, &l) in row.iter().enumerate() {
+            let r = rel.gamma_tilde[e][op];
+            assert!(r >= 0.0 && r <= g0 + 1e-12, "edge {e} op {op}: {r} outside [0, {g0}]");
+            if l == best {
+                assert_eq!(r, g0, "edge {e}: the best replacement carries the edge's rise");
+            }
+        }
+    }
+}
+
+fn restore(s: &mut Searcher, saved: Vec<Vec<f32>>) {
+    let ids: Vec<_> = s.store.iter().map(|(i, _)| i).collect();
+    for (id, v) in ids.into_iter().zip(saved) {
+        let shape = s.store.value(id).shape().to_vec();
+        s.store.get_mut(id).value = Tensor::from_vec(v, &shape).unwrap();
+    }
 }
 
 #[test]

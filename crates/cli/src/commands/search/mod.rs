@@ -13,6 +13,7 @@ use bayesnas_search::derive::{derive_from, CellRules, NodeRepair, OpScope};
 use bayesnas_search::searcher::{
     CurvatureScale, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind, CHECKPOINT,
 };
+use bayesnas_search::perturb::PerturbMode;
 use bayesnas_search::space::CellType;
 use bayesnas_search::supernet::{Supernet, SupernetConfig, SWITCHES, WEIGHTS};
 use bayesnas_search::{DeriveRule, RelevanceReport, SearchSpace};
@@ -44,6 +45,16 @@ pub enum DeriveArg {
     /// in turn and the rise of the held-out loss ranks the ops; then the DARTS cell rule
     /// (two incoming edges per node ranked by their best op, one op each)
     Perturb,
+}
+
+/// `--perturb-mode` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PerturbModeArg {
+    /// Wang et al.: the rise of the held-out loss when the op's switch is set to 0
+    Remove,
+    /// The op alone replaces its edge's mixture (the other ops' switches 0, its own their
+    /// sum): ops rank by that held-out loss, edges by the rise when the edge is removed
+    Replace,
 }
 
 /// `--curvature-scale` values.
@@ -247,6 +258,9 @@ pub struct SearchArgs {
         help_heading = "Derivation"
     )]
     pub perturb_images: usize,
+    /// How --derive perturb measures an op
+    #[arg(long, value_enum, default_value_t = PerturbModeArg::Remove, help_heading = "Derivation")]
+    pub perturb_mode: PerturbModeArg,
 
     /// Continue the run whose outputs and checkpoint are in DIR (same options)
     #[arg(long, value_name = "DIR", help_heading = "Runtime")]
@@ -579,11 +593,21 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         DeriveArg::Perturb => {
             let t0 = Instant::now();
             let mut pbar: Option<Progress> = None;
-            let scores =
-                searcher.perturbation_scores(&mut feed, args.perturb_images, &mut |_, total| {
-                    pbar.get_or_insert_with(|| Progress::new(total as u64, "perturbation", quiet))
-                        .step(1, None, None);
-                })?;
+            let mode = match args.perturb_mode {
+                PerturbModeArg::Remove => PerturbMode::Remove,
+                PerturbModeArg::Replace => PerturbMode::Replace,
+            };
+            let scores = searcher.perturbation_scores(
+                &mut feed,
+                args.perturb_images,
+                mode,
+                &mut |done, total| {
+                    let b = pbar.get_or_insert_with(|| {
+                        Progress::new(total as u64, "perturbation", quiet)
+                    });
+                    b.set_position(done as u64);
+                },
+            )?;
             if let Some(b) = pbar.take() {
                 b.finish();
             }
