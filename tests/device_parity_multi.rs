@@ -220,15 +220,24 @@ fn batch_norm_running_update_parity() {
 fn add_into_parity() {
     let g = gpu!("add_into_parity");
     let mut rng = Rng::new(106);
-    for (n, k) in [(1usize, 1usize), (1000, 3), (4097, 8), (1_200_000, 9), (333, 20)] {
+    for (n, k) in [
+        (1usize, 1usize),
+        (1000, 3),
+        (4097, 8),
+        (1_200_000, 9),
+        (333, 20),
+    ] {
         let y = rnd(&[n], &mut rng);
         let xs: Vec<Tensor> = (0..k).map(|_| rnd(&[n], &mut rng)).collect();
         let mut cy = y.clone();
-        cpu().add_into(&mut cy, &xs.iter().collect::<Vec<_>>()).unwrap();
+        cpu()
+            .add_into(&mut cy, &xs.iter().collect::<Vec<_>>())
+            .unwrap();
         let mut gy = up(g, &y);
         let kept = gy.clone();
         let gxs: Vec<Tensor> = xs.iter().map(|x| up(g, x)).collect();
-        g.add_into(&mut gy, &gxs.iter().collect::<Vec<_>>()).unwrap();
+        g.add_into(&mut gy, &gxs.iter().collect::<Vec<_>>())
+            .unwrap();
         same(&format!("add_into n{n} k{k}"), &gy, &cy);
         assert_eq!(kept.to_vec(), y.to_vec(), "n{n} k{k}: clone of y");
     }
@@ -246,7 +255,12 @@ fn add_into_parity() {
 fn batch_norm_fused_running_and_curvature_parity() {
     let g = gpu!("batch_norm_fused_running_and_curvature_parity");
     let mut rng = Rng::new(105);
-    for (n, c, s) in [(2usize, 3usize, 25usize), (8, 64, 64), (2, 600, 4), (64, 16, 9)] {
+    for (n, c, s) in [
+        (2usize, 3usize, 25usize),
+        (8, 64, 64),
+        (2, 600, 4),
+        (64, 16, 9),
+    ] {
         let x = rnd(&[n, c, s], &mut rng);
         let (rm, rv) = (rnd(&[c], &mut rng), uni(&[c], 0.1, 3.0, &mut rng));
         let (w, b) = (rnd(&[c], &mut rng), rnd(&[c], &mut rng));

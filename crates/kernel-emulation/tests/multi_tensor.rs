@@ -422,15 +422,18 @@ fn bn_eval_constants_matches_cpu_with_and_without_affine() {
 #[test]
 fn bn_stats_fold_the_running_update() {
     let mut rng = Rng::new(0xb4_0003);
-    for (n, c, s) in [(2usize, 1usize, 5usize), (3, 7, 16), (4, 40, 9), (2, 600, 1)] {
+    for (n, c, s) in [
+        (2usize, 1usize, 5usize),
+        (3, 7, 16),
+        (4, 40, 9),
+        (2, 600, 1),
+    ] {
         let x: Vec<f32> = rvec(n * c * s, &mut rng)
             .iter()
             .map(|v| 1.5 + 2.0 * v)
             .collect();
         let rm0 = rvec(c, &mut rng);
-        let rv0: Vec<f32> = (0..c)
-            .map(|_| rng.uniform_range(0.1, 3.0) as f32)
-            .collect();
+        let rv0: Vec<f32> = (0..c).map(|_| rng.uniform_range(0.1, 3.0) as f32).collect();
         let momentum = rng.uniform_range(0.05, 0.9) as f32;
         let var_factor = momentum * (n * s) as f32 / (n * s - 1) as f32;
         let what = format!("bn_stats running n{n} c{c} s{s}");
@@ -467,7 +470,8 @@ fn bn_stats_fold_the_running_update() {
         for splits in [0usize, 1, 2, n] {
             let (mut rm, mut rv) = (Guarded::new(&rm0), Guarded::new(&rv0));
             let nan = vec![f32::NAN; c];
-            let (mut m, mut v, mut is) = (Guarded::new(&nan), Guarded::new(&nan), Guarded::new(&nan));
+            let (mut m, mut v, mut is) =
+                (Guarded::new(&nan), Guarded::new(&nan), Guarded::new(&nan));
             let how = if splits == 0 {
                 unsafe {
                     host_bn_stats(
@@ -510,7 +514,13 @@ fn bn_stats_fold_the_running_update() {
                 format!("bn_stats_finalize, {splits} splits")
             };
             let what = format!("{what}, {how}");
-            for (name, g) in [("mean", &m), ("var", &v), ("invstd", &is), ("rm", &rm), ("rv", &rv)] {
+            for (name, g) in [
+                ("mean", &m),
+                ("var", &v),
+                ("invstd", &is),
+                ("rm", &rm),
+                ("rv", &rv),
+            ] {
                 g.check_guards(&format!("{what}: {name}"));
             }
             if splits == 0 {
@@ -542,13 +552,16 @@ fn bn_stats_fold_the_running_update() {
 fn bn_curvature_input_matches_cpu() {
     use bayesnas_engine::device::{Binary, Unary};
     let mut rng = Rng::new(0xb4_0004);
-    for (n, c, s) in [(1usize, 1usize, 1usize), (2, 5, 49), (3, 64, 4), (2, 3, 1000)] {
+    for (n, c, s) in [
+        (1usize, 1usize, 1usize),
+        (2, 5, 49),
+        (3, 64, 4),
+        (2, 3, 1000),
+    ] {
         let hy: Vec<f32> = (0..n * c * s)
             .map(|_| rng.uniform_range(0.01, 2.0) as f32)
             .collect();
-        let invstd: Vec<f32> = (0..c)
-            .map(|_| rng.uniform_range(0.2, 5.0) as f32)
-            .collect();
+        let invstd: Vec<f32> = (0..c).map(|_| rng.uniform_range(0.2, 5.0) as f32).collect();
         let w = rvec(c, &mut rng);
         let (thy, tis, tw) = (t(&hy, &[n, c, s]), t(&invstd, &[c]), t(&w, &[c]));
         for with_w in [false, true] {
@@ -562,8 +575,15 @@ fn bn_curvature_input_matches_cpu() {
             let old = cpu()
                 .channel_affine(&thy, &cpu().unary(&slope, Unary::Square).unwrap(), None)
                 .unwrap();
-            same_bits(&format!("{what}: CPU against the three calls"), want.cpu(), old.cpu());
-            assert!(want.cpu().iter().all(|v| *v > 0.0), "{what}: a zero proves nothing");
+            same_bits(
+                &format!("{what}: CPU against the three calls"),
+                want.cpu(),
+                old.cpu(),
+            );
+            assert!(
+                want.cpu().iter().all(|v| *v > 0.0),
+                "{what}: a zero proves nothing"
+            );
             let p = BnParams {
                 n: n as i64,
                 c: c as i64,

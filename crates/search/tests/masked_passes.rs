@@ -22,7 +22,11 @@ fn recorded(space: SearchSpace, seed: u64) -> (Tape, ParamStore, Var) {
     let mut rng = Rng::new(seed);
     let net = Supernet::new(config, &mut store, &mut rng).unwrap();
     // Switches away from 1 so that every path carries distinct values.
-    for (id, p) in store.iter().map(|(i, p)| (i, p.group.clone())).collect::<Vec<_>>() {
+    for (id, p) in store
+        .iter()
+        .map(|(i, p)| (i, p.group.clone()))
+        .collect::<Vec<_>>()
+    {
         if p == SWITCHES {
             let n = store.value(id).numel();
             let v: Vec<f32> = (0..n).map(|_| 0.5 + rng.uniform() as f32).collect();
@@ -54,7 +58,10 @@ fn check(full: &Gradients, part: &Gradients, wanted: &[bool], calls: (u64, u64),
                     "{what}: parameter {} differs",
                     p.index()
                 );
-                assert!(a.iter().any(|&v| v != 0.0), "{what}: a zero entry proves nothing");
+                assert!(
+                    a.iter().any(|&v| v != 0.0),
+                    "{what}: a zero entry proves nothing"
+                );
                 n += 1;
             }
             (true, None) => panic!("{what}: wanted parameter {} missing", p.index()),
@@ -70,7 +77,10 @@ fn check(full: &Gradients, part: &Gradients, wanted: &[bool], calls: (u64, u64),
         calls.1,
         calls.0
     );
-    eprintln!("{what}: {n} parameters, {} -> {} backend calls", calls.0, calls.1);
+    eprintln!(
+        "{what}: {n} parameters, {} -> {} backend calls",
+        calls.0, calls.1
+    );
 }
 
 #[test]
@@ -81,9 +91,16 @@ fn switch_curvature_alone_equals_the_full_pass() {
         let wanted = group_of(&store, SWITCHES);
         let (full, c0) = counters::measure(|| tape.curvature_backward(loss).unwrap());
         let (part, c1) = counters::measure(|| {
-            tape.curvature_backward_for(loss, |p| wanted[p.index()]).unwrap()
+            tape.curvature_backward_for(loss, |p| wanted[p.index()])
+                .unwrap()
         });
-        check(&full, &part, &wanted, (c0.launches, c1.launches), &format!("{name} curvature"));
+        check(
+            &full,
+            &part,
+            &wanted,
+            (c0.launches, c1.launches),
+            &format!("{name} curvature"),
+        );
     }
 }
 
@@ -92,9 +109,14 @@ fn weight_gradients_alone_equal_the_full_pass() {
     let (tape, store, loss) = recorded(SearchSpace::bayesnas(), 3);
     let wanted = group_of(&store, WEIGHTS);
     let (full, c0) = counters::measure(|| tape.backward(loss).unwrap());
-    let (part, c1) =
-        counters::measure(|| tape.backward_for(loss, |p| wanted[p.index()]).unwrap());
-    check(&full, &part, &wanted, (c0.launches, c1.launches), "weight gradients");
+    let (part, c1) = counters::measure(|| tape.backward_for(loss, |p| wanted[p.index()]).unwrap());
+    check(
+        &full,
+        &part,
+        &wanted,
+        (c0.launches, c1.launches),
+        "weight gradients",
+    );
 }
 
 /// A parameter the loss does not depend on, or no wanted parameter at all: an empty result,
@@ -103,10 +125,18 @@ fn weight_gradients_alone_equal_the_full_pass() {
 fn nothing_wanted_nothing_computed() {
     let mut store = ParamStore::new();
     let a = store
-        .add("a", WEIGHTS, Tensor::from_vec(vec![0.3, -1.2], &[2]).unwrap())
+        .add(
+            "a",
+            WEIGHTS,
+            Tensor::from_vec(vec![0.3, -1.2], &[2]).unwrap(),
+        )
         .unwrap();
     let b = store
-        .add("b", WEIGHTS, Tensor::from_vec(vec![0.7, 2.0], &[2]).unwrap())
+        .add(
+            "b",
+            WEIGHTS,
+            Tensor::from_vec(vec![0.7, 2.0], &[2]).unwrap(),
+        )
         .unwrap();
     let mut tape = Tape::new();
     let (va, _vb) = (tape.param(&store, a), tape.param(&store, b));

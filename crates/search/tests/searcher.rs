@@ -2,10 +2,10 @@
 //! resume gives exactly the uninterrupted result, a NaN loss stops the run cleanly.
 
 use bayesnas_engine::prelude::*;
+use bayesnas_search::perturb::PerturbMode;
 use bayesnas_search::searcher::{
     Batch, CurvatureScale, DataFeed, SearchSettings, Searcher, SplitKind, CHECKPOINT,
 };
-use bayesnas_search::perturb::PerturbMode;
 use bayesnas_search::space::CellType;
 use bayesnas_search::supernet::SupernetConfig;
 use bayesnas_search::{derive, DeriveRule, SearchSpace};
@@ -301,7 +301,9 @@ fn replace_scores_are_losses_of_one_op_per_edge_and_restore_the_switches() {
     let before = values(&s);
     let mut last = (0, 0);
     let scores = s
-        .perturbation_scores(&mut data, 12, PerturbMode::Replace, &mut |d, t| last = (d, t))
+        .perturbation_scores(&mut data, 12, PerturbMode::Replace, &mut |d, t| {
+            last = (d, t)
+        })
         .unwrap();
     assert_eq!(values(&s), before, "switches not restored");
     assert_eq!(last.0, last.1, "progress reaches its total");
@@ -319,7 +321,9 @@ fn replace_scores_are_losses_of_one_op_per_edge_and_restore_the_switches() {
     };
     assert_eq!(edges.len(), s.net.config.space.edges(ct).len());
     let eval = |s: &mut Searcher, data: &mut Synthetic| {
-        s.evaluate(data, SplitKind::Validation, &mut |_| {}).unwrap().0
+        s.evaluate(data, SplitKind::Validation, &mut |_| {})
+            .unwrap()
+            .0
     };
     for (e, op) in [(0, 3), (6, 1)] {
         let saved = values(&s);
@@ -332,7 +336,10 @@ fn replace_scores_are_losses_of_one_op_per_edge_and_restore_the_switches() {
         }
         let want = eval(&mut s, &mut data) - base;
         let got = rows[e][op];
-        assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "edge {e} op {op}: {got} vs {want}");
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "edge {e} op {op}: {got} vs {want}"
+        );
         restore(&mut s, saved);
         let saved = values(&s);
         for &c in &cells {
@@ -341,7 +348,10 @@ fn replace_scores_are_losses_of_one_op_per_edge_and_restore_the_switches() {
         }
         let want = eval(&mut s, &mut data) - base;
         let got = edges[e];
-        assert!((got - want).abs() <= 1e-6 * want.abs().max(1.0), "edge {e}: {got} vs {want}");
+        assert!(
+            (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+            "edge {e}: {got} vs {want}"
+        );
         restore(&mut s, saved);
     }
     let rel = scores.cell_relevance(&s.prior, ct);
@@ -351,9 +361,15 @@ fn replace_scores_are_losses_of_one_op_per_edge_and_restore_the_switches() {
         let best = row.iter().cloned().fold(f64::INFINITY, f64::min);
         for (op, &l) in row.iter().enumerate() {
             let r = rel.gamma_tilde[e][op];
-            assert!(r >= 0.0 && r <= g0 + 1e-12, "edge {e} op {op}: {r} outside [0, {g0}]");
+            assert!(
+                r >= 0.0 && r <= g0 + 1e-12,
+                "edge {e} op {op}: {r} outside [0, {g0}]"
+            );
             if l == best {
-                assert_eq!(r, g0, "edge {e}: the best replacement carries the edge's rise");
+                assert_eq!(
+                    r, g0,
+                    "edge {e}: the best replacement carries the edge's rise"
+                );
             }
         }
     }

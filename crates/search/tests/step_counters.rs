@@ -113,10 +113,26 @@ fn launches_per_step_stay_at_least_2_5x_under_the_old_counts() {
     let reached = [(1_770u64, 2_189u64), (4_483, 6_031)];
     for ((cells, w_old, s_old), (w_max, s_max)) in before.into_iter().zip(reached) {
         let (w, s) = measure(cells);
-        assert!(w.launches <= w_max, "{cells} cells: weight step {} > {w_max}", w.launches);
-        assert!(s.launches <= s_max, "{cells} cells: switch step {} > {s_max}", s.launches);
-        assert!(2 * w_old >= 5 * w.launches, "{cells} cells: weight step {}", w.launches);
-        assert!(2 * s_old >= 5 * s.launches, "{cells} cells: switch step {}", s.launches);
+        assert!(
+            w.launches <= w_max,
+            "{cells} cells: weight step {} > {w_max}",
+            w.launches
+        );
+        assert!(
+            s.launches <= s_max,
+            "{cells} cells: switch step {} > {s_max}",
+            s.launches
+        );
+        assert!(
+            2 * w_old >= 5 * w.launches,
+            "{cells} cells: weight step {}",
+            w.launches
+        );
+        assert!(
+            2 * s_old >= 5 * s.launches,
+            "{cells} cells: switch step {}",
+            s.launches
+        );
         if cells == 3 {
             assert!(s_old >= 3 * s.launches, "switch step {}", s.launches);
         }

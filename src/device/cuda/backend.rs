@@ -7,8 +7,8 @@
 use super::CudaBackend;
 use super::{batchnorm, conv, elementwise, gemm, loss, mixed, optim, pool, structure};
 use crate::device::{
-    Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, LassoGroups, RunningStats, Pool2dSpec,
-    SgdStep, Unary,
+    Backend, BatchNormForward, BatchNormGrads, Binary, Conv2dSpec, Device, LassoGroups, Pool2dSpec,
+    RunningStats, SgdStep, Unary,
 };
 use crate::error::{Error, Result};
 use crate::tensor::{numel, Tensor};

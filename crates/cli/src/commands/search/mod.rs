@@ -10,10 +10,10 @@ use bayesnas_engine::io::write_atomic;
 use bayesnas_engine::prelude::*;
 use bayesnas_search::curvature::CurvatureEstimator;
 use bayesnas_search::derive::{derive_from, CellRules, NodeRepair, OpScope};
+use bayesnas_search::perturb::PerturbMode;
 use bayesnas_search::searcher::{
     CurvatureScale, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind, CHECKPOINT,
 };
-use bayesnas_search::perturb::PerturbMode;
 use bayesnas_search::space::CellType;
 use bayesnas_search::supernet::{Supernet, SupernetConfig, SWITCHES, WEIGHTS};
 use bayesnas_search::{DeriveRule, RelevanceReport, SearchSpace};
@@ -602,9 +602,8 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
                 args.perturb_images,
                 mode,
                 &mut |done, total| {
-                    let b = pbar.get_or_insert_with(|| {
-                        Progress::new(total as u64, "perturbation", quiet)
-                    });
+                    let b = pbar
+                        .get_or_insert_with(|| Progress::new(total as u64, "perturbation", quiet));
                     b.set_position(done as u64);
                 },
             )?;
