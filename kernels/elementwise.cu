@@ -42,6 +42,27 @@ extern "C" __global__ void ew_axpy(const float* __restrict__ x, float* __restric
     BZ_GRID_STRIDE(i, p.n) { y[i] += p.alpha * x[i]; }
 }
 
+// Sums of squares of several tensors in one launch (the gradient norms): block (b, t) does
+// what block b of reduce_dot_partial(xs[t], xs[t]) launched with table[3t + 1] blocks does
+// (same strides, same f64 products and tree), writing partials[table[3t + 2] + b]; blocks
+// past a tensor's count return at once (the whole block, before any barrier).
+extern "C" __global__ void reduce_sumsq_multi(const float* const* __restrict__ xs,
+                                              const int64_t* __restrict__ table,
+                                              double* __restrict__ partials,
+                                              SumsqMultiParams p) {
+    __shared__ double sh[BZ_BLOCK];
+    const int64_t t = blockIdx.y;
+    const int64_t n = table[3 * t], blocks = table[3 * t + 1], off = table[3 * t + 2];
+    if ((int64_t)blockIdx.x >= blocks) return;
+    const float* a = xs[t];
+    double acc = 0.0;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)blockDim.x * blocks)
+        acc += (double)a[i] * (double)a[i];
+    double tot = bz_block_sum(acc, sh);
+    if (threadIdx.x == 0) partials[off + blockIdx.x] = tot;
+}
+
 // y += xs[0] + ... + xs[k - 1], each added to the running value in order (the values of k
 // ew_axpy launches with alpha 1: 1 * x is exact). Grid-stride over n.
 extern "C" __global__ void ew_add_into(float* __restrict__ y, AddIntoParams p) {

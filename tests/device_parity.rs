@@ -753,8 +753,8 @@ fn count_correct_on_device() {
 }
 
 /// `sum_of_squares` over groups of tensors of varied sizes (one or several reduction blocks,
-/// a zero-size tensor, an empty group) against the CPU backend, with one host read for all
-/// groups.
+/// a zero-size tensor, an empty group) against the CPU backend, with one host read and one
+/// launch for all groups.
 #[test]
 fn sum_of_squares_groups() {
     let g = gpu!("sum_of_squares_groups");
@@ -806,6 +806,8 @@ fn sum_of_squares_groups() {
             .any(|&i| ts[i].numel() > 0);
         if elements {
             assert_eq!(counts.host_reads, 1, "{layout:?}: {counts:?}");
+            // and one launch for every tensor (reduce_sumsq_multi)
+            assert_eq!(counts.launches, 1, "{layout:?}: {counts:?}");
         } else {
             assert!(counts.host_reads <= 1, "{layout:?}: {counts:?}");
         }

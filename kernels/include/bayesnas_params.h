@@ -206,6 +206,15 @@ typedef struct AxpyMultiParams {
     int32_t _pad;
 } AxpyMultiParams;
 
+/* Sums of squares of several tensors in one launch (reduce_sumsq_multi): tensor t has
+ * table[3t] elements, is reduced by table[3t + 1] blocks exactly as reduce_dot_partial(x, x)
+ * with that many blocks, and writes its partials from table[3t + 2]. Grid (max_blocks,
+ * tensors). */
+typedef struct SumsqMultiParams {
+    int64_t tensors;
+    int64_t max_blocks;
+} SumsqMultiParams;
+
 /* y += x_0 + x_1 + ... + x_{k-1}, added to y in that order in f32 (ew_add_into), for
  * 1 <= k <= ADD_INTO_MAX tensors of n elements whose device pointers travel in the struct
  * (no pointer table to upload). */

@@ -19,6 +19,8 @@ struct Launch {
 WRAP_MULTI(ew_axpy_multi, (xs, ys, offsets, p), const float* const* xs, float* const* ys,
            const int64_t* offsets, AxpyMultiParams p)
 WRAP_MULTI(ew_add_into, (y, p), float* y, AddIntoParams p)
+WRAP_MULTI(reduce_sumsq_multi, (xs, table, partials, p), const float* const* xs,
+           const int64_t* table, double* partials, SumsqMultiParams p)
 // optim.cu
 WRAP_MULTI(sgd_momentum_multi, (w, g, m, offsets, p), float* const* w, const float* const* g,
            float* const* m, const int64_t* offsets, SgdMultiParams p)

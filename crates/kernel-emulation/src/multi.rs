@@ -5,7 +5,9 @@
 //! the launchers at the crate root: a [`Launch`] then the kernel's own arguments, with host
 //! pointers in the tables.
 
-use crate::params::{AddIntoParams, AxpyMultiParams, BnParams, BnRunningParams, SgdMultiParams};
+use crate::params::{
+    AddIntoParams, AxpyMultiParams, BnParams, BnRunningParams, SgdMultiParams, SumsqMultiParams,
+};
 use crate::Launch;
 
 extern "C" {
@@ -29,6 +31,15 @@ extern "C" {
     );
     /// `y += xs[0] + ... + xs[k - 1]` over `p.n` elements, the `p.k` host pointers in `p.xs`.
     pub fn host_ew_add_into(launch: Launch, y: *mut f32, p: AddIntoParams);
+    /// Sums of squares of `p.tensors` tensors: `table` holds (elements, blocks, first
+    /// partial) per tensor; grid (`p.max_blocks`, `p.tensors`).
+    pub fn host_reduce_sumsq_multi(
+        launch: Launch,
+        xs: *const *const f32,
+        table: *const i64,
+        partials: *mut f64,
+        p: SumsqMultiParams,
+    );
     /// Running mean and variance update over `p.c` channels.
     pub fn host_bn_running_update(
         launch: Launch,

@@ -657,3 +657,64 @@ fn ew_add_into_matches_cpu_and_sequential_axpy() {
         }
     }
 }
+
+/// `reduce_sumsq_multi` (the gradient norms in one launch): every tensor's partials are bit
+/// for bit those of `reduce_dot_partial(x, x)` launched alone with the same block count (the
+/// CUDA backend's previous path), for tensors of 1 to 300,000 elements (1 to 74 blocks) in
+/// one launch; partials outside the table stay untouched.
+#[test]
+fn reduce_sumsq_multi_matches_per_tensor_reduce_dot_partial() {
+    let mut rng = Rng::new(0x5e5e);
+    let sizes = [1usize, 7, 4096, 4097, 10_000, 300_000, 33];
+    let xs: Vec<Vec<f32>> = sizes.iter().map(|&n| rvec(n, &mut rng)).collect();
+    let blocks: Vec<usize> = sizes.iter().map(|&n| n.div_ceil(4096).min(1024)).collect();
+    let total: usize = blocks.iter().sum();
+    let mut want = Vec::new();
+    for (x, &nb) in xs.iter().zip(&blocks) {
+        let mut part = vec![f64::NAN; nb];
+        let p = ReduceParams {
+            n: x.len() as i64,
+            blocks: nb as i64,
+        };
+        unsafe {
+            host_reduce_dot_partial(Launch::d1(nb as u32, B), x.as_ptr(), x.as_ptr(), part.as_mut_ptr(), p)
+        };
+        want.extend(part);
+    }
+    let ptrs: Vec<*const f32> = xs.iter().map(|x| x.as_ptr()).collect();
+    let mut table = Vec::new();
+    let mut off = 0;
+    for (x, &nb) in xs.iter().zip(&blocks) {
+        table.extend([x.len() as i64, nb as i64, off as i64]);
+        off += nb;
+    }
+    let max_blocks = *blocks.iter().max().unwrap();
+    let mut got = vec![f64::NAN; total + 2];
+    let p = SumsqMultiParams {
+        tensors: xs.len() as i64,
+        max_blocks: max_blocks as i64,
+    };
+    unsafe {
+        host_reduce_sumsq_multi(
+            Launch::d3(max_blocks as u32, xs.len() as u32, 1, B),
+            ptrs.as_ptr(),
+            table.as_ptr(),
+            got.as_mut_ptr().add(1),
+            p,
+        )
+    };
+    assert!(got[0].is_nan() && got[total + 1].is_nan(), "wrote outside the partials");
+    let got = &got[1..=total];
+    assert_eq!(
+        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "partials differ from the per-tensor reduction"
+    );
+    // And the sums are the squares' sums (f64 reference, loose: a different order).
+    for (t, x) in xs.iter().enumerate() {
+        let (a, b) = (table[3 * t + 2] as usize, blocks[t]);
+        let s: f64 = got[a..a + b].iter().sum();
+        let r: f64 = x.iter().map(|&v| v as f64 * v as f64).sum();
+        assert!((s - r).abs() <= 1e-9 * r, "tensor {t}: {s} vs {r}");
+    }
+}

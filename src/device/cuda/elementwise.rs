@@ -1,7 +1,9 @@
 //! Elementwise maps and the deterministic reductions (`kernels/elementwise.cu`).
 
 use super::params::*;
-use super::{elem_at, CudaBackend};
+use cudarc::driver::LaunchConfig;
+
+use super::CudaBackend;
 use crate::device::{same_shape, shape};
 use crate::device::{Binary, Unary};
 use crate::error::Result;
@@ -80,20 +82,35 @@ impl CudaBackend {
             return Ok(vec![0.0; groups.len()]);
         }
         let partials = self.alloc_f64(total)?;
-        let base = self.raw(&partials);
+        // One launch for every tensor: block (b, t) is block b of tensor t's
+        // reduce_dot_partial (same partials, bit for bit). The table (elements, blocks,
+        // first partial per tensor) depends on the shapes only; both it and the pointer
+        // table are cached on the device by content.
+        let (mut ptrs, mut table) = (Vec::new(), Vec::new());
         let mut off = 0;
         for (x, &np) in groups.iter().copied().flatten().zip(parts.iter().flatten()) {
             if np == 0 {
                 continue;
             }
-            let xp = self.ptr("sum_of_squares", x)?;
-            let p = [xp, xp, elem_at::<f64>(base, off)];
-            let prm = ReduceParams {
-                n: x.numel() as i64,
-                blocks: np as i64,
-            };
-            self.launch("reduce_dot_partial", self.blocks(np), &p, &prm)?;
+            ptrs.push(self.ptr("sum_of_squares", x)?);
+            table.extend([x.numel() as u64, np as u64, off as u64]);
             off += np;
+        }
+        let max_blocks = parts.iter().flatten().copied().max().unwrap_or(1);
+        // gridDim.y is at most 65,535: more tensors take one launch per 65,535.
+        for (ptrs, table) in ptrs.chunks(65_535).zip(table.chunks(3 * 65_535)) {
+            let prm = SumsqMultiParams {
+                tensors: ptrs.len() as i64,
+                max_blocks: max_blocks as i64,
+            };
+            let cfg = LaunchConfig {
+                grid_dim: (max_blocks as u32, ptrs.len() as u32, 1),
+                block_dim: (super::BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let (xp, tp) = (self.cached_u64(ptrs.to_vec())?, self.cached_u64(table.to_vec())?);
+            let p = [self.raw(&*xp), self.raw(&*tp), self.raw(&partials)];
+            self.launch("reduce_sumsq_multi", cfg, &p, &prm)?;
         }
         crate::device::counters::host_read();
         let host = self

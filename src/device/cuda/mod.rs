@@ -87,6 +87,7 @@ unsafe impl DeviceRepr for params::EwParams {}
 // Device pointers by value: the struct is plain data for the kernel.
 unsafe impl DeviceRepr for params::AddIntoParams {}
 unsafe impl DeviceRepr for params::ReduceParams {}
+unsafe impl DeviceRepr for params::SumsqMultiParams {}
 unsafe impl DeviceRepr for params::DwParams {}
 unsafe impl DeviceRepr for params::ConvParams {}
 unsafe impl DeviceRepr for params::BnParams {}

@@ -359,6 +359,21 @@ const _: () = {
         [::core::mem::offset_of!(AxpyMultiParams, _pad) - 20usize];
 };
 #[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct SumsqMultiParams {
+    pub tensors: i64,
+    pub max_blocks: i64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of SumsqMultiParams"][::core::mem::size_of::<SumsqMultiParams>() - 16usize];
+    ["Alignment of SumsqMultiParams"][::core::mem::align_of::<SumsqMultiParams>() - 8usize];
+    ["Offset of field: SumsqMultiParams::tensors"]
+        [::core::mem::offset_of!(SumsqMultiParams, tensors) - 0usize];
+    ["Offset of field: SumsqMultiParams::max_blocks"]
+        [::core::mem::offset_of!(SumsqMultiParams, max_blocks) - 8usize];
+};
+#[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct AddIntoParams {
     pub xs: [*const f32; 8usize],
