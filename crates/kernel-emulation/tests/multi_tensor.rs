@@ -677,7 +677,13 @@ fn reduce_sumsq_multi_matches_per_tensor_reduce_dot_partial() {
             blocks: nb as i64,
         };
         unsafe {
-            host_reduce_dot_partial(Launch::d1(nb as u32, B), x.as_ptr(), x.as_ptr(), part.as_mut_ptr(), p)
+            host_reduce_dot_partial(
+                Launch::d1(nb as u32, B),
+                x.as_ptr(),
+                x.as_ptr(),
+                part.as_mut_ptr(),
+                p,
+            )
         };
         want.extend(part);
     }
@@ -703,7 +709,10 @@ fn reduce_sumsq_multi_matches_per_tensor_reduce_dot_partial() {
             p,
         )
     };
-    assert!(got[0].is_nan() && got[total + 1].is_nan(), "wrote outside the partials");
+    assert!(
+        got[0].is_nan() && got[total + 1].is_nan(),
+        "wrote outside the partials"
+    );
     let got = &got[1..=total];
     assert_eq!(
         got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),

@@ -108,7 +108,10 @@ impl CudaBackend {
                 block_dim: (super::BLOCK, 1, 1),
                 shared_mem_bytes: 0,
             };
-            let (xp, tp) = (self.cached_u64(ptrs.to_vec())?, self.cached_u64(table.to_vec())?);
+            let (xp, tp) = (
+                self.cached_u64(ptrs.to_vec())?,
+                self.cached_u64(table.to_vec())?,
+            );
             let p = [self.raw(&*xp), self.raw(&*tp), self.raw(&partials)];
             self.launch("reduce_sumsq_multi", cfg, &p, &prm)?;
         }
