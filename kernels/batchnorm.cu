@@ -3,16 +3,15 @@
 // share in f64, the block adds the 256 sums in a fixed tree: deterministic.
 #include "bayesnas_common.cuh"
 
-// The running-statistics update of one channel from its f32 batch statistics (what
-// bn_running_update does), when rm is not null: rm = rm (1 - momentum) + momentum mean,
-// rv = rv (1 - momentum) + var_factor var.
+// The running-statistics update of one channel from its f32 batch statistics, the one
+// formula of bn_running_update and of the statistics kernels: rm = rm (1 - momentum) +
+// momentum mean, rv = rv (1 - momentum) + var_factor var.
 __device__ __forceinline__ void bn_running_fold(float* __restrict__ rm, float* __restrict__ rv,
                                                 int64_t c, float mean, float var,
-                                                const BnParams& p) {
-    if (!rm) return;
-    const float keep = 1.0f - p.momentum;
-    rm[c] = rm[c] * keep + p.momentum * mean;
-    rv[c] = rv[c] * keep + p.var_factor * var;
+                                                float momentum, float var_factor) {
+    const float keep = 1.0f - momentum;
+    rm[c] = rm[c] * keep + momentum * mean;
+    rv[c] = rv[c] * keep + var_factor * var;
 }
 
 // mean, biased var, invstd = 1 / sqrt(var + eps) per channel (two passes over the channel);
@@ -44,7 +43,7 @@ extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
         mean[c] = (float)mu;
         var[c] = (float)v;
         invstd[c] = (float)(1.0 / sqrt(v + (double)p.eps));
-        bn_running_fold(rm, rv, c, (float)mu, (float)v, p);
+        if (rm) bn_running_fold(rm, rv, c, (float)mu, (float)v, p.momentum, p.var_factor);
     }
 }
 
@@ -225,7 +224,7 @@ extern "C" __global__ void bn_stats_finalize(const float* __restrict__ x,
         mean[c] = mf;
         var[c] = (float)v;
         invstd[c] = (float)(1.0 / sqrt(v + (double)p.eps));
-        bn_running_fold(rm, rv, c, mf, (float)v, p);
+        if (rm) bn_running_fold(rm, rv, c, mf, (float)v, p.momentum, p.var_factor);
     }
 }
 
@@ -289,11 +288,7 @@ extern "C" __global__ void bn_running_update(float* __restrict__ rm, float* __re
                                              const float* __restrict__ mean,
                                              const float* __restrict__ var,
                                              BnRunningParams p) {
-    const float keep = 1.0f - p.momentum;
-    BZ_GRID_STRIDE(c, p.c) {
-        rm[c] = rm[c] * keep + p.momentum * mean[c];
-        rv[c] = rv[c] * keep + p.var_factor * var[c];
-    }
+    BZ_GRID_STRIDE(c, p.c) bn_running_fold(rm, rv, c, mean[c], var[c], p.momentum, p.var_factor);
 }
 
 // Evaluation-mode constants per channel (f64 math as the CPU): invstd = 1 / sqrt(rv + eps),

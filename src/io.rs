@@ -90,10 +90,11 @@ fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
     let header = bytes
         .get(8..8 + n)
         .ok_or_else(|| bad("header out of range"))?;
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_slice(header).map_err(|e| bad(&format!("header: {e}")))?;
-    let mut json = String::with_capacity(n);
-    write_sorted(&value, &mut json);
+    // Compact JSON with every object's keys sorted (whatever serde_json's map order).
+    value.sort_all_objects();
+    let mut json = value.to_string();
     while json.len() % 8 != 0 {
         json.push(' ');
     }
@@ -102,37 +103,6 @@ fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
     out.extend_from_slice(json.as_bytes());
     out.extend_from_slice(&bytes[8 + n..]);
     Ok(out)
-}
-
-/// `v` as compact JSON with every object's keys in sorted order.
-fn write_sorted(v: &serde_json::Value, out: &mut String) {
-    match v {
-        serde_json::Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::Value::String(k.clone()).to_string());
-                out.push(':');
-                write_sorted(&m[k], out);
-            }
-            out.push('}');
-        }
-        serde_json::Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_sorted(x, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
 }
 
 /// Saves the store to `path` atomically (see [`store_to_safetensors`]).

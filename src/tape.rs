@@ -254,7 +254,7 @@ impl Tape {
     /// is true (a reverse pass must visit it to reach that parameter).
     fn reaching(&self, loss: Var, wanted: impl Fn(ParamId) -> bool) -> Vec<bool> {
         let mut mask = vec![false; loss.0 + 1];
-        for i in 0..=loss.0.min(self.nodes.len().saturating_sub(1)) {
+        for i in 0..=loss.0 {
             let node = &self.nodes[i];
             mask[i] = match (&node.op, node.param) {
                 (None, Some(p)) => node.needs_grad && wanted(p),

@@ -636,16 +636,16 @@ pub(crate) fn batch_norm_running_of(r: &crate::device::RunningStats<'_>, c: usiz
 }
 
 /// Validates the operands of `batch_norm_curvature`: `hy` of shape `[N, C, ...]`, `[C]`
-/// invstd and optional `[C]` weight. Returns `C`.
+/// invstd and optional `[C]` weight. Returns `(N, C, S)`.
 pub(crate) fn batch_norm_curvature(
     hy: &Tensor,
     invstd: &Tensor,
     weight: Option<&Tensor>,
-) -> Result<usize> {
-    let c = ncs("batch_norm_curvature hy", hy.shape())?.1;
-    channel_vec("batch_norm_curvature invstd", Some(invstd), c)?;
-    channel_vec("batch_norm_curvature weight", weight, c)?;
-    Ok(c)
+) -> Result<(usize, usize, usize)> {
+    let ncs = ncs("batch_norm_curvature hy", hy.shape())?;
+    channel_vec("batch_norm_curvature invstd", Some(invstd), ncs.1)?;
+    channel_vec("batch_norm_curvature weight", weight, ncs.1)?;
+    Ok(ncs)
 }
 
 /// Validates the operands of `batch_norm_eval_constants`: `[C]` running statistics and

@@ -269,18 +269,24 @@ impl Searcher {
         }
         let k = self.net.n_ops();
         let mut row = Vec::with_capacity(k);
-        for op in 0..k {
-            for (&p, v) in tensors.iter().zip(&old) {
-                let mut only = vec![0.0f32; v.len()];
-                only[op] = v.iter().sum();
-                self.set_tensor(p, only)?;
+        // Each op's setting overwrites every element of these tensors: the switches are
+        // restored once, after the last op (or the first error).
+        let mut measure = |s: &mut Self| -> Result<()> {
+            for op in 0..k {
+                for (&p, v) in tensors.iter().zip(&old) {
+                    let mut only = vec![0.0f32; v.len()];
+                    only[op] = v.iter().sum();
+                    s.set_tensor(p, only)?;
+                }
+                row.push(s.held_out_loss(held)? - base_loss);
             }
-            let loss = self.held_out_loss(held);
-            for (&p, v) in tensors.iter().zip(&old) {
-                self.set_tensor(p, v.clone())?;
-            }
-            row.push(loss? - base_loss);
+            Ok(())
+        };
+        let measured = measure(self);
+        for (&p, v) in tensors.iter().zip(old) {
+            self.set_tensor(p, v)?;
         }
+        measured?;
         Ok((edge_rise, row))
     }
 
@@ -301,17 +307,10 @@ impl Searcher {
     fn set_switches(&mut self, members: &[(ParamId, usize)], value: f32) -> Result<Vec<f32>> {
         let mut old = Vec::with_capacity(members.len());
         for &(p, i) in members {
-            let t = self.store.value(p);
-            let (shape, dev) = (t.shape().to_vec(), t.device());
-            let mut v = t.try_to_vec()?;
+            let mut v = self.store.value(p).try_to_vec()?;
             old.push(v[i]);
             v[i] = value;
-            let t = Tensor::from_vec(v, &shape)?;
-            self.store.get_mut(p).value = if dev == Device::Cpu {
-                t
-            } else {
-                t.to_device(dev)?
-            };
+            self.set_tensor(p, v)?;
         }
         Ok(old)
     }

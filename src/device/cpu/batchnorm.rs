@@ -303,7 +303,7 @@ pub(crate) fn curvature_input(
     invstd: &Tensor,
     weight: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let c = shape::batch_norm_curvature(hy, invstd, weight)?;
+    let c = shape::batch_norm_curvature(hy, invstd, weight)?.1;
     let is = invstd.cpu();
     let w = weight.map(|t| t.cpu());
     let g2: Vec<f32> = (0..c)

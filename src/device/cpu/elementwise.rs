@@ -67,7 +67,7 @@ pub(crate) fn add_into(y: &mut Tensor, xs: &[&Tensor]) -> Result<()> {
             let at = c * MAP_CHUNK;
             for x in &xs {
                 let x = &x[at..at + y.len()];
-                y.iter_mut().zip(x).for_each(|(y, &x)| *y += 1.0 * x);
+                y.iter_mut().zip(x).for_each(|(y, &x)| *y += x);
             }
         });
     Ok(())

@@ -116,9 +116,8 @@ pub(super) fn batch_norm_curvature(
     invstd: &Tensor,
     weight: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let c = shape::batch_norm_curvature(hy, invstd, weight)?;
-    let ncs = shape::ncs("batch_norm_curvature hy", hy.shape())?;
-    let prm = bn_params(ncs, 0.0)?;
+    let ncs = shape::batch_norm_curvature(hy, invstd, weight)?;
+    let (prm, c) = (bn_params(ncs, 0.0)?, ncs.1);
     let len = hy.numel();
     let hx = be.wrap(be.alloc(len)?, hy.shape());
     if len > 0 && c > 0 {
