@@ -47,19 +47,43 @@ extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
     }
 }
 
+// dy masked by the rectified output y of a batch norm fused with ReLU (ymask not null):
+// dy[i] where ymask[i] > 0, else 0 (the CPU's binary ReluMask; y > 0 exactly where the
+// pre-ReLU value is). Without ymask, dy[i].
+BZ_INLINE float bn_relu_masked(const float* __restrict__ dy, const float* __restrict__ ymask,
+                               int64_t i) {
+    return ymask ? (ymask[i] > 0.0f ? dy[i] : 0.0f) : dy[i];
+}
+
 // The curvature rule of batch norm (an affine map per channel): hx = hy * (g * g) with
 // g = weight[c] * invstd[c] (invstd[c] when weight is null), each product rounded to f32 as
 // the CPU's binary Mul, Square and channel_affine (products only: nothing to contract into
-// a fused multiply-add). 1-D grid-stride over n * c * s.
+// a fused multiply-add); hy masked by ymask (bn_relu_masked). 1-D grid-stride over n * c * s.
+BZ_INLINE void bn_curvature_body(const float* __restrict__ hy, const float* __restrict__ ymask,
+                                 const float* __restrict__ invstd,
+                                 const float* __restrict__ weight, float* __restrict__ hx,
+                                 const BnParams& p) {
+    BZ_GRID_STRIDE(i, p.n * p.c * p.s) {
+        const int64_t c = (i / p.s) % p.c;
+        const float g = weight ? weight[c] * invstd[c] : invstd[c];
+        hx[i] = bn_relu_masked(hy, ymask, i) * (g * g);
+    }
+}
+
 extern "C" __global__ void bn_curvature_input(const float* __restrict__ hy,
                                               const float* __restrict__ invstd,
                                               const float* __restrict__ weight,
                                               float* __restrict__ hx, BnParams p) {
-    BZ_GRID_STRIDE(i, p.n * p.c * p.s) {
-        const int64_t c = (i / p.s) % p.c;
-        const float g = weight ? weight[c] * invstd[c] : invstd[c];
-        hx[i] = hy[i] * (g * g);
-    }
+    bn_curvature_body(hy, nullptr, invstd, weight, hx, p);
+}
+
+// bn_curvature_input of a batch norm fused with ReLU: hy masked by its rectified output y.
+extern "C" __global__ void bn_relu_curvature_input(const float* __restrict__ hy,
+                                                   const float* __restrict__ y,
+                                                   const float* __restrict__ invstd,
+                                                   const float* __restrict__ weight,
+                                                   float* __restrict__ hx, BnParams p) {
+    bn_curvature_body(hy, y, invstd, weight, hx, p);
 }
 
 // y = x * scale[c] + shift[c] (shift may be null). 1-D grid-stride over n * c * s.
@@ -74,34 +98,54 @@ extern "C" __global__ void channel_affine(const float* __restrict__ x,
 }
 
 // Training forward output: y = (x - mean[c]) * (invstd[c] * weight[c]) + bias[c]
-// (weight, bias may be null: 1 and 0). 1-D grid-stride over n * c * s.
+// (weight, bias may be null: 1 and 0), rectified (max(y, 0), the CPU's ReLU) when relu.
+// 1-D grid-stride over n * c * s.
+BZ_INLINE void bn_fwd_apply_body(const float* __restrict__ x, const float* __restrict__ mean,
+                                 const float* __restrict__ invstd,
+                                 const float* __restrict__ weight,
+                                 const float* __restrict__ bias, float* __restrict__ y,
+                                 const BnParams& p, bool relu) {
+    BZ_GRID_STRIDE(i, p.n * p.c * p.s) {
+        const int64_t c = (i / p.s) % p.c;
+        const float a = (float)((double)invstd[c] * (weight ? (double)weight[c] : 1.0));
+        const float v = (x[i] - mean[c]) * a + (bias ? bias[c] : 0.0f);
+        y[i] = relu ? fmaxf(v, 0.0f) : v;
+    }
+}
+
 extern "C" __global__ void bn_fwd_apply(const float* __restrict__ x,
                                         const float* __restrict__ mean,
                                         const float* __restrict__ invstd,
                                         const float* __restrict__ weight,
                                         const float* __restrict__ bias,
                                         float* __restrict__ y, BnParams p) {
-    BZ_GRID_STRIDE(i, p.n * p.c * p.s) {
-        const int64_t c = (i / p.s) % p.c;
-        const float a = (float)((double)invstd[c] * (weight ? (double)weight[c] : 1.0));
-        y[i] = (x[i] - mean[c]) * a + (bias ? bias[c] : 0.0f);
-    }
+    bn_fwd_apply_body(x, mean, invstd, weight, bias, y, p, false);
+}
+
+// bn_fwd_apply followed by ReLU, in the same pass (batch norm fused with ReLU).
+extern "C" __global__ void bn_relu_fwd_apply(const float* __restrict__ x,
+                                             const float* __restrict__ mean,
+                                             const float* __restrict__ invstd,
+                                             const float* __restrict__ weight,
+                                             const float* __restrict__ bias,
+                                             float* __restrict__ y, BnParams p) {
+    bn_fwd_apply_body(x, mean, invstd, weight, bias, y, p, true);
 }
 
 // sum_dy[c] = sum dy, sum_dy_xhat[c] = invstd[c] * sum dy (x - mean[c]) (the affine bias and
-// weight gradients). Grid c, block 256.
-extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
-    bn_bwd_reduce(const float* __restrict__ dy, const float* __restrict__ x,
-                  const float* __restrict__ mean, const float* __restrict__ invstd,
-                  float* __restrict__ sum_dy, float* __restrict__ sum_dy_xhat, BnParams p) {
-    __shared__ double sh[BZ_BLOCK];
+// weight gradients), dy masked by ymask (bn_relu_masked). Grid c, block 256.
+BZ_INLINE void bn_bwd_reduce_body(const float* __restrict__ dy, const float* __restrict__ ymask,
+                                  const float* __restrict__ x, const float* __restrict__ mean,
+                                  const float* __restrict__ invstd, float* __restrict__ sum_dy,
+                                  float* __restrict__ sum_dy_xhat, const BnParams& p,
+                                  double* sh) {
     const int64_t c = blockIdx.x;
     const float mu = mean[c];
     double a = 0.0, b = 0.0;
     for (int64_t n = 0; n < p.n; ++n) {
         const int64_t off = (n * p.c + c) * p.s;
         for (int64_t i = threadIdx.x; i < p.s; i += BZ_BLOCK) {
-            const float d = dy[off + i];
+            const float d = bn_relu_masked(dy, ymask, off + i);
             a += (double)d;
             b += (double)(d * (x[off + i] - mu));
         }
@@ -114,17 +158,34 @@ extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
     }
 }
 
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+    bn_bwd_reduce(const float* __restrict__ dy, const float* __restrict__ x,
+                  const float* __restrict__ mean, const float* __restrict__ invstd,
+                  float* __restrict__ sum_dy, float* __restrict__ sum_dy_xhat, BnParams p) {
+    __shared__ double sh[BZ_BLOCK];
+    bn_bwd_reduce_body(dy, nullptr, x, mean, invstd, sum_dy, sum_dy_xhat, p, sh);
+}
+
+// bn_bwd_reduce of a batch norm fused with ReLU: dy masked by its rectified output y.
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+    bn_relu_bwd_reduce(const float* __restrict__ dy, const float* __restrict__ y,
+                       const float* __restrict__ x, const float* __restrict__ mean,
+                       const float* __restrict__ invstd, float* __restrict__ sum_dy,
+                       float* __restrict__ sum_dy_xhat, BnParams p) {
+    __shared__ double sh[BZ_BLOCK];
+    bn_bwd_reduce_body(dy, y, x, mean, invstd, sum_dy, sum_dy_xhat, p, sh);
+}
+
 // dx = g dy + k1 (x - mean) + k0 with g = invstd w, k0 = -g sum_dy / m,
-// k1 = -g invstd sum_dy_xhat / m, m = n * s (the CPU formula; w = 1 without weight).
-// 1-D grid-stride over n * c * s.
-extern "C" __global__ void bn_bwd_apply(const float* __restrict__ dy,
-                                        const float* __restrict__ x,
-                                        const float* __restrict__ mean,
-                                        const float* __restrict__ invstd,
-                                        const float* __restrict__ weight,
-                                        const float* __restrict__ sum_dy,
-                                        const float* __restrict__ sum_dy_xhat,
-                                        float* __restrict__ dx, BnParams p) {
+// k1 = -g invstd sum_dy_xhat / m, m = n * s (the CPU formula; w = 1 without weight), dy
+// masked by ymask (bn_relu_masked). 1-D grid-stride over n * c * s.
+BZ_INLINE void bn_bwd_apply_body(const float* __restrict__ dy, const float* __restrict__ ymask,
+                                 const float* __restrict__ x, const float* __restrict__ mean,
+                                 const float* __restrict__ invstd,
+                                 const float* __restrict__ weight,
+                                 const float* __restrict__ sum_dy,
+                                 const float* __restrict__ sum_dy_xhat, float* __restrict__ dx,
+                                 const BnParams& p) {
     const double inv_m = 1.0 / (double)(p.n * p.s);
     BZ_GRID_STRIDE(i, p.n * p.c * p.s) {
         const int64_t c = (i / p.s) % p.c;
@@ -133,8 +194,32 @@ extern "C" __global__ void bn_bwd_apply(const float* __restrict__ dy,
         const float g = (float)gc;
         const float k0 = (float)(-gc * (double)sum_dy[c] * inv_m);
         const float k1 = (float)(-gc * is * (double)sum_dy_xhat[c] * inv_m);
-        dx[i] = g * dy[i] + k1 * (x[i] - mean[c]) + k0;
+        dx[i] = g * bn_relu_masked(dy, ymask, i) + k1 * (x[i] - mean[c]) + k0;
     }
+}
+
+extern "C" __global__ void bn_bwd_apply(const float* __restrict__ dy,
+                                        const float* __restrict__ x,
+                                        const float* __restrict__ mean,
+                                        const float* __restrict__ invstd,
+                                        const float* __restrict__ weight,
+                                        const float* __restrict__ sum_dy,
+                                        const float* __restrict__ sum_dy_xhat,
+                                        float* __restrict__ dx, BnParams p) {
+    bn_bwd_apply_body(dy, nullptr, x, mean, invstd, weight, sum_dy, sum_dy_xhat, dx, p);
+}
+
+// bn_bwd_apply of a batch norm fused with ReLU: dy masked by its rectified output y.
+extern "C" __global__ void bn_relu_bwd_apply(const float* __restrict__ dy,
+                                             const float* __restrict__ y,
+                                             const float* __restrict__ x,
+                                             const float* __restrict__ mean,
+                                             const float* __restrict__ invstd,
+                                             const float* __restrict__ weight,
+                                             const float* __restrict__ sum_dy,
+                                             const float* __restrict__ sum_dy_xhat,
+                                             float* __restrict__ dx, BnParams p) {
+    bn_bwd_apply_body(dy, y, x, mean, invstd, weight, sum_dy, sum_dy_xhat, dx, p);
 }
 
 // out[c] = sum over n, s of x (or x * y when y is not null), f64. Grid c, block 256.
@@ -162,9 +247,10 @@ extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
 // ---------------------------------------------------------------------------------------
 
 // Two f64 sums over the block's share: u = x - shift (s0 += u, s1 += u * u) or, with dy,
-// (s0 += dy, s1 += dy * (x - shift)). Thread sums are combined in thread order.
+// (s0 += dy, s1 += dy * (x - shift)), dy masked by ymask (bn_relu_masked). Thread sums are combined in thread order.
 BZ_INLINE void bn_split_sums(const float* __restrict__ x, const float* __restrict__ dy,
-                             double shift, const BnParams& p, double* out, double* red) {
+                             const float* __restrict__ ymask, double shift, const BnParams& p,
+                             double* out, double* red) {
     const int64_t c = blockIdx.x, j = blockIdx.y, sp = p.splits;
     const int64_t n0 = j * p.n / sp, n1 = (j + 1) * p.n / sp;
     double a = 0.0, b = 0.0;
@@ -173,7 +259,7 @@ BZ_INLINE void bn_split_sums(const float* __restrict__ x, const float* __restric
         for (int64_t i = threadIdx.x; i < p.s; i += BZ_BLOCK) {
             const double u = (double)x[off + i] - shift;
             if (dy) {
-                const double d = (double)dy[off + i];
+                const double d = (double)bn_relu_masked(dy, ymask, off + i);
                 a += d;
                 b += d * u;
             } else {
@@ -199,7 +285,8 @@ extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
     __shared__ double red[2 * BZ_BLOCK];
     const int64_t c = blockIdx.x;
     const double shift = (double)x[c * p.s];
-    bn_split_sums(x, nullptr, shift, p, partials + (c * p.splits + blockIdx.y) * 2, red);
+    bn_split_sums(x, nullptr, nullptr, shift, p, partials + (c * p.splits + blockIdx.y) * 2,
+                  red);
 }
 
 // mean = K + S0 / m, var = max(S1 / m - (S0 / m)^2, 0) (biased), invstd = 1/sqrt(var + eps),
@@ -234,7 +321,19 @@ extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
                    const float* __restrict__ mean, double* __restrict__ partials, BnParams p) {
     __shared__ double red[2 * BZ_BLOCK];
     const int64_t c = blockIdx.x;
-    bn_split_sums(x, dy, (double)mean[c], p, partials + (c * p.splits + blockIdx.y) * 2, red);
+    bn_split_sums(x, dy, nullptr, (double)mean[c], p,
+                  partials + (c * p.splits + blockIdx.y) * 2, red);
+}
+
+// bn_bwd_partial of a batch norm fused with ReLU: dy masked by its rectified output y.
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+    bn_relu_bwd_partial(const float* __restrict__ dy, const float* __restrict__ y,
+                        const float* __restrict__ x, const float* __restrict__ mean,
+                        double* __restrict__ partials, BnParams p) {
+    __shared__ double red[2 * BZ_BLOCK];
+    const int64_t c = blockIdx.x;
+    bn_split_sums(x, dy, y, (double)mean[c], p, partials + (c * p.splits + blockIdx.y) * 2,
+                  red);
 }
 
 // sum_dy[c] = S0, sum_dy_xhat[c] = S1 * invstd[c] (what bn_bwd_reduce writes). Grid-stride

@@ -370,3 +370,49 @@ extern "C" __global__ void dw_conv_bwd_weight_finalize(const float* __restrict__
         dw[i] = acc;
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A depthwise convolution followed by a pointwise one (a separable convolution's pair) in
+// one launch. Grid (tiles of p.tile output positions of the plane, n), block 256. Phase 1:
+// the block computes the depthwise outputs of its tile for every channel (the k x k taps in
+// row-major order, padding skipped), keeps them in shared memory and writes them to mid.
+// Phase 2: y[n, o, pos] = sum over channels in order of wpw[o, ci] * mid[n, ci, pos], from
+// shared memory. Each output is written by one thread: deterministic.
+// ---------------------------------------------------------------------------------------
+extern "C" __global__ void __launch_bounds__(BZ_BLOCK)
+    sep_conv_fwd(const float* __restrict__ x, const float* __restrict__ wdw,
+                 const float* __restrict__ wpw, float* __restrict__ mid,
+                 float* __restrict__ y, SepParams p) {
+    __shared__ float sm[SEP_SMEM];
+    const int64_t n = blockIdx.y, plane = p.ho * p.wo, T = p.tile;
+    const int64_t pos0 = (int64_t)blockIdx.x * T;
+    const int K = p.k;
+    for (int64_t i = threadIdx.x; i < p.c * T; i += BZ_BLOCK) {
+        const int64_t ci = i / T, pos = pos0 + (i - ci * T);
+        if (pos >= plane) continue;
+        const int64_t oh = pos / p.wo, ow = pos - oh * p.wo;
+        const float* xp = x + (n * p.c + ci) * p.h * p.w;
+        const float* wp = wdw + ci * K * K;
+        float acc = 0.0f;
+        for (int a = 0; a < K; ++a) {
+            const int64_t ih = oh * p.stride + (int64_t)a * p.dilation - p.padding;
+            if (ih < 0 || ih >= p.h) continue;
+            for (int b = 0; b < K; ++b) {
+                const int64_t iw = ow * p.stride + (int64_t)b * p.dilation - p.padding;
+                if (iw < 0 || iw >= p.w) continue;
+                acc += BZ_LDG(xp + ih * p.w + iw) * BZ_LDG(wp + a * K + b);
+            }
+        }
+        sm[i] = acc;
+        mid[(n * p.c + ci) * plane + pos] = acc;
+    }
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < p.co * T; i += BZ_BLOCK) {
+        const int64_t o = i / T, j = i - o * T, pos = pos0 + j;
+        if (pos >= plane) continue;
+        const float* wr = wpw + o * p.c;
+        float acc = 0.0f;
+        for (int64_t ci = 0; ci < p.c; ++ci) acc += BZ_LDG(wr + ci) * sm[ci * T + j];
+        y[(n * p.co + o) * plane + pos] = acc;
+    }
+}

@@ -108,6 +108,14 @@ impl BatchNorm2d {
         let (mean, var) = store.values_mut2(self.running_mean, self.running_var);
         tape.batch_norm(x, w, b, Some((mean, var)), self.momentum, self.eps)
     }
+
+    /// [`BatchNorm2d::forward`] followed by ReLU, as one op ([`Tape::batch_norm_relu`]).
+    pub fn forward_relu(&self, tape: &mut Tape, store: &mut ParamStore, x: Var) -> Result<Var> {
+        let w = self.weight.map(|p| tape.param(store, p));
+        let b = self.bias.map(|p| tape.param(store, p));
+        let (mean, var) = store.values_mut2(self.running_mean, self.running_var);
+        tape.batch_norm_relu(x, w, b, Some((mean, var)), self.momentum, self.eps)
+    }
 }
 
 /// Fully connected layer, PyTorch-default (Kaiming-uniform) initialised.

@@ -177,6 +177,18 @@ impl ParamStore {
     /// they are (no optimiser reads them). The same result as [`ParamStore::zero_grads`]
     /// followed by [`ParamStore::accumulate_grads`].
     pub fn set_grads(&mut self, g: Gradients) -> Result<()> {
+        self.set_grads_except(g, |_| false)
+    }
+
+    /// [`ParamStore::set_grads`] that leaves the gradient of every parameter for which
+    /// `untouched` is true as it is (neither replaced nor zeroed), for a step that updates
+    /// only the other parameters and so computed only their gradients (a search's weight
+    /// step leaves the switches' alone). `g` must hold no gradient of such a parameter.
+    pub fn set_grads_except(
+        &mut self,
+        g: Gradients,
+        untouched: impl Fn(&Param) -> bool,
+    ) -> Result<()> {
         let grads = g.into_params();
         // Every gradient is checked before any is moved in: an error changes nothing.
         for (id, t) in &grads {
@@ -191,6 +203,12 @@ impl ParamStore {
                     p.value.device()
                 )));
             }
+            if untouched(p) {
+                return Err(Error::Invalid(format!(
+                    "set_grads_except: a gradient for parameter {}, which is to stay untouched",
+                    p.name
+                )));
+            }
         }
         let mut got = vec![false; self.params.len()];
         for (id, t) in grads {
@@ -198,7 +216,7 @@ impl ParamStore {
             got[id.0] = true;
         }
         for (p, got) in self.params.iter_mut().zip(got) {
-            if p.trainable && !got {
+            if p.trainable && !got && !untouched(p) {
                 p.grad = Tensor::zeros(p.value.shape(), p.value.device())?;
             }
         }

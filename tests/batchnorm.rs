@@ -567,3 +567,77 @@ fn shape_and_argument_errors() {
     assert!(is_shape(be.channel_sums(&xt, Some(&other)).unwrap_err()));
     assert!(is_shape(be.channel_sums(&c3, None).unwrap_err()));
 }
+
+/// `Tape::batch_norm_relu` (one op; the ReLU rides in the batch-norm kernels) against
+/// `Tape::batch_norm` followed by `Tape::relu`, bit for bit: output, running statistics,
+/// gradients and curvatures of x, weight and bias, in training and evaluation mode, with and
+/// without affine parameters. Random never-zero data with about half the outputs negative, so
+/// the mask matters; a fused op that forgot to mask (or masked by the wrong tensor) differs.
+#[test]
+fn batch_norm_relu_equals_batch_norm_then_relu_bit_for_bit() {
+    for (k, &(shape, affine, training)) in [
+        (&[4usize, 3, 5, 5][..], true, true),
+        (&[4, 3, 5, 5][..], false, true),
+        (&[2, 6, 7, 3][..], true, false),
+        (&[2, 6, 7, 3][..], false, false),
+        (&[8, 5][..], true, true),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut rng = Rng::new(700 + k as u64);
+        let (_, c, _) = dims(shape);
+        let x = channel_data(shape, &mut rng);
+        let w = round32(&randn(c, &mut rng));
+        let b = round32(&randn(c, &mut rng));
+        let rm0 = round32(&randn(c, &mut rng));
+        let rv0 = round32(&rand_uniform(c, 0.5, 2.0, &mut rng));
+        let loss = LossSpec::new(x.len(), &mut rng);
+        let run = |fused: bool| {
+            let mut tape = if training {
+                Tape::new()
+            } else {
+                Tape::new_eval()
+            };
+            let xv = tape.leaf(tensor(&x, shape));
+            let wv = affine.then(|| tape.leaf(tensor(&w, &[c])));
+            let bv = affine.then(|| tape.leaf(tensor(&b, &[c])));
+            let (mut rm, mut rv) = (tensor(&rm0, &[c]), tensor(&rv0, &[c]));
+            let running = Some((&mut rm, &mut rv));
+            let y = if fused {
+                tape.batch_norm_relu(xv, wv, bv, running, 0.1, EPS).unwrap()
+            } else {
+                let a = tape.batch_norm(xv, wv, bv, running, 0.1, EPS).unwrap();
+                tape.relu(a).unwrap()
+            };
+            let l = loss.record(&mut tape, y);
+            let g = tape.backward(l).unwrap();
+            let h = tape.curvature_backward(l).unwrap();
+            let mut out = vec![values(tape.value(y)), values(&rm), values(&rv)];
+            for v in [Some(xv), wv, bv].into_iter().flatten() {
+                out.push(values(g.leaf(v).unwrap()));
+                out.push(values(h.leaf(v).unwrap()));
+            }
+            out
+        };
+        let (fused, plain) = (run(true), run(false));
+        let y = &plain[0];
+        let negative = y.iter().filter(|&&v| v == 0.0).count();
+        assert!(
+            negative > y.len() / 5 && negative < y.len() * 4 / 5,
+            "{shape:?}: the data must exercise the mask ({negative} of {} rectified)",
+            y.len()
+        );
+        assert_eq!(fused.len(), plain.len());
+        for (i, (f, p)) in fused.iter().zip(&plain).enumerate() {
+            let (fb, pb): (Vec<u32>, Vec<u32>) = (
+                f.iter().map(|v| v.to_bits()).collect(),
+                p.iter().map(|v| v.to_bits()).collect(),
+            );
+            assert_eq!(
+                fb, pb,
+                "{shape:?} affine={affine} training={training}: output {i} differs"
+            );
+        }
+    }
+}

@@ -607,3 +607,97 @@ fn shape_errors_are_errors_not_panics() {
         Err(Error::Invalid(_))
     ));
 }
+
+/// `Tape::depthwise_pointwise` (one op; one launch forward on CUDA) against `Tape::conv2d`
+/// twice, bit for bit on the CPU: output, gradients and curvatures of the input and both
+/// weights, under the separable and dilated geometries of the search space, including a
+/// frozen input (no input gradient wanted) and a frozen depthwise weight. Also the errors:
+/// a first convolution that is not depthwise, a pointwise weight that is not 1x1.
+#[test]
+fn depthwise_pointwise_equals_two_convolutions_bit_for_bit() {
+    let cases = [
+        ((2usize, 4usize, 6usize, 8usize), (3usize, 1usize, 1usize)),
+        ((2, 4, 4, 7), (5, 2, 1)),
+        ((3, 5, 5, 9), (3, 1, 2)),
+        ((1, 3, 8, 6), (5, 2, 2)),
+    ];
+    for (case, ((n, c, co, hw), (k, stride, dil))) in cases.into_iter().enumerate() {
+        let mut rng = Rng::new(900 + case as u64);
+        let spec = Conv2dSpec::new()
+            .stride(stride)
+            .padding(dil * (k - 1) / 2)
+            .dilation(dil)
+            .groups(c);
+        let x = Tensor::randn(&[n, c, hw, hw], 1.0, &mut rng);
+        let w_dw = Tensor::randn(&[c, 1, k, k], 0.5, &mut rng);
+        let w_pw = Tensor::randn(&[co, c, 1, 1], 0.5, &mut rng);
+        for frozen in [None, Some(0usize), Some(1)] {
+            let run = |fused: bool| {
+                let mut tape = Tape::new();
+                let leaves = [x.clone(), w_dw.clone(), w_pw.clone()]
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| match frozen == Some(i) {
+                        true => tape.input(t),
+                        false => tape.leaf(t),
+                    })
+                    .collect::<Vec<_>>();
+                let (xv, dv, pv) = (leaves[0], leaves[1], leaves[2]);
+                let y = if fused {
+                    tape.depthwise_pointwise(xv, dv, spec, pv).unwrap()
+                } else {
+                    let mid = tape.conv2d(xv, dv, spec).unwrap();
+                    tape.conv2d(mid, pv, Conv2dSpec::new()).unwrap()
+                };
+                let labels: Vec<u32> = (0..n).map(|i| (i % 3) as u32).collect();
+                let pooled = tape.global_avg_pool(y).unwrap();
+                let l = tape.cross_entropy(pooled, &labels).unwrap();
+                let g = tape.backward(l).unwrap();
+                let h = tape.curvature_backward(l).unwrap();
+                let mut out = vec![tape.value(y).to_vec()];
+                for (i, v) in leaves.iter().enumerate() {
+                    if frozen != Some(i) {
+                        out.push(g.leaf(*v).unwrap().to_vec());
+                        out.push(h.leaf(*v).unwrap().to_vec());
+                    }
+                }
+                out
+            };
+            let (fused, plain) = (run(true), run(false));
+            assert_eq!(fused.len(), plain.len());
+            for (i, (f, p)) in fused.iter().zip(&plain).enumerate() {
+                assert!(
+                    p.iter().any(|v| *v != 0.0),
+                    "case {case}: output {i} is all zero"
+                );
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(f),
+                    bits(p),
+                    "case {case} frozen {frozen:?}: output {i} differs"
+                );
+            }
+        }
+    }
+    // Refusals, with the op named.
+    let mut rng = Rng::new(1);
+    let mut tape = Tape::new();
+    let x = tape.leaf(Tensor::randn(&[1, 4, 5, 5], 1.0, &mut rng));
+    let dense = tape.leaf(Tensor::randn(&[4, 4, 3, 3], 1.0, &mut rng));
+    let dw = tape.leaf(Tensor::randn(&[4, 1, 3, 3], 1.0, &mut rng));
+    let pw = tape.leaf(Tensor::randn(&[4, 4, 1, 1], 1.0, &mut rng));
+    let pw3 = tape.leaf(Tensor::randn(&[4, 4, 3, 3], 1.0, &mut rng));
+    let err = tape
+        .depthwise_pointwise(x, dense, Conv2dSpec::new().padding(1), pw)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("depthwise_pointwise_forward"), "{err}");
+    let err = tape
+        .depthwise_pointwise(x, dw, Conv2dSpec::new().padding(1).groups(4), pw3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("depthwise_pointwise_forward") && err.contains("1, 1"),
+        "{err}"
+    );
+}

@@ -319,6 +319,115 @@ fn batch_norm_fused_running_and_curvature_parity() {
     assert_eq!(b.to_vec(), kept);
 }
 
+/// Batch norm fused with ReLU (`bn_relu_fwd_apply`, the `bn_relu_bwd_*` kernels in both the
+/// whole-channel and the split form, `bn_relu_curvature_input`) against the CPU's fused
+/// methods, with and without affine parameters; the shapes take both reduction forms.
+#[test]
+fn batch_norm_relu_parity() {
+    let g = gpu!("batch_norm_relu_parity");
+    let mut rng = Rng::new(106);
+    for (n, c, s) in [
+        (2usize, 3usize, 25usize),
+        (8, 64, 64),
+        (2, 600, 4),
+        (64, 16, 9),
+    ] {
+        let x = rnd(&[n, c, s], &mut rng);
+        let dy = rnd(&[n, c, s], &mut rng);
+        let hy = uni(&[n, c, s], 0.1, 2.0, &mut rng);
+        let (w, b) = (rnd(&[c], &mut rng), rnd(&[c], &mut rng));
+        let (gx, gdy, ghy, gw, gb) = (up(g, &x), up(g, &dy), up(g, &hy), up(g, &w), up(g, &b));
+        for affine in [false, true] {
+            let what = format!("bn_relu n{n} c{c} s{s} affine {affine}");
+            let cf = cpu()
+                .batch_norm_relu_train_forward(
+                    &x,
+                    affine.then_some(&w),
+                    affine.then_some(&b),
+                    1e-5,
+                    None,
+                )
+                .unwrap();
+            let gf = g
+                .batch_norm_relu_train_forward(
+                    &gx,
+                    affine.then_some(&gw),
+                    affine.then_some(&gb),
+                    1e-5,
+                    None,
+                )
+                .unwrap();
+            same(&format!("{what} y"), &gf.y, &cf.y);
+            // The GPU's own rectified output masks its backward (a sign flip of a value
+            // near 0 between devices would otherwise differ in one element).
+            let cy = gf.y.to_device(Device::Cpu).unwrap();
+            let cg = cpu()
+                .batch_norm_relu_backward(&dy, &cy, &x, &cf.mean, &cf.invstd, affine.then_some(&w))
+                .unwrap();
+            let gg = g
+                .batch_norm_relu_backward(
+                    &gdy,
+                    &gf.y,
+                    &gx,
+                    &gf.mean,
+                    &gf.invstd,
+                    affine.then_some(&gw),
+                )
+                .unwrap();
+            same(&format!("{what} dx"), &gg.dx, &cg.dx);
+            same(&format!("{what} dweight"), &gg.dweight, &cg.dweight);
+            same(&format!("{what} dbias"), &gg.dbias, &cg.dbias);
+            same(
+                &format!("{what} curvature"),
+                &g.batch_norm_relu_curvature(&ghy, &gf.y, &gf.invstd, affine.then_some(&gw))
+                    .unwrap(),
+                &cpu()
+                    .batch_norm_relu_curvature(&hy, &cy, &cf.invstd, affine.then_some(&w))
+                    .unwrap(),
+            );
+        }
+    }
+}
+
+/// `sep_conv_fwd` (depthwise then pointwise in one launch) against the CPU's two
+/// convolutions: the search space's geometries at its paper shape, a channel count whose tile
+/// is shorter than 64 positions (600 channels), and the two-launch fallback past the shared
+/// memory (more than SEP_SMEM = 8192 channels).
+#[test]
+fn depthwise_pointwise_parity() {
+    let g = gpu!("depthwise_pointwise_parity");
+    let mut rng = Rng::new(107);
+    for ((n, c, co, hw), (k, stride, dil)) in [
+        (
+            (4usize, 36usize, 36usize, 32usize),
+            (3usize, 1usize, 1usize),
+        ),
+        ((4, 36, 36, 32), (5, 1, 1)),
+        ((4, 72, 72, 16), (3, 2, 1)),
+        ((4, 72, 72, 16), (5, 1, 2)),
+        ((2, 144, 144, 8), (5, 2, 2)),
+        ((2, 600, 40, 7), (3, 1, 1)),
+        ((1, 8200, 3, 3), (3, 1, 1)),
+    ] {
+        let spec = Conv2dSpec::new()
+            .stride(stride)
+            .padding(dil * (k - 1) / 2)
+            .dilation(dil)
+            .groups(c);
+        let x = rnd(&[n, c, hw, hw], &mut rng);
+        let (wd, wp) = (rnd(&[c, 1, k, k], &mut rng), rnd(&[co, c, 1, 1], &mut rng));
+        let (cm, cy) = cpu()
+            .depthwise_pointwise_forward(&x, &wd, spec, &wp)
+            .unwrap();
+        let (gm, gy) = g
+            .depthwise_pointwise_forward(&up(g, &x), &up(g, &wd), spec, &up(g, &wp))
+            .unwrap();
+        let what = format!("depthwise_pointwise n{n} c{c} co{co} {hw}x{hw} k{k} s{stride} d{dil}");
+        same(&format!("{what} mid"), &gm, &cm);
+        same(&format!("{what} y"), &gy, &cy);
+    }
+}
+
 #[test]
 fn batch_norm_eval_constants_parity() {
     let g = gpu!("batch_norm_eval_constants_parity");

@@ -65,6 +65,28 @@ typedef struct DwParams {
     int32_t _pad;
 } DwParams;
 
+/* A depthwise convolution followed by a pointwise one in one kernel (sep_conv_fwd), NCHW.
+ * Input [n, c, h, w], depthwise weight [c, 1, k, k] under (stride, padding, dilation),
+ * pointwise weight [co, c, 1, 1]; writes mid [n, c, ho, wo] (the depthwise output) and
+ * y [n, co, ho, wo]. tile: output positions per block; the block keeps c * tile floats of
+ * mid in shared memory, at most SEP_SMEM. */
+#define SEP_SMEM 8192
+typedef struct SepParams {
+    int64_t n;
+    int64_t c;
+    int64_t co;
+    int64_t h;
+    int64_t w;
+    int64_t ho;
+    int64_t wo;
+    int32_t k;
+    int32_t stride;
+    int32_t padding;
+    int32_t dilation;
+    int32_t tile;
+    int32_t _pad;
+} SepParams;
+
 /* General direct convolution (any groups/stride/padding/dilation), NCHW.
  * Input [n, c_in, h, w], weight [c_out, c_in / groups, k, k], output [n, c_out, ho, wo].
  * im2col/col2im use the same struct (see kernels/README.md for the column layout). */

@@ -323,6 +323,36 @@ pub(crate) fn conv2d(
     })
 }
 
+/// Validates the depthwise-then-pointwise pair of `Backend::depthwise_pointwise_forward`:
+/// `w_dw` a depthwise filter under `dw_spec` (`groups == C_in == C_out`), `w_pw` a
+/// `[C_out, C_in, 1, 1]` pointwise filter over the depthwise output. Returns the two
+/// convolutions' shapes.
+pub(crate) fn depthwise_pointwise(
+    x: &[usize],
+    w_dw: &[usize],
+    dw_spec: Conv2dSpec,
+    w_pw: &[usize],
+) -> Result<(Conv2dShape, Conv2dShape)> {
+    const OP: &str = "depthwise_pointwise_forward";
+    let d = conv2d(OP, x, w_dw, dw_spec)?;
+    if !(dw_spec.groups == d.c_in && d.c_out == d.c_in) {
+        return Err(Error::Invalid(format!(
+            "{OP}: the first convolution must be depthwise (groups = C_in = C_out), got C_in = \
+             {}, C_out = {} and {dw_spec:?}",
+            d.c_in, d.c_out
+        )));
+    }
+    let p = conv2d(OP, &[d.n, d.c_out, d.ho, d.wo], w_pw, Conv2dSpec::new())?;
+    if p.k != 1 {
+        return shape_err(
+            OP,
+            format!("pointwise weight [C_out, {}, 1, 1]", d.c_out),
+            w_pw,
+        );
+    }
+    Ok((d, p))
+}
+
 /// A validated pooling window over an `[n, c, h, w]` input with output `[n, c, ho, wo]`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Pool2dShape {

@@ -16,6 +16,10 @@ struct BatchNormOp {
     /// Whether the statistics are the batch's own (training), so that the gradient flows
     /// through them; otherwise they are constants (running statistics, evaluation).
     batch_stats: bool,
+    /// Whether a ReLU follows in the same op (the output is `max(bn(x), 0)`): gradients and
+    /// curvatures are first masked by `output > 0`, which is where the pre-ReLU value is
+    /// positive.
+    relu: bool,
     has_weight: bool,
     has_bias: bool,
     /// The statistics the forward normalised with, `[C]`.
@@ -67,9 +71,21 @@ impl TapeOp for BatchNormOp {
         let b = be(dy)?;
         let x = ctx.inputs[0];
         if self.batch_stats {
-            let g = b.batch_norm_backward(dy, x, &self.mean, &self.invstd, self.weight(ctx))?;
+            let (m, is, w) = (&self.mean, &self.invstd, self.weight(ctx));
+            let g = match self.relu {
+                true => b.batch_norm_relu_backward(dy, ctx.output, x, m, is, w)?,
+                false => b.batch_norm_backward(dy, x, m, is, w)?,
+            };
             return Ok(self.outputs(g.dx, Some(g.dweight), Some(g.dbias)));
         }
+        let masked;
+        let dy = match self.relu {
+            true => {
+                masked = b.binary(ctx.output, dy, Binary::ReluMask)?;
+                &masked
+            }
+            false => dy,
+        };
         // Constant statistics: y = x * slope + shift.
         let dx = b.channel_affine(dy, &self.slope(b, ctx)?, None)?;
         let dw = match self.has_weight {
@@ -86,7 +102,20 @@ impl TapeOp for BatchNormOp {
     // hx = hy * slope^2, hweight = sum(x_hat^2 hy), hbias = sum(hy), per channel.
     fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let b = be(hy)?;
-        let hx = b.batch_norm_curvature(hy, &self.invstd, self.weight(ctx))?;
+        let (is, w) = (&self.invstd, self.weight(ctx));
+        let hx = match self.relu {
+            true => b.batch_norm_relu_curvature(hy, ctx.output, is, w)?,
+            false => b.batch_norm_curvature(hy, is, w)?,
+        };
+        // The affine parameters see the masked hy (only made when there are any).
+        let masked;
+        let hy = match self.relu && (self.has_weight || self.has_bias) {
+            true => {
+                masked = b.binary(ctx.output, hy, Binary::ReluMask)?;
+                &masked
+            }
+            false => hy,
+        };
         let hw = match self.has_weight {
             true => {
                 let xh2 = b.unary(&self.x_hat(b, ctx.inputs[0])?, Unary::Square)?;
@@ -153,6 +182,38 @@ impl Tape {
         momentum: f32,
         eps: f32,
     ) -> Result<Var> {
+        self.batch_norm_impl(x, weight, bias, running, momentum, eps, false)
+    }
+
+    /// `max(batch_norm(x), 0)`: [`Tape::batch_norm`] followed by [`Tape::relu`] as one op,
+    /// with the same values, gradients and curvatures (bit for bit on the CPU). In training
+    /// mode the ReLU costs no launch of its own: the batch-norm kernels rectify the output
+    /// and mask the gradient and curvature on the fly
+    /// ([`Backend::batch_norm_relu_train_forward`]); the tape also keeps one tensor instead
+    /// of two.
+    pub fn batch_norm_relu(
+        &mut self,
+        x: Var,
+        weight: Option<Var>,
+        bias: Option<Var>,
+        running: Option<(&mut Tensor, &mut Tensor)>,
+        momentum: f32,
+        eps: f32,
+    ) -> Result<Var> {
+        self.batch_norm_impl(x, weight, bias, running, momentum, eps, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_impl(
+        &mut self,
+        x: Var,
+        weight: Option<Var>,
+        bias: Option<Var>,
+        running: Option<(&mut Tensor, &mut Tensor)>,
+        momentum: f32,
+        eps: f32,
+        relu: bool,
+    ) -> Result<Var> {
         let xv = self.value(x);
         let b = be(xv)?;
         let c = channels("batch_norm input", xv)?;
@@ -190,7 +251,10 @@ impl Tape {
                     var_factor: (momentum as f64 * unbias) as f32,
                 }
             });
-            let f = b.batch_norm_train_forward_with(xv, wv, bv, eps, running)?;
+            let f = match relu {
+                true => b.batch_norm_relu_train_forward(xv, wv, bv, eps, running)?,
+                false => b.batch_norm_train_forward_with(xv, wv, bv, eps, running)?,
+            };
             (f.y, f.mean, f.invstd)
         } else {
             let Some((rm, rv)) = running else {
@@ -201,7 +265,10 @@ impl Tape {
             // Per-channel constants of the affine map, on the device:
             // slope = w / sqrt(var + eps), shift = bias - mean * slope.
             let (slope, shift, invstd) = b.batch_norm_eval_constants(rm, rv, wv, bv, eps)?;
-            let y = b.channel_affine(xv, &slope, Some(&shift))?;
+            let mut y = b.channel_affine(xv, &slope, Some(&shift))?;
+            if relu {
+                y = b.unary(&y, Unary::Relu)?;
+            }
             (y, rm.clone(), invstd)
         };
         let mut inputs = vec![x];
@@ -209,6 +276,7 @@ impl Tape {
         inputs.extend(bias);
         let op = BatchNormOp {
             batch_stats: self.is_training(),
+            relu,
             has_weight: weight.is_some(),
             has_bias: bias.is_some(),
             mean,

@@ -10,34 +10,47 @@ struct Conv2dOp {
     spec: Conv2dSpec,
 }
 
+/// The reverse maps of one convolution `y = w * x` under `spec`: `dx = conv_transpose(dy,
+/// w)` when `needs[0]` and `dw = correlate(x, dy)` when `needs[1]`; with `square`, the same
+/// maps with `w (.) w` and `x (.) x` (the curvature recursion).
+fn conv_reverse(
+    spec: Conv2dSpec,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    square: bool,
+    needs: [bool; 2],
+) -> Result<[Option<Tensor>; 2]> {
+    let b = be(dy)?;
+    // Skip the passes nobody needs (the stem's input image, frozen weights).
+    let dx = if needs[0] {
+        Some(if square {
+            // Squares `w` inside the kernel (no `w (.) w` tensor).
+            b.conv2d_backward_input_sq(dy, w, spec, x.shape())?
+        } else {
+            b.conv2d_backward_input(dy, w, spec, x.shape())?
+        })
+    } else {
+        None
+    };
+    let dw = if needs[1] {
+        Some(if square {
+            // Squares `x` inside the kernel's own copy: no `x (.) x` tensor.
+            b.conv2d_backward_weight_sq(x, dy, spec, w.shape())?
+        } else {
+            b.conv2d_backward_weight(x, dy, spec, w.shape())?
+        })
+    } else {
+        None
+    };
+    Ok([dx, dw])
+}
+
 impl Conv2dOp {
-    /// `dx = conv_transpose(dy, w)`, `dw = correlate(x, dy)`; with `square`, the same maps
-    /// with `w (.) w` and `x (.) x` (the curvature recursion).
     fn reverse(&self, ctx: &OpCtx, dy: &Tensor, square: bool) -> Result<Vec<Option<Tensor>>> {
-        let b = be(dy)?;
+        let needs = [ctx.needs_grad(0), ctx.needs_grad(1)];
         let (x, w) = (ctx.inputs[0], ctx.inputs[1]);
-        // Skip the passes nobody needs (the stem's input image, frozen weights).
-        let dx = if ctx.needs_grad(0) {
-            Some(if square {
-                // Squares `w` inside the kernel (no `w (.) w` tensor).
-                b.conv2d_backward_input_sq(dy, w, self.spec, x.shape())?
-            } else {
-                b.conv2d_backward_input(dy, w, self.spec, x.shape())?
-            })
-        } else {
-            None
-        };
-        let dw = if ctx.needs_grad(1) {
-            Some(if square {
-                // Squares `x` inside the kernel's own copy: no `x (.) x` tensor.
-                b.conv2d_backward_weight_sq(x, dy, self.spec, w.shape())?
-            } else {
-                b.conv2d_backward_weight(x, dy, self.spec, w.shape())?
-            })
-        } else {
-            None
-        };
-        Ok(vec![dx, dw])
+        Ok(conv_reverse(self.spec, x, w, dy, square, needs)?.into())
     }
 }
 
@@ -50,6 +63,47 @@ impl TapeOp for Conv2dOp {
     }
     // y is linear in x and in w: hx = conv_transpose(hy, w.w), hw = correlate(x.x, hy)
     // (method note, section 6).
+    fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        self.reverse(ctx, hy, true)
+    }
+}
+
+/// A depthwise convolution then a pointwise one, as one op; inputs `[x, w_dw, w_pw]`. The
+/// reverse pass is the two convolutions' own, pointwise first (the same backend calls as two
+/// [`Conv2dOp`]s).
+struct DepthwisePointwiseOp {
+    dw_spec: Conv2dSpec,
+    /// The depthwise output (the pointwise input).
+    mid: Tensor,
+}
+
+impl DepthwisePointwiseOp {
+    fn reverse(&self, ctx: &OpCtx, dy: &Tensor, square: bool) -> Result<Vec<Option<Tensor>>> {
+        let (x, w_dw, w_pw) = (ctx.inputs[0], ctx.inputs[1], ctx.inputs[2]);
+        let before = [ctx.needs_grad(0), ctx.needs_grad(1)];
+        let [dmid, dw_pw] = conv_reverse(
+            Conv2dSpec::new(),
+            &self.mid,
+            w_pw,
+            dy,
+            square,
+            [before.contains(&true), ctx.needs_grad(2)],
+        )?;
+        let [dx, dw_dw] = match dmid {
+            Some(dmid) => conv_reverse(self.dw_spec, x, w_dw, &dmid, square, before)?,
+            None => [None, None],
+        };
+        Ok(vec![dx, dw_dw, dw_pw])
+    }
+}
+
+impl TapeOp for DepthwisePointwiseOp {
+    fn name(&self) -> &'static str {
+        "depthwise_pointwise"
+    }
+    fn backward(&self, ctx: &OpCtx, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        self.reverse(ctx, dy, false)
+    }
     fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         self.reverse(ctx, hy, true)
     }
@@ -88,5 +142,34 @@ impl Tape {
         }
         let y = be(xv)?.conv2d_forward(xv, wv, spec)?;
         Ok(self.push(y, &[x, w], Conv2dOp { spec }))
+    }
+
+    /// A depthwise convolution of `x` with `w_dw` under `dw_spec` (`groups = C_in = C_out`)
+    /// followed by the pointwise convolution with `w_pw: [C_out, C_in, 1, 1]` (stride 1, no
+    /// padding), as one op: the values, gradients and curvatures of [`Tape::conv2d`] twice
+    /// (bit for bit on the CPU), with the forward in one launch
+    /// ([`crate::Backend::depthwise_pointwise_forward`]).
+    ///
+    /// # Errors
+    /// Those of [`Tape::conv2d`], and [`Error::Invalid`] when the first convolution is not
+    /// depthwise or `w_pw` is not pointwise.
+    pub fn depthwise_pointwise(
+        &mut self,
+        x: Var,
+        w_dw: Var,
+        dw_spec: Conv2dSpec,
+        w_pw: Var,
+    ) -> Result<Var> {
+        let (xv, wd, wp) = (self.value(x), self.value(w_dw), self.value(w_pw));
+        if xv.device() != wd.device() || xv.device() != wp.device() {
+            return Err(Error::Device(format!(
+                "depthwise_pointwise: input on {} but weights on {} and {}",
+                xv.device(),
+                wd.device(),
+                wp.device()
+            )));
+        }
+        let (mid, y) = be(xv)?.depthwise_pointwise_forward(xv, wd, dw_spec, wp)?;
+        Ok(self.push(y, &[x, w_dw, w_pw], DepthwisePointwiseOp { dw_spec, mid }))
     }
 }

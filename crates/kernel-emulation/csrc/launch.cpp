@@ -20,6 +20,8 @@ WRAP(fill, (y, p), float* y, EwParams p)
 WRAP(reduce_dot_partial, (a, b, out, p), const float* a, const float* b, double* out,
      ReduceParams p)
 // depthwise.cu
+WRAP(sep_conv_fwd, (x, wdw, wpw, mid, y, p), const float* x, const float* wdw,
+     const float* wpw, float* mid, float* y, SepParams p)
 WRAP(dw_conv_fwd, (x, w, y, p), const float* x, const float* w, float* y, DwParams p)
 WRAP(dw_conv_fwd_k3, (x, w, y, p), const float* x, const float* w, float* y, DwParams p)
 WRAP(dw_conv_bwd_input, (dy, w, dx, p), const float* dy, const float* w, float* dx, DwParams p)
@@ -49,6 +51,17 @@ WRAP(bn_bwd_reduce, (dy, x, m, is, sd, sdx, p), const float* dy, const float* x,
 WRAP(bn_bwd_apply, (dy, x, m, is, w, sd, sdx, dx, p), const float* dy, const float* x,
      const float* m, const float* is, const float* w, const float* sd, const float* sdx,
      float* dx, BnParams p)
+WRAP(bn_relu_fwd_apply, (x, m, is, w, b, y, p), const float* x, const float* m,
+     const float* is, const float* w, const float* b, float* y, BnParams p)
+WRAP(bn_relu_bwd_reduce, (dy, y, x, m, is, sd, sdx, p), const float* dy, const float* y,
+     const float* x, const float* m, const float* is, float* sd, float* sdx, BnParams p)
+WRAP(bn_relu_bwd_partial, (dy, y, x, m, part, p), const float* dy, const float* y,
+     const float* x, const float* m, double* part, BnParams p)
+WRAP(bn_relu_bwd_apply, (dy, y, x, m, is, w, sd, sdx, dx, p), const float* dy, const float* y,
+     const float* x, const float* m, const float* is, const float* w, const float* sd,
+     const float* sdx, float* dx, BnParams p)
+WRAP(bn_relu_curvature_input, (hy, y, is, w, hx, p), const float* hy, const float* y,
+     const float* is, const float* w, float* hx, BnParams p)
 WRAP(channel_sums, (x, y, out, p), const float* x, const float* y, float* out, BnParams p)
 WRAP(bn_stats_partial, (x, part, p), const float* x, double* part, BnParams p)
 WRAP(bn_stats_finalize, (x, part, m, v, is, rm, rv, p), const float* x, const double* part,

@@ -66,6 +66,16 @@ extern "C" {
         p: ReduceParams,
     );
     pub fn host_dw_conv_fwd(launch: Launch, x: *const f32, w: *const f32, y: *mut f32, p: DwParams);
+    /// A depthwise then a pointwise convolution (`sep_conv_fwd`): writes mid and y.
+    pub fn host_sep_conv_fwd(
+        launch: Launch,
+        x: *const f32,
+        wdw: *const f32,
+        wpw: *const f32,
+        mid: *mut f32,
+        y: *mut f32,
+        p: SepParams,
+    );
     pub fn host_dw_conv_fwd_k3(
         launch: Launch,
         x: *const f32,
@@ -181,6 +191,60 @@ extern "C" {
         sd: *const f32,
         sdx: *const f32,
         dx: *mut f32,
+        p: BnParams,
+    );
+    /// The batch norm fused with ReLU (`bn_relu_*`): `y` is the rectified output whose
+    /// `y > 0` masks dy (hy).
+    pub fn host_bn_relu_fwd_apply(
+        l: Launch,
+        x: *const f32,
+        m: *const f32,
+        is: *const f32,
+        w: *const f32,
+        b: *const f32,
+        y: *mut f32,
+        p: BnParams,
+    );
+    pub fn host_bn_relu_bwd_reduce(
+        l: Launch,
+        dy: *const f32,
+        y: *const f32,
+        x: *const f32,
+        m: *const f32,
+        is: *const f32,
+        sd: *mut f32,
+        sdx: *mut f32,
+        p: BnParams,
+    );
+    pub fn host_bn_relu_bwd_partial(
+        launch: Launch,
+        dy: *const f32,
+        y: *const f32,
+        x: *const f32,
+        m: *const f32,
+        part: *mut f64,
+        p: BnParams,
+    );
+    pub fn host_bn_relu_bwd_apply(
+        l: Launch,
+        dy: *const f32,
+        y: *const f32,
+        x: *const f32,
+        m: *const f32,
+        is: *const f32,
+        w: *const f32,
+        sd: *const f32,
+        sdx: *const f32,
+        dx: *mut f32,
+        p: BnParams,
+    );
+    pub fn host_bn_relu_curvature_input(
+        l: Launch,
+        hy: *const f32,
+        y: *const f32,
+        is: *const f32,
+        w: *const f32,
+        hx: *mut f32,
         p: BnParams,
     );
     pub fn host_channel_sums(

@@ -341,6 +341,21 @@ pub(crate) enum OpLayers {
     Reduce(FactorizedReduce),
 }
 
+/// `pw(dw(x))` for a depthwise `dw` and a pointwise `pw` (both without bias) as one op
+/// ([`Tape::depthwise_pointwise`]): the values of `dw.forward` then `pw.forward`, with the
+/// forward in one launch.
+fn depthwise_pointwise(
+    t: &mut Tape,
+    store: &ParamStore,
+    dw: &Conv2d,
+    pw: &Conv2d,
+    x: Var,
+) -> Result<Var> {
+    debug_assert!(dw.bias.is_none() && pw.bias.is_none());
+    let (w_dw, w_pw) = (t.param(store, dw.weight), t.param(store, pw.weight));
+    t.depthwise_pointwise(x, w_dw, dw.spec, w_pw)
+}
+
 impl OpLayers {
     /// The layers of `op` on `c` channels with `stride`, registered under `name`.
     pub(crate) fn new(
@@ -455,17 +470,14 @@ impl OpLayers {
                 pw2,
                 bn2,
             } => {
-                let a = dw1.forward(t, store, relu_x)?;
-                let a = pw1.forward(t, store, a)?;
-                let a = bn1.forward(t, store, a)?;
-                let a = t.relu(a)?;
-                let a = dw2.forward(t, store, a)?;
-                let a = pw2.forward(t, store, a)?;
+                let a = depthwise_pointwise(t, store, dw1, pw1, relu_x)?;
+                // bn1 then ReLU as one op (the same values; no ReLU launches).
+                let a = bn1.forward_relu(t, store, a)?;
+                let a = depthwise_pointwise(t, store, dw2, pw2, a)?;
                 bn2.forward(t, store, a)
             }
             OpLayers::Dil { dw, pw, bn } => {
-                let a = dw.forward(t, store, relu_x)?;
-                let a = pw.forward(t, store, a)?;
+                let a = depthwise_pointwise(t, store, dw, pw, relu_x)?;
                 bn.forward(t, store, a)
             }
             OpLayers::MaxPool { spec, bn } => {

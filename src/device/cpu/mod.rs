@@ -106,6 +106,21 @@ impl Backend for CpuBackend {
         counters::launch();
         conv::forward(x, w, spec)
     }
+    // The composition of the two CPU convolutions (the same values, bit for bit), counted as
+    // the one launch it is on CUDA.
+    fn depthwise_pointwise_forward(
+        &self,
+        x: &Tensor,
+        w_dw: &Tensor,
+        dw_spec: Conv2dSpec,
+        w_pw: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        counters::launch();
+        super::shape::depthwise_pointwise(x.shape(), w_dw.shape(), dw_spec, w_pw.shape())?;
+        let mid = conv::forward(x, w_dw, dw_spec)?;
+        let y = conv::forward(&mid, w_pw, Conv2dSpec::new())?;
+        Ok((mid, y))
+    }
     fn conv2d_backward_input(
         &self,
         dy: &Tensor,
@@ -209,6 +224,47 @@ impl Backend for CpuBackend {
     fn channel_sums(&self, x: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
         counters::launch();
         batchnorm::channel_sums(x, y)
+    }
+    // The ReLU-fused batch norm: the composition of the two CPU kernels (the same values, bit
+    // for bit), counted as the one launch it is on CUDA.
+    fn batch_norm_relu_train_forward(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+        running: Option<RunningStats<'_>>,
+    ) -> Result<BatchNormForward> {
+        counters::launch();
+        let mut f = batchnorm::train_forward_with(x, weight, bias, eps, running)?;
+        f.y = elementwise::unary(&f.y, Unary::Relu);
+        Ok(f)
+    }
+    fn batch_norm_relu_backward(
+        &self,
+        dy: &Tensor,
+        y: &Tensor,
+        x: &Tensor,
+        mean: &Tensor,
+        invstd: &Tensor,
+        weight: Option<&Tensor>,
+    ) -> Result<BatchNormGrads> {
+        counters::launch();
+        super::shape::same_shape("batch_norm_relu_backward y", y, dy)?;
+        let g = elementwise::binary(y, dy, Binary::ReluMask)?;
+        batchnorm::backward(&g, x, mean, invstd, weight)
+    }
+    fn batch_norm_relu_curvature(
+        &self,
+        hy: &Tensor,
+        y: &Tensor,
+        invstd: &Tensor,
+        weight: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        counters::launch();
+        super::shape::same_shape("batch_norm_relu_curvature y", y, hy)?;
+        let g = elementwise::binary(y, hy, Binary::ReluMask)?;
+        batchnorm::curvature_input(&g, invstd, weight)
     }
     fn max_pool2d_forward(&self, x: &Tensor, spec: Pool2dSpec) -> Result<(Tensor, Tensor)> {
         counters::launch();

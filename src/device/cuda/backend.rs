@@ -77,6 +77,16 @@ impl Backend for CudaBackend {
         conv::conv2d_forward(self, x, w, spec)
     }
 
+    fn depthwise_pointwise_forward(
+        &self,
+        x: &Tensor,
+        w_dw: &Tensor,
+        dw_spec: Conv2dSpec,
+        w_pw: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
+        conv::depthwise_pointwise_forward(self, x, w_dw, dw_spec, w_pw)
+    }
+
     fn conv2d_backward_input(
         &self,
         dy: &Tensor,
@@ -125,7 +135,7 @@ impl Backend for CudaBackend {
         eps: f32,
         running: Option<RunningStats<'_>>,
     ) -> Result<BatchNormForward> {
-        batchnorm::batch_norm_train_forward(self, x, weight, bias, eps, running)
+        batchnorm::batch_norm_train_forward(self, x, weight, bias, eps, running, false)
     }
 
     fn batch_norm_curvature(
@@ -134,7 +144,7 @@ impl Backend for CudaBackend {
         invstd: &Tensor,
         weight: Option<&Tensor>,
     ) -> Result<Tensor> {
-        batchnorm::batch_norm_curvature(self, hy, invstd, weight)
+        batchnorm::batch_norm_curvature(self, hy, None, invstd, weight)
     }
 
     fn batch_norm_running_update(
@@ -172,7 +182,40 @@ impl Backend for CudaBackend {
         invstd: &Tensor,
         weight: Option<&Tensor>,
     ) -> Result<BatchNormGrads> {
-        batchnorm::batch_norm_backward(self, dy, x, mean, invstd, weight)
+        batchnorm::batch_norm_backward(self, dy, None, x, mean, invstd, weight)
+    }
+
+    fn batch_norm_relu_train_forward(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+        running: Option<RunningStats<'_>>,
+    ) -> Result<BatchNormForward> {
+        batchnorm::batch_norm_train_forward(self, x, weight, bias, eps, running, true)
+    }
+
+    fn batch_norm_relu_backward(
+        &self,
+        dy: &Tensor,
+        y: &Tensor,
+        x: &Tensor,
+        mean: &Tensor,
+        invstd: &Tensor,
+        weight: Option<&Tensor>,
+    ) -> Result<BatchNormGrads> {
+        batchnorm::batch_norm_backward(self, dy, Some(y), x, mean, invstd, weight)
+    }
+
+    fn batch_norm_relu_curvature(
+        &self,
+        hy: &Tensor,
+        y: &Tensor,
+        invstd: &Tensor,
+        weight: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        batchnorm::batch_norm_curvature(self, hy, Some(y), invstd, weight)
     }
 
     fn channel_sums(&self, x: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {

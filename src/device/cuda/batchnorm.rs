@@ -35,6 +35,8 @@ impl CudaBackend {
     }
 }
 
+/// Training-mode batch norm; with `relu`, its output rectified in the apply pass
+/// (`bn_relu_fwd_apply`).
 pub(super) fn batch_norm_train_forward(
     be: &CudaBackend,
     x: &Tensor,
@@ -42,6 +44,7 @@ pub(super) fn batch_norm_train_forward(
     bias: Option<&Tensor>,
     eps: f32,
     running: Option<RunningStats<'_>>,
+    relu: bool,
 ) -> Result<BatchNormForward> {
     let ncs = shape::batch_norm_train(x, weight, bias, eps)?;
     let (mut prm, c) = (bn_params(ncs, eps)?, ncs.1);
@@ -101,7 +104,12 @@ pub(super) fn batch_norm_train_forward(
         opt(bias)?,
         be.ptr("", &y)?,
     ];
-    be.launch("bn_fwd_apply", be.grid_stride(x.numel()), &p, &prm)?;
+    let entry = if relu {
+        "bn_relu_fwd_apply"
+    } else {
+        "bn_fwd_apply"
+    };
+    be.launch(entry, be.grid_stride(x.numel()), &p, &prm)?;
     Ok(BatchNormForward {
         y,
         mean,
@@ -110,13 +118,19 @@ pub(super) fn batch_norm_train_forward(
     })
 }
 
+/// The curvature rule of batch norm; with `ymask` (the rectified output of a batch norm fused
+/// with ReLU), `hy` masked by `ymask > 0` in the same pass (`bn_relu_curvature_input`).
 pub(super) fn batch_norm_curvature(
     be: &CudaBackend,
     hy: &Tensor,
+    ymask: Option<&Tensor>,
     invstd: &Tensor,
     weight: Option<&Tensor>,
 ) -> Result<Tensor> {
     let ncs = shape::batch_norm_curvature(hy, invstd, weight)?;
+    if let Some(y) = ymask {
+        shape::same_shape("batch_norm_relu_curvature y", y, hy)?;
+    }
     let (prm, c) = (bn_params(ncs, 0.0)?, ncs.1);
     let len = hy.numel();
     let hx = be.wrap(be.alloc(len)?, hy.shape());
@@ -125,13 +139,21 @@ pub(super) fn batch_norm_curvature(
             Some(t) => be.ptr("batch_norm_curvature weight", t)?,
             None => 0,
         };
-        let p = [
+        let (hyp, ip, hxp) = (
             be.ptr("batch_norm_curvature hy", hy)?,
             be.ptr("batch_norm_curvature invstd", invstd)?,
-            wp,
             be.ptr("hx", &hx)?,
-        ];
-        be.launch("bn_curvature_input", be.grid_stride(len), &p, &prm)?;
+        );
+        match ymask {
+            Some(y) => {
+                let p = [hyp, be.ptr("batch_norm_relu_curvature y", y)?, ip, wp, hxp];
+                be.launch("bn_relu_curvature_input", be.grid_stride(len), &p, &prm)?;
+            }
+            None => {
+                let p = [hyp, ip, wp, hxp];
+                be.launch("bn_curvature_input", be.grid_stride(len), &p, &prm)?;
+            }
+        }
     }
     Ok(hx)
 }
@@ -162,15 +184,22 @@ pub(super) fn channel_affine(
     Ok(y)
 }
 
+/// Training-mode batch-norm backward; with `ymask` (the rectified output of a batch norm
+/// fused with ReLU), `dy` masked by `ymask > 0` inside each kernel (the `bn_relu_bwd_*`
+/// variants).
 pub(super) fn batch_norm_backward(
     be: &CudaBackend,
     dy: &Tensor,
+    ymask: Option<&Tensor>,
     x: &Tensor,
     mean: &Tensor,
     invstd: &Tensor,
     weight: Option<&Tensor>,
 ) -> Result<BatchNormGrads> {
     let ncs = shape::batch_norm_backward(dy, x, mean, invstd, weight)?;
+    if let Some(y) = ymask {
+        shape::same_shape("batch_norm_relu_backward y", y, dy)?;
+    }
     let (prm, c) = (bn_params(ncs, 0.0)?, ncs.1);
     if c == 0 {
         return Ok(BatchNormGrads {
@@ -184,23 +213,38 @@ pub(super) fn batch_norm_backward(
     let (dyp, xp) = (be.ptr("bn dy", dy)?, be.ptr("bn x", x)?);
     let (mp, ip) = (be.ptr("bn mean", mean)?, be.ptr("bn invstd", invstd)?);
     let (sd, sdx) = (be.ptr("", &dbias)?, be.ptr("", &dweight)?);
+    // The masked variants take the mask pointer right after dy.
+    let yp = match ymask {
+        Some(y) => Some(be.ptr("batch_norm_relu_backward y", y)?),
+        None => None,
+    };
+    let with_mask = |rest: &[u64]| -> Vec<u64> {
+        let mut v = vec![dyp];
+        v.extend(yp);
+        v.extend_from_slice(rest);
+        v
+    };
+    let name = |plain: &'static str, masked: &'static str| match yp {
+        Some(_) => masked,
+        None => plain,
+    };
     if prm.splits > 1 {
         let sp = prm.splits as usize;
         let partials = be.alloc_f64(c * sp * 2)?;
         let pp = be.raw(&partials);
         be.launch(
-            "bn_bwd_partial",
+            name("bn_bwd_partial", "bn_relu_bwd_partial"),
             be.split_grid(c, sp),
-            &[dyp, xp, mp, pp],
+            &with_mask(&[xp, mp, pp]),
             &prm,
         )?;
         let q = [pp, ip, sd, sdx];
         be.launch("bn_bwd_finalize", be.grid_stride(c), &q, &prm)?;
     } else {
         be.launch(
-            "bn_bwd_reduce",
+            name("bn_bwd_reduce", "bn_relu_bwd_reduce"),
             be.blocks(c),
-            &[dyp, xp, mp, ip, sd, sdx],
+            &with_mask(&[xp, mp, ip, sd, sdx]),
             &prm,
         )?;
     }
@@ -209,8 +253,13 @@ pub(super) fn batch_norm_backward(
         None => 0,
     };
     let dx = be.wrap(be.alloc(x.numel())?, x.shape());
-    let p = [dyp, xp, mp, ip, wp, sd, sdx, be.ptr("", &dx)?];
-    be.launch("bn_bwd_apply", be.grid_stride(x.numel()), &p, &prm)?;
+    let p = with_mask(&[xp, mp, ip, wp, sd, sdx, be.ptr("", &dx)?]);
+    be.launch(
+        name("bn_bwd_apply", "bn_relu_bwd_apply"),
+        be.grid_stride(x.numel()),
+        &p,
+        &prm,
+    )?;
     Ok(BatchNormGrads { dx, dweight, dbias })
 }
 

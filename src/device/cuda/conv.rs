@@ -448,3 +448,67 @@ pub(super) fn conv2d_backward_input(
     }
     Ok(be.wrap(dx, x_shape))
 }
+
+/// A depthwise convolution then a pointwise one (`sep_conv_fwd`, one launch); returns `(mid,
+/// y)`. A channel count whose one-position tile does not fit the kernel's shared memory
+/// (more than `SEP_SMEM` channels) takes the two convolutions' own launches.
+pub(super) fn depthwise_pointwise_forward(
+    be: &CudaBackend,
+    x: &Tensor,
+    w_dw: &Tensor,
+    dw_spec: Conv2dSpec,
+    w_pw: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let (d, p) = shape::depthwise_pointwise(x.shape(), w_dw.shape(), dw_spec, w_pw.shape())?;
+    let smem = SEP_SMEM as usize;
+    if d.c_in > smem {
+        let mid = conv2d_forward(be, x, w_dw, dw_spec)?;
+        let y = conv2d_forward(be, &mid, w_pw, Conv2dSpec::new())?;
+        return Ok((mid, y));
+    }
+    let plane = d.ho * d.wo;
+    // Output positions per block: as many as the shared memory holds for all channels, at
+    // most 64 (a quarter of the block's threads per channel row) and at most the plane.
+    let tile = (smem / d.c_in).min(64).min(plane).max(1);
+    let mid = be.wrap(be.alloc(d.n * d.c_in * plane)?, &[d.n, d.c_in, d.ho, d.wo]);
+    let y = be.wrap(
+        be.alloc(d.n * p.c_out * plane)?,
+        &[d.n, p.c_out, d.ho, d.wo],
+    );
+    let prm = SepParams {
+        n: i64c(d.n),
+        c: i64c(d.c_in),
+        co: i64c(p.c_out),
+        h: i64c(d.h),
+        w: i64c(d.w),
+        ho: i64c(d.ho),
+        wo: i64c(d.wo),
+        k: i32c(d.k)?,
+        stride: i32c(dw_spec.stride)?,
+        padding: i32c(dw_spec.padding)?,
+        dilation: i32c(dw_spec.dilation)?,
+        tile: i32c(tile)?,
+        _pad: 0,
+    };
+    let tiles = plane.div_ceil(tile);
+    if d.n > 65_535 || tiles > u32::MAX as usize {
+        return Err(crate::error::Error::Invalid(format!(
+            "depthwise_pointwise_forward: grid ({tiles}, {}) exceeds the launch limits",
+            d.n
+        )));
+    }
+    let cfg = LaunchConfig {
+        grid_dim: (tiles as u32, d.n as u32, 1),
+        block_dim: (super::BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let ptrs = [
+        be.ptr("depthwise_pointwise x", x)?,
+        be.ptr("depthwise_pointwise w_dw", w_dw)?,
+        be.ptr("depthwise_pointwise w_pw", w_pw)?,
+        be.ptr("mid", &mid)?,
+        be.ptr("y", &y)?,
+    ];
+    be.launch("sep_conv_fwd", cfg, &ptrs, &prm)?;
+    Ok((mid, y))
+}

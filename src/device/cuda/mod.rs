@@ -89,6 +89,7 @@ unsafe impl DeviceRepr for params::AddIntoParams {}
 unsafe impl DeviceRepr for params::ReduceParams {}
 unsafe impl DeviceRepr for params::SumsqMultiParams {}
 unsafe impl DeviceRepr for params::DwParams {}
+unsafe impl DeviceRepr for params::SepParams {}
 unsafe impl DeviceRepr for params::ConvParams {}
 unsafe impl DeviceRepr for params::BnParams {}
 unsafe impl DeviceRepr for params::PoolParams {}

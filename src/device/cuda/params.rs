@@ -12,6 +12,7 @@ pub const EW_BINARY_ADD: i32 = 0;
 pub const EW_BINARY_SUB: i32 = 1;
 pub const EW_BINARY_MUL: i32 = 2;
 pub const EW_BINARY_RELU_MASK: i32 = 3;
+pub const SEP_SMEM: i32 = 8192;
 pub const POOL_GRADIENT: i32 = 1;
 pub const POOL_CURVATURE: i32 = 2;
 pub const COPY_INTO_CHANNELS: i32 = 0;
@@ -90,6 +91,42 @@ const _: () = {
     ["Offset of field: DwParams::square_x"][::core::mem::offset_of!(DwParams, square_x) - 68usize];
     ["Offset of field: DwParams::splits"][::core::mem::offset_of!(DwParams, splits) - 72usize];
     ["Offset of field: DwParams::_pad"][::core::mem::offset_of!(DwParams, _pad) - 76usize];
+};
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct SepParams {
+    pub n: i64,
+    pub c: i64,
+    pub co: i64,
+    pub h: i64,
+    pub w: i64,
+    pub ho: i64,
+    pub wo: i64,
+    pub k: i32,
+    pub stride: i32,
+    pub padding: i32,
+    pub dilation: i32,
+    pub tile: i32,
+    pub _pad: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of SepParams"][::core::mem::size_of::<SepParams>() - 80usize];
+    ["Alignment of SepParams"][::core::mem::align_of::<SepParams>() - 8usize];
+    ["Offset of field: SepParams::n"][::core::mem::offset_of!(SepParams, n) - 0usize];
+    ["Offset of field: SepParams::c"][::core::mem::offset_of!(SepParams, c) - 8usize];
+    ["Offset of field: SepParams::co"][::core::mem::offset_of!(SepParams, co) - 16usize];
+    ["Offset of field: SepParams::h"][::core::mem::offset_of!(SepParams, h) - 24usize];
+    ["Offset of field: SepParams::w"][::core::mem::offset_of!(SepParams, w) - 32usize];
+    ["Offset of field: SepParams::ho"][::core::mem::offset_of!(SepParams, ho) - 40usize];
+    ["Offset of field: SepParams::wo"][::core::mem::offset_of!(SepParams, wo) - 48usize];
+    ["Offset of field: SepParams::k"][::core::mem::offset_of!(SepParams, k) - 56usize];
+    ["Offset of field: SepParams::stride"][::core::mem::offset_of!(SepParams, stride) - 60usize];
+    ["Offset of field: SepParams::padding"][::core::mem::offset_of!(SepParams, padding) - 64usize];
+    ["Offset of field: SepParams::dilation"]
+        [::core::mem::offset_of!(SepParams, dilation) - 68usize];
+    ["Offset of field: SepParams::tile"][::core::mem::offset_of!(SepParams, tile) - 72usize];
+    ["Offset of field: SepParams::_pad"][::core::mem::offset_of!(SepParams, _pad) - 76usize];
 };
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

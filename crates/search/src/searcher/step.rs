@@ -54,8 +54,17 @@ impl Searcher {
         let correct = z.device().backend()?.count_correct(z, labels)?;
         times.forward_ms = ms(t0);
         let t0 = Instant::now();
-        let grads = tape.backward(ce)?;
-        self.store.set_grads(grads)?;
+        if opts.train_switches {
+            self.store.set_grads(tape.backward(ce)?)?;
+        } else {
+            // A weight step updates the weights only: the switches' gradients (and the
+            // mixed ops' switch reductions that make them) are not computed, and their
+            // slots are left as they are (the next switch step replaces them all).
+            let switches = self.group_mask(SWITCHES);
+            let grads = tape.backward_for(ce, |p| !switches[p.index()])?;
+            self.store
+                .set_grads_except(grads, |p| p.group == SWITCHES)?;
+        }
         self.phase_done(&opts)?;
         times.backward_ms = ms(t0);
         let t0 = Instant::now();
