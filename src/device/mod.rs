@@ -285,7 +285,7 @@ pub trait Backend: Send + Sync {
     /// and `y = conv2d_forward(mid, w_pw, Conv2dSpec::new())`, in one launch on CUDA (the
     /// block keeps its tile of `mid` in shared memory for the pointwise sums). Returns `(mid,
     /// y)`: `mid` is what the pointwise weight gradient correlates with. The values are
-    /// those of the two calls (bit for bit on the CPU; this default is that composition).
+    /// those of the two calls (bit for bit on the CPU, which composes them).
     ///
     /// # Errors
     /// The convolutions' own errors, and [`crate::Error::Invalid`] when `dw_spec` is not
@@ -296,12 +296,7 @@ pub trait Backend: Send + Sync {
         w_dw: &Tensor,
         dw_spec: Conv2dSpec,
         w_pw: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
-        shape::depthwise_pointwise(x.shape(), w_dw.shape(), dw_spec, w_pw.shape())?;
-        let mid = self.conv2d_forward(x, w_dw, dw_spec)?;
-        let y = self.conv2d_forward(&mid, w_pw, Conv2dSpec::new())?;
-        Ok((mid, y))
-    }
+    ) -> Result<(Tensor, Tensor)>;
 
     // ----- batch norm (NCHW, per channel) -----
     /// Training-mode batch norm: normalises with the batch mean and biased variance.
@@ -377,8 +372,8 @@ pub trait Backend: Send + Sync {
     /// `max(bn(x), 0)`: [`Backend::batch_norm_train_forward_with`] followed by
     /// `unary(Relu)`, in the launches of the batch norm alone (its apply pass rectifies).
     /// The returned `y` is the rectified output; mean, var and invstd are the batch norm's.
-    /// The values are those of the two calls (bit for bit on the CPU; this default is that
-    /// composition).
+    /// The values are those of the two calls (bit for bit on the CPU, which composes its two
+    /// kernels).
     fn batch_norm_relu_train_forward(
         &self,
         x: &Tensor,
@@ -386,11 +381,7 @@ pub trait Backend: Send + Sync {
         bias: Option<&Tensor>,
         eps: f32,
         running: Option<RunningStats<'_>>,
-    ) -> Result<BatchNormForward> {
-        let mut f = self.batch_norm_train_forward_with(x, weight, bias, eps, running)?;
-        f.y = self.unary(&f.y, Unary::Relu)?;
-        Ok(f)
-    }
+    ) -> Result<BatchNormForward>;
     /// The backward of [`Backend::batch_norm_relu_train_forward`]: `dy` masked by `y > 0`
     /// (`y` the rectified output; the mask `binary(y, dy, ReluMask)`, equal to the one the
     /// pre-ReLU values give) and then [`Backend::batch_norm_backward`], in the launches of
@@ -403,11 +394,7 @@ pub trait Backend: Send + Sync {
         mean: &Tensor,
         invstd: &Tensor,
         weight: Option<&Tensor>,
-    ) -> Result<BatchNormGrads> {
-        shape::same_shape("batch_norm_relu_backward y", y, dy)?;
-        let g = self.binary(y, dy, Binary::ReluMask)?;
-        self.batch_norm_backward(&g, x, mean, invstd, weight)
-    }
+    ) -> Result<BatchNormGrads>;
     /// The curvature rule of [`Backend::batch_norm_relu_train_forward`]: `hy` masked by
     /// `y > 0` (ReLU's `f'^2 = 1[x > 0]`), then [`Backend::batch_norm_curvature`], in one
     /// launch.
@@ -417,11 +404,7 @@ pub trait Backend: Send + Sync {
         y: &Tensor,
         invstd: &Tensor,
         weight: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        shape::same_shape("batch_norm_relu_curvature y", y, hy)?;
-        let g = self.binary(y, hy, Binary::ReluMask)?;
-        self.batch_norm_curvature(&g, invstd, weight)
-    }
+    ) -> Result<Tensor>;
 
     // ----- pooling -----
     /// Max pooling; returns `(y, argmax)`. `argmax` has `y`'s shape and holds, for each
