@@ -113,6 +113,10 @@ def main():
                 emit(f"{name}_bwd_weight", shape, 2 * numel * f4 + wb,
                      lambda: aten.convolution_backward(dy, x, w, None, [1, 1], [pad, pad], [d, d],
                                                        False, [0, 0], c, [False, True, False]))
+                # The depthwise-pointwise pair: PyTorch eager runs two convolutions.
+                wp = torch.rand(c, c, 1, 1, device=DEV) - 0.5
+                emit(f"{name}_pw_fwd", shape, 3 * numel * f4 + wb + c * c * f4,
+                     lambda: F.conv2d(F.conv2d(x, w, None, 1, pad, d, c), wp))
             bw = torch.rand(c, device=DEV) + 0.5
             bb = torch.rand(c, device=DEV) - 0.5
             emit("bn_fwd", shape, 2 * numel * f4,
@@ -123,6 +127,12 @@ def main():
             ybn = F.batch_norm(xg, None, None, bwg, bbg, True, 0.1, 1e-5)
             emit("bn_bwd", shape, 3 * numel * f4,
                  lambda: torch.autograd.grad(ybn, (xg, bwg, bbg), dy, retain_graph=True))
+            # Batch norm then ReLU (PyTorch eager: two ops each way).
+            emit("bn_relu_fwd", shape, 2 * numel * f4,
+                 lambda: F.relu(F.batch_norm(x, None, None, bw, bb, True, 0.1, 1e-5)))
+            ybr = F.relu(F.batch_norm(xg, None, None, bwg, bbg, True, 0.1, 1e-5))
+            emit("bn_relu_bwd", shape, 4 * numel * f4,
+                 lambda: torch.autograd.grad(ybr, (xg, bwg, bbg), dy, retain_graph=True))
             for pname, k, s, p in (("pool3_s1", 3, 1, 1), ("pool3_s2", 3, 2, 1)):
                 ymax = F.max_pool2d(xg, k, s, p)
                 yavg = F.avg_pool2d(xg, k, s, p, count_include_pad=False)

@@ -302,6 +302,15 @@ mod kernels {
                         2 * numel * f4 + wb,
                         || g.conv2d_backward_weight(&x, &dy, spec, &ws).map(drop),
                     )?;
+                    // The depthwise-pointwise pair in one launch (sep_conv_fwd): reads x,
+                    // writes mid and y.
+                    let wp = b.rand(&[c, c, 1, 1], -0.5, 0.5)?;
+                    b.time(
+                        &format!("{name}_pw_fwd"),
+                        &shape,
+                        3 * numel * f4 + wb + c * c * f4,
+                        || g.depthwise_pointwise_forward(&x, &w, spec, &wp).map(drop),
+                    )?;
                 }
                 let bw = b.rand(&[c], 0.5, 1.5)?;
                 let bb = b.rand(&[c], -0.5, 0.5)?;
@@ -312,6 +321,17 @@ mod kernels {
                 let f = g.batch_norm_train_forward(&x, Some(&bw), Some(&bb), 1e-5)?;
                 b.time("bn_bwd", &shape, 3 * numel * f4, || {
                     g.batch_norm_backward(&dy, &x, &f.mean, &f.invstd, Some(&bw))
+                        .map(drop)
+                })?;
+                // Batch norm fused with ReLU (the bn_relu_* kernels; the backward also reads
+                // the rectified output).
+                b.time("bn_relu_fwd", &shape, 2 * numel * f4, || {
+                    g.batch_norm_relu_train_forward(&x, Some(&bw), Some(&bb), 1e-5, None)
+                        .map(drop)
+                })?;
+                let fr = g.batch_norm_relu_train_forward(&x, Some(&bw), Some(&bb), 1e-5, None)?;
+                b.time("bn_relu_bwd", &shape, 4 * numel * f4, || {
+                    g.batch_norm_relu_backward(&dy, &fr.y, &x, &fr.mean, &fr.invstd, Some(&bw))
                         .map(drop)
                 })?;
                 for (pname, spec) in [
