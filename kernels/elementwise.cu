@@ -42,10 +42,26 @@ extern "C" __global__ void ew_axpy(const float* __restrict__ x, float* __restric
     BZ_GRID_STRIDE(i, p.n) { y[i] += p.alpha * x[i]; }
 }
 
-// Sums of squares of several tensors in one launch (the gradient norms): block (b, t) does
-// what block b of reduce_dot_partial(xs[t], xs[t]) launched with table[3t + 1] blocks does
-// (same strides, same f64 products and tree), writing partials[table[3t + 2] + b]; blocks
-// past a tensor's count return at once (the whole block, before any barrier).
+// Block `blk` of `blocks` (each of blockDim.x threads): the f64 sum over its grid-stride
+// share of a[i] * b[i] (of a[i] when b is null), combined by the block's fixed tree. The one
+// body of reduce_dot_partial and reduce_sumsq_multi.
+BZ_INLINE double dot_block_sum(const float* __restrict__ a, const float* __restrict__ b,
+                               int64_t n, int64_t blk, int64_t blocks, double* sh) {
+    double acc = 0.0;
+    const int64_t step = (int64_t)blockDim.x * blocks;
+    const int64_t i0 = blk * blockDim.x + threadIdx.x;
+    if (b) {
+        for (int64_t i = i0; i < n; i += step) acc += (double)a[i] * (double)b[i];
+    } else {
+        for (int64_t i = i0; i < n; i += step) acc += (double)a[i];
+    }
+    return bz_block_sum(acc, sh);
+}
+
+// Sums of squares of several tensors in one launch (the gradient norms): block (b, t) is
+// block b of reduce_dot_partial(xs[t], xs[t]) launched with table[3t + 1] blocks (the same
+// dot_block_sum), writing partials[table[3t + 2] + b]; blocks past a tensor's count return
+// at once (the whole block, before any barrier).
 extern "C" __global__ void reduce_sumsq_multi(const float* const* __restrict__ xs,
                                               const int64_t* __restrict__ table,
                                               double* __restrict__ partials,
@@ -54,12 +70,7 @@ extern "C" __global__ void reduce_sumsq_multi(const float* const* __restrict__ x
     const int64_t t = blockIdx.y;
     const int64_t n = table[3 * t], blocks = table[3 * t + 1], off = table[3 * t + 2];
     if ((int64_t)blockIdx.x >= blocks) return;
-    const float* a = xs[t];
-    double acc = 0.0;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (int64_t)blockDim.x * blocks)
-        acc += (double)a[i] * (double)a[i];
-    double tot = bz_block_sum(acc, sh);
+    const double tot = dot_block_sum(xs[t], xs[t], n, blockIdx.x, blocks, sh);
     if (threadIdx.x == 0) partials[off + blockIdx.x] = tot;
 }
 
@@ -92,13 +103,7 @@ extern "C" __global__ void reduce_dot_partial(const float* __restrict__ a,
                                               const float* __restrict__ b,
                                               double* __restrict__ partials, ReduceParams p) {
     __shared__ double sh[BZ_BLOCK];
-    double acc = 0.0;
-    if (b) {
-        BZ_GRID_STRIDE(i, p.n) { acc += (double)a[i] * (double)b[i]; }
-    } else {
-        BZ_GRID_STRIDE(i, p.n) { acc += (double)a[i]; }
-    }
-    double tot = bz_block_sum(acc, sh);
+    const double tot = dot_block_sum(a, b, p.n, blockIdx.x, gridDim.x, sh);
     if (threadIdx.x == 0) partials[blockIdx.x] = tot;
 }
 

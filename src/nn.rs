@@ -103,18 +103,24 @@ impl BatchNorm2d {
     /// Training mode (on a training tape) normalises with batch statistics and updates the
     /// running statistics; evaluation mode uses them.
     pub fn forward(&self, tape: &mut Tape, store: &mut ParamStore, x: Var) -> Result<Var> {
-        let w = self.weight.map(|p| tape.param(store, p));
-        let b = self.bias.map(|p| tape.param(store, p));
-        let (mean, var) = store.values_mut2(self.running_mean, self.running_var);
-        tape.batch_norm(x, w, b, Some((mean, var)), self.momentum, self.eps)
+        self.record(tape, store, x, false)
     }
 
     /// [`BatchNorm2d::forward`] followed by ReLU, as one op ([`Tape::batch_norm_relu`]).
     pub fn forward_relu(&self, tape: &mut Tape, store: &mut ParamStore, x: Var) -> Result<Var> {
+        self.record(tape, store, x, true)
+    }
+
+    /// Records the batch norm (followed by ReLU when `relu`) with this layer's parameters and
+    /// running statistics.
+    fn record(&self, tape: &mut Tape, store: &mut ParamStore, x: Var, relu: bool) -> Result<Var> {
         let w = self.weight.map(|p| tape.param(store, p));
         let b = self.bias.map(|p| tape.param(store, p));
-        let (mean, var) = store.values_mut2(self.running_mean, self.running_var);
-        tape.batch_norm_relu(x, w, b, Some((mean, var)), self.momentum, self.eps)
+        let running = Some(store.values_mut2(self.running_mean, self.running_var));
+        match relu {
+            true => tape.batch_norm_relu(x, w, b, running, self.momentum, self.eps),
+            false => tape.batch_norm(x, w, b, running, self.momentum, self.eps),
+        }
     }
 }
 

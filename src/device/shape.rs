@@ -1,7 +1,7 @@
 //! Shape checks of the backend operands, shared by every backend so that each op reports
 //! the same error on every device.
 
-use crate::device::{Conv2dSpec, Pool2dSpec};
+use crate::device::{Conv2dSpec, Pool2dSpec, RunningStats};
 use crate::error::{shape_err, Error, Result};
 use crate::tensor::Tensor;
 
@@ -653,11 +653,11 @@ pub(crate) fn batch_norm_running(
 
 /// Validates the running statistics given to a training forward with `c` channels
 /// (`batch_norm_train_forward_with`): `[C]` mean and var, momentum in [0, 1].
-pub(crate) fn batch_norm_running_of(r: &crate::device::RunningStats<'_>, c: usize) -> Result<()> {
+pub(crate) fn batch_norm_running_of(r: &RunningStats<'_>, c: usize) -> Result<()> {
     channel_vec("batch_norm running mean", Some(&*r.mean), c)?;
     channel_vec("batch_norm running var", Some(&*r.var), c)?;
     if !(0.0..=1.0).contains(&r.momentum) || !r.var_factor.is_finite() {
-        return Err(crate::error::Error::Invalid(format!(
+        return Err(Error::Invalid(format!(
             "batch_norm: running momentum must be in [0, 1] and var_factor finite, got {} and {}",
             r.momentum, r.var_factor
         )));

@@ -103,18 +103,16 @@ impl TapeOp for BatchNormOp {
     fn curvature(&self, ctx: &OpCtx, hy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let b = be(hy)?;
         let (is, w) = (&self.invstd, self.weight(ctx));
-        let hx = match self.relu {
-            true => b.batch_norm_relu_curvature(hy, ctx.output, is, w)?,
-            false => b.batch_norm_curvature(hy, is, w)?,
-        };
-        // The affine parameters see the masked hy (only made when there are any).
+        // With ReLU, the affine parameters see the masked hy too: then it is made once and
+        // shared; otherwise the input map masks on the fly.
         let masked;
-        let hy = match self.relu && (self.has_weight || self.has_bias) {
-            true => {
+        let (hy, hx) = match (self.relu, self.has_weight || self.has_bias) {
+            (true, true) => {
                 masked = b.binary(ctx.output, hy, Binary::ReluMask)?;
-                &masked
+                (&masked, b.batch_norm_curvature(&masked, is, w)?)
             }
-            false => hy,
+            (true, false) => (hy, b.batch_norm_relu_curvature(hy, ctx.output, is, w)?),
+            (false, _) => (hy, b.batch_norm_curvature(hy, is, w)?),
         };
         let hw = match self.has_weight {
             true => {

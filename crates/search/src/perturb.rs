@@ -214,12 +214,7 @@ impl Searcher {
                         cell_type: ct,
                         kind,
                     });
-                    let saved = self.set_switches(&members, 0.0)?;
-                    let loss = self.held_out_loss(&held);
-                    for ((p, i), v) in members.iter().zip(saved) {
-                        self.set_switches(&[(*p, *i)], v)?;
-                    }
-                    row.push(loss? - base_loss);
+                    row.push(self.rise_without(&members, &held, base_loss)?);
                     done += 1;
                     observe(done, total);
                 }
@@ -248,12 +243,7 @@ impl Searcher {
             cell_type: ct,
             kind: GroupKind::Parent { edge: e },
         });
-        let saved = self.set_switches(&parents, 0.0)?;
-        let loss = self.held_out_loss(held);
-        for ((p, i), v) in parents.iter().zip(saved) {
-            self.set_switches(&[(*p, *i)], v)?;
-        }
-        let edge_rise = loss? - base_loss;
+        let edge_rise = self.rise_without(&parents, held, base_loss)?;
         // The child-switch tensor of the edge in each cell of the type.
         let tensors: Vec<ParamId> = self
             .group_members(GroupId {
@@ -301,6 +291,22 @@ impl Searcher {
             t.to_device(dev)?
         };
         Ok(())
+    }
+
+    /// The rise of the held-out loss over `base_loss` with the switch elements `members` set
+    /// to 0; they are restored afterwards (also when the evaluation fails).
+    fn rise_without(
+        &mut self,
+        members: &[(ParamId, usize)],
+        held: &[Batch],
+        base_loss: f64,
+    ) -> Result<f64> {
+        let saved = self.set_switches(members, 0.0)?;
+        let loss = self.held_out_loss(held);
+        for ((p, i), v) in members.iter().zip(saved) {
+            self.set_switches(&[(*p, *i)], v)?;
+        }
+        Ok(loss? - base_loss)
     }
 
     /// Sets the switch elements `members` to `value`; returns their previous values.

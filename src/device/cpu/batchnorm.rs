@@ -40,7 +40,7 @@ fn planes_per_task(s: usize) -> usize {
 
 isa_dispatch! {
     fn forward_channel =>
-        forward_channel_impl(x: &[&[f32]], y: &mut [&mut [MaybeUninit<f32>]], eps: f64, w: f32, b: f32) -> ChannelStats
+        forward_channel_impl(x: &[&[f32]], y: &mut [&mut [MaybeUninit<f32>]], eps: f64, w: f32, b: f32, relu: bool) -> ChannelStats
 }
 isa_dispatch! {
     fn backward_channel =>
@@ -151,6 +151,7 @@ fn forward_channel_impl(
     eps: f64,
     w: f32,
     b: f32,
+    relu: bool,
 ) -> ChannelStats {
     let m: usize = x.iter().map(|v| v.len()).sum();
     let inv_m = 1.0 / m as f64;
@@ -174,9 +175,15 @@ fn forward_channel_impl(
     let invstd = 1.0 / (var + eps).sqrt();
     let a = (invstd * w as f64) as f32;
     for (v, o) in x.iter().zip(y.iter_mut()) {
-        o.iter_mut().zip(v.iter()).for_each(|(o, &v)| {
-            o.write(((v - hi) - lo) * a + b);
-        });
+        if relu {
+            o.iter_mut().zip(v.iter()).for_each(|(o, &v)| {
+                o.write((((v - hi) - lo) * a + b).max(0.0));
+            });
+        } else {
+            o.iter_mut().zip(v.iter()).for_each(|(o, &v)| {
+                o.write(((v - hi) - lo) * a + b);
+            });
+        }
     }
     ChannelStats { mean, var, invstd }
 }
@@ -276,20 +283,22 @@ fn combine<T: Copy>(partials: &[T], c: usize, zero: T, add: impl Fn(T, T) -> T) 
     tot
 }
 
-/// Training forward; with `running`, then the running-statistics update from the returned
-/// statistics (`running_update`), its operands checked before anything is computed.
+/// Training forward, its output rectified (`max(y, 0)`, the values of `unary(Relu)`) in the
+/// same pass when `relu`; with `running`, then the running-statistics update from the
+/// returned statistics (`running_update`), its operands checked before anything is computed.
 pub(crate) fn train_forward_with(
     x: &Tensor,
     weight: Option<&Tensor>,
     bias: Option<&Tensor>,
     eps: f32,
     running: Option<RunningStats<'_>>,
+    relu: bool,
 ) -> Result<BatchNormForward> {
     let c = shape::batch_norm_train(x, weight, bias, eps)?.1;
     if let Some(r) = &running {
         shape::batch_norm_running_of(r, c)?;
     }
-    let f = train_forward(x, weight, bias, eps)?;
+    let f = train_forward(x, weight, bias, eps, relu)?;
     if let Some(r) = running {
         running_update(r.mean, r.var, &f.mean, &f.var, r.momentum, r.var_factor)?;
     }
@@ -320,6 +329,7 @@ fn train_forward(
     weight: Option<&Tensor>,
     bias: Option<&Tensor>,
     eps: f32,
+    relu: bool,
 ) -> Result<BatchNormForward> {
     let (n, c, s) = shape::batch_norm_train(x, weight, bias, eps)?;
     if c == 0 {
@@ -343,7 +353,7 @@ fn train_forward(
         |ch, (xv, yv)| {
             let w = wv.map_or(1.0, |w| w[ch]);
             let b = bv.map_or(0.0, |b| b[ch]);
-            forward_channel(isa, &xv, yv, eps as f64, w, b)
+            forward_channel(isa, &xv, yv, eps as f64, w, b, relu)
         },
     );
     drop(yp);
@@ -522,7 +532,7 @@ mod tests {
             let w = Tensor::randn(&[c], 1.0, &mut rng);
             let b = Tensor::randn(&[c], 1.0, &mut rng);
             let run = || {
-                let f = train_forward(&x, Some(&w), Some(&b), 1e-5).unwrap();
+                let f = train_forward(&x, Some(&w), Some(&b), 1e-5, false).unwrap();
                 let g = backward(&dy, &x, &f.mean, &f.invstd, Some(&w)).unwrap();
                 [
                     f.y,

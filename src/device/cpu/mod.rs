@@ -172,7 +172,7 @@ impl Backend for CpuBackend {
         running: Option<RunningStats<'_>>,
     ) -> Result<BatchNormForward> {
         counters::launch();
-        batchnorm::train_forward_with(x, weight, bias, eps, running)
+        batchnorm::train_forward_with(x, weight, bias, eps, running, false)
     }
     fn batch_norm_curvature(
         &self,
@@ -225,8 +225,9 @@ impl Backend for CpuBackend {
         counters::launch();
         batchnorm::channel_sums(x, y)
     }
-    // The ReLU-fused batch norm: the composition of the two CPU kernels (the same values, bit
-    // for bit), counted as the one launch it is on CUDA.
+    // The ReLU-fused batch norm: the forward rectifies in its apply pass; the backward and
+    // curvature mask first (the values of the two ops, bit for bit), each counted as the one
+    // launch it is on CUDA.
     fn batch_norm_relu_train_forward(
         &self,
         x: &Tensor,
@@ -236,9 +237,7 @@ impl Backend for CpuBackend {
         running: Option<RunningStats<'_>>,
     ) -> Result<BatchNormForward> {
         counters::launch();
-        let mut f = batchnorm::train_forward_with(x, weight, bias, eps, running)?;
-        f.y = elementwise::unary(&f.y, Unary::Relu);
-        Ok(f)
+        batchnorm::train_forward_with(x, weight, bias, eps, running, true)
     }
     fn batch_norm_relu_backward(
         &self,

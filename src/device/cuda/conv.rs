@@ -451,7 +451,8 @@ pub(super) fn conv2d_backward_input(
 
 /// A depthwise convolution then a pointwise one (`sep_conv_fwd`, one launch); returns `(mid,
 /// y)`. A channel count whose one-position tile does not fit the kernel's shared memory
-/// (more than `SEP_SMEM` channels) takes the two convolutions' own launches.
+/// (more than `SEP_SMEM` channels) or a batch past the grid's y limit (65,535) takes the
+/// two convolutions' own launches.
 pub(super) fn depthwise_pointwise_forward(
     be: &CudaBackend,
     x: &Tensor,
@@ -461,7 +462,7 @@ pub(super) fn depthwise_pointwise_forward(
 ) -> Result<(Tensor, Tensor)> {
     let (d, p) = shape::depthwise_pointwise(x.shape(), w_dw.shape(), dw_spec, w_pw.shape())?;
     let smem = SEP_SMEM as usize;
-    if d.c_in > smem {
+    if d.c_in > smem || d.n > 65_535 {
         let mid = conv2d_forward(be, x, w_dw, dw_spec)?;
         let y = conv2d_forward(be, &mid, w_pw, Conv2dSpec::new())?;
         return Ok((mid, y));
@@ -490,13 +491,8 @@ pub(super) fn depthwise_pointwise_forward(
         tile: i32c(tile)?,
         _pad: 0,
     };
-    let tiles = plane.div_ceil(tile);
-    if d.n > 65_535 || tiles > u32::MAX as usize {
-        return Err(crate::error::Error::Invalid(format!(
-            "depthwise_pointwise_forward: grid ({tiles}, {}) exceeds the launch limits",
-            d.n
-        )));
-    }
+    // gridDim.x allows 2^31 - 1 blocks: the i32 range.
+    let tiles = i32c(plane.div_ceil(tile))?;
     let cfg = LaunchConfig {
         grid_dim: (tiles as u32, d.n as u32, 1),
         block_dim: (super::BLOCK, 1, 1),
