@@ -15,7 +15,11 @@ Figures, per run and cell type:
   (the scores the derivation ranked: selection.json's when present, else relevance.json's
   gamma_tilde); "separating" edges are those with a ratio >= 2. A score <= 0 next to a
   positive one counts as an infinite ratio;
-- across runs: the mean pairwise Jaccard index of the kept (cell type, edge, op) triples.
+- across runs: the mean pairwise Jaccard index of the kept (cell type, edge, op) triples, and
+  the same index over (cell type, edge, family) triples, where the family of an op is
+  `conv` (the four separable and dilated convolutions), `pool` (max and avg pool) or `skip`:
+  whether the seeds agree on the kind of op an edge gets even where they pick different
+  members of the kind.
 
 Only the Python standard library is used.
 """
@@ -30,6 +34,14 @@ import sys
 
 PARAM_FREE = {"max_pool_3x3", "avg_pool_3x3", "skip_connect"}
 CELL_TYPES = ("normal", "reduce")
+
+
+def family(op):
+    if op in ("max_pool_3x3", "avg_pool_3x3"):
+        return "pool"
+    if op == "skip_connect":
+        return "skip"
+    return "conv"
 
 
 def load_json(path):
@@ -80,13 +92,14 @@ def ratio(values):
 def run_figures(run_dir):
     geno = load_json(os.path.join(run_dir, "genotype.json"))
     scores, score_name = edge_scores(run_dir)
-    fig = {"run": run_dir, "score": score_name, "kept": set()}
+    fig = {"run": run_dir, "score": score_name, "kept": set(), "kept_family": set()}
     for ct in CELL_TYPES:
         edges = geno[ct]["edges"]
         ops = [o["op"] for e in edges for o in e["ops"]]
         ratios = []
         for e in edges:
             fig["kept"].update((ct, e["from"], e["to"], o["op"]) for o in e["ops"])
+            fig["kept_family"].update((ct, e["from"], e["to"], family(o["op"])) for o in e["ops"])
             s = scores[ct].get((e["from"], e["to"]))
             if s:
                 ratios.append(ratio(list(s.values())))
@@ -125,6 +138,7 @@ def figures(args):
             )
     pairs = list(itertools.combinations(range(len(runs)), 2))
     jac = [jaccard(runs[i]["kept"], runs[j]["kept"]) for i, j in pairs]
+    jac_fam = [jaccard(runs[i]["kept_family"], runs[j]["kept_family"]) for i, j in pairs]
     summary = {"label": args.label, "score": runs[0]["score"], "runs": len(runs)}
     for ct in CELL_TYPES:
         for key in ("edges", "ops_per_edge", "param_free_share", "separating"):
@@ -133,13 +147,18 @@ def figures(args):
     summary["ops_per_kept_edge"] = sum(len(r[ct]["ops"]) for r in runs for ct in CELL_TYPES) / max(kept_edges, 1)
     summary["separating_share"] = sum(r[ct]["separating"] for r in runs for ct in CELL_TYPES) / max(kept_edges, 1)
     summary["jaccard"] = statistics.mean(jac) if jac else None
+    summary["jaccard_family"] = statistics.mean(jac_fam) if jac_fam else None
     print()
     print(
         f"mean over {len(runs)} runs: ops/kept edge {summary['ops_per_kept_edge']:.2f}, "
         f"separating edges {100 * summary['separating_share']:.0f}%, "
         f"kept edges normal {summary['normal_edges']:.1f} / reduce {summary['reduce_edges']:.1f}, "
         f"param-free share normal {summary['normal_param_free_share']:.2f} / reduce {summary['reduce_param_free_share']:.2f}"
-        + (f", Jaccard across runs {summary['jaccard']:.2f}" if jac else "")
+        + (
+            f", Jaccard across runs {summary['jaccard']:.2f} (op families {summary['jaccard_family']:.2f})"
+            if jac
+            else ""
+        )
     )
     if args.json:
         with open(args.json, "a", encoding="utf-8") as f:
@@ -148,16 +167,21 @@ def figures(args):
 
 def table(args):
     """Markdown table of the summaries appended to a figures.jsonl file."""
-    print("| setting (rule) | runs | ops/kept edge | separating edges | kept edges N / R | param-free share N / R | Jaccard |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| setting (rule) | runs | ops/kept edge | separating edges | kept edges N / R "
+        "| param-free share N / R | Jaccard | Jaccard of op families |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     with open(args.jsonl, encoding="utf-8") as f:
         for line in f:
             s = json.loads(line)
             jac = "-" if s["jaccard"] is None else f"{s['jaccard']:.2f}"
+            fam = s.get("jaccard_family")
+            fam = "-" if fam is None else f"{fam:.2f}"
             print(
                 f"| {s['label']} | {s['runs']} | {s['ops_per_kept_edge']:.2f} | {100 * s['separating_share']:.0f}% "
                 f"| {s['normal_edges']:.1f} / {s['reduce_edges']:.1f} "
-                f"| {s['normal_param_free_share']:.2f} / {s['reduce_param_free_share']:.2f} | {jac} |"
+                f"| {s['normal_param_free_share']:.2f} / {s['reduce_param_free_share']:.2f} | {jac} | {fam} |"
             )
 
 

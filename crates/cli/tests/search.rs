@@ -208,3 +208,112 @@ fn bench_step_prints_one_json_line_with_the_documented_keys() {
     assert!(v["host_reads"].as_f64().unwrap() > 0.0);
     assert!(v["launches"].as_f64().unwrap() > 0.0);
 }
+
+/// `TINY` without `--quiet`, so that the report lines can be read.
+fn tiny_loud() -> Vec<&'static str> {
+    TINY.iter().copied().filter(|a| *a != "--quiet").collect()
+}
+
+fn read_json(p: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn resumed_derivation_reuses_the_scores_of_its_own_supernet_only() {
+    let out = scratch("reuse");
+    let o = bin().args(TINY).arg("--out").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pj = out.join("perturbation.json");
+    let measured = std::fs::read_to_string(&pj).unwrap();
+    // `images` replaces TINY's 32 held-out images.
+    let resume = |images: &str, extra: &[&str]| {
+        let args: Vec<&str> = tiny_loud()
+            .into_iter()
+            .map(|a| if a == "32" { images } else { a })
+            .collect();
+        let o = bin()
+            .args(args)
+            .args(extra)
+            .arg("--resume")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{err}");
+        err
+    };
+
+    // Planted scores with the supernet's own base loss are reused: the derivation reads them.
+    let mut planted = read_json(&pj);
+    let sel = read_json(&out.join("selection.json"));
+    let ops: Vec<String> = sel["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap().to_string())
+        .collect();
+    let edge = &sel["normal"]["edges"][0];
+    let (from, to) = (edge["from"].as_str().unwrap(), edge["to"].as_str().unwrap());
+    let current_best = edge["op_scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .enumerate()
+        .fold(
+            (0, f64::NEG_INFINITY),
+            |b, (i, v)| if v > b.1 { (i, v) } else { b },
+        )
+        .0;
+    let plant = (current_best + 1) % ops.len();
+    planted["normal"][0][plant] = serde_json::json!(1e6);
+    std::fs::write(&pj, serde_json::to_string(&planted).unwrap()).unwrap();
+    let err = resume("32", &[]);
+    assert!(err.contains("(reused"), "{err}");
+    let sel = read_json(&out.join("selection.json"));
+    assert_eq!(sel["normal"]["edges"][0]["op_scores"][plant], 1e6);
+    let g = read_json(&out.join("genotype.json"));
+    let kept = g["normal"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["from"] == from && e["to"] == to)
+        .expect("the planted edge is kept");
+    assert_eq!(kept["ops"][0]["op"], ops[plant].as_str(), "{g}");
+
+    // A base loss one ulp off (another supernet or held-out set) is measured again.
+    let mut stale = read_json(&pj);
+    let base = stale["base_loss"].as_f64().unwrap();
+    stale["base_loss"] = serde_json::json!(f64::from_bits(base.to_bits() + 1));
+    std::fs::write(&pj, serde_json::to_string(&stale).unwrap()).unwrap();
+    let err = resume("32", &[]);
+    assert!(!err.contains("(reused"), "{err}");
+    assert_eq!(std::fs::read_to_string(&pj).unwrap(), measured);
+
+    // So is another number of held-out images.
+    let err = resume("16", &[]);
+    assert!(!err.contains("(reused"), "{err}");
+    assert_eq!(read_json(&pj)["images"], 16);
+
+    // A malformed file is a warning that names it, then the scores are measured again.
+    std::fs::write(&pj, b"{\"images\": 32, \"base_loss\": ").unwrap();
+    let err = resume("32", &[]);
+    assert!(
+        err.contains("warning") && err.contains("perturbation.json") && !err.contains("(reused"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&pj).unwrap(), measured);
+
+    // Re-deriving with a cap reuses the measured scores and only changes the cell rules.
+    let err = resume("32", &["--max-param-free", "0"]);
+    assert!(err.contains("(reused"), "{err}");
+    assert_eq!(std::fs::read_to_string(&pj).unwrap(), measured);
+    let g = read_json(&out.join("genotype.json"));
+    let free = ["max_pool_3x3", "avg_pool_3x3", "skip_connect"];
+    for e in g["normal"]["edges"].as_array().unwrap() {
+        for o in e["ops"].as_array().unwrap() {
+            assert!(!free.contains(&o["op"].as_str().unwrap()), "{g}");
+        }
+    }
+    std::fs::remove_dir_all(out).ok();
+}

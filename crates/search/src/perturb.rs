@@ -140,6 +140,26 @@ impl Searcher {
         mode: PerturbMode,
         observe: &mut dyn FnMut(usize, usize),
     ) -> Result<PerturbationScores> {
+        Ok(self
+            .perturbation_scores_reusing(data, images, mode, None, observe)?
+            .0)
+    }
+
+    /// [`Searcher::perturbation_scores`], returning `previous` instead of measuring again when
+    /// it was measured on this very supernet and held-out set: same mode, same number of
+    /// images and a base loss equal to the bit (the held-out loss of the unperturbed supernet
+    /// is evaluated again, one pass over the held-out images, and is deterministic on one
+    /// device and thread count). The flag says whether `previous` was reused. A different
+    /// checkpoint, data split or image count gives a different base loss, so stale scores are
+    /// never reused.
+    pub fn perturbation_scores_reusing(
+        &mut self,
+        data: &mut dyn DataFeed,
+        images: usize,
+        mode: PerturbMode,
+        previous: Option<&PerturbationScores>,
+        observe: &mut dyn FnMut(usize, usize),
+    ) -> Result<(PerturbationScores, bool)> {
         let mut held: Vec<Batch> = Vec::new();
         let mut n = 0usize;
         for batch in data.epoch(SplitKind::Validation, 0)? {
@@ -166,6 +186,14 @@ impl Searcher {
             ));
         }
         let base_loss = self.held_out_loss(&held)?;
+        if let Some(prev) = previous {
+            if prev.mode == mode
+                && prev.images == n
+                && prev.base_loss.to_bits() == base_loss.to_bits()
+            {
+                return Ok((prev.clone(), true));
+            }
+        }
         let k = self.net.n_ops();
         let mut scores = PerturbationScores {
             images: n,
@@ -225,7 +253,7 @@ impl Searcher {
                 CellType::Reduce => scores.reduce = rows,
             }
         }
-        Ok(scores)
+        Ok((scores, false))
     }
 
     /// `replace` scores of edge `e` of cell type `ct`: the loss rise when the edge is removed

@@ -10,7 +10,7 @@ use bayesnas_engine::io::write_atomic;
 use bayesnas_engine::prelude::*;
 use bayesnas_search::curvature::CurvatureEstimator;
 use bayesnas_search::derive::{derive_from, CellRules, NodeRepair, OpScope};
-use bayesnas_search::perturb::PerturbMode;
+use bayesnas_search::perturb::{PerturbMode, PerturbationScores};
 use bayesnas_search::searcher::{
     CurvatureScale, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind, CHECKPOINT,
 };
@@ -597,10 +597,17 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
                 PerturbModeArg::Remove => PerturbMode::Remove,
                 PerturbModeArg::Replace => PerturbMode::Replace,
             };
-            let scores = searcher.perturbation_scores(
+            // A resumed run keeps the scores it measured on this supernet (checked by
+            // `perturbation_scores_reusing`), so re-deriving with other cell rules is quick.
+            let previous = args
+                .resume
+                .as_ref()
+                .and_then(|dir| previous_scores(&dir.join("perturbation.json")));
+            let (scores, reused) = searcher.perturbation_scores_reusing(
                 &mut feed,
                 args.perturb_images,
                 mode,
+                previous.as_ref(),
                 &mut |done, total| {
                     let b = pbar
                         .get_or_insert_with(|| Progress::new(total as u64, "perturbation", quiet));
@@ -612,10 +619,15 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
             }
             if !quiet {
                 eprintln!(
-                    "perturbation scores: {} held-out images, base loss {:.4}, {:.1} s",
+                    "perturbation scores: {} held-out images, base loss {:.4}, {:.1} s{}",
                     scores.images,
                     scores.base_loss,
-                    t0.elapsed().as_secs_f64()
+                    t0.elapsed().as_secs_f64(),
+                    if reused {
+                        " (reused: measured before on this supernet)"
+                    } else {
+                        ""
+                    }
                 );
             }
             write(
@@ -682,4 +694,31 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         derive_arg == DeriveArg::Perturb,
     );
     Ok(())
+}
+
+/// The perturbation scores a run wrote before, if `path` holds readable ones. The file is a
+/// cache: a missing file gives `None`, and an unreadable or malformed one gives `None` with a
+/// warning that names it (the scores are then measured again and the file rewritten).
+fn previous_scores(path: &std::path::Path) -> Option<PerturbationScores> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            eprintln!(
+                "warning: {}: not readable ({e}); measuring the perturbation scores again",
+                path.display()
+            );
+            return None;
+        }
+    };
+    match serde_json::from_str(&text) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!(
+                "warning: {}: not perturbation scores ({e}); measuring them again",
+                path.display()
+            );
+            None
+        }
+    }
 }
