@@ -262,7 +262,9 @@ pub struct SearchArgs {
     #[arg(long, value_enum, default_value_t = PerturbModeArg::Remove, help_heading = "Derivation")]
     pub perturb_mode: PerturbModeArg,
 
-    /// Continue the run whose outputs and checkpoint are in DIR (same options)
+    /// Continue the run whose outputs and checkpoint are in DIR (same options). A finished
+    /// run only derives its cell again, with the derivation options given; its
+    /// perturbation.json is reused when it was measured on this supernet and held-out set
     #[arg(long, value_name = "DIR", help_heading = "Runtime")]
     pub resume: Option<PathBuf>,
 }
