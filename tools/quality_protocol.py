@@ -41,6 +41,15 @@ def params_of(args, spec, channels):
     return json.loads(out.stdout.strip().splitlines()[-1])["params"]
 
 
+def cell_key(spec):
+    """What identifies a cell: the content of a genotype file (so two files that hold the
+    same genotype are one cell), or the spec itself (darts_v2, random:SEED)."""
+    if os.path.isfile(spec):
+        with open(spec, encoding="utf-8") as f:
+            return json.dumps(json.load(f), sort_keys=True)
+    return spec
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
@@ -70,6 +79,7 @@ def main():
     bound = BOUND * params_of(args, "darts_v2", args.channels)
 
     rows = []
+    trained = {}  # (cell content, C) -> name of the first cell trained with it in this run
     for name, spec in cells:
         ch = args.channels
         n = params_of(args, spec, ch)
@@ -82,8 +92,13 @@ def main():
                 break
             ch, n = ch + 2, up
         accs, secs = [], []
+        # A cell identical to one listed before it (say a derivation rule that changed
+        # nothing) is trained once: its row reads the first one's trainings.
+        same_as = trained.setdefault((cell_key(spec), ch), name)
+        if same_as != name:
+            print(f"{name}: the same cell as {same_as} at C={ch}, its trainings are reused", file=sys.stderr)
         for seed in args.seeds:
-            d = os.path.join(args.out, f"{name}-c{ch}-s{seed}")
+            d = os.path.join(args.out, f"{same_as}-c{ch}-s{seed}")
             res = os.path.join(d, "result.json")
             if not os.path.exists(res):
                 t0 = time.time()
@@ -99,7 +114,7 @@ def main():
                 result = json.load(f)
             accs.append(100 * result["test_accuracy"])
             secs.append(result["seconds"])
-        rows.append({"cell": name, "genotype": spec, "channels": ch, "params": n, "accuracies": accs,
+        rows.append({"cell": name, "same_as": None if same_as == name else same_as, "genotype": spec, "channels": ch, "params": n, "accuracies": accs,
                      "mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
                      "seconds": statistics.mean(secs)})
 
@@ -115,7 +130,8 @@ def main():
     rmean = statistics.mean(randoms) if randoms else None
     for r in rows:
         diff = f"{r['mean'] - rmean:+.2f}" if rmean is not None else "-"
-        lines.append(f"| {r['cell']} | {r['channels']} | {r['params']} | {r['mean']:.2f} +- {r['std']:.2f} | "
+        label = r["cell"] if r["same_as"] is None else f"{r['cell']} (= {r['same_as']})"
+        lines.append(f"| {label} | {r['channels']} | {r['params']} | {r['mean']:.2f} +- {r['std']:.2f} | "
                      f"{', '.join(f'{a:.2f}' for a in r['accuracies'])} | {diff} |")
     if rmean is not None:
         lines.append(f"| random mean | | | {rmean:.2f} | | |")
