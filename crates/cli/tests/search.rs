@@ -62,12 +62,25 @@ fn tiny_search_writes_every_output_and_resume_reproduces_it() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    // the default derivation ranks ops by perturbation, without a parameter-free cap
+    // the default derivation ranks ops by perturbation, with at most 4 parameter-free ops in
+    // the normal cell
     let sel: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("selection.json")).unwrap())
             .unwrap();
     assert_eq!(sel["score"], "perturbation_loss_rise");
-    assert!(sel["rules"]["max_param_free"].is_null());
+    assert_eq!(sel["rules"]["max_param_free"], 4);
+    let geno: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("genotype.json")).unwrap()).unwrap();
+    let free = geno["normal"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|e| e["ops"].as_array().unwrap().iter())
+        .filter(|o| {
+            ["max_pool_3x3", "avg_pool_3x3", "skip_connect"].contains(&o["op"].as_str().unwrap())
+        })
+        .count();
+    assert!(free <= 4, "{geno}");
     assert_eq!(sel["normal"]["edges"].as_array().unwrap().len(), 8);
     let g = std::fs::read_to_string(out.join("genotype.json")).unwrap();
     bayesnas_search::Genotype::from_json(&g)

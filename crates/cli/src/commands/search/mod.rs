@@ -246,7 +246,9 @@ pub struct SearchArgs {
     #[arg(long, value_enum, default_value_t = NodeRepairArg::Remove, help_heading = "Derivation")]
     pub node_repair: NodeRepairArg,
     /// At most N parameter-free ops (pools, skip) in the normal cell, P-DARTS style; the
-    /// cheapest edges switch to their best parametric op; `none`: no cap [default: none]
+    /// cheapest edges switch to their best parametric op; `none`: no cap [default: 4 with
+    /// --derive perturb (measured in docs/search-quality.md), none with the other rules and
+    /// with --preset paper]
     #[arg(long, value_name = "N|none", value_parser = parse_cap, help_heading = "Derivation")]
     pub max_param_free: Option<Cap>,
     /// Held-out images of --derive perturb (the first N of the validation split; 384 gave
@@ -285,7 +287,9 @@ fn parse_cap(s: &str) -> std::result::Result<Cap, String> {
 /// Defaults of the derivation outside `--preset paper` (docs/search-quality.md has the
 /// measurements behind them).
 const DEFAULT_DERIVE: DeriveArg = DeriveArg::Perturb;
-const DEFAULT_MAX_PARAM_FREE: Option<usize> = None;
+/// The parameter-free cap of `--derive perturb` when `--max-param-free` is not given (P7 in
+/// docs/search-quality.md); the other rules have no cap unless it is given.
+const DEFAULT_PERTURB_MAX_PARAM_FREE: Option<usize> = Some(4);
 
 /// The resolved settings (preset + explicit options).
 #[derive(Debug, Clone, Serialize)]
@@ -309,6 +313,11 @@ impl SearchArgs {
             v.unwrap_or(if paper { paper_v } else { default })
         };
         let lambda = pick(self.lambda, 0.005, 0.01);
+        let derive = self.derive.unwrap_or(if paper {
+            DeriveArg::Threshold
+        } else {
+            DEFAULT_DERIVE
+        });
         let r = Resolved {
             channels: self.channels.unwrap_or(if paper { 36 } else { 8 }),
             cells: self.cells.unwrap_or(if paper { 8 } else { 5 }),
@@ -318,15 +327,11 @@ impl SearchArgs {
             lambda_parent: self.lambda_parent.unwrap_or(lambda),
             lambda_child: self.lambda_child.unwrap_or(lambda),
             switch_lr: self.switch_lr.unwrap_or(if paper { 0.1 } else { 0.01 }),
-            derive: self.derive.unwrap_or(if paper {
-                DeriveArg::Threshold
-            } else {
-                DEFAULT_DERIVE
-            }),
+            derive,
             max_param_free: match self.max_param_free {
                 Some(Cap(c)) => c,
-                None if paper => None,
-                None => DEFAULT_MAX_PARAM_FREE,
+                None if paper || derive != DeriveArg::Perturb => None,
+                None => DEFAULT_PERTURB_MAX_PARAM_FREE,
             },
         };
         check_channels(r.channels)?;
@@ -722,5 +727,41 @@ fn previous_scores(path: &std::path::Path) -> Option<PerturbationScores> {
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: SearchArgs,
+    }
+
+    fn resolved(argv: &[&str]) -> Resolved {
+        let w =
+            Wrap::try_parse_from(std::iter::once("search").chain(argv.iter().copied())).unwrap();
+        w.args.resolve().unwrap()
+    }
+
+    #[test]
+    fn the_parameter_free_cap_defaults_to_4_for_perturbation_only() {
+        let r = resolved(&[]);
+        assert_eq!((r.derive, r.max_param_free), (DeriveArg::Perturb, Some(4)));
+        let r = resolved(&["--derive", "threshold"]);
+        assert_eq!(r.max_param_free, None);
+        let r = resolved(&["--derive", "darts"]);
+        assert_eq!(r.max_param_free, None);
+        let r = resolved(&["--preset", "paper"]);
+        assert_eq!((r.derive, r.max_param_free), (DeriveArg::Threshold, None));
+        let r = resolved(&["--preset", "paper", "--derive", "perturb"]);
+        assert_eq!(r.max_param_free, None);
+        let r = resolved(&["--max-param-free", "none"]);
+        assert_eq!(r.max_param_free, None);
+        let r = resolved(&["--derive", "threshold", "--max-param-free", "2"]);
+        assert_eq!(r.max_param_free, Some(2));
     }
 }
