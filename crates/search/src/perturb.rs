@@ -25,6 +25,40 @@ pub enum PerturbMode {
     Replace,
 }
 
+/// Which batch-norm statistics the held-out evaluations of [`Searcher::perturbation_scores_with`]
+/// normalise with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PerturbBn {
+    /// The running statistics of the trained supernet (evaluation mode), as Wang et al.
+    /// Removing an op changes the scale of its node, and the batch norms downstream keep
+    /// normalising with the statistics of the unperturbed supernet, so a rise also measures
+    /// that scale mismatch.
+    #[default]
+    Running,
+    /// The statistics of each held-out batch (training-mode batch norm; the running
+    /// statistics are restored afterwards): a removal's scale change is normalised away, as
+    /// in a derived cell trained on its own, and a rise measures the lost function only.
+    Batch,
+}
+
+/// What [`Searcher::perturbation_scores_with`] measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PerturbOptions {
+    /// Held-out images (the first ones of the validation split).
+    pub images: usize,
+    /// How an op's importance is measured.
+    pub mode: PerturbMode,
+    /// The batch-norm statistics of the evaluations.
+    pub bn: PerturbBn,
+}
+
+/// The held-out batches of a measurement and how they are evaluated.
+struct HeldOut {
+    batches: Vec<Batch>,
+    bn: PerturbBn,
+}
+
 /// Output of [`Searcher::perturbation_scores`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct PerturbationScores {
@@ -35,6 +69,10 @@ pub struct PerturbationScores {
     /// How the scores were measured (`remove` in files written before the mode existed).
     #[serde(default)]
     pub mode: PerturbMode,
+    /// The batch-norm statistics of the evaluations (`running` in files written before the
+    /// option existed).
+    #[serde(default)]
+    pub bn: PerturbBn,
     /// Normal cells: per edge, the loss rise for each op (space op order): with its switch set
     /// to 0 (`remove`) or with it alone replacing the edge (`replace`).
     pub normal: Vec<Vec<f64>>,
@@ -140,26 +178,30 @@ impl Searcher {
         mode: PerturbMode,
         observe: &mut dyn FnMut(usize, usize),
     ) -> Result<PerturbationScores> {
-        Ok(self
-            .perturbation_scores_reusing(data, images, mode, None, observe)?
-            .0)
+        let opts = PerturbOptions {
+            images,
+            mode,
+            bn: PerturbBn::Running,
+        };
+        Ok(self.perturbation_scores_with(data, opts, None, observe)?.0)
     }
 
-    /// [`Searcher::perturbation_scores`], returning `previous` instead of measuring again when
-    /// it was measured on this very supernet and held-out set: same mode, same number of
-    /// images and a base loss equal to the bit (the held-out loss of the unperturbed supernet
+    /// [`Searcher::perturbation_scores`] with the batch-norm statistics of `opts.bn`,
+    /// returning `previous` instead of measuring again when it was measured on this very
+    /// supernet and held-out set: same mode and statistics, same number of images and a base
+    /// loss equal to the bit (the held-out loss of the unperturbed supernet
     /// is evaluated again, one pass over the held-out images, and is deterministic on one
     /// device and thread count). The flag says whether `previous` was reused. A different
     /// checkpoint, data split or image count gives a different base loss, so stale scores are
     /// never reused.
-    pub fn perturbation_scores_reusing(
+    pub fn perturbation_scores_with(
         &mut self,
         data: &mut dyn DataFeed,
-        images: usize,
-        mode: PerturbMode,
+        opts: PerturbOptions,
         previous: Option<&PerturbationScores>,
         observe: &mut dyn FnMut(usize, usize),
     ) -> Result<(PerturbationScores, bool)> {
+        let PerturbOptions { images, mode, bn } = opts;
         let mut held: Vec<Batch> = Vec::new();
         let mut n = 0usize;
         for batch in data.epoch(SplitKind::Validation, 0)? {
@@ -185,9 +227,39 @@ impl Searcher {
                 "perturbation scores: the validation split has no images".into(),
             ));
         }
-        let base_loss = self.held_out_loss(&held)?;
+        let held = HeldOut { batches: held, bn };
+        // Training-mode evaluations update the running statistics: restore them whatever
+        // happens.
+        let buffers = match bn {
+            PerturbBn::Running => Vec::new(),
+            PerturbBn::Batch => self
+                .store
+                .iter()
+                .filter(|(_, p)| !p.trainable)
+                .map(|(id, p)| (id, p.value.clone()))
+                .collect(),
+        };
+        let measured = self.measure_scores(&held, n, mode, previous, observe);
+        for (id, v) in buffers {
+            self.store.get_mut(id).value = v;
+        }
+        measured
+    }
+
+    /// The body of [`Searcher::perturbation_scores_with`] on the gathered held-out set.
+    fn measure_scores(
+        &mut self,
+        held: &HeldOut,
+        n: usize,
+        mode: PerturbMode,
+        previous: Option<&PerturbationScores>,
+        observe: &mut dyn FnMut(usize, usize),
+    ) -> Result<(PerturbationScores, bool)> {
+        let bn = held.bn;
+        let base_loss = self.held_out_loss(held)?;
         if let Some(prev) = previous {
             if prev.mode == mode
+                && prev.bn == bn
                 && prev.images == n
                 && prev.base_loss.to_bits() == base_loss.to_bits()
             {
@@ -199,6 +271,7 @@ impl Searcher {
             images: n,
             base_loss,
             mode,
+            bn,
             normal: Vec::new(),
             reduce: Vec::new(),
             normal_edges: Vec::new(),
@@ -222,7 +295,7 @@ impl Searcher {
             if mode == PerturbMode::Replace {
                 let mut edge_rises = Vec::new();
                 for e in 0..self.net.config.space.edges(ct).len() {
-                    let (rise, row) = self.replace_scores(&held, base_loss, ct, e)?;
+                    let (rise, row) = self.replace_scores(held, base_loss, ct, e)?;
                     edge_rises.push(rise);
                     rows.push(row);
                     done += k + 1;
@@ -242,7 +315,7 @@ impl Searcher {
                         cell_type: ct,
                         kind,
                     });
-                    row.push(self.rise_without(&members, &held, base_loss)?);
+                    row.push(self.rise_without(&members, held, base_loss)?);
                     done += 1;
                     observe(done, total);
                 }
@@ -262,7 +335,7 @@ impl Searcher {
     /// in every cell). Every switch is restored.
     fn replace_scores(
         &mut self,
-        held: &[Batch],
+        held: &HeldOut,
         base_loss: f64,
         ct: CellType,
         e: usize,
@@ -326,7 +399,7 @@ impl Searcher {
     fn rise_without(
         &mut self,
         members: &[(ParamId, usize)],
-        held: &[Batch],
+        held: &HeldOut,
         base_loss: f64,
     ) -> Result<f64> {
         let saved = self.set_switches(members, 0.0)?;
@@ -349,11 +422,25 @@ impl Searcher {
         Ok(old)
     }
 
-    /// Mean cross-entropy of the network in evaluation mode over `held` (through
-    /// [`crate::retrain::evaluate`]).
-    fn held_out_loss(&mut self, held: &[Batch]) -> Result<f64> {
+    /// Mean cross-entropy of the network over `held`: in evaluation mode through
+    /// [`crate::retrain::evaluate`], or with batch statistics ([`PerturbBn::Batch`]: a
+    /// training-mode forward per batch, no backward; it updates the running statistics).
+    fn held_out_loss(&mut self, held: &HeldOut) -> Result<f64> {
         let (net, store) = (&self.net, &mut self.store);
+        if held.bn == PerturbBn::Batch {
+            let (mut sum, mut images) = (0.0f64, 0usize);
+            for (x, labels) in &held.batches {
+                let mut tape = Tape::new();
+                let xv = tape.input(x.clone());
+                let logits = net.forward(&mut tape, store, xv)?;
+                let l = tape.cross_entropy(logits, labels)?;
+                sum += tape.value(l).item()? as f64 * labels.len() as f64;
+                images += labels.len();
+            }
+            return Ok(sum / images as f64);
+        }
         let mut batches = held
+            .batches
             .iter()
             .map(|(x, labels)| Ok((x.clone(), labels.clone())));
         let totals = crate::retrain::evaluate(&mut batches, &mut |tape, x| {

@@ -2,7 +2,7 @@
 //! resume gives exactly the uninterrupted result, a NaN loss stops the run cleanly.
 
 use bayesnas_engine::prelude::*;
-use bayesnas_search::perturb::PerturbMode;
+use bayesnas_search::perturb::{PerturbBn, PerturbMode, PerturbOptions};
 use bayesnas_search::searcher::{
     Batch, CurvatureScale, DataFeed, SearchSettings, Searcher, SplitKind, CHECKPOINT,
 };
@@ -458,4 +458,132 @@ fn parameter_free_dropout_is_seeded_and_only_acts_on_switch_epochs() {
     // switch epoch: seeded, and it changes the training
     assert_eq!(run(0.5, 2), run(0.5, 2));
     assert_ne!(run(0.5, 2), run(0.0, 2));
+}
+
+/// Mean cross-entropy over the validation split with training-mode batch norm (each batch's
+/// own statistics), written here independently of the searcher; every value of the store,
+/// running statistics included, is restored afterwards.
+fn batch_stats_loss(s: &mut Searcher, data: &mut Synthetic) -> f64 {
+    let saved: Vec<Tensor> = s.store.iter().map(|(_, p)| p.value.clone()).collect();
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    let batches: Vec<Batch> = data
+        .epoch(SplitKind::Validation, 0)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    for (x, labels) in batches {
+        let mut tape = Tape::new();
+        let xv = tape.input(x);
+        let logits = s.net.forward(&mut tape, &mut s.store, xv).unwrap();
+        // cross-entropy by hand from the logits
+        let z = tape.value(logits).to_vec();
+        let k = z.len() / labels.len();
+        for (i, &y) in labels.iter().enumerate() {
+            let row = &z[i * k..(i + 1) * k];
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+            sum += lse - row[y as usize] as f64;
+        }
+        n += labels.len();
+    }
+    let ids: Vec<_> = s.store.iter().map(|(i, _)| i).collect();
+    for (id, v) in ids.into_iter().zip(saved) {
+        s.store.get_mut(id).value = v;
+    }
+    sum / n as f64
+}
+
+/// `--perturb-bn batch`: the held-out losses use each batch's statistics (checked against a
+/// hand-written training-mode loss on the base and two entries), the running statistics and
+/// switches are restored bit for bit, the scores differ from the running-statistics ones,
+/// and reuse needs the same statistics.
+#[test]
+fn batch_statistics_scores_match_a_hand_written_training_mode_loss() {
+    let mut s = searcher(1);
+    let mut data = Synthetic::clean(6, 2);
+    s.run(&mut data, None, &mut |_| {}).unwrap();
+    let before = values(&s);
+    let opts = PerturbOptions {
+        images: 12,
+        mode: PerturbMode::Remove,
+        bn: PerturbBn::Batch,
+    };
+    let (scores, reused) = s
+        .perturbation_scores_with(&mut data, opts, None, &mut |_, _| {})
+        .unwrap();
+    assert!(!reused);
+    assert!(
+        values(&s) == before,
+        "running statistics or switches not restored"
+    );
+    assert_eq!(scores.bn, PerturbBn::Batch);
+    let base = batch_stats_loss(&mut s, &mut data);
+    assert!(
+        (scores.base_loss - base).abs() <= 1e-6 * base.abs().max(1.0),
+        "{} vs {base}",
+        scores.base_loss
+    );
+    let (eval_base, _) = s
+        .evaluate(&mut data, SplitKind::Validation, &mut |_| {})
+        .unwrap();
+    assert!(
+        (eval_base - base).abs() > 1e-6,
+        "batch statistics change nothing"
+    );
+    let k = s.net.n_ops();
+    let ct = CellType::ALL
+        .into_iter()
+        .find(|&ct| !s.net.cells_of(ct).is_empty())
+        .unwrap();
+    let rows = match ct {
+        CellType::Normal => &scores.normal,
+        CellType::Reduce => &scores.reduce,
+    };
+    for (e, op) in [(2, 1), (4, 6)] {
+        let saved = values(&s);
+        for &c in &s.net.cells_of(ct) {
+            let id = s.net.cells[c].edges[e].s;
+            let mut v = s.store.value(id).to_vec();
+            v[op] = 0.0;
+            s.store.get_mut(id).value = Tensor::from_vec(v, &[k]).unwrap();
+        }
+        let want = batch_stats_loss(&mut s, &mut data) - base;
+        let got = rows[e][op];
+        assert!(
+            (got - want).abs() <= 1e-6 * base.abs().max(1.0),
+            "edge {e} op {op}: {got} vs {want}"
+        );
+        let ids: Vec<_> = s.store.iter().map(|(i, _)| i).collect();
+        for (id, v) in ids.into_iter().zip(saved) {
+            let shape = s.store.value(id).shape().to_vec();
+            s.store.get_mut(id).value = Tensor::from_vec(v, &shape).unwrap();
+        }
+    }
+    let running = s
+        .perturbation_scores(&mut data, 12, PerturbMode::Remove, &mut |_, _| {})
+        .unwrap();
+    let running_rows = match ct {
+        CellType::Normal => &running.normal,
+        CellType::Reduce => &running.reduce,
+    };
+    assert_ne!(running_rows, rows);
+    // Reuse: the same statistics reuse, the other statistics measure again.
+    let (again, reused) = s
+        .perturbation_scores_with(&mut data, opts, Some(&scores), &mut |_, _| {})
+        .unwrap();
+    assert!(reused);
+    assert_eq!(again, scores);
+    let (other, reused) = s
+        .perturbation_scores_with(
+            &mut data,
+            PerturbOptions {
+                bn: PerturbBn::Running,
+                ..opts
+            },
+            Some(&scores),
+            &mut |_, _| {},
+        )
+        .unwrap();
+    assert!(!reused);
+    assert_eq!(other, running);
 }

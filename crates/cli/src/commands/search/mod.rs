@@ -10,7 +10,7 @@ use bayesnas_engine::io::write_atomic;
 use bayesnas_engine::prelude::*;
 use bayesnas_search::curvature::CurvatureEstimator;
 use bayesnas_search::derive::{derive_from, CellRules, NodeRepair, OpScope};
-use bayesnas_search::perturb::{PerturbMode, PerturbationScores};
+use bayesnas_search::perturb::{PerturbBn, PerturbMode, PerturbOptions, PerturbationScores};
 use bayesnas_search::searcher::{
     CurvatureScale, DataFeed, Event, Phase, SearchSettings, Searcher, SplitKind, CHECKPOINT,
 };
@@ -55,6 +55,16 @@ pub enum PerturbModeArg {
     /// The op alone replaces its edge's mixture (the other ops' switches 0, its own their
     /// sum): ops rank by that held-out loss, edges by the rise when the edge is removed
     Replace,
+}
+
+/// `--perturb-bn` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PerturbBnArg {
+    /// The supernet's running statistics (evaluation mode), as Wang et al.
+    Running,
+    /// Each held-out batch's own statistics (training-mode batch norm; the running
+    /// statistics are restored): a removal's change of scale is normalised away
+    Batch,
 }
 
 /// `--curvature-scale` values.
@@ -263,6 +273,10 @@ pub struct SearchArgs {
     /// How --derive perturb measures an op
     #[arg(long, value_enum, default_value_t = PerturbModeArg::Remove, help_heading = "Derivation")]
     pub perturb_mode: PerturbModeArg,
+
+    /// Batch-norm statistics of --derive perturb's held-out evaluations
+    #[arg(long, value_enum, default_value_t = PerturbBnArg::Running, help_heading = "Derivation")]
+    pub perturb_bn: PerturbBnArg,
 
     /// Continue the run whose outputs and checkpoint are in DIR (same options). A finished
     /// run only derives its cell again, with the derivation options given; its
@@ -605,15 +619,22 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
                 PerturbModeArg::Replace => PerturbMode::Replace,
             };
             // A resumed run keeps the scores it measured on this supernet (checked by
-            // `perturbation_scores_reusing`), so re-deriving with other cell rules is quick.
+            // `perturbation_scores_with`), so re-deriving with other cell rules is quick.
             let previous = args
                 .resume
                 .as_ref()
                 .and_then(|dir| previous_scores(&dir.join("perturbation.json")));
-            let (scores, reused) = searcher.perturbation_scores_reusing(
-                &mut feed,
-                args.perturb_images,
+            let opts = PerturbOptions {
+                images: args.perturb_images,
                 mode,
+                bn: match args.perturb_bn {
+                    PerturbBnArg::Running => PerturbBn::Running,
+                    PerturbBnArg::Batch => PerturbBn::Batch,
+                },
+            };
+            let (scores, reused) = searcher.perturbation_scores_with(
+                &mut feed,
+                opts,
                 previous.as_ref(),
                 &mut |done, total| {
                     let b = pbar
