@@ -422,28 +422,20 @@ impl Searcher {
         Ok(old)
     }
 
-    /// Mean cross-entropy of the network over `held`: in evaluation mode through
-    /// [`crate::retrain::evaluate`], or with batch statistics ([`PerturbBn::Batch`]: a
-    /// training-mode forward per batch, no backward; it updates the running statistics).
+    /// Mean cross-entropy of the network over `held` through [`crate::retrain::evaluate_on`]:
+    /// in evaluation mode, or with batch statistics ([`PerturbBn::Batch`]: training-mode
+    /// tapes, forward only; they update the running statistics).
     fn held_out_loss(&mut self, held: &HeldOut) -> Result<f64> {
         let (net, store) = (&self.net, &mut self.store);
-        if held.bn == PerturbBn::Batch {
-            let (mut sum, mut images) = (0.0f64, 0usize);
-            for (x, labels) in &held.batches {
-                let mut tape = Tape::new();
-                let xv = tape.input(x.clone());
-                let logits = net.forward(&mut tape, store, xv)?;
-                let l = tape.cross_entropy(logits, labels)?;
-                sum += tape.value(l).item()? as f64 * labels.len() as f64;
-                images += labels.len();
-            }
-            return Ok(sum / images as f64);
-        }
+        let new_tape = match held.bn {
+            PerturbBn::Running => Tape::new_eval,
+            PerturbBn::Batch => Tape::new,
+        };
         let mut batches = held
             .batches
             .iter()
             .map(|(x, labels)| Ok((x.clone(), labels.clone())));
-        let totals = crate::retrain::evaluate(&mut batches, &mut |tape, x| {
+        let totals = crate::retrain::evaluate_on(&mut batches, new_tape, &mut |tape, x| {
             let xv = tape.input(x);
             net.forward(tape, store, xv)
         })?;

@@ -252,12 +252,7 @@ fn perturbation_scores_are_held_out_loss_rises_and_restore_the_switches() {
         // Independent check of two entries: zero the switch by hand in every cell of the type.
         for (e, op) in [(1, 0), (5, 4)] {
             let saved = values(&s);
-            for &c in &cells {
-                let id = s.net.cells[c].edges[e].s;
-                let mut v = s.store.value(id).to_vec();
-                v[op] = 0.0;
-                s.store.get_mut(id).value = Tensor::from_vec(v, &[k]).unwrap();
-            }
+            zero_child_switch(&mut s, ct, e, op);
             let (loss, _) = s
                 .evaluate(&mut data, SplitKind::Validation, &mut |_| {})
                 .unwrap();
@@ -267,11 +262,7 @@ fn perturbation_scores_are_held_out_loss_rises_and_restore_the_switches() {
                 (got - want).abs() <= 1e-6 * loss.abs().max(1.0),
                 "{ct:?} edge {e} op {op}: {got} vs {want}"
             );
-            let ids: Vec<_> = s.store.iter().map(|(i, _)| i).collect();
-            for (id, v) in ids.into_iter().zip(saved) {
-                let shape = s.store.value(id).shape().to_vec();
-                s.store.get_mut(id).value = Tensor::from_vec(v, &shape).unwrap();
-            }
+            restore(&mut s, saved);
         }
         // Not every op matters equally.
         let flat: Vec<f64> = rows.iter().flatten().copied().collect();
@@ -375,6 +366,17 @@ fn replace_scores_are_losses_of_one_op_per_edge_and_restore_the_switches() {
     }
 }
 
+/// Sets child switch `op` of edge `e` to 0 in every cell of type `ct`, by hand.
+fn zero_child_switch(s: &mut Searcher, ct: CellType, e: usize, op: usize) {
+    for c in s.net.cells_of(ct) {
+        let id = s.net.cells[c].edges[e].s;
+        let mut v = s.store.value(id).to_vec();
+        v[op] = 0.0;
+        let shape = s.store.value(id).shape().to_vec();
+        s.store.get_mut(id).value = Tensor::from_vec(v, &shape).unwrap();
+    }
+}
+
 fn restore(s: &mut Searcher, saved: Vec<Vec<f32>>) {
     let ids: Vec<_> = s.store.iter().map(|(i, _)| i).collect();
     for (id, v) in ids.into_iter().zip(saved) {
@@ -464,7 +466,7 @@ fn parameter_free_dropout_is_seeded_and_only_acts_on_switch_epochs() {
 /// own statistics), written here independently of the searcher; every value of the store,
 /// running statistics included, is restored afterwards.
 fn batch_stats_loss(s: &mut Searcher, data: &mut Synthetic) -> f64 {
-    let saved: Vec<Tensor> = s.store.iter().map(|(_, p)| p.value.clone()).collect();
+    let saved = values(s);
     let (mut sum, mut n) = (0.0f64, 0usize);
     let batches: Vec<Batch> = data
         .epoch(SplitKind::Validation, 0)
@@ -486,10 +488,7 @@ fn batch_stats_loss(s: &mut Searcher, data: &mut Synthetic) -> f64 {
         }
         n += labels.len();
     }
-    let ids: Vec<_> = s.store.iter().map(|(i, _)| i).collect();
-    for (id, v) in ids.into_iter().zip(saved) {
-        s.store.get_mut(id).value = v;
-    }
+    restore(s, saved);
     sum / n as f64
 }
 
@@ -530,7 +529,6 @@ fn batch_statistics_scores_match_a_hand_written_training_mode_loss() {
         (eval_base - base).abs() > 1e-6,
         "batch statistics change nothing"
     );
-    let k = s.net.n_ops();
     let ct = CellType::ALL
         .into_iter()
         .find(|&ct| !s.net.cells_of(ct).is_empty())
@@ -541,23 +539,14 @@ fn batch_statistics_scores_match_a_hand_written_training_mode_loss() {
     };
     for (e, op) in [(2, 1), (4, 6)] {
         let saved = values(&s);
-        for &c in &s.net.cells_of(ct) {
-            let id = s.net.cells[c].edges[e].s;
-            let mut v = s.store.value(id).to_vec();
-            v[op] = 0.0;
-            s.store.get_mut(id).value = Tensor::from_vec(v, &[k]).unwrap();
-        }
+        zero_child_switch(&mut s, ct, e, op);
         let want = batch_stats_loss(&mut s, &mut data) - base;
         let got = rows[e][op];
         assert!(
             (got - want).abs() <= 1e-6 * base.abs().max(1.0),
             "edge {e} op {op}: {got} vs {want}"
         );
-        let ids: Vec<_> = s.store.iter().map(|(i, _)| i).collect();
-        for (id, v) in ids.into_iter().zip(saved) {
-            let shape = s.store.value(id).shape().to_vec();
-            s.store.get_mut(id).value = Tensor::from_vec(v, &shape).unwrap();
-        }
+        restore(&mut s, saved);
     }
     let running = s
         .perturbation_scores(&mut data, 12, PerturbMode::Remove, &mut |_, _| {})

@@ -83,10 +83,21 @@ pub fn evaluate(
     batches: &mut dyn Iterator<Item = Result<Batch>>,
     forward: &mut dyn FnMut(&mut Tape, Tensor) -> Result<Var>,
 ) -> Result<Evaluation> {
+    evaluate_on(batches, Tape::new_eval, forward)
+}
+
+/// [`evaluate`] with each batch's tape made by `new_tape`: [`Tape::new`] evaluates with
+/// training-mode batch norm (each batch's own statistics; the running statistics are
+/// updated), forward only.
+pub fn evaluate_on(
+    batches: &mut dyn Iterator<Item = Result<Batch>>,
+    new_tape: fn() -> Tape,
+    forward: &mut dyn FnMut(&mut Tape, Tensor) -> Result<Var>,
+) -> Result<Evaluation> {
     let mut totals = Evaluation::default();
     for batch in batches {
         let (x, labels) = batch?;
-        let mut tape = Tape::new_eval();
+        let mut tape = new_tape();
         let logits = forward(&mut tape, x)?;
         let l = tape.cross_entropy(logits, &labels)?;
         totals.loss_sum += tape.value(l).item()? as f64 * labels.len() as f64;
