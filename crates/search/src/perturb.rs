@@ -51,6 +51,9 @@ pub struct PerturbOptions {
     pub mode: PerturbMode,
     /// The batch-norm statistics of the evaluations.
     pub bn: PerturbBn,
+    /// Whether the caller reads the standard errors ([`PerturbationScores::normal_se`]): a
+    /// file measured before they existed is then not reused.
+    pub standard_errors: bool,
 }
 
 /// The held-out batches of a measurement and how they are evaluated.
@@ -85,6 +88,15 @@ pub struct PerturbationScores {
     /// The same for the reduction cells.
     #[serde(default)]
     pub reduce_edges: Vec<f64>,
+    /// `remove` only: per edge of the normal cells, `normal_se[e][k][j]` is the standard error
+    /// of the difference of two removal rises, `rise[k] - rise[j]`, over the held-out images
+    /// (the sample standard deviation of the per-image loss differences over `sqrt(images)`;
+    /// 0 on the diagonal). Empty in files written before it existed and for `replace`.
+    #[serde(default)]
+    pub normal_se: Vec<Vec<Vec<f64>>>,
+    /// The same for the reduction cells.
+    #[serde(default)]
+    pub reduce_se: Vec<Vec<Vec<f64>>>,
 }
 
 impl PerturbationScores {
@@ -129,6 +141,87 @@ impl PerturbationScores {
 }
 
 impl PerturbationScores {
+    /// [`PerturbationScores::cell_relevance`] with a preference for cheaper ops among those the
+    /// held-out set cannot tell apart: an op inherits the rise of every op at least as costly
+    /// whose rise exceeds its own by at most `z` standard errors of their difference,
+    /// `eff[k] = max { rise[j] : cost[j] >= cost[k], rise[j] - rise[k] <= z * se[j][k] }`
+    /// (`j = k` included), and ops of equal inherited rise rank by cost (cheaper first), then
+    /// by their own rise, then in op order. `cost[e][k]` is the op's parameter count
+    /// ([`Searcher::op_costs`]). The ranking is written into the values (each op's value is
+    /// its inherited rise, lowered by `1e-12` per place behind the first op of the same
+    /// inherited rise) so that every cell rule reads it; an edge keeps its best rise. Values
+    /// are clamped at 0 as in [`PerturbationScores::cell_relevance`]. Needs `remove` scores
+    /// with standard errors.
+    pub fn cheaper_within(
+        &self,
+        prior: &Prior,
+        ct: CellType,
+        z: f64,
+        cost: &[Vec<usize>],
+    ) -> Result<crate::derive::CellRelevance> {
+        if self.mode != PerturbMode::Remove {
+            return Err(Error::Invalid(
+                "the preference for cheaper ops needs removal scores (--perturb-mode remove)"
+                    .into(),
+            ));
+        }
+        if !(z.is_finite() && z >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "the tie width must be a finite number of standard errors >= 0, got {z}"
+            )));
+        }
+        let se = match ct {
+            CellType::Normal => &self.normal_se,
+            CellType::Reduce => &self.reduce_se,
+        };
+        let mut rel = self.raw_relevance(prior, ct);
+        let (n_edges, k) = (rel.edges.len(), rel.ops.len());
+        let square = |m: &Vec<Vec<f64>>| m.len() == k && m.iter().all(|r| r.len() == k);
+        if se.len() != n_edges || !se.iter().all(square) {
+            return Err(Error::Invalid(format!(
+                "the {} perturbation scores have no standard errors for {n_edges} edges and {k} \
+                 ops (measured before they existed): measure them again",
+                ct.name()
+            )));
+        }
+        if cost.len() != n_edges || cost.iter().any(|c| c.len() != k) {
+            return Err(Error::Invalid(format!(
+                "op costs: expected {n_edges} edges of {k} ops, got {}",
+                cost.len()
+            )));
+        }
+        for e in 0..n_edges {
+            let rise = rel.gamma_tilde[e].clone();
+            let (c, s) = (&cost[e], &se[e]);
+            let eff: Vec<f64> = (0..k)
+                .map(|i| {
+                    (0..k)
+                        .filter(|&j| c[j] >= c[i] && rise[j] - rise[i] <= z * s[j][i])
+                        .fold(rise[i], |m, j| m.max(rise[j]))
+                })
+                .collect();
+            let mut order: Vec<usize> = (0..k).collect();
+            order.sort_by(|&a, &b| {
+                eff[b]
+                    .total_cmp(&eff[a])
+                    .then(c[a].cmp(&c[b]))
+                    .then(rise[b].total_cmp(&rise[a]))
+                    .then(a.cmp(&b))
+            });
+            let mut place = 0usize;
+            for (r, &i) in order.iter().enumerate() {
+                place = if r > 0 && eff[order[r - 1]] == eff[i] {
+                    place + 1
+                } else {
+                    0
+                };
+                rel.gamma_tilde[e][i] = (eff[i] - 1e-12 * place as f64).max(0.0);
+            }
+            rel.gamma0[e] = rel.gamma0[e].max(0.0);
+        }
+        Ok(rel)
+    }
+
     /// `replace` scores as relevances (all `>= 0`): `gamma0` of an edge is the rise when it
     /// is removed (clamped at 0) and `gamma_tilde[k] = gamma0 * w_k` with `w_k = (L_worst -
     /// L_k) / (L_worst - L_best)` from the edge's replacement losses `L` (1 for the best op,
@@ -182,6 +275,7 @@ impl Searcher {
             images,
             mode,
             bn: PerturbBn::Running,
+            standard_errors: false,
         };
         Ok(self.perturbation_scores_with(data, opts, None, observe)?.0)
     }
@@ -201,7 +295,12 @@ impl Searcher {
         previous: Option<&PerturbationScores>,
         observe: &mut dyn FnMut(usize, usize),
     ) -> Result<(PerturbationScores, bool)> {
-        let PerturbOptions { images, mode, bn } = opts;
+        let PerturbOptions {
+            images,
+            mode,
+            bn,
+            standard_errors,
+        } = opts;
         let mut held: Vec<Batch> = Vec::new();
         let mut n = 0usize;
         for batch in data.epoch(SplitKind::Validation, 0)? {
@@ -239,6 +338,8 @@ impl Searcher {
                 .map(|(id, p)| (id, p.value.clone()))
                 .collect(),
         };
+        let previous = previous
+            .filter(|p| !standard_errors || mode != PerturbMode::Remove || p.has_standard_errors());
         let measured = self.measure_scores(&held, n, mode, previous, observe);
         for (id, v) in buffers {
             self.store.get_mut(id).value = v;
@@ -276,6 +377,8 @@ impl Searcher {
             reduce: Vec::new(),
             normal_edges: Vec::new(),
             reduce_edges: Vec::new(),
+            normal_se: Vec::new(),
+            reduce_se: Vec::new(),
         };
         let per_edge = match mode {
             PerturbMode::Remove => k,
@@ -307,23 +410,28 @@ impl Searcher {
                 }
                 continue;
             }
+            let mut ses = Vec::new();
             for e in 0..self.net.config.space.edges(ct).len() {
                 let mut row = Vec::with_capacity(k);
+                let mut losses = Vec::with_capacity(k);
                 for op in 0..k {
                     let kind = GroupKind::Child { edge: e, op };
                     let members = self.group_members(GroupId {
                         cell_type: ct,
                         kind,
                     });
-                    row.push(self.rise_without(&members, held, base_loss)?);
+                    let mut per_image = Vec::with_capacity(n);
+                    row.push(self.rise_without(&members, held, base_loss, &mut per_image)?);
+                    losses.push(per_image);
                     done += 1;
                     observe(done, total);
                 }
                 rows.push(row);
+                ses.push(difference_standard_errors(&losses));
             }
             match ct {
-                CellType::Normal => scores.normal = rows,
-                CellType::Reduce => scores.reduce = rows,
+                CellType::Normal => (scores.normal, scores.normal_se) = (rows, ses),
+                CellType::Reduce => (scores.reduce, scores.reduce_se) = (rows, ses),
             }
         }
         Ok((scores, false))
@@ -344,7 +452,7 @@ impl Searcher {
             cell_type: ct,
             kind: GroupKind::Parent { edge: e },
         });
-        let edge_rise = self.rise_without(&parents, held, base_loss)?;
+        let edge_rise = self.rise_without(&parents, held, base_loss, &mut Vec::new())?;
         // The child-switch tensor of the edge in each cell of the type.
         let tensors: Vec<ParamId> = self
             .group_members(GroupId {
@@ -381,6 +489,35 @@ impl Searcher {
         Ok((edge_rise, row))
     }
 
+    /// Per edge and op of cell type `ct` (space order): the op's trainable parameters summed
+    /// over the cells of the type, the cost [`PerturbationScores::cheaper_within`] reads
+    /// (pools and skip connect 0, a skip connect of a stride-2 edge its factorized reduction).
+    pub fn op_costs(&self, ct: CellType) -> Vec<Vec<usize>> {
+        let space = &self.net.config.space;
+        let cells = self.net.cells_of(ct);
+        (0..space.edges(ct).len())
+            .map(|e| {
+                space
+                    .ops
+                    .iter()
+                    .map(|op| {
+                        let prefixes: Vec<String> = cells
+                            .iter()
+                            .map(|c| format!("cells.{c}.edges.{e}.{}.", op.name()))
+                            .collect();
+                        self.store
+                            .iter()
+                            .filter(|(_, p)| {
+                                p.trainable && prefixes.iter().any(|x| p.name.starts_with(x))
+                            })
+                            .map(|(_, p)| p.value.numel())
+                            .sum()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Replaces the value of parameter `p` (same shape, on its device).
     fn set_tensor(&mut self, p: ParamId, v: Vec<f32>) -> Result<()> {
         let t = self.store.value(p);
@@ -396,14 +533,16 @@ impl Searcher {
 
     /// The rise of the held-out loss over `base_loss` with the switch elements `members` set
     /// to 0; they are restored afterwards (also when the evaluation fails).
+    /// The per-image losses of that evaluation are appended to `per_image`.
     fn rise_without(
         &mut self,
         members: &[(ParamId, usize)],
         held: &HeldOut,
         base_loss: f64,
+        per_image: &mut Vec<f64>,
     ) -> Result<f64> {
         let saved = self.set_switches(members, 0.0)?;
-        let loss = self.held_out_loss(held);
+        let loss = self.held_out_losses(held, Some(per_image));
         for ((p, i), v) in members.iter().zip(saved) {
             self.set_switches(&[(*p, *i)], v)?;
         }
@@ -426,6 +565,16 @@ impl Searcher {
     /// in evaluation mode, or with batch statistics ([`PerturbBn::Batch`]: training-mode
     /// tapes, forward only; they update the running statistics).
     fn held_out_loss(&mut self, held: &HeldOut) -> Result<f64> {
+        self.held_out_losses(held, None)
+    }
+
+    /// [`Searcher::held_out_loss`], also appending each image's cross-entropy (in f64, from
+    /// the same logits) to `per_image` when given; the mean returned is the same.
+    fn held_out_losses(
+        &mut self,
+        held: &HeldOut,
+        mut per_image: Option<&mut Vec<f64>>,
+    ) -> Result<f64> {
         let (net, store) = (&self.net, &mut self.store);
         let new_tape = match held.bn {
             PerturbBn::Running => Tape::new_eval,
@@ -435,10 +584,79 @@ impl Searcher {
             .batches
             .iter()
             .map(|(x, labels)| Ok((x.clone(), labels.clone())));
+        let mut labels = held.batches.iter().map(|(_, l)| l);
         let totals = crate::retrain::evaluate_on(&mut batches, new_tape, &mut |tape, x| {
             let xv = tape.input(x);
-            net.forward(tape, store, xv)
+            let logits = net.forward(tape, store, xv)?;
+            if let Some(out) = per_image.as_deref_mut() {
+                let l = labels.next().ok_or_else(|| {
+                    Error::Invalid("held-out evaluation: more batches than labels".into())
+                })?;
+                out.extend(cross_entropies(tape.value(logits), l)?);
+            }
+            Ok(logits)
         })?;
         Ok(totals.means().0)
+    }
+}
+
+/// Each row's cross-entropy `logsumexp(z) - z[label]` of logits `[n, classes]`, in f64.
+fn cross_entropies(logits: &Tensor, labels: &[u32]) -> Result<Vec<f64>> {
+    let z = logits.try_to_vec()?;
+    let n = labels.len();
+    if n == 0 || z.len() % n != 0 {
+        return Err(Error::Invalid(format!(
+            "cross-entropies: {} logits for {n} labels",
+            z.len()
+        )));
+    }
+    let classes = z.len() / n;
+    labels
+        .iter()
+        .zip(z.chunks(classes))
+        .map(|(&y, row)| {
+            let y = y as usize;
+            if y >= classes {
+                return Err(Error::Invalid(format!(
+                    "cross-entropies: label {y} of {classes} classes"
+                )));
+            }
+            let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+            Ok(lse - row[y] as f64)
+        })
+        .collect()
+}
+
+/// `se[k][j]`: the standard error of the mean of `losses[k][i] - losses[j][i]` over the
+/// images `i` (sample standard deviation over `sqrt(n)`; 0 for fewer than 2 images).
+fn difference_standard_errors(losses: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let k = losses.len();
+    let mut se = vec![vec![0.0; k]; k];
+    for a in 0..k {
+        for b in 0..a {
+            let d: Vec<f64> = losses[a]
+                .iter()
+                .zip(&losses[b])
+                .map(|(x, y)| x - y)
+                .collect();
+            let n = d.len();
+            if n < 2 {
+                continue;
+            }
+            let mean = d.iter().sum::<f64>() / n as f64;
+            let var = d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+            let s = (var / n as f64).sqrt();
+            se[a][b] = s;
+            se[b][a] = s;
+        }
+    }
+    se
+}
+
+impl PerturbationScores {
+    /// Whether every edge of both cell types has its standard errors.
+    pub fn has_standard_errors(&self) -> bool {
+        self.normal_se.len() == self.normal.len() && self.reduce_se.len() == self.reduce.len()
     }
 }

@@ -506,6 +506,7 @@ fn batch_statistics_scores_match_a_hand_written_training_mode_loss() {
         images: 12,
         mode: PerturbMode::Remove,
         bn: PerturbBn::Batch,
+        standard_errors: false,
     };
     let (scores, reused) = s
         .perturbation_scores_with(&mut data, opts, None, &mut |_, _| {})
@@ -575,4 +576,196 @@ fn batch_statistics_scores_match_a_hand_written_training_mode_loss() {
         .unwrap();
     assert!(!reused);
     assert_eq!(other, running);
+}
+
+/// The standard errors of the removal scores, checked against per-image losses computed by
+/// hand: each held-out image alone through the evaluation-mode network with one child switch
+/// zeroed, its loss by the tape's cross-entropy, the standard error of the paired differences
+/// in f64. Their means are the rises.
+#[test]
+fn removal_standard_errors_match_per_image_losses_computed_by_hand() {
+    let mut s = searcher(1);
+    let mut data = Synthetic::clean(6, 2);
+    s.run(&mut data, None, &mut |_| {}).unwrap();
+    let opts = PerturbOptions {
+        images: 12,
+        mode: PerturbMode::Remove,
+        bn: PerturbBn::Running,
+        standard_errors: true,
+    };
+    let (scores, _) = s
+        .perturbation_scores_with(&mut data, opts, None, &mut |_, _| {})
+        .unwrap();
+    assert!(scores.has_standard_errors());
+    let images: Vec<(Tensor, u32)> = data
+        .epoch(SplitKind::Validation, 0)
+        .unwrap()
+        .flat_map(|b| {
+            let (x, labels) = b.unwrap();
+            let per = x.numel() / labels.len();
+            let v = x.to_vec();
+            labels
+                .iter()
+                .enumerate()
+                .map(|(i, &l)| {
+                    let xi = Tensor::from_vec(v[i * per..(i + 1) * per].to_vec(), &[1, 1, 8, 8]);
+                    (xi.unwrap(), l)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(images.len(), 12);
+    let per_image = |s: &mut Searcher| -> Vec<f64> {
+        images
+            .iter()
+            .map(|(x, l)| {
+                let mut t = Tape::new_eval();
+                let xv = t.input(x.clone());
+                let logits = s.net.forward(&mut t, &mut s.store, xv).unwrap();
+                let loss = t.cross_entropy(logits, &[*l]).unwrap();
+                t.value(loss).item().unwrap() as f64
+            })
+            .collect()
+    };
+    let base: f64 = per_image(&mut s).iter().sum::<f64>() / 12.0;
+    assert!((base - scores.base_loss).abs() < 1e-5 * base.max(1.0));
+    let mut checked = 0;
+    for ct in CellType::ALL {
+        if s.net.cells_of(ct).is_empty() {
+            continue;
+        }
+        let (rows, se) = match ct {
+            CellType::Normal => (&scores.normal, &scores.normal_se),
+            CellType::Reduce => (&scores.reduce, &scores.reduce_se),
+        };
+        let e = 2;
+        let (a, b) = (1, 4);
+        let mut losses = Vec::new();
+        for op in [a, b] {
+            let saved = values(&s);
+            zero_child_switch(&mut s, ct, e, op);
+            losses.push(per_image(&mut s));
+            restore(&mut s, saved);
+        }
+        for (op, l) in [a, b].into_iter().zip(&losses) {
+            let rise = l.iter().sum::<f64>() / 12.0 - base;
+            assert!(
+                (rise - rows[e][op]).abs() < 1e-5,
+                "{ct:?} op {op}: {rise} vs {}",
+                rows[e][op]
+            );
+        }
+        let d: Vec<f64> = losses[0]
+            .iter()
+            .zip(&losses[1])
+            .map(|(x, y)| x - y)
+            .collect();
+        let mean = d.iter().sum::<f64>() / 12.0;
+        let sd = (d.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / 11.0).sqrt();
+        let want = sd / 12f64.sqrt();
+        assert!(want > 1e-6, "the two removals should differ per image");
+        for got in [se[e][a][b], se[e][b][a]] {
+            assert!(
+                (got - want).abs() <= 1e-4 * want,
+                "{ct:?} se: {got} vs {want}"
+            );
+        }
+        assert_eq!(se[e][a][a], 0.0);
+        checked += 1;
+    }
+    assert!(checked > 0);
+    // Reuse needs the standard errors when they are asked for.
+    let mut old = scores.clone();
+    old.normal_se.clear();
+    old.reduce_se.clear();
+    let (_, reused) = s
+        .perturbation_scores_with(&mut data, opts, Some(&old), &mut |_, _| {})
+        .unwrap();
+    assert!(!reused, "a file without standard errors was reused");
+    let (_, reused) = s
+        .perturbation_scores_with(&mut data, opts, Some(&scores), &mut |_, _| {})
+        .unwrap();
+    assert!(reused);
+}
+
+/// `cheaper_within` on planted rises, standard errors and costs (op order: sep_conv_3x3,
+/// sep_conv_5x5, dil_conv_3x3, dil_conv_5x5, max_pool, avg_pool, skip_connect).
+#[test]
+fn cheaper_ops_take_the_rank_of_costlier_ops_they_cannot_be_told_from() {
+    let mut s = searcher(1);
+    let mut data = Synthetic::clean(6, 2);
+    s.run(&mut data, None, &mut |_| {}).unwrap();
+    let opts = PerturbOptions {
+        images: 12,
+        mode: PerturbMode::Remove,
+        bn: PerturbBn::Running,
+        standard_errors: true,
+    };
+    let (mut scores, _) = s
+        .perturbation_scores_with(&mut data, opts, None, &mut |_, _| {})
+        .unwrap();
+    let ct = CellType::ALL
+        .into_iter()
+        .find(|&ct| !s.net.cells_of(ct).is_empty())
+        .unwrap();
+    let costs = s.op_costs(ct);
+    // The supernet's own parameter counts order the ops as expected.
+    for c in &costs {
+        assert!(c[0] > 0 && c[1] > c[0] && c[3] > c[2] && c[2] > 0, "{c:?}");
+        assert!(c[4] == 0 && c[5] == 0, "{c:?}");
+    }
+    let n_edges = s.net.config.space.edges(ct).len();
+    let (rows, se) = match ct {
+        CellType::Normal => (&mut scores.normal, &mut scores.normal_se),
+        CellType::Reduce => (&mut scores.reduce, &mut scores.reduce_se),
+    };
+    // Edge 0: sep5 best (0.10); sep3 (0.095) within 2 se of it; dil3 (0.092) not within 2 se
+    // of sep5 but within 2 se of sep3; max (0.05) far below.
+    // Standard errors: 0.001 between any two ops (0 on the diagonal) unless set.
+    let planted = |pairs: &[(usize, usize, f64)]| {
+        let mut m = vec![vec![0.001; 7]; 7];
+        for (i, row) in m.iter_mut().enumerate() {
+            row[i] = 0.0;
+        }
+        for &(a, b, v) in pairs {
+            (m[a][b], m[b][a]) = (v, v);
+        }
+        m
+    };
+    rows[0] = vec![0.095, 0.10, 0.092, 0.03, 0.05, 0.01, 0.02];
+    // sep5 - sep3 = 0.005 <= 2 * 0.003; sep5 - dil3 = 0.008 > 2 * 0.002;
+    // sep3 - dil3 = 0.003 <= 2 * 0.002.
+    se[0] = planted(&[(1, 0, 0.003), (1, 2, 0.002), (0, 2, 0.002)]);
+    // Edge 1: a max pool within 2 se of the best op (dil5) wins on cost; the best
+    // parametric op stays dil5, since dil3 (cheaper) is not within 2 se of it.
+    rows[1] = vec![0.02, 0.03, 0.06, 0.07, 0.068, 0.04, 0.01];
+    // dil5 - max = 0.002 <= 0.004; dil5 - dil3 = 0.01 > 0.008.
+    se[1] = planted(&[(3, 4, 0.002), (3, 2, 0.004)]);
+    let rel = scores.cheaper_within(&s.prior, ct, 2.0, &costs).unwrap();
+    let g = &rel.gamma_tilde;
+    // Edge 0: sep3 inherits sep5's rise and ranks first (cheaper); dil3 inherits sep3's.
+    assert_eq!(rel.best_op(0), 0);
+    assert!((g[0][0] - 0.10).abs() < 1e-9 && g[0][1] < g[0][0] && (g[0][1] - 0.10).abs() < 1e-9);
+    assert!((g[0][2] - 0.095).abs() < 1e-9);
+    assert_eq!((g[0][3], g[0][4]), (0.03, 0.05));
+    assert_eq!(rel.gamma0[0], 0.10);
+    // Edge 1: the max pool takes dil5's place; dil5 stays the best parametric op.
+    assert_eq!(rel.best_op(1), 4);
+    assert!(g[1][3] > g[1][2] && g[1][3] > g[1][0] && g[1][3] > g[1][1]);
+    // z = 0: the plain ranking on both edges.
+    let plain = scores.cheaper_within(&s.prior, ct, 0.0, &costs).unwrap();
+    assert_eq!((plain.best_op(0), plain.best_op(1)), (1, 3));
+    for e in 2..n_edges {
+        let want = scores.cell_relevance(&s.prior, ct).best_op(e);
+        assert_eq!(plain.best_op(e), want, "edge {e}");
+    }
+    // Errors: no standard errors, a negative width, replace scores.
+    let mut bare = scores.clone();
+    bare.normal_se.clear();
+    bare.reduce_se.clear();
+    assert!(bare.cheaper_within(&s.prior, ct, 2.0, &costs).is_err());
+    assert!(scores.cheaper_within(&s.prior, ct, -1.0, &costs).is_err());
+    let mut replace = scores.clone();
+    replace.mode = PerturbMode::Replace;
+    assert!(replace.cheaper_within(&s.prior, ct, 2.0, &costs).is_err());
 }

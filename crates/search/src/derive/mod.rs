@@ -150,7 +150,7 @@ impl CellRelevance {
     }
 
     /// Index of the best op of edge `e` (largest gamma_tilde; ties: first in op order).
-    fn best_op(&self, e: usize) -> usize {
+    pub fn best_op(&self, e: usize) -> usize {
         let row = &self.gamma_tilde[e];
         let mut best = 0;
         for (k, &g) in row.iter().enumerate() {

@@ -277,6 +277,11 @@ pub struct SearchArgs {
     /// Batch-norm statistics of --derive perturb's held-out evaluations
     #[arg(long, value_enum, default_value_t = PerturbBnArg::Running, help_heading = "Derivation")]
     pub perturb_bn: PerturbBnArg,
+    /// --derive perturb: an op whose removal rise is within Z standard errors (over the
+    /// held-out images) of a costlier op's takes that op's rank, so the cheapest of the ops
+    /// the held-out set cannot tell apart is kept (cost: parameter count); `none`: plain rises
+    #[arg(long, value_name = "Z|none", value_parser = parse_width, help_heading = "Derivation")]
+    pub cheaper_within: Option<Width>,
 
     /// Continue the run whose outputs and checkpoint are in DIR (same options). A finished
     /// run only derives its cell again, with the derivation options given; its
@@ -296,6 +301,22 @@ fn parse_cap(s: &str) -> std::result::Result<Cap, String> {
     s.parse()
         .map(|n| Cap(Some(n)))
         .map_err(|_| format!("'{s}' is neither a count nor 'none'"))
+}
+
+/// A `--cheaper-within` value: a number of standard errors, or `none`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Width(Option<f64>);
+
+fn parse_width(s: &str) -> std::result::Result<Width, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(Width(None));
+    }
+    match s.parse::<f64>() {
+        Ok(z) if z.is_finite() && z >= 0.0 => Ok(Width(Some(z))),
+        _ => Err(format!(
+            "'{s}' is neither a number of standard errors >= 0 nor 'none'"
+        )),
+    }
 }
 
 /// Defaults of the derivation outside `--preset paper` (docs/search-quality.md has the
@@ -318,6 +339,7 @@ struct Resolved {
     switch_lr: f32,
     derive: DeriveArg,
     max_param_free: Option<usize>,
+    cheaper_within: Option<f64>,
 }
 
 impl SearchArgs {
@@ -347,7 +369,15 @@ impl SearchArgs {
                 None if paper || derive != DeriveArg::Perturb => None,
                 None => DEFAULT_PERTURB_MAX_PARAM_FREE,
             },
+            cheaper_within: self.cheaper_within.and_then(|Width(z)| z),
         };
+        if r.cheaper_within.is_some()
+            && (derive != DeriveArg::Perturb || self.perturb_mode != PerturbModeArg::Remove)
+        {
+            return usage(
+                "--cheaper-within needs --derive perturb with --perturb-mode remove".into(),
+            );
+        }
         check_channels(r.channels)?;
         check_cells(r.cells)?;
         check_batch_norm_batch(r.batch)?;
@@ -631,6 +661,7 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
                     PerturbBnArg::Running => PerturbBn::Running,
                     PerturbBnArg::Batch => PerturbBn::Batch,
                 },
+                standard_errors: r.cheaper_within.is_some(),
             };
             let (scores, reused) = searcher.perturbation_scores_with(
                 &mut feed,
@@ -667,7 +698,15 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
                 DeriveRule::Darts,
                 "perturbation_loss_rise",
                 CellType::ALL.map(|ct| scores.raw_relevance(&searcher.prior, ct)),
-                CellType::ALL.map(|ct| scores.cell_relevance(&searcher.prior, ct)),
+                match r.cheaper_within {
+                    None => CellType::ALL.map(|ct| scores.cell_relevance(&searcher.prior, ct)),
+                    Some(z) => {
+                        let [n, rd] = CellType::ALL.map(|ct| {
+                            scores.cheaper_within(&searcher.prior, ct, z, &searcher.op_costs(ct))
+                        });
+                        [n?, rd?]
+                    }
+                },
             )
         }
     };
