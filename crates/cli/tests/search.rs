@@ -330,3 +330,75 @@ fn resumed_derivation_reuses_the_scores_of_its_own_supernet_only() {
     }
     std::fs::remove_dir_all(out).ok();
 }
+
+/// `--cheaper-within`: with an unbounded band every op of an edge is tied with the best, so
+/// each edge keeps its cheapest op: a parameter-free one without the cap, and with the cap of
+/// 2 the capped edges get the cheapest convolution (dil_conv_3x3); with 0 only exact ties
+/// change, and the cell is the default's. Needs removal scores.
+#[test]
+fn cheaper_within_keeps_the_cheapest_of_tied_ops() {
+    let out = scratch("cheaper");
+    let o = bin().args(TINY).arg("--out").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let default = read_json(&out.join("genotype.json"));
+    let pj = read_json(&out.join("perturbation.json"));
+    assert_eq!(
+        pj["normal_se"].as_array().map(|a| a.len()),
+        pj["normal"].as_array().map(|a| a.len())
+    );
+    let ops_of = |g: &serde_json::Value, cell: &str| -> Vec<String> {
+        g[cell]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|e| e["ops"].as_array().unwrap().iter())
+            .map(|o| o["op"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let free =
+        |op: &String| ["max_pool_3x3", "avg_pool_3x3", "skip_connect"].contains(&op.as_str());
+    let rederive = |extra: &[&str]| {
+        let o = bin()
+            .args(tiny_loud())
+            .args(extra)
+            .arg("--resume")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains("(reused"), "{err}");
+        read_json(&out.join("genotype.json"))
+    };
+    let g = rederive(&["--cheaper-within", "1e300", "--max-param-free", "none"]);
+    let normal = ops_of(&g, "normal");
+    assert!(normal.len() >= 3 && normal.iter().all(free), "{normal:?}");
+    assert_eq!(
+        read_json(&out.join("selection.json"))["cheaper_within"],
+        1e300
+    );
+    let g = rederive(&["--cheaper-within", "1e300", "--max-param-free", "2"]);
+    let normal = ops_of(&g, "normal");
+    assert_eq!(normal.iter().filter(|o| free(o)).count(), 2, "{normal:?}");
+    assert!(
+        normal
+            .iter()
+            .filter(|o| !free(o))
+            .all(|o| o == "dil_conv_3x3"),
+        "{normal:?}"
+    );
+    let g = rederive(&["--cheaper-within", "0"]);
+    assert_eq!(g, default);
+    let o = bin()
+        .args(TINY)
+        .args(["--perturb-mode", "replace", "--cheaper-within", "2"])
+        .arg("--out")
+        .arg(scratch("cheaper-replace"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--cheaper-within"),
+        "{err}"
+    );
+}

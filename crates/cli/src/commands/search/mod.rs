@@ -725,12 +725,15 @@ pub fn run(args: &SearchArgs) -> CliResult<()> {
         "relevance.json",
         &report.to_json().map_err(bayesnas_search::Error::from)?,
     )?;
-    let selection = selection_json(
+    let mut selection = selection_json(
         score_name,
         derive_arg,
         rules,
         &[("normal", &normal_rel), ("reduce", &reduce_rel)],
     );
+    // How the perturbation rises were read: null = plainly, Z = cheaper ops within Z
+    // standard errors take the rank of costlier ones.
+    selection["cheaper_within"] = serde_json::json!(r.cheaper_within);
     write(
         "selection.json",
         &serde_json::to_string_pretty(&selection).map_err(|e| CliError::Usage(e.to_string()))?,
