@@ -69,6 +69,7 @@ fn tiny_search_writes_every_output_and_resume_reproduces_it() {
             .unwrap();
     assert_eq!(sel["score"], "perturbation_loss_rise");
     assert_eq!(sel["rules"]["max_param_free"], 4);
+    assert_eq!(sel["cheaper_within"], 2.0);
     let geno: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("genotype.json")).unwrap()).unwrap();
     let free = geno["normal"]["edges"]
@@ -334,7 +335,8 @@ fn resumed_derivation_reuses_the_scores_of_its_own_supernet_only() {
 /// `--cheaper-within`: with an unbounded band every op of an edge is tied with the best, so
 /// each edge keeps its cheapest op: a parameter-free one without the cap, and with the cap of
 /// 2 the capped edges get the cheapest convolution (dil_conv_3x3); with 0 only exact ties
-/// change, and the cell is the default's. Needs removal scores.
+/// change, so the cell is the one of the plain rises (`none`); no flag is the default's 2.
+/// Needs removal scores.
 #[test]
 fn cheaper_within_keeps_the_cheapest_of_tied_ops() {
     let out = scratch("cheaper");
@@ -387,8 +389,14 @@ fn cheaper_within_keeps_the_cheapest_of_tied_ops() {
             .all(|o| o == "dil_conv_3x3"),
         "{normal:?}"
     );
-    let g = rederive(&["--cheaper-within", "0"]);
-    assert_eq!(g, default);
+    let plain = rederive(&["--cheaper-within", "none"]);
+    assert_eq!(
+        read_json(&out.join("selection.json"))["cheaper_within"],
+        serde_json::Value::Null
+    );
+    assert_eq!(rederive(&["--cheaper-within", "0"]), plain);
+    assert_eq!(rederive(&[]), default);
+    assert_eq!(rederive(&["--cheaper-within", "2"]), default);
     let o = bin()
         .args(TINY)
         .args(["--perturb-mode", "replace", "--cheaper-within", "2"])

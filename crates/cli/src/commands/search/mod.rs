@@ -280,6 +280,8 @@ pub struct SearchArgs {
     /// --derive perturb: an op whose removal rise is within Z standard errors (over the
     /// held-out images) of a costlier op's takes that op's rank, so the cheapest of the ops
     /// the held-out set cannot tell apart is kept (cost: parameter count); `none`: plain rises
+    /// [default: 2 with --derive perturb --perturb-mode remove (measured in
+    /// docs/search-quality.md), none otherwise and with --preset paper]
     #[arg(long, value_name = "Z|none", value_parser = parse_width, help_heading = "Derivation")]
     pub cheaper_within: Option<Width>,
 
@@ -325,6 +327,9 @@ const DEFAULT_DERIVE: DeriveArg = DeriveArg::Perturb;
 /// The parameter-free cap of `--derive perturb` when `--max-param-free` is not given (P7 in
 /// docs/search-quality.md); the other rules have no cap unless it is given.
 const DEFAULT_PERTURB_MAX_PARAM_FREE: Option<usize> = Some(4);
+/// The tie width of `--derive perturb --perturb-mode remove` when `--cheaper-within` is not
+/// given (P9 in docs/search-quality.md), in standard errors; none with `--preset paper`.
+const DEFAULT_PERTURB_CHEAPER_WITHIN: Option<f64> = Some(2.0);
 
 /// The resolved settings (preset + explicit options).
 #[derive(Debug, Clone, Serialize)]
@@ -369,9 +374,18 @@ impl SearchArgs {
                 None if paper || derive != DeriveArg::Perturb => None,
                 None => DEFAULT_PERTURB_MAX_PARAM_FREE,
             },
-            cheaper_within: self.cheaper_within.and_then(|Width(z)| z),
+            cheaper_within: match self.cheaper_within {
+                Some(Width(z)) => z,
+                None if paper
+                    || derive != DeriveArg::Perturb
+                    || self.perturb_mode != PerturbModeArg::Remove =>
+                {
+                    None
+                }
+                None => DEFAULT_PERTURB_CHEAPER_WITHIN,
+            },
         };
-        if r.cheaper_within.is_some()
+        if self.cheaper_within.is_some_and(|Width(z)| z.is_some())
             && (derive != DeriveArg::Perturb || self.perturb_mode != PerturbModeArg::Remove)
         {
             return usage(
@@ -826,5 +840,33 @@ mod tests {
         assert_eq!(r.max_param_free, None);
         let r = resolved(&["--derive", "threshold", "--max-param-free", "2"]);
         assert_eq!(r.max_param_free, Some(2));
+    }
+
+    #[test]
+    fn cheaper_within_defaults_to_2_for_removal_scores_only() {
+        let r = |argv: &[&str]| resolved(argv).cheaper_within;
+        assert_eq!(r(&[]), Some(2.0));
+        assert_eq!(r(&["--cheaper-within", "none"]), None);
+        assert_eq!(r(&["--cheaper-within", "0.5"]), Some(0.5));
+        assert_eq!(r(&["--perturb-mode", "replace"]), None);
+        assert_eq!(r(&["--derive", "threshold"]), None);
+        assert_eq!(r(&["--derive", "darts"]), None);
+        assert_eq!(r(&["--preset", "paper"]), None);
+        assert_eq!(r(&["--preset", "paper", "--derive", "perturb"]), None);
+        assert_eq!(
+            r(&[
+                "--preset",
+                "paper",
+                "--derive",
+                "perturb",
+                "--cheaper-within",
+                "2"
+            ]),
+            Some(2.0)
+        );
+        // `none` goes with any rule; a width needs removal scores.
+        assert_eq!(r(&["--derive", "darts", "--cheaper-within", "none"]), None);
+        let w = Wrap::try_parse_from(["search", "--derive", "darts", "--cheaper-within", "2"]);
+        assert!(w.unwrap().args.resolve().is_err());
     }
 }
