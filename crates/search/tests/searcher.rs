@@ -578,12 +578,9 @@ fn batch_statistics_scores_match_a_hand_written_training_mode_loss() {
     assert_eq!(other, running);
 }
 
-/// The standard errors of the removal scores, checked against per-image losses computed by
-/// hand: each held-out image alone through the evaluation-mode network with one child switch
-/// zeroed, its loss by the tape's cross-entropy, the standard error of the paired differences
-/// in f64. Their means are the rises.
-#[test]
-fn removal_standard_errors_match_per_image_losses_computed_by_hand() {
+/// A trained tiny searcher, its data and the options of removal scores with standard errors
+/// on its 12 held-out images.
+fn trained_with_standard_errors() -> (Searcher, Synthetic, PerturbOptions) {
     let mut s = searcher(1);
     let mut data = Synthetic::clean(6, 2);
     s.run(&mut data, None, &mut |_| {}).unwrap();
@@ -593,6 +590,16 @@ fn removal_standard_errors_match_per_image_losses_computed_by_hand() {
         bn: PerturbBn::Running,
         standard_errors: true,
     };
+    (s, data, opts)
+}
+
+/// The standard errors of the removal scores, checked against per-image losses computed by
+/// hand: each held-out image alone through the evaluation-mode network with one child switch
+/// zeroed, its loss by the tape's cross-entropy, the standard error of the paired differences
+/// in f64. Their means are the rises.
+#[test]
+fn removal_standard_errors_match_per_image_losses_computed_by_hand() {
+    let (mut s, mut data, opts) = trained_with_standard_errors();
     let (scores, _) = s
         .perturbation_scores_with(&mut data, opts, None, &mut |_, _| {})
         .unwrap();
@@ -692,15 +699,7 @@ fn removal_standard_errors_match_per_image_losses_computed_by_hand() {
 /// sep_conv_5x5, dil_conv_3x3, dil_conv_5x5, max_pool, avg_pool, skip_connect).
 #[test]
 fn cheaper_ops_take_the_rank_of_costlier_ops_they_cannot_be_told_from() {
-    let mut s = searcher(1);
-    let mut data = Synthetic::clean(6, 2);
-    s.run(&mut data, None, &mut |_| {}).unwrap();
-    let opts = PerturbOptions {
-        images: 12,
-        mode: PerturbMode::Remove,
-        bn: PerturbBn::Running,
-        standard_errors: true,
-    };
+    let (mut s, mut data, opts) = trained_with_standard_errors();
     let (mut scores, _) = s
         .perturbation_scores_with(&mut data, opts, None, &mut |_, _| {})
         .unwrap();
