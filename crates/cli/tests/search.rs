@@ -228,6 +228,20 @@ fn tiny_loud() -> Vec<&'static str> {
     TINY.iter().copied().filter(|a| *a != "--quiet").collect()
 }
 
+/// `bayesnas` with `args` and `extra`, then `--resume out`: must succeed; returns its stderr.
+fn resume_run(out: &std::path::Path, args: &[&str], extra: &[&str]) -> String {
+    let o = bin()
+        .args(args)
+        .args(extra)
+        .arg("--resume")
+        .arg(out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{err}");
+    err
+}
+
 fn read_json(p: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
@@ -245,16 +259,7 @@ fn resumed_derivation_reuses_the_scores_of_its_own_supernet_only() {
             .into_iter()
             .map(|a| if a == "32" { images } else { a })
             .collect();
-        let o = bin()
-            .args(args)
-            .args(extra)
-            .arg("--resume")
-            .arg(&out)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr).to_string();
-        assert!(o.status.success(), "{err}");
-        err
+        resume_run(&out, &args, extra)
     };
 
     // Planted scores with the supernet's own base loss are reused: the derivation reads them.
@@ -360,15 +365,7 @@ fn cheaper_within_keeps_the_cheapest_of_tied_ops() {
     let free =
         |op: &String| ["max_pool_3x3", "avg_pool_3x3", "skip_connect"].contains(&op.as_str());
     let rederive = |extra: &[&str]| {
-        let o = bin()
-            .args(tiny_loud())
-            .args(extra)
-            .arg("--resume")
-            .arg(&out)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr).to_string();
-        assert!(o.status.success(), "{err}");
+        let err = resume_run(&out, &tiny_loud(), extra);
         assert!(err.contains("(reused"), "{err}");
         read_json(&out.join("genotype.json"))
     };
