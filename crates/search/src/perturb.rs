@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::bayes::{GroupId, GroupKind, Prior};
 use crate::searcher::{Batch, DataFeed, Searcher, SplitKind};
 use crate::space::CellType;
+use crate::supernet::CellCache;
 
 /// How [`Searcher::perturbation_scores`] measures an op's importance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -395,10 +396,14 @@ impl Searcher {
                 continue;
             }
             let mut rows = Vec::new();
+            // Every evaluation of this cell type changes the switches of one of its edges:
+            // the cells before its first cell, and that cell's other nodes, are the same in
+            // each, so they are computed once per held-out batch.
+            let caches = self.cell_caches(held, self.net.cells_of(ct)[0])?;
             if mode == PerturbMode::Replace {
                 let mut edge_rises = Vec::new();
                 for e in 0..self.net.config.space.edges(ct).len() {
-                    let (rise, row) = self.replace_scores(held, base_loss, ct, e)?;
+                    let (rise, row) = self.replace_scores(held, base_loss, ct, e, &caches)?;
                     edge_rises.push(rise);
                     rows.push(row);
                     done += k + 1;
@@ -421,7 +426,13 @@ impl Searcher {
                         kind,
                     });
                     let mut per_image = Vec::with_capacity(n);
-                    row.push(self.rise_without(&members, held, base_loss, &mut per_image)?);
+                    row.push(self.rise_without(
+                        &members,
+                        held,
+                        base_loss,
+                        &mut per_image,
+                        (&caches, e),
+                    )?);
                     losses.push(per_image);
                     done += 1;
                     observe(done, total);
@@ -447,12 +458,14 @@ impl Searcher {
         base_loss: f64,
         ct: CellType,
         e: usize,
+        caches: &[CellCache],
     ) -> Result<(f64, Vec<f64>)> {
         let parents = self.group_members(GroupId {
             cell_type: ct,
             kind: GroupKind::Parent { edge: e },
         });
-        let edge_rise = self.rise_without(&parents, held, base_loss, &mut Vec::new())?;
+        let edge_rise =
+            self.rise_without(&parents, held, base_loss, &mut Vec::new(), (caches, e))?;
         // The child-switch tensor of the edge in each cell of the type.
         let tensors: Vec<ParamId> = self
             .group_members(GroupId {
@@ -477,7 +490,7 @@ impl Searcher {
                     only[op] = v.iter().sum();
                     s.set_tensor(p, only)?;
                 }
-                row.push(s.held_out_loss(held)? - base_loss);
+                row.push(s.held_out_losses(held, None, Some((caches, e)))? - base_loss);
             }
             Ok(())
         };
@@ -533,16 +546,18 @@ impl Searcher {
 
     /// The rise of the held-out loss over `base_loss` with the switch elements `members` set
     /// to 0; they are restored afterwards (also when the evaluation fails).
-    /// The per-image losses of that evaluation are appended to `per_image`.
+    /// The per-image losses of that evaluation are appended to `per_image`. `members` are
+    /// switches of edge `reuse.1` of the cells of the type whose first cell `reuse.0` recorded.
     fn rise_without(
         &mut self,
         members: &[(ParamId, usize)],
         held: &HeldOut,
         base_loss: f64,
         per_image: &mut Vec<f64>,
+        reuse: (&[CellCache], usize),
     ) -> Result<f64> {
         let saved = self.set_switches(members, 0.0)?;
-        let loss = self.held_out_losses(held, Some(per_image));
+        let loss = self.held_out_losses(held, Some(per_image), Some(reuse));
         for ((p, i), v) in members.iter().zip(saved) {
             self.set_switches(&[(*p, *i)], v)?;
         }
@@ -565,29 +580,48 @@ impl Searcher {
     /// in evaluation mode, or with batch statistics ([`PerturbBn::Batch`]: training-mode
     /// tapes, forward only; they update the running statistics).
     fn held_out_loss(&mut self, held: &HeldOut) -> Result<f64> {
-        self.held_out_losses(held, None)
+        self.held_out_losses(held, None, None)
     }
 
     /// [`Searcher::held_out_loss`], also appending each image's cross-entropy (in f64, from
-    /// the same logits) to `per_image` when given; the mean returned is the same.
+    /// the same logits) to `per_image` when given; the mean returned is the same. With
+    /// `reuse = Some((caches, e))` only the switches of edge `e` of the cell type whose first
+    /// cell `caches` recorded (one cache per held-out batch) differ from the recorded pass,
+    /// and [`Supernet::forward_reusing`] recomputes only what they reach: the same losses,
+    /// bit for bit, in less time.
+    ///
+    /// [`Supernet::forward_reusing`]: crate::supernet::Supernet::forward_reusing
     fn held_out_losses(
         &mut self,
         held: &HeldOut,
         mut per_image: Option<&mut Vec<f64>>,
+        reuse: Option<(&[CellCache], usize)>,
     ) -> Result<f64> {
+        if let Some((caches, _)) = reuse {
+            if caches.len() != held.batches.len() {
+                return Err(Error::Invalid(format!(
+                    "held-out evaluation: {} cell caches for {} batches",
+                    caches.len(),
+                    held.batches.len()
+                )));
+            }
+        }
         let (net, store) = (&self.net, &mut self.store);
-        let new_tape = match held.bn {
-            PerturbBn::Running => Tape::new_eval,
-            PerturbBn::Batch => Tape::new,
-        };
         let mut batches = held
             .batches
             .iter()
             .map(|(x, labels)| Ok((x.clone(), labels.clone())));
         let mut labels = held.batches.iter().map(|(_, l)| l);
-        let totals = crate::retrain::evaluate_on(&mut batches, new_tape, &mut |tape, x| {
-            let xv = tape.input(x);
-            let logits = net.forward(tape, store, xv)?;
+        let mut index = 0;
+        let totals = crate::retrain::evaluate_on(&mut batches, held.new_tape(), &mut |tape, x| {
+            let logits = match reuse {
+                Some((caches, e)) => net.forward_reusing(tape, store, &caches[index], e)?,
+                None => {
+                    let xv = tape.input(x);
+                    net.forward(tape, store, xv)?
+                }
+            };
+            index += 1;
             if let Some(out) = per_image.as_deref_mut() {
                 let l = labels.next().ok_or_else(|| {
                     Error::Invalid("held-out evaluation: more batches than labels".into())
@@ -597,6 +631,32 @@ impl Searcher {
             Ok(logits)
         })?;
         Ok(totals.means().0)
+    }
+}
+
+impl HeldOut {
+    /// The tapes of its evaluations: evaluation mode, or training mode for batch statistics.
+    fn new_tape(&self) -> fn() -> Tape {
+        match self.bn {
+            PerturbBn::Running => Tape::new_eval,
+            PerturbBn::Batch => Tape::new,
+        }
+    }
+}
+
+impl Searcher {
+    /// One [`CellCache`] of cell `start` per held-out batch, recorded by a pass of the
+    /// unchanged network (the tapes of [`HeldOut::new_tape`]).
+    fn cell_caches(&mut self, held: &HeldOut, start: usize) -> Result<Vec<CellCache>> {
+        let (net, store) = (&self.net, &mut self.store);
+        held.batches
+            .iter()
+            .map(|(x, _)| {
+                let mut tape = (held.new_tape())();
+                let xv = tape.input(x.clone());
+                Ok(net.forward_caching(&mut tape, store, xv, start)?.1)
+            })
+            .collect()
     }
 }
 

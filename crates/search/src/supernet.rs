@@ -182,18 +182,67 @@ impl SearchCell {
         prev: Var,
         handicap: &mut Option<Handicap>,
     ) -> Result<Var> {
-        let mut states = self.inputs.forward(t, store, prev_prev, prev)?;
+        let states = self.inputs.forward(t, store, prev_prev, prev)?;
+        Ok(self.nodes(t, store, states, handicap, None)?.out)
+    }
+
+    /// The intermediate nodes and the output of the cell from the states of its input nodes.
+    ///
+    /// With `reuse = Some((cache, e))` the cell is the one `cache` recorded, and only the
+    /// switches of its edge `e` differ from that pass: edge `e` and every edge reading a node
+    /// that changed are recomputed; every other edge's mixed output and every unchanged
+    /// node's state are the cache's (`states` may then hold only what is recomputed; missing
+    /// input nodes are taken from the cache). The recomputed ops see the same values as a
+    /// full pass, so the output is the full pass's, bit for bit.
+    fn nodes(
+        &self,
+        t: &mut Tape,
+        store: &mut ParamStore,
+        mut states: HashMap<Node, Var>,
+        handicap: &mut Option<Handicap>,
+        reuse: Option<(&CellCache, usize)>,
+    ) -> Result<CellVars> {
         let n = crate::space::NUM_INTERMEDIATE;
         let mut relus: HashMap<Node, Var> = HashMap::new();
+        let mut edges = vec![None; self.edges.len()];
+        let mut changed: Vec<Node> = Vec::new();
         for node in 0..n {
+            let into: Vec<usize> = (0..self.edges.len())
+                .filter(|&i| self.edges[i].edge.to == node)
+                .collect();
+            let recompute = |i: usize| match reuse {
+                None => true,
+                Some((_, e)) => i == e || changed.contains(&self.edges[i].edge.from),
+            };
+            if let Some((cache, _)) = reuse {
+                if !into.iter().any(|&i| recompute(i)) {
+                    let v = t.input(cache.state(Node::Inter(node))?.clone());
+                    states.insert(Node::Inter(node), v);
+                    continue;
+                }
+            }
             let mut incoming = Vec::new();
-            for me in self.edges.iter().filter(|me| me.edge.to == node) {
-                let x = *states.get(&me.edge.from).ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "edge {} reads a node that is not computed yet",
-                        me.edge
-                    ))
-                })?;
+            for &i in &into {
+                let me = &self.edges[i];
+                if !recompute(i) {
+                    let (cache, _) = reuse.expect("only a reusing pass skips an edge");
+                    incoming.push(t.input(cache.edges[i].clone()));
+                    continue;
+                }
+                let x = match (states.get(&me.edge.from), reuse) {
+                    (Some(&x), _) => x,
+                    (None, Some((cache, _))) => {
+                        let x = t.input(cache.state(me.edge.from)?.clone());
+                        states.insert(me.edge.from, x);
+                        x
+                    }
+                    (None, None) => {
+                        return Err(Error::Invalid(format!(
+                            "edge {} reads a node that is not computed yet",
+                            me.edge
+                        )))
+                    }
+                };
                 let rx = relu_once(t, &mut relus, me.edge.from, x)?;
                 let mut outs = Vec::with_capacity(me.ops.len());
                 for op in &me.ops {
@@ -204,13 +253,58 @@ impl SearchCell {
                     });
                 }
                 let (s, s0) = (t.param(store, me.s), t.param(store, me.s0));
-                incoming.push(t.mixed(&outs, s, s0)?);
+                let mixed = t.mixed(&outs, s, s0)?;
+                edges[i] = Some(mixed);
+                incoming.push(mixed);
             }
             let state = sum_terms(t, &incoming)?;
             states.insert(Node::Inter(node), state);
+            changed.push(Node::Inter(node));
         }
         let outs: Vec<Var> = (0..n).map(|i| states[&Node::Inter(i)]).collect();
-        t.concat_channels(&outs)
+        let out = t.concat_channels(&outs)?;
+        Ok(CellVars { out, edges, states })
+    }
+}
+
+/// What [`SearchCell::nodes`] computed: the cell's output, each edge's mixed output (`None`
+/// for an edge a reusing pass took from its cache) and the state of every node it read or
+/// made.
+struct CellVars {
+    out: Var,
+    edges: Vec<Option<Var>>,
+    states: HashMap<Node, Var>,
+}
+
+/// One batch's pass through the first cell its change reaches, recorded by
+/// [`Supernet::forward_caching`] so that [`Supernet::forward_reusing`] recomputes, for a
+/// change of the switches of one edge of that cell's type, only what the change reaches:
+/// the edge and the nodes after it in that cell, and the cells after it. The held-out
+/// evaluations of `--derive perturb` change one edge's switches at a time.
+#[derive(Clone, Debug)]
+pub struct CellCache {
+    /// Index of the recorded cell (the first cell of its type).
+    start: usize,
+    /// The recorded cell's `prev` input, the `prev_prev` of the cell after it.
+    prev: Tensor,
+    /// The states of the recorded cell's input and intermediate nodes.
+    states: HashMap<Node, Tensor>,
+    /// The mixed output of each of its edges.
+    edges: Vec<Tensor>,
+}
+
+impl CellCache {
+    fn state(&self, node: Node) -> Result<&Tensor> {
+        self.states.get(&node).ok_or_else(|| {
+            Error::Invalid(format!(
+                "cell cache: no state of node {node:?} was recorded"
+            ))
+        })
+    }
+
+    /// Index of the cell it recorded.
+    pub fn start(&self) -> usize {
+        self.start
     }
 }
 
@@ -262,6 +356,92 @@ impl Supernet {
         let (mut pp, mut p) = (s, s);
         for cell in &self.cells {
             let out = cell.forward(t, store, pp, p, &mut handicap)?;
+            pp = p;
+            p = out;
+        }
+        let pooled = t.global_avg_pool(p)?;
+        self.classifier.forward(t, store, pooled)
+    }
+
+    /// [`Supernet::forward`], also recording cell `start`'s pass in a [`CellCache`].
+    pub fn forward_caching(
+        &self,
+        t: &mut Tape,
+        store: &mut ParamStore,
+        x: Var,
+        start: usize,
+    ) -> Result<(Var, CellCache)> {
+        if start >= self.cells.len() {
+            return Err(Error::Invalid(format!(
+                "cell cache: cell {start} of a supernet with {} cells",
+                self.cells.len()
+            )));
+        }
+        let s = self.stem.forward(t, store, x)?;
+        let (mut pp, mut p) = (s, s);
+        let mut cache = None;
+        for (i, cell) in self.cells.iter().enumerate() {
+            let out = if i == start {
+                let states = cell.inputs.forward(t, store, pp, p)?;
+                let vars = cell.nodes(t, store, states, &mut None, None)?;
+                let edges = vars
+                    .edges
+                    .iter()
+                    .map(|v| v.map(|v| t.value(v).clone()))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| Error::Invalid("cell cache: an edge was not computed".into()))?;
+                let states = vars
+                    .states
+                    .iter()
+                    .map(|(&node, &v)| (node, t.value(v).clone()))
+                    .collect();
+                cache = Some(CellCache {
+                    start,
+                    prev: t.value(p).clone(),
+                    states,
+                    edges,
+                });
+                vars.out
+            } else {
+                cell.forward(t, store, pp, p, &mut None)?
+            };
+            pp = p;
+            p = out;
+        }
+        let pooled = t.global_avg_pool(p)?;
+        let logits = self.classifier.forward(t, store, pooled)?;
+        Ok((logits, cache.expect("start is a cell index")))
+    }
+
+    /// The logits of the batch `cache` recorded, after the switches of edge `edge` of the
+    /// recorded cell's type (in any of its cells) changed and nothing else: the recorded
+    /// cell recomputes that edge and what depends on it, the cells after it run in full.
+    /// Bit for bit the logits of [`Supernet::forward`] on that batch.
+    pub fn forward_reusing(
+        &self,
+        t: &mut Tape,
+        store: &mut ParamStore,
+        cache: &CellCache,
+        edge: usize,
+    ) -> Result<Var> {
+        let cell = self.cells.get(cache.start).ok_or_else(|| {
+            Error::Invalid(format!(
+                "cell cache: no cell {} in this supernet",
+                cache.start
+            ))
+        })?;
+        if edge >= cell.edges.len() || cache.edges.len() != cell.edges.len() {
+            return Err(Error::Invalid(format!(
+                "cell cache: edge {edge} of a cell with {} edges ({} recorded)",
+                cell.edges.len(),
+                cache.edges.len()
+            )));
+        }
+        let vars = cell.nodes(t, store, HashMap::new(), &mut None, Some((cache, edge)))?;
+        let mut pp = t.input(cache.prev.clone());
+        let mut p = vars.out;
+        for cell in &self.cells[cache.start + 1..] {
+            let out = cell.forward(t, store, pp, p, &mut None)?;
             pp = p;
             p = out;
         }

@@ -279,6 +279,121 @@ fn perturbation_scores_are_held_out_loss_rises_and_restore_the_switches() {
     );
 }
 
+/// The held-out evaluations recompute only what a change of one edge's switches reaches (the
+/// cells before the first cell of its type, and that cell's nodes the edge does not feed, are
+/// recorded once per batch). Every score must still be the loss of a full pass of the network
+/// with the switches set by hand, bit for bit: removal scores with running and with batch
+/// statistics, and replacement scores, on a five-cell supernet (N R N R N, so both types have
+/// cells before and after their first one).
+#[test]
+fn reused_cells_give_the_scores_of_full_passes_bit_for_bit() {
+    let mut s = common::searcher(
+        SupernetConfig {
+            cells: 5,
+            ..tiny(4)
+        },
+        SearchSettings {
+            rounds: 1,
+            curvature_batches: 2,
+            seed: 9,
+            switches_lr: 0.05,
+            ..SearchSettings::default()
+        },
+    );
+    let mut data = Synthetic::clean(6, 2);
+    s.run(&mut data, None, &mut |_| {}).unwrap();
+    assert_eq!(s.net.cells_of(CellType::Normal), vec![0, 2, 4]);
+    let batches: Vec<Batch> = data
+        .epoch(SplitKind::Validation, 0)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    assert_eq!(batches.iter().map(|(_, l)| l.len()).sum::<usize>(), 12);
+    // The reference: the plain forward pass of the whole network on every batch.
+    let full = |s: &mut Searcher, bn: PerturbBn| -> f64 {
+        let new_tape = match bn {
+            PerturbBn::Running => Tape::new_eval,
+            PerturbBn::Batch => Tape::new,
+        };
+        let (net, store) = (&s.net, &mut s.store);
+        let mut it = batches.iter().map(|(x, l)| Ok((x.clone(), l.clone())));
+        bayesnas_search::retrain::evaluate_on(&mut it, new_tape, &mut |t, x| {
+            let xv = t.input(x);
+            net.forward(t, store, xv)
+        })
+        .unwrap()
+        .means()
+        .0
+    };
+    let set_edge = |s: &mut Searcher, ct: CellType, e: usize, f: &dyn Fn(&[f32]) -> Vec<f32>| {
+        for c in s.net.cells_of(ct) {
+            let id = s.net.cells[c].edges[e].s;
+            let v = f(&s.store.value(id).to_vec());
+            s.store.get_mut(id).value = Tensor::from_vec(v, &[7]).unwrap();
+        }
+    };
+    let mut checked = 0;
+    for (mode, bn) in [
+        (PerturbMode::Remove, PerturbBn::Running),
+        (PerturbMode::Remove, PerturbBn::Batch),
+        (PerturbMode::Replace, PerturbBn::Running),
+    ] {
+        let opts = PerturbOptions {
+            images: 12,
+            mode,
+            bn,
+            standard_errors: false,
+        };
+        let (scores, _) = s
+            .perturbation_scores_with(&mut data, opts, None, &mut |_, _| {})
+            .unwrap();
+        let base = full(&mut s, bn);
+        assert_eq!(scores.base_loss.to_bits(), base.to_bits());
+        for ct in CellType::ALL {
+            let (rows, edges) = match ct {
+                CellType::Normal => (&scores.normal, &scores.normal_edges),
+                CellType::Reduce => (&scores.reduce, &scores.reduce_edges),
+            };
+            for (e, row) in rows.iter().enumerate() {
+                for (op, &got) in row.iter().enumerate() {
+                    let saved = values(&s);
+                    match mode {
+                        PerturbMode::Remove => zero_child_switch(&mut s, ct, e, op),
+                        PerturbMode::Replace => set_edge(&mut s, ct, e, &|v| {
+                            let mut only = vec![0.0; v.len()];
+                            only[op] = v.iter().sum();
+                            only
+                        }),
+                    }
+                    let want = full(&mut s, bn) - base;
+                    restore(&mut s, saved);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{mode:?} {bn:?} {ct:?} edge {e} op {op}: {got} vs {want}"
+                    );
+                    checked += 1;
+                }
+                if mode == PerturbMode::Replace {
+                    let saved = values(&s);
+                    for c in s.net.cells_of(ct) {
+                        let id = s.net.cells[c].edges[e].s0;
+                        s.store.get_mut(id).value = Tensor::from_vec(vec![0.0], &[1]).unwrap();
+                    }
+                    let want = full(&mut s, bn) - base;
+                    restore(&mut s, saved);
+                    assert_eq!(
+                        edges[e].to_bits(),
+                        want.to_bits(),
+                        "{ct:?} edge {e} removed"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 2 * 8 * 7);
+}
+
 /// `replace` scores: an op's entry is the held-out loss rise when it alone replaces its
 /// edge's mixture (the edge's other child switches 0, its own their sum, in every cell of
 /// the type) and an edge's the rise when its parent switches are 0; both checked by hand on
