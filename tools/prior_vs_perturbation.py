@@ -43,19 +43,10 @@ import os
 import statistics
 import sys
 
-CELL_TYPES = ("normal", "reduce")
-PARAM_FREE = {"max_pool_3x3", "avg_pool_3x3", "skip_connect"}
+# The figures' definitions and file reading are search_quality.py's (same folder).
+from search_quality import CELL_TYPES, PARAM_FREE, load_json  # noqa: E402
+
 QUANTITIES = ("rise", "s", "h", "s2h", "gamma", "gamma_tilde")
-
-
-def load_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        sys.exit(f"{path}: not found (is this the --out folder of a search with --derive perturb?)")
-    except json.JSONDecodeError as e:
-        sys.exit(f"{path}: not valid JSON ({e})")
 
 
 def ranks(values):
