@@ -301,11 +301,6 @@ impl CellCache {
             ))
         })
     }
-
-    /// Index of the cell it recorded.
-    pub fn start(&self) -> usize {
-        self.start
-    }
 }
 
 impl Supernet {
@@ -353,9 +348,22 @@ impl Supernet {
         mut handicap: Option<Handicap>,
     ) -> Result<Var> {
         let s = self.stem.forward(t, store, x)?;
-        let (mut pp, mut p) = (s, s);
-        for cell in &self.cells {
-            let out = cell.forward(t, store, pp, p, &mut handicap)?;
+        self.cells_and_head(t, store, 0, s, s, &mut handicap)
+    }
+
+    /// Cells `from..` on the states `pp` (`c_{k-2}`) and `p` (`c_{k-1}`) of cell `from`'s
+    /// inputs, then global pooling and the classifier: the logits.
+    fn cells_and_head(
+        &self,
+        t: &mut Tape,
+        store: &mut ParamStore,
+        from: usize,
+        mut pp: Var,
+        mut p: Var,
+        handicap: &mut Option<Handicap>,
+    ) -> Result<Var> {
+        for cell in &self.cells[from..] {
+            let out = cell.forward(t, store, pp, p, handicap)?;
             pp = p;
             p = out;
         }
@@ -379,38 +387,33 @@ impl Supernet {
         }
         let s = self.stem.forward(t, store, x)?;
         let (mut pp, mut p) = (s, s);
-        let mut cache = None;
-        for (i, cell) in self.cells.iter().enumerate() {
-            let out = if i == start {
-                let states = cell.inputs.forward(t, store, pp, p)?;
-                let vars = cell.nodes(t, store, states, &mut None, None)?;
-                let edges = vars
-                    .edges
-                    .iter()
-                    .map(|v| v.map(|v| t.value(v).clone()))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| Error::Invalid("cell cache: an edge was not computed".into()))?;
-                let states = vars
-                    .states
-                    .iter()
-                    .map(|(&node, &v)| (node, t.value(v).clone()))
-                    .collect();
-                cache = Some(CellCache {
-                    start,
-                    prev: t.value(p).clone(),
-                    states,
-                    edges,
-                });
-                vars.out
-            } else {
-                cell.forward(t, store, pp, p, &mut None)?
-            };
+        for cell in &self.cells[..start] {
+            let out = cell.forward(t, store, pp, p, &mut None)?;
             pp = p;
             p = out;
         }
-        let pooled = t.global_avg_pool(p)?;
-        let logits = self.classifier.forward(t, store, pooled)?;
-        Ok((logits, cache.expect("start is a cell index")))
+        let cell = &self.cells[start];
+        let states = cell.inputs.forward(t, store, pp, p)?;
+        let vars = cell.nodes(t, store, states, &mut None, None)?;
+        let edges = vars
+            .edges
+            .iter()
+            .map(|v| v.map(|v| t.value(v).clone()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| Error::Invalid("cell cache: an edge was not computed".into()))?;
+        let states = vars
+            .states
+            .iter()
+            .map(|(&node, &v)| (node, t.value(v).clone()))
+            .collect();
+        let cache = CellCache {
+            start,
+            prev: t.value(p).clone(),
+            states,
+            edges,
+        };
+        let logits = self.cells_and_head(t, store, start + 1, p, vars.out, &mut None)?;
+        Ok((logits, cache))
     }
 
     /// The logits of the batch `cache` recorded, after the switches of edge `edge` of the
@@ -438,15 +441,8 @@ impl Supernet {
             )));
         }
         let vars = cell.nodes(t, store, HashMap::new(), &mut None, Some((cache, edge)))?;
-        let mut pp = t.input(cache.prev.clone());
-        let mut p = vars.out;
-        for cell in &self.cells[cache.start + 1..] {
-            let out = cell.forward(t, store, pp, p, &mut None)?;
-            pp = p;
-            p = out;
-        }
-        let pooled = t.global_avg_pool(p)?;
-        self.classifier.forward(t, store, pooled)
+        let prev = t.input(cache.prev.clone());
+        self.cells_and_head(t, store, cache.start + 1, prev, vars.out, &mut None)
     }
 
     /// Indices of the cells of one type, in depth order (the members of each switch group).

@@ -359,6 +359,9 @@ impl SearchArgs {
         } else {
             DEFAULT_DERIVE
         });
+        // `--cheaper-within` reads the standard errors of removal scores only.
+        let removal_scores =
+            derive == DeriveArg::Perturb && self.perturb_mode == PerturbModeArg::Remove;
         let r = Resolved {
             channels: self.channels.unwrap_or(if paper { 36 } else { 8 }),
             cells: self.cells.unwrap_or(if paper { 8 } else { 5 }),
@@ -376,18 +379,11 @@ impl SearchArgs {
             },
             cheaper_within: match self.cheaper_within {
                 Some(Width(z)) => z,
-                None if paper
-                    || derive != DeriveArg::Perturb
-                    || self.perturb_mode != PerturbModeArg::Remove =>
-                {
-                    None
-                }
+                None if paper || !removal_scores => None,
                 None => DEFAULT_PERTURB_CHEAPER_WITHIN,
             },
         };
-        if self.cheaper_within.is_some_and(|Width(z)| z.is_some())
-            && (derive != DeriveArg::Perturb || self.perturb_mode != PerturbModeArg::Remove)
-        {
+        if self.cheaper_within.is_some_and(|Width(z)| z.is_some()) && !removal_scores {
             return usage(
                 "--cheaper-within needs --derive perturb with --perturb-mode remove".into(),
             );
